@@ -1,0 +1,120 @@
+"""The embedded default model: a small class-conditional UNet on SD's 1000-step eps schedule."""
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..schedules import scaled_linear_alphas_cumprod
+from ..wrappers import DiscreteEpsDenoiser
+from .shapes import COLORS, NUM_CLASSES, SHAPES, label_of
+
+WEIGHTS_DIR = Path(__file__).parent / "embedded"
+ARTICLES = {"a", "an", "the"}
+
+# Architecture (diffusers UNet2DModel); label NUM_CLASSES is the empty prompt, for guidance.
+UNET_CONFIG = dict(
+    sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+    block_out_channels=(32, 64, 96),
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    num_class_embeds=NUM_CLASSES + 1, norm_num_groups=16, attention_head_dim=32,
+)
+
+
+def build_unet():
+    """A freshly initialised network of the embedded architecture (diffusers UNet2DModel)."""
+    from diffusers import UNet2DModel  # heavy import, only where a network is built
+
+    return UNet2DModel(**UNET_CONFIG)
+
+
+def check_guidance(guidance_scale):
+    """Classifier-free guidance scale: a finite number >= 0 (1 = no guidance)."""
+    g = float(guidance_scale)
+    if not g >= 0 or g == float("inf"):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (got {guidance_scale}); "
+                         "1 means no guidance, 3 to 7 is usual")
+    return g
+
+
+class GuidedEps(nn.Module):
+    """eps(x, t) with classifier-free guidance (Ho & Salimans 2022) in one batched forward."""
+
+    def __init__(self, unet, null_label):
+        super().__init__()
+        self.unet, self.null_label = unet, null_label
+
+    def forward(self, x, t, labels, guidance_scale=1.0):
+        b = x.shape[0]
+        t = t.expand(b)
+        labels = labels.to(x.device).expand(b)
+        if guidance_scale == 1.0:
+            return self.unet(x, t, class_labels=labels).sample
+        null = torch.full_like(labels, self.null_label)
+        eps_cond, eps_uncond = self.unet(torch.cat([x, x]), torch.cat([t, t]),
+                                         class_labels=torch.cat([labels, null])).sample.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+class EmbeddedModel:
+    """The offline default: prompts like 'a red circle', 32x32 RGB, eps-prediction, SD sigmas."""
+
+    name = "embedded"
+
+    def __init__(self, unet, card):
+        self.eps = GuidedEps(unet.eval().requires_grad_(False), NUM_CLASSES)
+        self.card = card
+        self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self.latent_shape = (3, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"])
+        self.vocabulary = {"colors": dict(COLORS), "shapes": list(SHAPES)}
+
+    @classmethod
+    def load(cls, weights_dir=WEIGHTS_DIR):
+        from safetensors.torch import load_file
+
+        weights_dir = Path(weights_dir)
+        path = weights_dir / "model.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"embedded model weights missing at {path}; run "
+                                    "`python -m sampler_lib.models.train_embedded` to rebuild them")
+        unet = build_unet()
+        unet.load_state_dict(load_file(path))
+        return cls(unet, json.loads((weights_dir / "card.json").read_text()))
+
+    def denoiser(self, quantize="off"):
+        """A DiscreteEpsDenoiser over the guided network, with the given discretization mode."""
+        return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize)
+
+    def parse(self, prompt):
+        """'a red circle' -> (colour, shape); '' -> (None, None), the unconditional prompt."""
+        words = [w for w in re.findall(r"[a-z]+|\S", prompt.lower()) if w not in ARTICLES]
+        colour = shape = None
+        for word in words:
+            if word in COLORS and colour is None:
+                colour = word
+            elif word in SHAPES and shape is None:
+                shape = word
+            else:
+                raise ValueError(f"prompt word {word!r} is not understood; use one colour "
+                                 f"({', '.join(COLORS)}) and one shape ({', '.join(SHAPES)}), "
+                                 "e.g. 'a red circle'")
+        if (colour is None) != (shape is None):
+            raise ValueError(f"prompt {prompt!r} needs both a colour ({', '.join(COLORS)}) and a shape "
+                             f"({', '.join(SHAPES)}), e.g. 'a red circle'")
+        return colour, shape
+
+    def condition(self, prompt, guidance_scale=3.0):
+        """extra_args for a sampler: the prompt's class label and the guidance scale, any batch size."""
+        g = check_guidance(guidance_scale)
+        colour, shape = self.parse(prompt)
+        label = NUM_CLASSES if colour is None else label_of(colour, shape)
+        return {"labels": torch.tensor([label]), "guidance_scale": g}
+
+    def decode(self, x):
+        """Samples in [-1, 1] to 8-bit RGB PIL images."""
+        from PIL import Image
+
+        arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in arr]

@@ -1,0 +1,236 @@
+"""Karras-style samplers with k-diffusion's signatures, plus EDM's round_sigma and per-item schedules.
+
+`sigmas` is (N+1,) for the whole batch or (N+1, B) with one schedule per batch item, so two arms of a
+comparison can run in lockstep in one batch. A model with `round_sigma` (paper-mode discretization)
+gets every nonzero schedule sigma and every churned `sigma_hat` rounded before it is used.
+"""
+import torch
+from tqdm.auto import trange
+
+from ._checks import check_sigmas
+from .wrappers import append_dims
+
+
+def to_d(x, sigma, denoised):
+    """Karras ODE derivative dx/dsigma = (x - D(x; sigma)) / sigma (eq. 3)."""
+    return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def round_sigmas(model, sigmas):
+    """Apply the model's round_sigma to every nonzero sigma; 0 is never rounded."""
+    round_sigma = getattr(model, "round_sigma", None)
+    if round_sigma is None:
+        return sigmas
+    return torch.where(sigmas > 0, round_sigma(sigmas).to(sigmas.dtype), sigmas)
+
+
+def _setup(model, x, sigmas, extra_args):
+    check_sigmas(sigmas)
+    if sigmas.ndim == 1:
+        sigmas = sigmas[:, None].expand(-1, x.shape[0])
+    elif sigmas.shape[1] != x.shape[0]:
+        raise ValueError(f"per-item sigmas have {sigmas.shape[1]} columns for a batch of {x.shape[0]}; "
+                         "give one schedule column per batch item")
+    sigmas = sigmas.to(x.device)
+    # Rounded row by row so a per-item round_sigma sees one (B,) vector at a time.
+    sigmas = torch.stack([round_sigmas(model, row) for row in sigmas])
+    return ({} if extra_args is None else extra_args), sigmas
+
+
+def _need(noise_sampler):
+    if noise_sampler is None:
+        raise ValueError("this sampler adds noise: pass noise_sampler=BrownianNoiseSampler(x, seed, "
+                         "sigma_max) so the randomness is explicit and reproducible")
+    return noise_sampler
+
+
+def _churn(model, x, sigma, n_steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
+    """Karras Algorithm 2, lines 4-6: sigma_hat = round(sigma * (1 + gamma)), x_hat = x + noise."""
+    gamma = min(s_churn / n_steps, 2 ** 0.5 - 1) if s_churn > 0 else 0.0
+    in_window = (sigma >= s_tmin) & (sigma <= s_tmax)
+    if gamma == 0 or not bool(in_window.any()):
+        return x, sigma
+    sigma_hat = torch.where(in_window, round_sigmas(model, sigma * (gamma + 1)), sigma)
+    eps = _need(noise_sampler)(sigma, sigma_hat) * s_noise
+    return x + eps * append_dims((sigma_hat ** 2 - sigma ** 2) ** 0.5, x.ndim), sigma_hat
+
+
+def _report(callback, x, i, sigma, sigma_hat, denoised):
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
+
+
+def _where(mask, a, b):
+    return torch.where(append_dims(mask, a.ndim), a, b)
+
+
+@torch.no_grad()
+def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0,
+                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Karras et al. (2022) Algorithm 2 with first-order (Euler) steps."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    n = len(sigmas) - 1
+    for i in trange(n, disable=disable):
+        x, sigma_hat = _churn(model, x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat, **extra_args)
+        d = to_d(x, sigma_hat, denoised)
+        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        x = x + d * append_dims(sigmas[i + 1] - sigma_hat, x.ndim)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0,
+                s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Karras et al. (2022) Algorithm 2: Heun's 2nd-order steps, an Euler step into sigma = 0."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    n = len(sigmas) - 1
+    for i in trange(n, disable=disable):
+        x, sigma_hat = _churn(model, x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat, **extra_args)
+        d = to_d(x, sigma_hat, denoised)
+        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        sigma_next = sigmas[i + 1]
+        dt = append_dims(sigma_next - sigma_hat, x.ndim)
+        x_euler = x + d * dt
+        last = sigma_next == 0
+        if bool(last.all()):
+            x = x_euler
+            continue
+        # Items stepping into 0 keep the Euler step; their correction is evaluated at a safe sigma.
+        sigma_eval = torch.where(last, sigma_hat, sigma_next)
+        d_2 = to_d(x_euler, sigma_eval, model(x_euler, sigma_eval, **extra_args))
+        x = _where(last, x_euler, x + (d + d_2) / 2 * dt)
+    return x
+
+
+@torch.no_grad()
+def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0,
+                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """DPM-Solver-2 (Lu et al. 2022) in Karras form: a midpoint in log sigma (rounded in paper mode)."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    n = len(sigmas) - 1
+    for i in trange(n, disable=disable):
+        x, sigma_hat = _churn(model, x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+        denoised = model(x, sigma_hat, **extra_args)
+        d = to_d(x, sigma_hat, denoised)
+        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        sigma_next = sigmas[i + 1]
+        last = sigma_next == 0
+        x_euler = x + d * append_dims(sigma_next - sigma_hat, x.ndim)
+        if bool(last.all()):
+            x = x_euler
+            continue
+        safe_next = torch.where(last, sigma_hat, sigma_next)
+        # The midpoint is a network input too, so paper mode keeps it on the training grid.
+        sigma_mid = round_sigmas(model, sigma_hat.log().lerp(safe_next.log(), 0.5).exp())
+        x_2 = x + d * append_dims(sigma_mid - sigma_hat, x.ndim)
+        d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid, **extra_args))
+        x = _where(last, x_euler, x + d_2 * append_dims(sigma_next - sigma_hat, x.ndim))
+    return x
+
+
+def get_ancestral_step(sigma_from, sigma_to, eta=1.0):
+    """Split a step into a deterministic part to sigma_down and fresh noise of size sigma_up."""
+    if not eta:
+        return sigma_to, torch.zeros_like(sigma_to)
+    sigma_up = torch.minimum(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2)
+                                              / sigma_from ** 2) ** 0.5)
+    sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
+    return sigma_down, sigma_up
+
+
+@torch.no_grad()
+def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
+                           s_noise=1.0, noise_sampler=None):
+    """Ancestral sampling with Euler steps (k-diffusion's euler_a)."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma, **extra_args)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta=eta)
+        _report(callback, x, i, sigma, sigma, denoised)
+        x = x + to_d(x, sigma, denoised) * append_dims(sigma_down - sigma, x.ndim)
+        noisy = sigma_next > 0
+        if eta and bool(noisy.any()):
+            scale = torch.where(noisy, sigma_up, torch.zeros_like(sigma_up)) * s_noise
+            x = x + _need(noise_sampler)(sigma, sigma_next) * append_dims(scale, x.ndim)
+    return x
+
+
+def _t(sigma):
+    """DPM-Solver's time t = -log sigma (so sigma(t) = exp(-t))."""
+    return sigma.log().neg()
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2)."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    old_denoised, h_last = None, None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma, **extra_args)
+        _report(callback, x, i, sigma, sigma, denoised)
+        t, t_next = _t(sigma), _t(sigma_next)
+        h = t_next - t
+        denoised_d = denoised
+        if old_denoised is not None:
+            # Second order needs two finite, nonzero steps (a paper-mode duplicate sigma is a no-op).
+            second = (sigma_next > 0) & (h > 0) & (h_last > 0)
+            r = torch.where(second, h_last / h, torch.ones_like(h))
+            r = append_dims(r, x.ndim)
+            denoised_d = _where(second, (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised,
+                                denoised)
+        ratio = append_dims(t_next.neg().exp() / t.neg().exp(), x.ndim)
+        x = ratio * x - append_dims((-h).expm1(), x.ndim) * denoised_d
+        old_denoised, h_last = denoised, h
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
+                        s_noise=1.0, noise_sampler=None, solver_type="midpoint"):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's variant, midpoint or heun correction)."""
+    if solver_type not in ("heun", "midpoint"):
+        raise ValueError(f"solver_type must be 'heun' or 'midpoint' (got {solver_type!r})")
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    old_denoised, h_last = None, None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma, **extra_args)
+        _report(callback, x, i, sigma, sigma, denoised)
+        last = sigma_next == 0
+        if bool(last.all()):
+            x, old_denoised = denoised, denoised
+            continue
+        safe_next = torch.where(last, sigma, sigma_next)
+        h = _t(safe_next) - _t(sigma)
+        eta_h = eta * h
+        dims = lambda v: append_dims(v, x.ndim)  # noqa: E731
+        x_new = dims(safe_next / sigma * (-eta_h).exp()) * x + dims((-h - eta_h).expm1().neg()) * denoised
+        if old_denoised is not None:
+            second = ~last & (h > 0) & (h_last > 0)
+            inv_r = dims(torch.where(second, h / h_last, torch.zeros_like(h)))
+            if solver_type == "heun":
+                coef = (-h - eta_h).expm1().neg() / (-h - eta_h) + 1
+            else:
+                coef = 0.5 * (-h - eta_h).expm1().neg()
+            x_new = x_new + dims(torch.where(second, coef, torch.zeros_like(coef))) * inv_r * (
+                denoised - old_denoised)
+        if eta:
+            scale = safe_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise
+            x_new = x_new + _need(noise_sampler)(sigma, safe_next) * dims(scale)
+        x = _where(last, denoised, x_new)
+        old_denoised, h_last = denoised, h
+    return x
+
+
+SAMPLERS = {
+    "euler": sample_euler,
+    "euler_ancestral": sample_euler_ancestral,
+    "heun": sample_heun,
+    "dpm_2": sample_dpm_2,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+}
