@@ -164,27 +164,28 @@ def _t(sigma):
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2)."""
+def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2); deterministic, so noise_sampler is unused."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    old_denoised, h_last = None, None
+    # Every coefficient depends only on the schedule: compute them for all steps at once.
+    t = _t(sigmas)
+    h = t[1:] - t[:-1]
+    h_last = torch.cat([torch.full_like(h[:1], float("nan")), h[:-1]])
+    # Second order needs two finite, nonzero steps (a paper-mode duplicate sigma is a no-op).
+    second = (sigmas[1:] > 0) & (h > 0) & (h_last > 0)
+    half_inv_r = torch.where(second, h / h_last / 2, torch.zeros_like(h))
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    ratio, coef = dims(t[1:].neg().exp() / t[:-1].neg().exp()), dims((-h).expm1())
+    weight_new, weight_old = dims(1 + half_inv_r), dims(half_inv_r)
+    old_denoised = None
     for i in trange(len(sigmas) - 1, disable=disable):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma, **extra_args)
-        _report(callback, x, i, sigma, sigma, denoised)
-        t, t_next = _t(sigma), _t(sigma_next)
-        h = t_next - t
+        denoised = model(x, sigmas[i], **extra_args)
+        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         denoised_d = denoised
-        if old_denoised is not None:
-            # Second order needs two finite, nonzero steps (a paper-mode duplicate sigma is a no-op).
-            second = (sigma_next > 0) & (h > 0) & (h_last > 0)
-            r = torch.where(second, h_last / h, torch.ones_like(h))
-            r = append_dims(r, x.ndim)
-            denoised_d = _where(second, (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised,
-                                denoised)
-        ratio = append_dims(t_next.neg().exp() / t.neg().exp(), x.ndim)
-        x = ratio * x - append_dims((-h).expm1(), x.ndim) * denoised_d
-        old_denoised, h_last = denoised, h
+        if old_denoised is not None and bool(second[i].any()):
+            denoised_d = weight_new[i] * denoised - weight_old[i] * old_denoised
+        x = ratio[i] * x - coef[i] * denoised_d
+        old_denoised = denoised
     return x
 
 

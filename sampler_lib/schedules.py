@@ -12,6 +12,7 @@ def append_zero(sigmas):
 
 
 def _finish(sigmas, append_zero_, device):
+    # Computed in float64 and rounded once, so the endpoints stay inside [sigma_min, sigma_max].
     sigmas = sigmas.to(torch.float32)
     return (append_zero(sigmas) if append_zero_ else sigmas).to(device)
 
@@ -19,7 +20,7 @@ def _finish(sigmas, append_zero_, device):
 def get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0, append_zero=True, device="cpu"):
     """Karras et al. (2022) eq. 5: n sigmas evenly spaced in sigma**(1/rho)."""
     check_range(n, sigma_min, sigma_max, rho)
-    ramp = torch.linspace(0, 1, int(n))
+    ramp = torch.linspace(0, 1, int(n), dtype=torch.float64)
     min_inv_rho = sigma_min ** (1 / rho)
     max_inv_rho = sigma_max ** (1 / rho)
     return _finish((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho, append_zero, device)
@@ -28,14 +29,15 @@ def get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0, append_zero=True, device
 def get_sigmas_exponential(n, sigma_min, sigma_max, append_zero=True, device="cpu"):
     """n sigmas evenly spaced in log sigma."""
     check_range(n, sigma_min, sigma_max)
-    return _finish(torch.linspace(math.log(sigma_max), math.log(sigma_min), int(n)).exp(),
+    return _finish(torch.linspace(math.log(sigma_max), math.log(sigma_min), int(n),
+                                  dtype=torch.float64).exp(),
                    append_zero, device)
 
 
 def get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=1.0, append_zero=True, device="cpu"):
     """n sigmas with log sigma following a polynomial ramp of degree rho (rho=1: exponential)."""
     check_range(n, sigma_min, sigma_max, rho)
-    ramp = torch.linspace(1, 0, int(n)) ** rho
+    ramp = torch.linspace(1, 0, int(n), dtype=torch.float64) ** rho
     log_min = math.log(sigma_min)
     return _finish(torch.exp(ramp * (math.log(sigma_max) - log_min) + log_min), append_zero, device)
 
