@@ -21,7 +21,7 @@ def round_sigmas(model, sigmas):
     round_sigma = getattr(model, "round_sigma", None)
     if round_sigma is None:
         return sigmas
-    return torch.where(sigmas > 0, round_sigma(sigmas).to(sigmas.dtype), sigmas)
+    return torch.where(sigmas > 0, round_sigma(sigmas).to(sigmas), sigmas)
 
 
 def _setup(model, x, sigmas, extra_args):

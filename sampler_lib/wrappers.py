@@ -90,30 +90,32 @@ class DiscreteSchedule(BaseModelWrapper):
         low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]).exp()
 
-    def _ingress(self, x, sigma):
+    def forward(self, x, sigma, **extra_args):
+        sigma_b, x_in, t = self.ingress(x, sigma)
+        return self.egress(x, sigma_b, self.inner_model(x_in, t, **extra_args))
+
+    def ingress(self, x, sigma):
+        """(sigma broadcast over x, network input x * c_in, network timestep)."""
         # In 'paper' mode a foreign sampler may hand us an off-grid sigma: snap it so the
         # network, c_in and c_out still share one training sigma.
         sigma = self.round_sigma(sigma)
         sigma_b = append_dims(sigma, x.ndim)
-        c_in = 1 / (sigma_b ** 2 + 1) ** 0.5
-        return sigma, sigma_b, x * c_in, self.sigma_to_t(sigma)
+        return sigma_b, x / (sigma_b ** 2 + 1) ** 0.5, self.sigma_to_t(sigma)
+
+    def egress(self, x, sigma_b, out):
+        """The denoised image from the network's output."""
+        raise NotImplementedError
 
 
 class DiscreteEpsDenoiser(DiscreteSchedule):
     """Eps-prediction DDPM model as a denoiser: D(x) = x - sigma * eps(x / sqrt(sigma^2 + 1), t)."""
 
-    def forward(self, x, sigma, **extra_args):
-        sigma, sigma_b, x_in, t = self._ingress(x, sigma)
-        eps = self.inner_model(x_in, t, **extra_args)
+    def egress(self, x, sigma_b, eps):
         return x - sigma_b * eps
 
 
 class DiscreteVDenoiser(DiscreteSchedule):
     """V-prediction DDPM model as a denoiser (Salimans & Ho 2022; sigma_data = 1)."""
 
-    def forward(self, x, sigma, **extra_args):
-        sigma, sigma_b, x_in, t = self._ingress(x, sigma)
-        v = self.inner_model(x_in, t, **extra_args)
-        c_skip = 1 / (sigma_b ** 2 + 1)
-        c_out = -sigma_b / (sigma_b ** 2 + 1) ** 0.5
-        return x * c_skip + v * c_out
+    def egress(self, x, sigma_b, v):
+        return x / (sigma_b ** 2 + 1) - v * sigma_b / (sigma_b ** 2 + 1) ** 0.5

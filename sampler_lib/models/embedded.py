@@ -8,6 +8,7 @@ from torch import nn
 
 from ..schedules import scaled_linear_alphas_cumprod
 from ..wrappers import DiscreteEpsDenoiser
+from .guidance import check_guidance, guided_eps, to_pil
 from .shapes import COLORS, NUM_CLASSES, SHAPES, label_of
 
 WEIGHTS_DIR = Path(__file__).parent / "embedded"
@@ -30,32 +31,17 @@ def build_unet():
     return UNet2DModel(**UNET_CONFIG)
 
 
-def check_guidance(guidance_scale):
-    """Classifier-free guidance scale: a finite number >= 0 (1 = no guidance)."""
-    g = float(guidance_scale)
-    if not g >= 0 or g == float("inf"):
-        raise ValueError(f"guidance_scale must be a finite number >= 0 (got {guidance_scale}); "
-                         "1 means no guidance, 3 to 7 is usual")
-    return g
-
-
 class GuidedEps(nn.Module):
-    """eps(x, t) with classifier-free guidance (Ho & Salimans 2022) in one batched forward."""
+    """The UNet as eps(x, t; label) with classifier-free guidance (label NUM_CLASSES is the empty prompt)."""
 
-    def __init__(self, unet, null_label):
+    def __init__(self, unet):
         super().__init__()
-        self.unet, self.null_label = unet, null_label
+        self.unet = unet
 
     def forward(self, x, t, labels, guidance_scale=1.0):
-        b = x.shape[0]
-        t = t.expand(b)
-        labels = labels.to(x.device).expand(b)
-        if guidance_scale == 1.0:
-            return self.unet(x, t, class_labels=labels).sample
-        null = torch.full_like(labels, self.null_label)
-        eps_cond, eps_uncond = self.unet(torch.cat([x, x]), torch.cat([t, t]),
-                                         class_labels=torch.cat([labels, null])).sample.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        labels = labels.to(x.device)
+        return guided_eps(lambda x, t, c: self.unet(x, t, class_labels=c).sample, x, t, labels,
+                          torch.full_like(labels, NUM_CLASSES), guidance_scale)
 
 
 class EmbeddedModel:
@@ -64,7 +50,7 @@ class EmbeddedModel:
     name = "embedded"
 
     def __init__(self, unet, card):
-        self.eps = GuidedEps(unet.eval().requires_grad_(False), NUM_CLASSES)
+        self.eps = GuidedEps(unet.eval().requires_grad_(False))
         self.card = card
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
         self.latent_shape = (3, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"])
@@ -114,7 +100,4 @@ class EmbeddedModel:
 
     def decode(self, x):
         """Samples in [-1, 1] to 8-bit RGB PIL images."""
-        from PIL import Image
-
-        arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a) for a in arr]
+        return to_pil(x)

@@ -1,0 +1,153 @@
+"""Typed, frozen sampler configurations, the pairing presets, and the schedule each config asks for."""
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from sampler_lib import (SAMPLERS, QUANTIZE_MODES, get_sigmas_exponential, get_sigmas_karras,
+                         get_sigmas_polyexponential, penultimate_sigma_min)
+
+SCHEDULES = ("karras", "exponential", "polyexponential")
+SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
+MAX_STEPS = 1000
+
+
+class ConfigError(ValueError):
+    """A configuration a user wrote that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    sampler: str = "heun"                 # a key of sampler_lib.SAMPLERS
+    steps: int = 25                       # sampler steps (intervals of the schedule), 1..1000
+    schedule: str = "karras"              # karras | exponential | polyexponential
+    rho: float = 7.0                      # Karras rho (polyexponential: the ramp's degree)
+    sigma_min: float | None = None        # None: the model's smallest training sigma
+    sigma_max: float | None = None        # None: the model's largest training sigma
+    sigma_min_rule: str = "model"         # model | penultimate_steps_plus_1 | penultimate_steps
+    final_zero: bool = True               # keep the trailing 0 (else a ramp of steps+1 points)
+    quantize: str = "off"                 # off | ingress | paper (see sampler_lib.wrappers)
+    s_churn: float = 0.0                  # Karras churn; 0 = deterministic
+    s_tmin: float = 0.0                   # churn only for sigma >= s_tmin
+    s_tmax: float | None = None           # churn only for sigma <= s_tmax; None = no upper bound
+    s_noise: float = 1.0                  # churn / ancestral noise scale
+    eta: float = 1.0                      # ancestral / SDE noise amount (euler_ancestral, dpmpp_2m_sde)
+    guidance_scale: float = 3.0           # classifier-free guidance
+
+    def __post_init__(self):
+        validate(self)
+
+    def to_json(self):
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data, base=None):
+        """A config from a (partial) dict over `base` (defaults when None); unknown keys are errors."""
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a JSON object such as {\"quantize\": \"paper\"}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        try:
+            return replace(base or cls(), **data)
+        except TypeError as exc:
+            raise ConfigError(f"bad config: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text, base=None):
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"config is not valid JSON ({exc}); write e.g. '{{\"quantize\": \"paper\"}}'") from exc
+        return cls.from_dict(data, base)
+
+    def sampler_kwargs(self):
+        """Keyword arguments this config's sampler takes."""
+        if self.sampler in ("euler", "heun", "dpm_2"):
+            return dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_noise=self.s_noise,
+                        s_tmax=math.inf if self.s_tmax is None else self.s_tmax)
+        if self.sampler in ("euler_ancestral", "dpmpp_2m_sde"):
+            return dict(eta=self.eta, s_noise=self.s_noise)
+        return {}
+
+    @property
+    def stochastic(self):
+        return bool(self.sampler_kwargs().get("s_churn") or self.sampler_kwargs().get("eta"))
+
+
+def _number(cfg, name, lo=None, hi=None, integer=False, optional=False):
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number (got {value!r})")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite (got {value})")
+    if integer and int(value) != value:
+        raise ConfigError(f"{name} must be a whole number (got {value})")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{name} must be {bounds} (got {value})")
+
+
+def validate(cfg):
+    """Raise ConfigError naming the field and what to change."""
+    for name, allowed in (("sampler", tuple(SAMPLERS)), ("schedule", SCHEDULES),
+                          ("sigma_min_rule", SIGMA_MIN_RULES), ("quantize", QUANTIZE_MODES)):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")
+    _number(cfg, "steps", 1, MAX_STEPS, integer=True)
+    _number(cfg, "rho", 1e-3)
+    _number(cfg, "sigma_min", 1e-6, optional=True)
+    _number(cfg, "sigma_max", 1e-6, optional=True)
+    _number(cfg, "s_churn", 0)
+    _number(cfg, "s_tmin", 0)
+    _number(cfg, "s_tmax", 0, optional=True)
+    _number(cfg, "s_noise", 0)
+    _number(cfg, "eta", 0)
+    _number(cfg, "guidance_scale", 0, 100)
+    if not isinstance(cfg.final_zero, bool):
+        raise ConfigError(f"final_zero must be true or false (got {cfg.final_zero!r})")
+    if cfg.sigma_min_rule == "penultimate_steps" and cfg.steps < 2:
+        raise ConfigError("sigma_min_rule 'penultimate_steps' needs steps >= 2")
+
+
+def schedule(cfg, model_sigma_min, model_sigma_max):
+    """The schedule this config asks for, before any discretization: `steps` intervals."""
+    sigma_max = cfg.sigma_max or model_sigma_max
+    sigma_min = cfg.sigma_min or model_sigma_min
+    if cfg.sigma_min_rule != "model":
+        n = cfg.steps + 1 if cfg.sigma_min_rule == "penultimate_steps_plus_1" else cfg.steps
+        sigma_min = penultimate_sigma_min(n, sigma_min, sigma_max, cfg.rho)
+    n = cfg.steps if cfg.final_zero else cfg.steps + 1
+    try:
+        if cfg.schedule == "karras":
+            return get_sigmas_karras(n, sigma_min, sigma_max, cfg.rho, append_zero=cfg.final_zero)
+        if cfg.schedule == "exponential":
+            return get_sigmas_exponential(n, sigma_min, sigma_max, append_zero=cfg.final_zero)
+        return get_sigmas_polyexponential(n, sigma_min, sigma_max, cfg.rho, append_zero=cfg.final_zero)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+# Each preset: (A overrides, B overrides) over a base config; A is the "paper's way" arm.
+PAIRINGS = {
+    "discretization": ({"quantize": "paper"}, {"quantize": "off"}),
+    "discretization-ingress": ({"quantize": "paper"}, {"quantize": "ingress"}),
+    "final-zero": ({"final_zero": True}, {"final_zero": False}),
+    "sigma-min": ({"sigma_min_rule": "penultimate_steps_plus_1", "final_zero": True},
+                  {"sigma_min_rule": "penultimate_steps", "final_zero": True}),
+}
+CUSTOM = "custom"
+
+
+def make_pair(pairing, base=None):
+    """(config A, config B) of a preset over a base config."""
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"unknown pairing {pairing!r}; choose one of {', '.join(PAIRINGS)}")
+    base = base or SamplerConfig()
+    a, b = PAIRINGS[pairing]
+    return SamplerConfig.from_dict(a, base), SamplerConfig.from_dict(b, base)

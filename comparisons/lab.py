@@ -1,0 +1,70 @@
+"""The engine the CLI and the app share: models, LPIPS and the results store behind one object."""
+import math
+import threading
+
+from sampler_lib.models import load_model
+
+from .config import CUSTOM, ConfigError, SamplerConfig
+from .metrics import LPIPS, pair_metrics
+from .runner import run_pair, run_single
+from .store import DEFAULT_PATH, ResultsStore
+
+MAX_SEED = 2 ** 63 - 1
+# The converged image an arm is measured against: many Heun steps, continuous sigmas.
+REFERENCE = SamplerConfig(sampler="heun", steps=200, quantize="off")
+
+
+def check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed) \
+            or int(seed) != seed or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED} (got {seed!r})")
+    return int(seed)
+
+
+class Lab:
+    """Runs pairs, measures them and records them; safe to share between threads."""
+
+    def __init__(self, results=DEFAULT_PATH, lpips_weights=None, load=load_model):
+        self.store = ResultsStore(results)
+        self._lpips_weights = lpips_weights
+        self._load = load
+        self._models, self._lpips, self._lock = {}, None, threading.Lock()
+
+    def model(self, name="embedded"):
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = self._load(name)
+            return self._models[name]
+
+    def lpips(self):
+        with self._lock:
+            if self._lpips is None:
+                self._lpips = LPIPS(self._lpips_weights)
+            return self._lpips
+
+    def compare(self, prompt, seed, cfg_a, cfg_b, pairing=CUSTOM, model="embedded", reference=False,
+                progress=None):
+        """Run, measure and store one pair; returns the stored row plus images and heat maps."""
+        seed = check_seed(seed)
+        m = self.model(model)
+        for cfg in (cfg_a, cfg_b):
+            m.condition(prompt, cfg.guidance_scale)  # rejects unknown words before any work
+        metric = self.lpips()
+        run = run_pair(m, cfg_a, cfg_b, prompt, seed, progress=progress)
+        metrics, maps = pair_metrics(metric, run.a.image, run.b.image)
+        ref_image = None
+        if reference:
+            ref_cfg = SamplerConfig.from_dict({"guidance_scale": cfg_a.guidance_scale}, REFERENCE)
+            ref_image = run_single(m, ref_cfg, prompt, seed)
+            metrics["lpips_a_ref"] = metric(run.a.image, ref_image)[0]
+            metrics["lpips_b_ref"] = metric(run.b.image, ref_image)[0]
+        common = {"model": model, "prompt": prompt, "seed": seed, "pairing": pairing}
+        paths = [self.store.save_image(arm.image, {**common, "config": arm.config.to_json(),
+                                                   "sigmas": arm.sigmas_used})
+                 for arm in (run.a, run.b)]
+        pair_id = self.store.record_pair(
+            pairing=pairing, model=model, prompt=prompt, seed=seed, config_a=cfg_a, config_b=cfg_b,
+            image_a=paths[0], image_b=paths[1], metrics=metrics, sigmas_a=run.a.sigmas_used,
+            sigmas_b=run.b.sigmas_used, lockstep=run.lockstep, seconds=run.seconds)
+        return {"pair_id": pair_id, "run": run, "metrics": metrics, "maps": maps, "reference": ref_image,
+                "image_paths": [str(self.store.path.parent / p) for p in paths]}

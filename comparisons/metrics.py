@@ -1,0 +1,128 @@
+"""Distances between the two images of a pair, computed from the 8-bit images exactly as stored."""
+import math
+import threading
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .lpips_weights import load_trunk
+
+LPIPS_MIN_SIZE = 64  # LPIPS was trained on 64x64 patches
+# torchvision AlexNet.features index -> lpips' slice holding it
+_SLICE_OF = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+
+
+def to_array(image):
+    """PIL image or array -> uint8 (H, W, 3)."""
+    arr = np.array(image.convert("RGB") if hasattr(image, "convert") else image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError("images must be 8-bit RGB")
+    return arr
+
+
+def _check_pair(a, b):
+    if a.shape != b.shape:
+        raise ValueError(f"images must have equal sizes to be compared (got {a.shape[:2]} and {b.shape[:2]})")
+
+
+def lpips_input(arr):
+    """uint8 (H, W, 3) -> (1, 3, H', W') in [-1, 1], nearest-upscaled to at least 64x64."""
+    x = torch.from_numpy(arr.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    h, w = x.shape[-2:]
+    if h < LPIPS_MIN_SIZE or w < LPIPS_MIN_SIZE:
+        x = F.interpolate(x, size=(max(h, LPIPS_MIN_SIZE), max(w, LPIPS_MIN_SIZE)), mode="nearest")
+    return x
+
+
+class LPIPS:
+    """LPIPS v0.1 over the ImageNet AlexNet trunk (Zhang et al. 2018); never a random trunk."""
+
+    def __init__(self, weights=None):
+        import lpips
+
+        # pnet_rand=True only skips torchvision's download; the real trunk is loaded right below.
+        self.net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, spatial=True,
+                               verbose=False).eval()
+        trunk = load_trunk(weights)
+        self.net.net.load_state_dict({f"slice{_SLICE_OF[i]}.{i}.{p}": trunk[f"{i}.{p}"]
+                                      for i in _SLICE_OF for p in ("weight", "bias")})
+        self._lock = threading.Lock()  # one forward at a time: torch modules are not re-entrant-safe
+
+    @torch.no_grad()
+    def __call__(self, image_a, image_b):
+        """(distance, spatial map (H', W') as float32 numpy)."""
+        a, b = to_array(image_a), to_array(image_b)
+        _check_pair(a, b)
+        with self._lock:
+            spatial = self.net(lpips_input(a), lpips_input(b))[0, 0]
+        return float(spatial.mean()), spatial.numpy()
+
+
+def psnr(a, b):
+    """Peak signal-to-noise ratio in dB for 8-bit images; inf for identical images."""
+    a, b = to_array(a).astype(np.float64), to_array(b).astype(np.float64)
+    _check_pair(a, b)
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def ssim(a, b):
+    """SSIM (Wang et al. 2004): 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, mean over RGB."""
+    a, b = to_array(a), to_array(b)
+    _check_pair(a, b)
+    x = torch.from_numpy(a).double().permute(2, 0, 1)[:, None]
+    y = torch.from_numpy(b).double().permute(2, 0, 1)[:, None]
+    size = min(11, a.shape[0], a.shape[1])
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    # Separable Gaussian, valid windows only, as Wang et al.
+    blur = lambda t: F.conv2d(F.conv2d(t, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))  # noqa: E731
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(s.mean())
+
+
+def max_abs_diff(a, b):
+    """Largest absolute difference of any channel of any pixel (0..255)."""
+    a, b = to_array(a), to_array(b)
+    _check_pair(a, b)
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+# A perceptually ordered dark-to-bright ramp (close to matplotlib's 'inferno').
+_RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                  [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def heatmap(values, vmax=None):
+    """2-D non-negative values -> uint8 RGB heat map, 0 black, vmax (default: the max) bright."""
+    values = np.asarray(values, dtype=np.float64)
+    vmax = float(values.max()) if vmax is None else vmax
+    t = np.clip(values / vmax, 0, 1) if vmax > 0 else np.zeros_like(values)
+    pos = t * (len(_RAMP) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
+    frac = (pos - lo)[..., None]
+    return (_RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac).round().astype(np.uint8)
+
+
+def difference_map(a, b):
+    """Heat map of the mean absolute RGB difference, brightest at the largest difference (at least 1)."""
+    diff = np.abs(to_array(a).astype(np.float64) - to_array(b).astype(np.float64)).mean(-1)
+    return heatmap(diff, vmax=max(float(diff.max()), 1.0))
+
+
+def pair_metrics(lpips_metric, image_a, image_b):
+    """All distances of a pair, plus the two heat maps (uint8 RGB arrays)."""
+    distance, spatial = lpips_metric(image_a, image_b)
+    return {
+        "lpips": distance,
+        "psnr": psnr(image_a, image_b),
+        "ssim": ssim(image_a, image_b),
+        "max_abs_diff": max_abs_diff(image_a, image_b),
+    }, {"diff_map": difference_map(image_a, image_b),
+        "lpips_map": heatmap(spatial, vmax=max(float(spatial.max()), 1e-6))}

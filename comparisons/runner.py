@@ -1,0 +1,112 @@
+"""Paired runs on identical seeds: both arms from bit-identical noise, in lockstep where they can."""
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sampler_lib import SAMPLERS, BrownianNoiseSampler, discretize_sigmas, initial_noise, round_sigmas
+
+from .config import SamplerConfig, schedule
+
+# Churn raises sigma by at most sqrt(2); the Brownian path must reach that far.
+NOISE_HEADROOM = 1.5
+
+
+class PairDenoiser(nn.Module):
+    """Two denoisers over one network, item 0 through `a` and item 1 through `b`, one forward call."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def round_sigma(self, sigma):
+        return torch.cat([self.a.round_sigma(sigma[:1]), self.b.round_sigma(sigma[1:])])
+
+    def forward(self, x, sigma, **extra_args):
+        parts = [den.ingress(x[k:k + 1], sigma[k:k + 1]) for k, den in enumerate((self.a, self.b))]
+        out = self.a.inner_model(torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
+                                 **extra_args)
+        return torch.cat([den.egress(x[k:k + 1], parts[k][0], out[k:k + 1])
+                          for k, den in enumerate((self.a, self.b))])
+
+
+@dataclass
+class ArmRun:
+    config: SamplerConfig
+    sigmas: list            # the schedule the config asks for
+    sigmas_used: list       # as the sampler used it (rounded in paper mode)
+    sigmas_discretized: list  # every nonzero sigma on the training grid, for display
+    image: object = None    # PIL image
+
+
+@dataclass
+class PairRun:
+    a: ArmRun
+    b: ArmRun
+    seed: int
+    prompt: str
+    lockstep: bool
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def can_lockstep(cfg_a, cfg_b):
+    """One batch needs one sampler, one step count, one set of sampler and guidance arguments."""
+    return (cfg_a.sampler == cfg_b.sampler and cfg_a.steps == cfg_b.steps
+            and cfg_a.sampler_kwargs() == cfg_b.sampler_kwargs()
+            and cfg_a.guidance_scale == cfg_b.guidance_scale)
+
+
+def _arm(model, cfg):
+    den = model.denoiser(cfg.quantize)
+    sigmas = schedule(cfg, float(den.sigma_min), float(den.sigma_max))
+    return den, sigmas
+
+
+def _sample(cfg, den, x, sigmas, extra_args, seeds, callback):
+    noise = BrownianNoiseSampler(x, seeds, float(sigmas.max()) * NOISE_HEADROOM)
+    return SAMPLERS[cfg.sampler](den, x, sigmas, extra_args=extra_args, callback=callback, disable=True,
+                                 noise_sampler=noise, **cfg.sampler_kwargs())
+
+
+def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
+    """Sample both arms from the same seed; `progress(done, total)` is called after each step."""
+    started = time.perf_counter()
+    (den_a, s_a), (den_b, s_b) = _arm(model, cfg_a), _arm(model, cfg_b)
+    noise = initial_noise(model.latent_shape, seed)
+    lockstep = lockstep and can_lockstep(cfg_a, cfg_b)
+    total = cfg_a.steps if lockstep else cfg_a.steps + cfg_b.steps
+    done = [0]
+
+    def tick(_info):
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    device = getattr(model, "device", "cpu")
+    if lockstep:
+        sigmas = torch.stack([s_a, s_b], 1).to(device)
+        x = torch.stack([noise * s_a[0], noise * s_b[0]]).to(device)
+        extra = model.condition(prompt, cfg_a.guidance_scale)
+        out = _sample(cfg_a, PairDenoiser(den_a, den_b), x, sigmas, extra, [seed, seed], tick)
+    else:
+        outs = []
+        for cfg, den, s in ((cfg_a, den_a, s_a), (cfg_b, den_b, s_b)):
+            extra = model.condition(prompt, cfg.guidance_scale)
+            outs.append(_sample(cfg, den, (noise * s[0])[None].to(device), s.to(device), extra, [seed], tick))
+        out = torch.cat(outs)
+    images = model.decode(out)
+    arms = [ArmRun(cfg, s.tolist(), round_sigmas(den, s).tolist(), discretize_sigmas(s, den.sigmas.cpu()).tolist(),
+                   image)
+            for cfg, den, s, image in ((cfg_a, den_a, s_a, images[0]), (cfg_b, den_b, s_b, images[1]))]
+    return PairRun(arms[0], arms[1], seed, prompt, lockstep, time.perf_counter() - started)
+
+
+def run_single(model, cfg, prompt, seed):
+    """One image of one config (the reference arm, and the cost baseline of a pair)."""
+    den, s = _arm(model, cfg)
+    x = (initial_noise(model.latent_shape, seed) * s[0])[None]
+    device = getattr(model, "device", "cpu")
+    out = _sample(cfg, den, x.to(device), s.to(device), model.condition(prompt, cfg.guidance_scale), [seed], None)
+    return model.decode(out)[0]

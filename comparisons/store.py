@@ -1,0 +1,211 @@
+"""The local results table: SQLite (WAL) for pairs and append-only votes, PNGs content-addressed beside it."""
+import hashlib
+import io
+import json
+import math
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from PIL import PngImagePlugin
+
+DEFAULT_PATH = Path("results") / "results.db"
+WINNERS = ("A", "B", "tie", "both_bad")
+SIDES = ("A", "B")
+METRICS = ("lpips", "psnr", "ssim", "max_abs_diff", "lpips_a_ref", "lpips_b_ref")
+
+# Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
+MIGRATIONS = [
+    """
+    CREATE TABLE pairs (
+        pair_id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        pairing TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        config_a TEXT NOT NULL,
+        config_b TEXT NOT NULL,
+        lpips REAL, psnr REAL, ssim REAL, max_abs_diff INTEGER,
+        lpips_a_ref REAL, lpips_b_ref REAL,
+        image_a TEXT NOT NULL,
+        image_b TEXT NOT NULL,
+        sigmas_a TEXT NOT NULL,
+        sigmas_b TEXT NOT NULL,
+        lockstep INTEGER NOT NULL,
+        seconds REAL NOT NULL
+    );
+    CREATE TABLE votes (
+        vote_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pair_id TEXT NOT NULL REFERENCES pairs(pair_id),
+        winner TEXT NOT NULL CHECK (winner IN ('A', 'B', 'tie', 'both_bad')),
+        left_config TEXT NOT NULL CHECK (left_config IN ('A', 'B')),
+        session TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        UNIQUE (pair_id, session)
+    );
+    CREATE INDEX votes_by_pair ON votes(pair_id);
+    CREATE TRIGGER votes_no_update BEFORE UPDATE ON votes
+        BEGIN SELECT RAISE(ABORT, 'votes are append-only'); END;
+    CREATE TRIGGER votes_no_delete BEFORE DELETE ON votes
+        BEGIN SELECT RAISE(ABORT, 'votes are append-only'); END;
+    """,
+]
+
+
+class StoreError(RuntimeError):
+    """The results file cannot be used; the message says what to change."""
+
+
+class DuplicateVote(ValueError):
+    """This session already voted on this pair."""
+
+
+class ResultsStore:
+    """Pairs and votes in SQLite; several processes may write at once (WAL, immediate transactions)."""
+
+    def __init__(self, path=DEFAULT_PATH):
+        self.path = Path(path)
+        self.image_dir = self.path.parent / "images"
+        if self.path.is_dir():
+            raise StoreError(f"results path {self.path} is a folder; name a file such as {self.path}/results.db")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the results folder {self.path.parent} ({exc.strerror}); "
+                             "choose a writable --results path") from exc
+        if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise StoreError(f"results file {self.path} is not writable; choose another --results path")
+        self._migrate()
+
+    def _connect(self):
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _migrate(self):
+        try:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise StoreError(f"results file {self.path} was written by a newer version "
+                                     f"(schema {version}); upgrade the app or use another --results path")
+                for i in range(version, len(MIGRATIONS)):
+                    for statement in MIGRATIONS[i].split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"results file {self.path} is not a usable results database ({exc}); "
+                             "move it away or choose another --results path") from exc
+
+    def _write(self, sql, params):
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(sql, params)
+            conn.execute("COMMIT")
+            return cur.lastrowid
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def save_image(self, image, metadata):
+        """Write a PNG named by its content's SHA-256, with `metadata` as text chunks; relative path."""
+        info = PngImagePlugin.PngInfo()
+        for key, value in metadata.items():
+            info.add_text(key, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", pnginfo=info)
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        rel = Path("images") / digest[:2] / f"{digest}.png"
+        target = self.path.parent / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".partial")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)  # atomic: a reader never sees half a PNG
+        return str(rel)
+
+    def record_pair(self, *, pairing, model, prompt, seed, config_a, config_b, image_a, image_b,
+                    metrics, sigmas_a, sigmas_b, lockstep, seconds):
+        """Insert one pair (images already saved); returns its pair_id."""
+        pair_id = uuid.uuid4().hex
+        row = dict(pair_id=pair_id, created=time.time(), pairing=pairing, model=model, prompt=prompt,
+                   seed=int(seed), config_a=config_a.to_json(), config_b=config_b.to_json(),
+                   image_a=image_a, image_b=image_b, sigmas_a=json.dumps(sigmas_a),
+                   sigmas_b=json.dumps(sigmas_b), lockstep=int(bool(lockstep)), seconds=float(seconds),
+                   **{k: _real(metrics.get(k)) for k in METRICS})
+        cols = ", ".join(row)
+        self._write(f"INSERT INTO pairs ({cols}) VALUES ({', '.join(':' + k for k in row)})", row)
+        return pair_id
+
+    def record_vote(self, pair_id, winner, left, session, note=""):
+        """Append a vote: winner A/B/tie/both_bad, which config was on the left, the voter's session."""
+        if winner not in WINNERS:
+            raise ValueError(f"winner must be one of {', '.join(WINNERS)} (got {winner!r})")
+        if left not in SIDES:
+            raise ValueError(f"left must be 'A' or 'B' (got {left!r})")
+        if not session:
+            raise ValueError("a vote needs a session id")
+        note = str(note or "")[:2000]
+        if self.pair(pair_id) is None:
+            raise KeyError(f"no pair {pair_id!r} in {self.path}")
+        try:
+            vote_id = self._write(
+                "INSERT INTO votes (pair_id, winner, left_config, session, note, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (pair_id, winner, left, session, note, time.time()))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateVote("this session has already voted on this pair; generate a new pair") from exc
+        return {"vote_id": vote_id, "pair_id": pair_id, "winner": winner, "left": left, "session": session,
+                "note": note}
+
+    def _read(self, sql, params=()):
+        conn = self._connect()
+        try:
+            return [dict(r) for r in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+    def pair(self, pair_id):
+        rows = self._read("SELECT * FROM pairs WHERE pair_id = ?", (pair_id,))
+        return rows[0] if rows else None
+
+    def pairs(self):
+        return self._read("SELECT * FROM pairs ORDER BY created, pair_id")
+
+    def votes(self):
+        return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b FROM votes v "
+                          "JOIN pairs p USING (pair_id) ORDER BY v.vote_id")
+
+    def has_voted(self, pair_id, session):
+        return bool(self._read("SELECT 1 FROM votes WHERE pair_id = ? AND session = ?", (pair_id, session)))
+
+
+def _real(value):
+    """SQLite stores inf; NaN and None become NULL."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value

@@ -1,0 +1,31 @@
+"""Pieces every model shares: classifier-free guidance in one batched forward, and decoding to PIL."""
+import torch
+
+
+def check_guidance(guidance_scale):
+    """Classifier-free guidance scale: a finite number >= 0 (1 = no guidance)."""
+    g = float(guidance_scale)
+    if not g >= 0 or g == float("inf"):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (got {guidance_scale}); "
+                         "1 means no guidance, 3 to 7 is usual")
+    return g
+
+
+def guided_eps(net, x, t, cond, uncond, guidance_scale):
+    """Ho & Salimans (2022): eps_u + w (eps_c - eps_u), cond and uncond in one batch of 2B."""
+    b = x.shape[0]
+    t = t.expand(b)
+    cond = cond.expand(b, *cond.shape[1:])
+    if guidance_scale == 1.0:
+        return net(x, t, cond)
+    uncond = uncond.expand(b, *uncond.shape[1:])
+    eps_cond, eps_uncond = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])).chunk(2)
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def to_pil(images):
+    """Images in [-1, 1], (B, 3, H, W), to 8-bit RGB PIL images."""
+    from PIL import Image
+
+    arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a) for a in arr.permute(0, 2, 3, 1).cpu().numpy()]

@@ -1,0 +1,106 @@
+"""Stable Diffusion 1.x/2.x through diffusers, behind the same interface as the embedded model."""
+import os
+
+import torch
+from torch import nn
+
+from ..wrappers import DiscreteEpsDenoiser, DiscreteVDenoiser
+from .guidance import check_guidance, guided_eps, to_pil
+
+
+class WeightsUnavailable(RuntimeError):
+    """The pipeline's weights are neither on disk nor downloadable."""
+
+
+class GuidedUNet(nn.Module):
+    """UNet2DConditionModel as eps/v(x, t; text embedding) with classifier-free guidance."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t, cond, uncond, guidance_scale=1.0):
+        dtype = self.unet.dtype
+        out = guided_eps(lambda x, t, c: self.unet(x.to(dtype), t, encoder_hidden_states=c).sample,
+                         x, t, cond, uncond, guidance_scale)
+        return out.to(x.dtype)
+
+
+class StableDiffusionModel:
+    """Tokenizer, text encoder, UNet and VAE of a diffusers SD pipeline; eps or v prediction."""
+
+    vocabulary = None  # free text
+
+    def __init__(self, name, tokenizer, text_encoder, unet, vae, scheduler, device):
+        self.name, self.device = name, device
+        self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
+        self.net = GuidedUNet(unet)
+        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"{name}: prediction_type {self.prediction_type!r} is not supported "
+                             "(epsilon or v_prediction)")
+        self.alphas_cumprod = scheduler.alphas_cumprod.float()
+        size = unet.config.sample_size
+        self.latent_shape = (unet.config.in_channels, size, size)
+        self.card = {"name": name, "prediction_type": self.prediction_type,
+                     "num_train_timesteps": len(self.alphas_cumprod),
+                     "beta_schedule": scheduler.config.get("beta_schedule"),
+                     "latent_shape": list(self.latent_shape)}
+
+    @classmethod
+    def load(cls, name, device=None, dtype=None, local_files_only=None):
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        if local_files_only is None:
+            # A local folder or a cached model needs no network; otherwise diffusers downloads.
+            attempts = [True] if os.path.isdir(name) else [True, False]
+        else:
+            attempts = [local_files_only]
+        error = None
+        for offline in attempts:
+            try:
+                kw = dict(local_files_only=offline)
+                parts = dict(
+                    tokenizer=CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kw),
+                    text_encoder=CLIPTextModel.from_pretrained(name, subfolder="text_encoder", **kw),
+                    unet=UNet2DConditionModel.from_pretrained(name, subfolder="unet", **kw),
+                    vae=AutoencoderKL.from_pretrained(name, subfolder="vae", **kw),
+                    scheduler=DDPMScheduler.from_pretrained(name, subfolder="scheduler", **kw),
+                )
+                break
+            except (OSError, ValueError) as exc:
+                error = exc
+        else:
+            raise WeightsUnavailable(
+                f"Stable Diffusion weights for {name!r} are neither on disk nor downloadable ({error}). "
+                "Download them where there is network (e.g. `huggingface-cli download "
+                f"{name}`), or pass a local folder with tokenizer/, text_encoder/, unet/, vae/ and "
+                "scheduler/; the embedded model (--model embedded) works offline.") from error
+        for key in ("text_encoder", "unet", "vae"):
+            parts[key] = parts[key].to(device, dtype).eval().requires_grad_(False)
+        return cls(name, device=device, **parts)
+
+    def denoiser(self, quantize="off"):
+        """DiscreteEpsDenoiser (or DiscreteVDenoiser) over the guided UNet."""
+        cls = DiscreteVDenoiser if self.prediction_type == "v_prediction" else DiscreteEpsDenoiser
+        return cls(self.net, self.alphas_cumprod, quantize=quantize).to(self.device)
+
+    @torch.no_grad()
+    def _embed(self, prompt):
+        ids = self.tokenizer([prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def condition(self, prompt, guidance_scale=7.5):
+        """extra_args for a sampler: prompt and empty-prompt embeddings, any batch size."""
+        g = check_guidance(guidance_scale)
+        return {"cond": self._embed(prompt), "uncond": self._embed(""), "guidance_scale": g}
+
+    @torch.no_grad()
+    def decode(self, x):
+        """Latents to PIL images through the VAE."""
+        x = x.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
+        return to_pil(self.vae.decode(x).sample)
