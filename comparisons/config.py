@@ -3,8 +3,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from sampler_lib import (SAMPLERS, QUANTIZE_MODES, get_sigmas_exponential, get_sigmas_karras,
-                         get_sigmas_polyexponential, penultimate_sigma_min)
+from sampler_lib import (
+    QUANTIZE_MODES,
+    SAMPLERS,
+    get_sigmas_exponential,
+    get_sigmas_karras,
+    get_sigmas_polyexponential,
+    penultimate_sigma_min,
+)
 
 SCHEDULES = ("karras", "exponential", "polyexponential")
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")

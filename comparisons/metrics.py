@@ -1,6 +1,7 @@
 """Distances between the two images of a pair, computed from the 8-bit images exactly as stored."""
 import math
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -41,10 +42,12 @@ class LPIPS:
     def __init__(self, weights=None):
         import lpips
 
-        # pnet_rand=True only skips torchvision's download; the real trunk is loaded right below.
-        self.net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, spatial=True,
-                               verbose=False).eval()
         trunk = load_trunk(weights)
+        with warnings.catch_warnings():  # torchvision's notes on lpips' use of `pretrained=`
+            warnings.simplefilter("ignore", UserWarning)
+            # pnet_rand=True only skips torchvision's download; the real trunk is loaded right below.
+            self.net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, spatial=True,
+                                   verbose=False).eval()
         self.net.net.load_state_dict({f"slice{_SLICE_OF[i]}.{i}.{p}": trunk[f"{i}.{p}"]
                                       for i in _SLICE_OF for p in ("weight", "bias")})
         self._lock = threading.Lock()  # one forward at a time: torch modules are not re-entrant-safe

@@ -1,12 +1,34 @@
 """sampler_lib: Karras schedules, samplers and model wrappers with EDM-style sigma discretization."""
 from .noise import BrownianNoiseSampler, initial_noise
-from .samplers import (SAMPLERS, get_ancestral_step, round_sigmas, sample_dpm_2, sample_dpmpp_2m,
-                       sample_dpmpp_2m_sde, sample_euler, sample_euler_ancestral, sample_heun, to_d)
-from .schedules import (append_zero, discretize_sigmas, get_sigmas_exponential, get_sigmas_karras,
-                        get_sigmas_polyexponential, penultimate_sigma_min,
-                        scaled_linear_alphas_cumprod)
-from .wrappers import (QUANTIZE_MODES, BaseModelWrapper, DiscreteEpsDenoiser, DiscreteSchedule,
-                       DiscreteVDenoiser, append_dims)
+from .samplers import (
+                       SAMPLERS,
+                       get_ancestral_step,
+                       round_sigmas,
+                       sample_dpm_2,
+                       sample_dpmpp_2m,
+                       sample_dpmpp_2m_sde,
+                       sample_euler,
+                       sample_euler_ancestral,
+                       sample_heun,
+                       to_d,
+)
+from .schedules import (
+                       append_zero,
+                       discretize_sigmas,
+                       get_sigmas_exponential,
+                       get_sigmas_karras,
+                       get_sigmas_polyexponential,
+                       penultimate_sigma_min,
+                       scaled_linear_alphas_cumprod,
+)
+from .wrappers import (
+                       QUANTIZE_MODES,
+                       BaseModelWrapper,
+                       DiscreteEpsDenoiser,
+                       DiscreteSchedule,
+                       DiscreteVDenoiser,
+                       append_dims,
+)
 
 __all__ = [
     "BaseModelWrapper", "BrownianNoiseSampler", "DiscreteEpsDenoiser", "DiscreteSchedule",

@@ -3,9 +3,17 @@ import math
 import pytest
 import torch
 
-from sampler_lib import (SAMPLERS, BaseModelWrapper, BrownianNoiseSampler, DiscreteEpsDenoiser,
-                         DiscreteVDenoiser, discretize_sigmas, get_sigmas_karras, initial_noise,
-                         round_sigmas)
+from sampler_lib import (
+    SAMPLERS,
+    BaseModelWrapper,
+    BrownianNoiseSampler,
+    DiscreteEpsDenoiser,
+    DiscreteVDenoiser,
+    discretize_sigmas,
+    get_sigmas_karras,
+    initial_noise,
+    round_sigmas,
+)
 from tests.conftest import load_kdiffusion, toy_eps
 
 STOCHASTIC = {"euler_ancestral", "dpmpp_2m_sde"}

@@ -5,8 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampler_lib import (DiscreteEpsDenoiser, discretize_sigmas, get_sigmas_exponential, get_sigmas_karras,
-                         get_sigmas_polyexponential, penultimate_sigma_min)
+from sampler_lib import (
+    DiscreteEpsDenoiser,
+    discretize_sigmas,
+    get_sigmas_exponential,
+    get_sigmas_karras,
+    get_sigmas_polyexponential,
+    penultimate_sigma_min,
+)
 from tests.conftest import load_kdiffusion
 
 
