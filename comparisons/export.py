@@ -21,6 +21,7 @@ def escape_cell(value):
 
 def _frame(rows, columns):
     frame = pd.DataFrame(rows, columns=columns)
+    frame["created"] = pd.to_datetime(frame["created"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     for col in frame.columns:
         if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
             frame[col] = frame[col].map(escape_cell)

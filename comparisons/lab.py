@@ -43,7 +43,7 @@ class Lab:
             return self._lpips
 
     def compare(self, prompt, seed, cfg_a, cfg_b, pairing=CUSTOM, model="embedded", reference=False,
-                progress=None):
+                progress=None, shown_left=None):
         """Run, measure and store one pair; returns the stored row plus images and heat maps."""
         seed = check_seed(seed)
         m = self.model(model)
@@ -65,6 +65,6 @@ class Lab:
         pair_id = self.store.record_pair(
             pairing=pairing, model=model, prompt=prompt, seed=seed, config_a=cfg_a, config_b=cfg_b,
             image_a=paths[0], image_b=paths[1], metrics=metrics, sigmas_a=run.a.sigmas_used,
-            sigmas_b=run.b.sigmas_used, lockstep=run.lockstep, seconds=run.seconds)
+            sigmas_b=run.b.sigmas_used, lockstep=run.lockstep, seconds=run.seconds, shown_left=shown_left)
         return {"pair_id": pair_id, "run": run, "metrics": metrics, "maps": maps, "reference": ref_image,
                 "image_paths": [str(self.store.path.parent / p) for p in paths]}

@@ -54,6 +54,8 @@ MIGRATIONS = [
     CREATE TRIGGER votes_no_delete BEFORE DELETE ON votes
         BEGIN SELECT RAISE(ABORT, 'votes are append-only'); END;
     """,
+    # v2: which config a blind viewer was shown on the left ('A' or 'B'); NULL for sweeps.
+    "ALTER TABLE pairs ADD COLUMN shown_left TEXT CHECK (shown_left IN ('A', 'B'))",
 ]
 
 
@@ -149,13 +151,14 @@ class ResultsStore:
         return str(rel)
 
     def record_pair(self, *, pairing, model, prompt, seed, config_a, config_b, image_a, image_b,
-                    metrics, sigmas_a, sigmas_b, lockstep, seconds):
+                    metrics, sigmas_a, sigmas_b, lockstep, seconds, shown_left=None):
         """Insert one pair (images already saved); returns its pair_id."""
         pair_id = uuid.uuid4().hex
         row = dict(pair_id=pair_id, created=time.time(), pairing=pairing, model=model, prompt=prompt,
                    seed=int(seed), config_a=config_a.to_json(), config_b=config_b.to_json(),
                    image_a=image_a, image_b=image_b, sigmas_a=json.dumps(sigmas_a),
                    sigmas_b=json.dumps(sigmas_b), lockstep=int(bool(lockstep)), seconds=float(seconds),
+                   shown_left=shown_left,
                    **{k: _real(metrics.get(k)) for k in METRICS})
         cols = ", ".join(row)
         self._write(f"INSERT INTO pairs ({cols}) VALUES ({', '.join(':' + k for k in row)})", row)

@@ -33,3 +33,58 @@ def toy_eps(x, t, **_):
     """A smooth nonlinear stand-in for a network: eps depends on x and on the (fractional) timestep."""
     t = t.float()[:, None, None, None]
     return torch.tanh(x * (0.5 + t / 1000)) + 0.05 * torch.sin(t / 37.0)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveApp:
+    """app.py in a subprocess on a free loopback port; stopped by the fixture that started it."""
+
+    def __init__(self, results, *extra):
+        import os
+        import subprocess
+        import sys
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.results = results
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        self.log = open(Path(results).parent / "app.log", "w")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),
+                                      "--results", str(results), *extra], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=120):
+        import time
+        import urllib.request
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited early: {Path(self.log.name).read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "config", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("app did not start in time")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory):
+    app = LiveApp(tmp_path_factory.mktemp("app") / "results.db")
+    yield app
+    app.stop()

@@ -1,0 +1,298 @@
+"""Sampler A/B Lab: the Gradio app. It lays out and wires; every decision lives in comparisons/sampler_lib.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--results results/results.db] [--model embedded] [--share]
+"""
+import argparse
+import functools
+import math
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from comparisons.blind import cast_vote, configs_for, new_pair  # noqa: E402
+from comparisons.config import (  # noqa: E402
+    CUSTOM,
+    MAX_STEPS,
+    PAIRINGS,
+    QUANTIZE_MODES,
+    SCHEDULES,
+    SIGMA_MIN_RULES,
+    ConfigError,
+    SamplerConfig,
+)
+from comparisons.export import export_csv, pairs_frame, votes_frame  # noqa: E402
+from comparisons.lab import Lab  # noqa: E402
+from comparisons.stats import by_question  # noqa: E402
+from comparisons.store import DEFAULT_PATH, DuplicateVote  # noqa: E402
+from sampler_lib import SAMPLERS  # noqa: E402
+from ui import views  # noqa: E402
+
+STATIC = Path(__file__).resolve().parent / "static"
+PANEL_FIELDS = ["sampler", "steps", "schedule", "rho", "sigma_min_rule", "final_zero", "quantize", "s_churn",
+                "s_tmin", "s_tmax", "s_noise", "eta", "guidance_scale"]
+VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
+                "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
+
+
+class Settings:
+    """What the command line chose; read-only once the app is built."""
+
+    def __init__(self, args):
+        self.model = args.model
+        self.models = ["embedded"] + ([args.model] if args.model != "embedded" else [])
+        self.max_concurrent = args.max_concurrent
+        self.queue_size = args.queue_size
+
+
+def user_error(exc):
+    """A gr.Error with the message a user can act on."""
+    return gr.Error(str(exc), print_exception=False)
+
+
+def run_checked(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, ValueError, KeyError) as exc:
+        raise user_error(exc) from exc
+
+
+# ---- Compare tab -----------------------------------------------------------------------------------
+
+def config_panel(title, defaults):
+    """One column of config widgets, in PANEL_FIELDS order."""
+    with gr.Column():
+        gr.Markdown(f"#### Config {title}")
+        return [
+            gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="sampler"),
+            gr.Number(defaults.steps, label="steps", precision=0, minimum=1, maximum=MAX_STEPS),
+            gr.Dropdown(list(SCHEDULES), value=defaults.schedule, label="schedule"),
+            gr.Number(defaults.rho, label="rho"),
+            gr.Dropdown(list(SIGMA_MIN_RULES), value=defaults.sigma_min_rule, label="sigma_min rule"),
+            gr.Checkbox(defaults.final_zero, label="keep final zero"),
+            gr.Radio(list(QUANTIZE_MODES), value=defaults.quantize, label="quantize"),
+            gr.Number(defaults.s_churn, label="s_churn"),
+            gr.Number(defaults.s_tmin, label="s_tmin"),
+            gr.Number(None, label="s_tmax (empty = no limit)"),
+            gr.Number(defaults.s_noise, label="s_noise"),
+            gr.Number(defaults.eta, label="eta (ancestral / SDE)"),
+            gr.Number(defaults.guidance_scale, label="guidance scale"),
+        ]
+
+
+def panel_config(values):
+    return SamplerConfig.from_dict(dict(zip(PANEL_FIELDS, values)))
+
+
+def generate_pair_ui(lab, settings, prompt, seed, model, pairing, steps, sampler, guidance, *panels, progress):
+    """Run a blind pair and fill every view of it at once."""
+    if model not in settings.models:
+        raise user_error(ValueError(f"unknown model {model!r}; choose one of {', '.join(settings.models)}"))
+    n = len(PANEL_FIELDS)
+
+    def build():
+        a = panel_config(panels[:n]) if pairing == CUSTOM else None
+        b = panel_config(panels[n:]) if pairing == CUSTOM else None
+        cfg_a, cfg_b = configs_for(pairing, steps, sampler, SamplerConfig(guidance_scale=guidance), a, b)
+        return new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, model=model,
+                        progress=lambda done, total: progress(done / total, desc="sampling both arms"))
+
+    out = run_checked(build)
+    left, right = out["left"], out["right"]
+    enabled = [gr.update(interactive=True)] * len(VOTE_BUTTONS)
+    return (out["pair_id"], views.pair_html(left, right), views.flicker_html(left, right), (left, right),
+            views.upscaled(out["maps"]["diff_map"]), views.upscaled(out["maps"]["lpips_map"]),
+            views.metrics_markdown(out["metrics"]),
+            views.schedule_frame(out["arms"]), views.schedule_markdown(out["arms"]), "",
+            "Vote below: which image is better?", *enabled)
+
+
+def vote_ui(lab, choice, pair_id, note, request):
+    """Record one blind vote and reveal the configs."""
+    if not pair_id:
+        raise user_error(ValueError("generate a pair first"))
+    try:
+        vote = run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
+    except DuplicateVote as exc:
+        gr.Warning(str(exc))
+        return gr.update(), str(exc), *[gr.update(interactive=False)] * len(VOTE_BUTTONS)
+    return (views.reveal_markdown(vote), "Vote recorded. Generate another pair to keep going.",
+            *[gr.update(interactive=False)] * len(VOTE_BUTTONS))
+
+
+def build_compare_tab(lab, settings):
+    with gr.Tab("Compare"):
+        with gr.Row():
+            prompt = gr.Textbox("a red circle", label="prompt", scale=3)
+            seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1)
+            dice = gr.Button("🎲 New seed", scale=0, min_width=120, elem_id="dice")
+            model = gr.Dropdown(settings.models, value=settings.model, label="model", scale=1)
+        with gr.Row():
+            pairing = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing")
+            steps = gr.Number(25, label="steps", precision=0, minimum=1, maximum=MAX_STEPS)
+            sampler = gr.Dropdown(list(SAMPLERS), value="heun", label="sampler")
+            guidance = gr.Number(SamplerConfig.guidance_scale, label="guidance scale")
+        with gr.Accordion("Custom configs A and B (pairing: custom)", open=False):
+            with gr.Row():
+                panel_a = config_panel("A", SamplerConfig(quantize="paper"))
+                panel_b = config_panel("B", SamplerConfig())
+        generate = gr.Button("Generate pair", variant="primary", elem_id="generate")
+
+        pair_id = gr.State("")
+        metrics = gr.Markdown()
+        pair_view = gr.HTML(views.empty_html("Generate a pair to compare."), elem_id="pair")
+        gr.Markdown("#### Flicker")
+        flicker = gr.HTML(views.empty_html("The flicker view appears with the pair."), elem_id="flicker")
+        with gr.Row():
+            buttons = {c: gr.Button(label, elem_id=eid, interactive=False) for c, (label, eid) in VOTE_BUTTONS.items()}
+        note = gr.Textbox(label="note (optional)", max_lines=2, elem_id="vote-note")
+        status = gr.Markdown(elem_id="vote-status")
+        reveal = gr.Markdown("", elem_id="reveal")
+        slider = gr.ImageSlider(label="slider (left | right)", type="pil", format="png", elem_id="slider")
+        with gr.Row():
+            diff_map = gr.Image(label="difference heat map", format="png", elem_id="diff-map")
+            lpips_map = gr.Image(label="LPIPS spatial map", format="png", elem_id="lpips-map")
+        with gr.Accordion("Sigma schedules (A and B; sides stay hidden until you vote)", open=False):
+            plot = gr.LinePlot(x="step", y="log10 sigma", color="schedule", label="log10 sigma per step")
+            schedules = gr.Markdown()
+
+    dice.click(lambda: secrets.randbelow(2 ** 31), None, seed, queue=False, api_visibility="private")
+    vote_outputs = [reveal, status, *buttons.values()]
+    # Gradio injects gr.Request / gr.Progress only into plain functions, hence closures, not partials.
+    def on_generate(*values, progress=gr.Progress()):
+        return generate_pair_ui(lab, settings, *values, progress=progress)
+
+    def vote_handler(choice):
+        def on_vote(pair_id, note, request: gr.Request):
+            return vote_ui(lab, choice, pair_id, note, request)
+        return on_vote
+
+    generate.click(lambda: ("", "", *[gr.update(interactive=False)] * len(buttons)), None, vote_outputs,
+                   queue=False, api_visibility="private").then(
+        on_generate,
+        [prompt, seed, model, pairing, steps, sampler, guidance, *panel_a, *panel_b],
+        [pair_id, pair_view, flicker, slider, diff_map, lpips_map, metrics, plot, schedules, reveal, status,
+         *buttons.values()],
+        concurrency_id="generate", concurrency_limit=settings.max_concurrent, api_visibility="private")
+    for choice, button in buttons.items():
+        button.click(vote_handler(choice), [pair_id, note], vote_outputs,
+                     concurrency_id="vote", concurrency_limit=64, api_visibility="private")
+    return buttons
+
+
+# ---- Results tab -----------------------------------------------------------------------------------
+
+def refresh_results(lab):
+    """Tables, statistics and fresh CSV files for the download buttons."""
+    out_dir = tempfile.mkdtemp(prefix="ab-lab-export-")
+    pairs_csv, votes_csv = export_csv(lab.store, out_dir)
+    pairs = pairs_frame(lab.store)
+    shown = pairs[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim", "max_abs_diff",
+                   "created"]]
+    return (views.stats_frame(by_question(lab.store.votes())), shown, votes_frame(lab.store),
+            str(pairs_csv), str(votes_csv))
+
+
+def build_results_tab(lab):
+    with gr.Tab("Results") as tab:
+        refresh = gr.Button("Refresh", elem_id="refresh-results")
+        gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
+        stats = gr.Dataframe(elem_id="stats-table", interactive=False)
+        with gr.Row():
+            pairs_button = gr.DownloadButton("pairs.csv", elem_id="download-pairs")
+            votes_button = gr.DownloadButton("votes.csv", elem_id="download-votes")
+        gr.Markdown("#### Pairs")
+        pairs = gr.Dataframe(elem_id="pairs-table", interactive=False)
+        gr.Markdown("#### Votes")
+        votes = gr.Dataframe(elem_id="votes-table", interactive=False)
+    outputs = [stats, pairs, votes, pairs_button, votes_button]
+    handler = functools.partial(refresh_results, lab)
+    refresh.click(handler, None, outputs, api_visibility="private")
+    tab.select(handler, None, outputs, api_visibility="private")
+    return handler, outputs
+
+
+# ---- API ------------------------------------------------------------------------------------------
+
+def build_api(lab, settings):
+    """The named endpoints gradio_client users rely on: /generate_pair, /vote, /export_votes."""
+
+    def generate_pair(prompt: str, seed: float, pairing: str, steps: float, sampler: str,
+                      request: gr.Request) -> dict:
+        """Run a blind pair; returns pair_id and the two images as shown (left, right) as PNG data URLs."""
+        if pairing == CUSTOM:
+            raise user_error(ValueError("the API takes a preset pairing: " + ", ".join(PAIRINGS)))
+        cfg_a, cfg_b = run_checked(configs_for, pairing, steps, sampler)
+        out = run_checked(new_pair, lab, prompt, seed, cfg_a, cfg_b, pairing, settings.model)
+        m = out["metrics"]
+        return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]),
+                "right": views.data_url(out["right"]), "lpips": m["lpips"], "ssim": m["ssim"],
+                "psnr": None if math.isinf(m["psnr"]) else m["psnr"], "identical": m["max_abs_diff"] == 0}
+
+    def vote(pair_id: str, choice: str, note: str, request: gr.Request) -> dict:
+        """Record a blind vote (left/right/tie/both_bad); returns what was recorded and the reveal."""
+        try:
+            return run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
+        except DuplicateVote as exc:
+            raise user_error(exc) from exc
+
+    gr.api(generate_pair, api_name="generate_pair", concurrency_id="generate",
+           concurrency_limit=settings.max_concurrent)
+    gr.api(vote, api_name="vote", concurrency_id="vote", concurrency_limit=64)
+    export_file = gr.File(visible=False)
+    export_trigger = gr.Button(visible=False)
+    export_trigger.click(lambda: str(export_csv(lab.store, tempfile.mkdtemp(prefix="ab-lab-export-"))[1]),
+                         None, export_file, api_name="export_votes")
+
+
+def build_app(lab, settings):
+    with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False) as demo:
+        gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations. Sides are "
+                    "randomized and hidden until you vote.")
+        build_compare_tab(lab, settings)
+        refresh, outputs = build_results_tab(lab)
+        build_api(lab, settings)
+        demo.load(refresh, None, outputs, api_visibility="private")
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
+    return demo
+
+
+def launch_kwargs():
+    """Local assets only: our CSS and the flicker script, inlined into the page head."""
+    return dict(css_paths=[STATIC / "app.css"],
+                head=f"<script>{(STATIC / 'flicker.js').read_text()}</script>")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Sampler A/B Lab")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--results", default=str(DEFAULT_PATH))
+    p.add_argument("--model", default="embedded", help="'embedded' or a diffusers SD model id / folder")
+    p.add_argument("--share", action="store_true", help="print a temporary public Gradio link")
+    p.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
+    p.add_argument("--max-concurrent", type=int, default=1, help="generations run at once")
+    p.add_argument("--queue-size", type=int, default=64, help="requests waiting at most")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        lab = Lab(args.results, lpips_weights=args.lpips_weights)
+        lab.model(args.model)  # load before serving: a bad model name fails here, not for the first user
+        lab.lpips()
+    except Exception as exc:  # noqa: BLE001 - any start-up failure is reported in one line
+        sys.exit(f"error: {exc}")
+    demo = build_app(lab, Settings(args))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"],
+                **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()

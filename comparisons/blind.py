@@ -1,0 +1,75 @@
+"""Blind A/B pairs for voters: sides randomized and hidden, configs revealed only after the vote."""
+import secrets
+
+from .config import CUSTOM, ConfigError, SamplerConfig, make_pair
+
+CHOICES = ("left", "right", "tie", "both_bad")
+
+
+def configs_for(pairing, steps, sampler, base=None, a=None, b=None):
+    """(config A, config B) from a preset over base settings, or the two custom configs."""
+    if pairing == CUSTOM:
+        if a is None or b is None:
+            raise ConfigError("the custom pairing needs both config A and config B")
+        return a, b
+    base = SamplerConfig.from_dict({"steps": _whole(steps, "steps"), "sampler": sampler}, base)
+    return make_pair(pairing, base)
+
+
+def _whole(value, name):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number (got {value!r})") from None
+    if number != number or number in (float("inf"), float("-inf")) or int(number) != number:
+        raise ConfigError(f"{name} must be a whole number (got {value!r})")
+    return int(number)
+
+
+def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, model="embedded", progress=None):
+    """Run and store a pair with a fresh random side assignment; returns the blind view of it."""
+    shown_left = "A" if secrets.randbelow(2) == 0 else "B"
+    out = lab.compare(prompt, _whole(seed, "seed"), cfg_a, cfg_b, pairing=pairing, model=model,
+                      progress=progress, shown_left=shown_left)
+    arms = {"A": out["run"].a, "B": out["run"].b}
+    right = "B" if shown_left == "A" else "A"
+    return {
+        "pair_id": out["pair_id"],
+        "left": arms[shown_left].image,
+        "right": arms[right].image,
+        "metrics": out["metrics"],
+        "maps": out["maps"],
+        "arms": arms,  # for the schedule view, labelled A and B only
+    }
+
+
+def winner_of(choice, shown_left):
+    """A voter's left/right/tie/both_bad -> the stored winner A/B/tie/both_bad."""
+    if choice not in CHOICES:
+        raise ConfigError(f"choice must be one of {', '.join(CHOICES)} (got {choice!r})")
+    if choice == "left":
+        return shown_left
+    if choice == "right":
+        return "B" if shown_left == "A" else "A"
+    return choice
+
+
+def cast_vote(store, pair_id, choice, session, note=""):
+    """Record a blind vote; returns the vote and the reveal (which side was which, both configs)."""
+    pair = store.pair(str(pair_id or ""))
+    if pair is None:
+        raise ConfigError("unknown pair id; generate a pair first")
+    if pair["shown_left"] is None:
+        raise ConfigError("this pair was never shown blind (it comes from a sweep); generate a new pair")
+    winner = winner_of(choice, pair["shown_left"])
+    vote = store.record_vote(pair["pair_id"], winner, pair["shown_left"], session, note)
+    return {**vote, "choice": choice, "reveal": reveal(pair)}
+
+
+def reveal(pair):
+    """Which config was on which side, and the full configs."""
+    left = pair["shown_left"]
+    right = "B" if left == "A" else "A"
+    return {"pairing": pair["pairing"], "left": left, "right": right,
+            "config_a": SamplerConfig.from_json(pair["config_a"]).to_dict(),
+            "config_b": SamplerConfig.from_json(pair["config_b"]).to_dict()}
