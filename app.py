@@ -28,12 +28,14 @@ from comparisons.config import (  # noqa: E402
 )
 from comparisons.export import export_csv, pairs_frame, votes_frame  # noqa: E402
 from comparisons.lab import Lab  # noqa: E402
+from comparisons.limits import HostedLimits, RateLimiter, check_caps  # noqa: E402
 from comparisons.stats import by_question  # noqa: E402
 from comparisons.store import DEFAULT_PATH, DuplicateVote  # noqa: E402
 from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
 
 STATIC = Path(__file__).resolve().parent / "static"
+HOSTED_RESULTS = Path("/data") / "results" / "results.db"  # the persistent volume of a Space
 PANEL_FIELDS = ["sampler", "steps", "schedule", "rho", "sigma_min_rule", "final_zero", "quantize", "s_churn",
                 "s_tmin", "s_tmax", "s_noise", "eta", "guidance_scale"]
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
@@ -45,9 +47,26 @@ class Settings:
 
     def __init__(self, args):
         self.model = args.model
-        self.models = ["embedded"] + ([args.model] if args.model != "embedded" else [])
-        self.max_concurrent = args.max_concurrent
-        self.queue_size = args.queue_size
+        self.hosted = HostedLimits() if args.hosted else None
+        if self.hosted:
+            # A hosted demo serves exactly the model it was started with; no name comes from a visitor.
+            self.models = [args.model]
+            self.max_concurrent, self.queue_size = self.hosted.max_concurrent, self.hosted.queue_size
+            self.generate_limit = RateLimiter(self.hosted.generations_per_minute)
+            self.vote_limit = RateLimiter(self.hosted.votes_per_minute)
+        else:
+            self.models = ["embedded"] + ([args.model] if args.model != "embedded" else [])
+            self.max_concurrent, self.queue_size = args.max_concurrent, args.queue_size
+
+    def admit_generation(self, session, cfg_a, cfg_b):
+        """Hosted caps and rate limit; nothing to check when running locally."""
+        if self.hosted:
+            check_caps(self.hosted, cfg_a, cfg_b)
+            self.generate_limit.check(session, "generations")
+
+    def admit_vote(self, session):
+        if self.hosted:
+            self.vote_limit.check(session, "votes")
 
 
 def user_error(exc):
@@ -89,7 +108,8 @@ def panel_config(values):
     return SamplerConfig.from_dict(dict(zip(PANEL_FIELDS, values)))
 
 
-def generate_pair_ui(lab, settings, prompt, seed, model, pairing, steps, sampler, guidance, *panels, progress):
+def generate_pair_ui(lab, settings, session, prompt, seed, model, pairing, steps, sampler, guidance, *panels,
+                     progress):
     """Run a blind pair and fill every view of it at once."""
     if model not in settings.models:
         raise user_error(ValueError(f"unknown model {model!r}; choose one of {', '.join(settings.models)}"))
@@ -99,6 +119,7 @@ def generate_pair_ui(lab, settings, prompt, seed, model, pairing, steps, sampler
         a = panel_config(panels[:n]) if pairing == CUSTOM else None
         b = panel_config(panels[n:]) if pairing == CUSTOM else None
         cfg_a, cfg_b = configs_for(pairing, steps, sampler, SamplerConfig(guidance_scale=guidance), a, b)
+        settings.admit_generation(session, cfg_a, cfg_b)
         return new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, model=model,
                         progress=lambda done, total: progress(done / total, desc="sampling both arms"))
 
@@ -112,10 +133,11 @@ def generate_pair_ui(lab, settings, prompt, seed, model, pairing, steps, sampler
             "Vote below: which image is better?", *enabled)
 
 
-def vote_ui(lab, choice, pair_id, note, request):
+def vote_ui(lab, settings, choice, pair_id, note, request):
     """Record one blind vote and reveal the configs."""
     if not pair_id:
         raise user_error(ValueError("generate a pair first"))
+    run_checked(settings.admit_vote, request.session_hash)
     try:
         vote = run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
     except DuplicateVote as exc:
@@ -164,12 +186,12 @@ def build_compare_tab(lab, settings):
     dice.click(lambda: secrets.randbelow(2 ** 31), None, seed, queue=False, api_visibility="private")
     vote_outputs = [reveal, status, *buttons.values()]
     # Gradio injects gr.Request / gr.Progress only into plain functions, hence closures, not partials.
-    def on_generate(*values, progress=gr.Progress()):
-        return generate_pair_ui(lab, settings, *values, progress=progress)
+    def on_generate(*values, request: gr.Request, progress=gr.Progress()):
+        return generate_pair_ui(lab, settings, request.session_hash, *values, progress=progress)
 
     def vote_handler(choice):
         def on_vote(pair_id, note, request: gr.Request):
-            return vote_ui(lab, choice, pair_id, note, request)
+            return vote_ui(lab, settings, choice, pair_id, note, request)
         return on_vote
 
     generate.click(lambda: ("", "", *[gr.update(interactive=False)] * len(buttons)), None, vote_outputs,
@@ -228,6 +250,7 @@ def build_api(lab, settings):
         if pairing == CUSTOM:
             raise user_error(ValueError("the API takes a preset pairing: " + ", ".join(PAIRINGS)))
         cfg_a, cfg_b = run_checked(configs_for, pairing, steps, sampler)
+        run_checked(settings.admit_generation, request.session_hash, cfg_a, cfg_b)
         out = run_checked(new_pair, lab, prompt, seed, cfg_a, cfg_b, pairing, settings.model)
         m = out["metrics"]
         return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]),
@@ -236,6 +259,7 @@ def build_api(lab, settings):
 
     def vote(pair_id: str, choice: str, note: str, request: gr.Request) -> dict:
         """Record a blind vote (left/right/tie/both_bad); returns what was recorded and the reveal."""
+        run_checked(settings.admit_vote, request.session_hash)
         try:
             return run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
         except DuplicateVote as exc:
@@ -272,13 +296,19 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Sampler A/B Lab")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--results", default=str(DEFAULT_PATH))
+    p.add_argument("--results", help=f"SQLite results file (default {DEFAULT_PATH}; hosted: {HOSTED_RESULTS} "
+                   "when /data exists)")
     p.add_argument("--model", default="embedded", help="'embedded' or a diffusers SD model id / folder")
     p.add_argument("--share", action="store_true", help="print a temporary public Gradio link")
     p.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
     p.add_argument("--max-concurrent", type=int, default=1, help="generations run at once")
     p.add_argument("--queue-size", type=int, default=64, help="requests waiting at most")
-    return p.parse_args(argv)
+    p.add_argument("--hosted", action="store_true",
+                   help="public demo: steps <= 100, per-session rate limits, bounded queue, fixed model")
+    args = p.parse_args(argv)
+    if args.results is None:
+        args.results = str(HOSTED_RESULTS if args.hosted and HOSTED_RESULTS.parent.parent.is_dir() else DEFAULT_PATH)
+    return args
 
 
 def main(argv=None):
@@ -291,7 +321,13 @@ def main(argv=None):
         sys.exit(f"error: {exc}")
     demo = build_app(lab, Settings(args))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"],
-                **launch_kwargs())
+                prevent_thread_lock=True, **launch_kwargs())
+    if args.share and not demo.share_url:
+        demo.close()
+        sys.exit("error: --share could not create a public link: it needs network access to Gradio's share "
+                 "server. Check the connection, or drop --share and use the local URL above.")
+    print(f"Results: {Path(args.results).resolve()}" + (" (hosted mode)" if args.hosted else ""), flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

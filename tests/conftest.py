@@ -53,7 +53,8 @@ class LiveApp:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.results = results
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-        self.log = open(Path(results).parent / "app.log", "w")
+        Path(results).parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(Path(results).parent / "app.log", "a")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),
                                       "--results", str(results), *extra], cwd=ROOT, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)

@@ -6,7 +6,7 @@ def load_model(name="embedded", device=None, dtype=None, local_files_only=None):
     if name == "embedded":
         from .embedded import EmbeddedModel
 
-        return EmbeddedModel.load()
+        return EmbeddedModel.load(device=device)
     from .stable_diffusion import StableDiffusionModel
 
     return StableDiffusionModel.load(name, device=device, dtype=dtype, local_files_only=local_files_only)

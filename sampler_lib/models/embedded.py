@@ -49,15 +49,17 @@ class EmbeddedModel:
 
     name = "embedded"
 
-    def __init__(self, unet, card):
-        self.eps = GuidedEps(unet.eval().requires_grad_(False))
+    def __init__(self, unet, card, device="cpu"):
+        self.device = torch.device(device)
+        self.eps = GuidedEps(unet.eval().requires_grad_(False).to(self.device))
         self.card = card
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
         self.latent_shape = (3, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"])
         self.vocabulary = {"colors": dict(COLORS), "shapes": list(SHAPES)}
 
     @classmethod
-    def load(cls, weights_dir=WEIGHTS_DIR):
+    def load(cls, weights_dir=WEIGHTS_DIR, device=None):
+        """Weights from the package; the GPU when there is one, else the CPU."""
         from safetensors.torch import load_file
 
         weights_dir = Path(weights_dir)
@@ -67,11 +69,12 @@ class EmbeddedModel:
                                     "`python -m sampler_lib.models.train_embedded` to rebuild them")
         unet = build_unet()
         unet.load_state_dict(load_file(path))
-        return cls(unet, json.loads((weights_dir / "card.json").read_text()))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(unet, json.loads((weights_dir / "card.json").read_text()), device)
 
     def denoiser(self, quantize="off"):
         """A DiscreteEpsDenoiser over the guided network, with the given discretization mode."""
-        return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize)
+        return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize).to(self.device)
 
     def parse(self, prompt):
         """'a red circle' -> (colour, shape); '' -> (None, None), the unconditional prompt."""

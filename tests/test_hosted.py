@@ -1,0 +1,164 @@
+"""The hosted demo: Dockerfile lint, its install/start steps without Docker, caps, rate limits, persistence."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from gradio_client import Client
+
+from comparisons.limits import RateLimited, RateLimiter
+from tests.conftest import ROOT, LiveApp, free_port
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    proc = subprocess.run([str(hadolint), "--failure-threshold", "error", "--format", "json", str(DOCKERFILE)],
+                          capture_output=True, text=True, timeout=60)
+    findings = json.loads(proc.stdout or "[]")
+    assert proc.returncode == 0 and not [f for f in findings if f["level"] == "error"], findings
+    text = DOCKERFILE.read_text()
+    assert "EXPOSE 7860" in text and "USER 1000" in text and "--hosted" in text
+
+
+def dockerfile_steps():
+    """The RUN lines that install the app (venv, pip, python) and the CMD, as the image runs them."""
+    runs, cmd = [], None
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("RUN ") and line.split()[1] in ("python", "pip"):
+            runs.append(line[4:])
+        elif line.startswith("CMD "):
+            cmd = json.loads(line[4:])
+    return runs, cmd
+
+
+def test_image_install_and_start_steps_without_docker(tmp_path):
+    """The Dockerfile's own commands in a fresh virtual environment, then app.py --hosted on loopback."""
+    app_dir = tmp_path / "app"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (app_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, app_dir / rel)
+    venv = tmp_path / "venv"
+    env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+           "GRADIO_ANALYTICS_ENABLED": "False", "PIP_NO_CACHE_DIR": "1"}
+    env.pop("PYTHONPATH", None)
+    runs, cmd = dockerfile_steps()
+    assert [r.split()[:3] for r in runs][0] == ["python", "-m", "venv"]
+    for run in runs:
+        run = run.replace("/home/user/venv", str(venv))
+        exe = sys.executable if run.startswith("python -m venv") else None
+        command = run.replace("python", exe, 1) if exe else run
+        proc = subprocess.run(command, shell=True, cwd=app_dir, env=env, capture_output=True, text=True,
+                              timeout=1500)
+        assert proc.returncode == 0, f"{run}: {proc.stderr[-2000:]}"
+    port = free_port()
+    cmd = [str(venv / "bin" / "python") if c == "python" else c for c in cmd]
+    cmd[cmd.index("--port") + 1] = str(port)
+    cmd[cmd.index("--host") + 1] = "127.0.0.1"
+    log = open(tmp_path / "app.log", "w")
+    proc = subprocess.Popen(cmd + ["--results", str(tmp_path / "data" / "results.db")], cwd=app_dir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            "a red circle", 0, "final-zero", 3, "heun", api_name="/generate_pair")
+        assert out["pair_id"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory):
+    app = LiveApp(tmp_path_factory.mktemp("hosted") / "results.db", "--hosted")
+    yield app
+    app.stop()
+
+
+def test_request_above_the_caps_is_refused(hosted):
+    with pytest.raises(Exception, match="at most 100 steps"):
+        Client(hosted.url, verbose=False).predict("a red circle", 1, "final-zero", 101, "heun",
+                                                  api_name="/generate_pair")
+
+
+def test_rate_limits_hold_per_session(hosted):
+    c = Client(hosted.url, verbose=False)
+    for _ in range(6):
+        c.predict("a red circle", 1, "final-zero", 2, "euler", api_name="/generate_pair")
+    with pytest.raises(Exception, match="too many generations"):
+        c.predict("a red circle", 1, "final-zero", 2, "euler", api_name="/generate_pair")
+    # Another session is not affected.
+    Client(hosted.url, verbose=False).predict("a red circle", 1, "final-zero", 2, "euler",
+                                              api_name="/generate_pair")
+    voter = Client(hosted.url, verbose=False)
+    for _ in range(30):
+        with pytest.raises(Exception, match="unknown pair"):
+            voter.predict("nope", "left", "", api_name="/vote")
+    with pytest.raises(Exception, match="too many votes"):
+        voter.predict("nope", "left", "", api_name="/vote")
+
+
+def test_votes_survive_a_restart(tmp_path):
+    results = tmp_path / "data" / "results.db"
+    app = LiveApp(results, "--hosted")
+    try:
+        c = Client(app.url, verbose=False)
+        voted = c.predict("a cyan triangle", 5, "sigma-min", 3, "heun", api_name="/generate_pair")
+        c.predict(voted["pair_id"], "left", "before restart", api_name="/vote")
+        pending = c.predict("a cyan triangle", 6, "sigma-min", 3, "heun", api_name="/generate_pair")
+    finally:
+        app.stop()
+    app = LiveApp(results, "--hosted")
+    try:
+        c = Client(app.url, verbose=False)
+        c.predict(pending["pair_id"], "tie", "after restart", api_name="/vote")
+        votes = pd.read_csv(c.predict(api_name="/export_votes"))
+        assert list(votes["note"]) == ["before restart", "after restart"]
+    finally:
+        app.stop()
+
+
+def test_hosted_mode_serves_only_its_own_model():
+    import app
+    settings = app.Settings(app.parse_args(["--hosted"]))
+    assert settings.models == ["embedded"] and settings.queue_size == 16
+    with pytest.raises(Exception, match="unknown model"):
+        app.generate_pair_ui(None, settings, "s", "a red circle", 1, "/etc/passwd", "final-zero", 3, "heun", 3.0,
+                             progress=None)
+
+
+def test_rate_limiter_window():
+    now = [0.0]
+    limiter = RateLimiter(2, window=10, clock=lambda: now[0])
+    limiter.check("s")
+    limiter.check("s")
+    with pytest.raises(RateLimited, match="try again in 10 s"):
+        limiter.check("s")
+    limiter.check("other")
+    now[0] = 10.5
+    limiter.check("s")
+
+
+def test_share_without_network_fails_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--share", "--port", str(free_port()),
+                           "--results", str(tmp_path / "r.db")], capture_output=True, text=True, timeout=180,
+                          cwd=ROOT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert proc.returncode != 0 and "--share could not create a public link" in proc.stderr
