@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import PngImagePlugin
@@ -89,14 +90,27 @@ class ResultsStore:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_mode = WAL")  # persistent; lets readers and one writer overlap
         return conn
+
+    @contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: never half a row."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
 
     def _migrate(self):
         try:
-            conn = self._connect()
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
+            with self._transaction() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > len(MIGRATIONS):
                     raise StoreError(f"results file {self.path} was written by a newer version "
@@ -106,30 +120,13 @@ class ResultsStore:
                         if statement.strip():
                             conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                conn.close()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"results file {self.path} is not a usable results database ({exc}); "
                              "move it away or choose another --results path") from exc
 
     def _write(self, sql, params):
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute(sql, params)
-            conn.execute("COMMIT")
-            return cur.lastrowid
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+        with self._transaction() as conn:
+            return conn.execute(sql, params).lastrowid
 
     def save_image(self, image, metadata):
         """Write a PNG named by its content's SHA-256, with `metadata` as text chunks; relative path."""

@@ -336,3 +336,22 @@ def test_cli_unwritable_or_corrupt_results(tmp_path):
         ResultsStore(blocker / "r.db")
     with pytest.raises(StoreError, match="is a folder"):
         ResultsStore(tmp_path)
+
+
+def test_older_results_file_is_migrated_in_place(tmp_path):
+    from comparisons.store import MIGRATIONS
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO pairs (pair_id, created, pairing, model, prompt, seed, config_a, config_b, image_a,"
+                 " image_b, sigmas_a, sigmas_b, lockstep, seconds) VALUES ('p1', 0, 'final-zero', 'embedded',"
+                 " 'a red circle', 1, '{}', '{}', 'a.png', 'b.png', '[]', '[]', 1, 0.5)")
+    conn.commit()
+    conn.close()
+    store = ResultsStore(path)
+    assert store.pair("p1")["shown_left"] is None and store.pair("p1")["prompt"] == "a red circle"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    newer = tmp_path / "newer.db"
+    sqlite3.connect(newer).execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer version"):
+        ResultsStore(newer)

@@ -1,0 +1,86 @@
+"""Embedded model figures: load time, sampling time, colour/shape faithfulness; writes them into the card.
+
+    .venv/bin/python bench/bench_embedded.py [--no-card]
+
+Also draws docs/embedded_grid.png: every (colour, shape), Heun 25 steps, guidance 3.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def load_seconds(repeats=5):
+    """Cold `load_model('embedded')` in a fresh interpreter (imports included), median of repeats."""
+    code = ("import time; t = time.perf_counter(); from sampler_lib.models import load_model; "
+            "load_model('embedded'); print(time.perf_counter() - t)")
+    times = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.split()[-1]) for _ in range(repeats)]
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--no-card", action="store_true", help="do not write the figures into card.json")
+    args = parser.parse_args()
+    import torch
+
+    from sampler_lib.models import load_model
+    from sampler_lib.models.embedded import WEIGHTS_DIR
+    from sampler_lib.models.quality import faithfulness, generate
+    from sampler_lib.models.shapes import COLORS, SHAPES
+
+    torch.set_num_threads(2)
+    load = load_seconds()
+    model = load_model("embedded")
+    generate(model, ["a red circle"], [0], steps=3)  # warm-up
+    one = []
+    for seed in range(5):
+        t = time.perf_counter()
+        generate(model, ["a red circle"], [seed], steps=25)
+        one.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    generate(model, ["a blue square"] * 16, list(range(16)), steps=25)
+    batch16 = (time.perf_counter() - t) / 16
+    quality = faithfulness(model, per_colour=16, steps=25)
+    print(f"load_model('embedded'), cold process, median of 5: {load:.2f} s")
+    print(f"one image, Heun 25 steps, guidance 3: median {statistics.median(one):.3f} s")
+    print(f"per image in a batch of 16: {batch16:.3f} s")
+    print(f"colour faithfulness overall {quality['colour_overall']:.3f}: " +
+          ", ".join(f"{c} {v:.2f}" for c, v in quality["colour"].items()))
+    print(f"shape faithfulness overall {quality['shape_overall']:.3f}: " +
+          ", ".join(f"{s} {v:.2f}" for s, v in quality["shape"].items()))
+
+    from PIL import Image
+    cells = generate(model, [f"a {c} {s}" for c in COLORS for s in SHAPES],
+                     [1000 + i for i in range(len(COLORS) * len(SHAPES))], steps=25)
+    grid = Image.new("RGB", (32 * len(SHAPES), 32 * len(COLORS)))
+    for i, img in enumerate(cells):
+        grid.paste(img, (32 * (i % len(SHAPES)), 32 * (i // len(SHAPES))))
+    (ROOT / "docs").mkdir(exist_ok=True)
+    grid.resize((grid.width * 4, grid.height * 4), Image.NEAREST).save(ROOT / "docs" / "embedded_grid.png")
+
+    if not args.no_card:
+        card_path = WEIGHTS_DIR / "card.json"
+        card = json.loads(card_path.read_text())
+        card["quality"] = {
+            "method": "16 samples per colour (shapes cycled), Heun 25 steps, Karras schedule over the model's "
+                      "sigma range, guidance 3; judged by sampler_lib.models.shapes.classify: dominant saturated "
+                      "colour by nearest palette hue; shape by an empty centre (ring) or area / (pi r_max^2) "
+                      "(circle > 0.71 > square > 0.52 > triangle)",
+            **{k: quality[k] for k in ("colour_overall", "shape_overall", "colour", "shape", "samples")},
+        }
+        card["speed"] = {"load_seconds": round(load, 3), "heun25_one_image_seconds": round(statistics.median(one), 3),
+                         "heun25_per_image_batch16_seconds": round(batch16, 3),
+                         "machine": "2 CPU cores, torch " + torch.__version__}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
