@@ -79,10 +79,6 @@ class SamplerConfig:
             return dict(eta=self.eta, s_noise=self.s_noise)
         return {}
 
-    @property
-    def stochastic(self):
-        return bool(self.sampler_kwargs().get("s_churn") or self.sampler_kwargs().get("eta"))
-
 
 def _number(cfg, name, lo=None, hi=None, integer=False, optional=False):
     value = getattr(cfg, name)

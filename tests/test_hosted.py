@@ -84,6 +84,7 @@ def test_image_install_and_start_steps_without_docker(tmp_path):
         proc.terminate()
         proc.wait(30)
         log.close()
+        shutil.rmtree(venv, ignore_errors=True)  # several GB
 
 
 @pytest.fixture(scope="module")

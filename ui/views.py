@@ -7,8 +7,6 @@ import math
 
 import pandas as pd
 
-SIDE_LABEL = {"left": "left", "right": "right"}
-
 
 def data_url(image):
     """A PNG data URL of a PIL image, without any metadata (nothing tells the sides apart)."""
