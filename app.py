@@ -185,8 +185,9 @@ def build_compare_tab(lab, settings):
 
     dice.click(lambda: secrets.randbelow(2 ** 31), None, seed, queue=False, api_visibility="private")
     vote_outputs = [reveal, status, *buttons.values()]
-    # Gradio injects gr.Request / gr.Progress only into plain functions, hence closures, not partials.
-    def on_generate(*values, request: gr.Request, progress=gr.Progress()):
+    # Gradio injects gr.Request / gr.Progress only into plain positional parameters of plain functions,
+    # hence closures (not partials) with those parameters first.
+    def on_generate(request: gr.Request, progress=gr.Progress(), *values):
         return generate_pair_ui(lab, settings, request.session_hash, *values, progress=progress)
 
     def vote_handler(choice):

@@ -36,7 +36,7 @@ def test_ten_step_sample_is_deterministic(model):
 def test_guidance_is_one_batched_forward(model, monkeypatch):
     calls = []
     forward = model.eps.unet.forward
-    monkeypatch.setattr(model.eps.unet, "forward", lambda x, t, **kw: calls.append(x.shape[0]) or forward(x, t, **kw))
+    monkeypatch.setattr(model.eps.unet, "forward", lambda x, t, c: calls.append(x.shape[0]) or forward(x, t, c))
     den = model.denoiser()
     den(torch.zeros(3, 3, 32, 32), torch.full((3,), 1.0), **model.condition("a red circle", 3.0))
     assert calls == [6]
@@ -81,3 +81,15 @@ def test_sampling_uses_the_sd_schedule(model):
     out = sample_heun(den, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * sigmas[0],
                       sigmas, extra_args=model.condition("a green ring"), disable=True)
     assert torch.isfinite(out).all()
+
+
+def test_light_unet_matches_diffusers(model):
+    from sampler_lib.models.embedded import build_unet
+    reference = build_unet().eval()
+    reference.load_state_dict(model.eps.unet.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    t, labels = torch.tensor([0.0, 10.5, 500.0, 999.0]), torch.tensor([0, 5, NUM_CLASSES, 17])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eps.unet(x, t, labels), reference(x, t, class_labels=labels).sample,
+                                   rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ from ..schedules import scaled_linear_alphas_cumprod
 from ..wrappers import DiscreteEpsDenoiser
 from .guidance import check_guidance, guided_eps, to_pil
 from .shapes import COLORS, NUM_CLASSES, SHAPES, label_of
+from .unet import UNet
 
 WEIGHTS_DIR = Path(__file__).parent / "embedded"
 ARTICLES = {"a", "an", "the"}
@@ -25,8 +26,8 @@ UNET_CONFIG = dict(
 
 
 def build_unet():
-    """A freshly initialised network of the embedded architecture (diffusers UNet2DModel)."""
-    from diffusers import UNet2DModel  # heavy import, only where a network is built
+    """A freshly initialised diffusers UNet2DModel of the embedded architecture (for training)."""
+    from diffusers import UNet2DModel  # a heavy import: training only
 
     return UNet2DModel(**UNET_CONFIG)
 
@@ -40,8 +41,7 @@ class GuidedEps(nn.Module):
 
     def forward(self, x, t, labels, guidance_scale=1.0):
         labels = labels.to(x.device)
-        return guided_eps(lambda x, t, c: self.unet(x, t, class_labels=c).sample, x, t, labels,
-                          torch.full_like(labels, NUM_CLASSES), guidance_scale)
+        return guided_eps(self.unet, x, t, labels, torch.full_like(labels, NUM_CLASSES), guidance_scale)
 
 
 class EmbeddedModel:
@@ -67,7 +67,7 @@ class EmbeddedModel:
         if not path.exists():
             raise FileNotFoundError(f"embedded model weights missing at {path}; run "
                                     "`python -m sampler_lib.models.train_embedded` to rebuild them")
-        unet = build_unet()
+        unet = UNet(**UNET_CONFIG)  # same modules and forward as diffusers', torch only
         unet.load_state_dict(load_file(path))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(unet, json.loads((weights_dir / "card.json").read_text()), device)
