@@ -142,6 +142,8 @@ PAIRINGS = {
     "final-zero": ({"final_zero": True}, {"final_zero": False}),
     "sigma-min": ({"sigma_min_rule": "penultimate_steps_plus_1", "final_zero": True},
                   {"sigma_min_rule": "penultimate_steps", "final_zero": True}),
+    # A config against itself: bit-identical images, LPIPS 0. Any other pair is measured against this.
+    "noise-floor": ({}, {}),
 }
 CUSTOM = "custom"
 

@@ -75,6 +75,12 @@ def test_presets_ask_the_three_questions():
 
 # -- paired runs ----------------------------------------------------------------------------------
 
+def test_noise_floor_preset(lab):
+    a, b = make_pair("noise-floor", SamplerConfig(sampler="dpmpp_2m_sde", steps=5, quantize="paper"))
+    assert a == b
+    assert lab.compare("a red circle", 2, a, b, "noise-floor")["metrics"]["lpips"] == 0.0
+
+
 def test_noise_floor_config_against_itself(lab):
     cfg = SamplerConfig(sampler="euler_ancestral", steps=6, quantize="paper")
     out = lab.compare("a red circle", 11, cfg, cfg)
