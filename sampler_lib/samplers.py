@@ -145,16 +145,19 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
                            s_noise=1.0, noise_sampler=None):
     """Ancestral sampling with Euler steps (k-diffusion's euler_a)."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    # Step sizes depend only on the schedule: computed for all steps at once.
+    sigma_down, sigma_up = get_ancestral_step(sigmas[:-1], sigmas[1:], eta=eta)
+    noisy = sigmas[1:] > 0
+    add_noise = (noisy.any(1) & bool(eta)).tolist()
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    dt = dims(sigma_down - sigmas[:-1])
+    noise_scale = dims(torch.where(noisy, sigma_up, torch.zeros_like(sigma_up)) * s_noise)
     for i in trange(len(sigmas) - 1, disable=disable):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta=eta)
-        _report(callback, x, i, sigma, sigma, denoised)
-        x = x + to_d(x, sigma, denoised) * append_dims(sigma_down - sigma, x.ndim)
-        noisy = sigma_next > 0
-        if eta and bool(noisy.any()):
-            scale = torch.where(noisy, sigma_up, torch.zeros_like(sigma_up)) * s_noise
-            x = x + _need(noise_sampler)(sigma, sigma_next) * append_dims(scale, x.ndim)
+        denoised = model(x, sigmas[i], **extra_args)
+        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
+        x = x + to_d(x, sigmas[i], denoised) * dt[i]
+        if add_noise[i]:
+            x = x + _need(noise_sampler)(sigmas[i], sigmas[i + 1]) * noise_scale[i]
     return x
 
 
@@ -196,34 +199,39 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     if solver_type not in ("heun", "midpoint"):
         raise ValueError(f"solver_type must be 'heun' or 'midpoint' (got {solver_type!r})")
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    old_denoised, h_last = None, None
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    # Every coefficient depends only on the schedule: computed for all steps at once. A step into
+    # sigma = 0 returns the denoised image; it gets a safe stand-in sigma so nothing is inf or NaN.
+    last = sigma_next == 0
+    safe_next = torch.where(last, sigma, sigma_next)
+    h = _t(safe_next) - _t(sigma)
+    eta_h = eta * h
+    h_last = torch.cat([torch.full_like(h[:1], float("nan")), h[:-1]])
+    second = ~last & (h > 0) & (h_last > 0)
+    keep = (-h - eta_h).expm1().neg()
+    if solver_type == "heun":
+        coef = keep / (-h - eta_h) + 1
+    else:
+        coef = 0.5 * keep
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    c_x, c_denoised = dims(safe_next / sigma * (-eta_h).exp()), dims(keep)
+    c_second = dims(torch.where(second, coef * h / h_last, torch.zeros_like(h)))
+    c_noise = dims(safe_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise)
+    all_last, any_second = last.all(1).tolist(), second.any(1).tolist()
+    old_denoised = None
     for i in trange(len(sigmas) - 1, disable=disable):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma, **extra_args)
-        _report(callback, x, i, sigma, sigma, denoised)
-        last = sigma_next == 0
-        if bool(last.all()):
-            x, old_denoised = denoised, denoised
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        if all_last[i]:
+            x = denoised
             continue
-        safe_next = torch.where(last, sigma, sigma_next)
-        h = _t(safe_next) - _t(sigma)
-        eta_h = eta * h
-        dims = lambda v: append_dims(v, x.ndim)  # noqa: E731
-        x_new = dims(safe_next / sigma * (-eta_h).exp()) * x + dims((-h - eta_h).expm1().neg()) * denoised
-        if old_denoised is not None:
-            second = ~last & (h > 0) & (h_last > 0)
-            inv_r = dims(torch.where(second, h / h_last, torch.zeros_like(h)))
-            if solver_type == "heun":
-                coef = (-h - eta_h).expm1().neg() / (-h - eta_h) + 1
-            else:
-                coef = 0.5 * (-h - eta_h).expm1().neg()
-            x_new = x_new + dims(torch.where(second, coef, torch.zeros_like(coef))) * inv_r * (
-                denoised - old_denoised)
+        x_new = c_x[i] * x + c_denoised[i] * denoised
+        if any_second[i]:
+            x_new = x_new + c_second[i] * (denoised - old_denoised)
         if eta:
-            scale = safe_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise
-            x_new = x_new + _need(noise_sampler)(sigma, safe_next) * dims(scale)
-        x = _where(last, denoised, x_new)
-        old_denoised, h_last = denoised, h
+            x_new = x_new + _need(noise_sampler)(sigma[i], safe_next[i]) * c_noise[i]
+        x = _where(last[i], denoised, x_new)
+        old_denoised = denoised
     return x
 
 
