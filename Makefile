@@ -10,11 +10,11 @@ PORT ?= 7860
 
 .PHONY: run test lint lpips-weights bench
 
+# k-diffusion is only the reference the equivalence tests compare against; its full dependency set
+# (wandb, clip, ...) is not needed for the two modules they load, hence --no-deps.
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
-	# k-diffusion is only the reference the equivalence tests compare against; its full
-	# dependency set (wandb, clip, ...) is not needed for the two modules they load.
 	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1
 	touch $@
 

@@ -60,7 +60,7 @@ def empty_html(message):
 def metrics_markdown(metrics):
     psnr = metrics["psnr"]
     psnr_text = "∞ (identical)" if math.isinf(psnr) else f"{psnr:.2f} dB"
-    return (f"**LPIPS** {metrics['lpips']:.4f} · **PSNR** {psnr_text} · **SSIM** {metrics['ssim']:.4f} · "
+    return (f"**LPIPS** {metrics['lpips']:.4g} · **PSNR** {psnr_text} · **SSIM** {metrics['ssim']:.5g} · "
             f"**max |Δ|** {metrics['max_abs_diff']} / 255")
 
 
