@@ -55,6 +55,15 @@ def _churn(model, x, sigma, n_steps, s_churn, s_tmin, s_tmax, s_noise, noise_sam
     return x + eps * append_dims((sigma_hat ** 2 - sigma ** 2) ** 0.5, x.ndim), sigma_hat
 
 
+def _euler_stage(model, x, sigmas, i, extra_args, callback, churn):
+    """Algorithm 2, lines 4-8: churn to sigma_hat, denoise there, Euler step to sigmas[i + 1]."""
+    x, sigma_hat = _churn(model, x, sigmas[i], len(sigmas) - 1, *churn)
+    denoised = model(x, sigma_hat, **extra_args)
+    d = to_d(x, sigma_hat, denoised)
+    _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    return x, sigma_hat, d, x + d * append_dims(sigmas[i + 1] - sigma_hat, x.ndim)
+
+
 def _report(callback, x, i, sigma, sigma_hat, denoised):
     if callback is not None:
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
@@ -69,13 +78,9 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. (2022) Algorithm 2 with first-order (Euler) steps."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    n = len(sigmas) - 1
-    for i in trange(n, disable=disable):
-        x, sigma_hat = _churn(model, x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
-        denoised = model(x, sigma_hat, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
-        x = x + d * append_dims(sigmas[i + 1] - sigma_hat, x.ndim)
+    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        x = _euler_stage(model, x, sigmas, i, extra_args, callback, churn)[3]
     return x
 
 
@@ -84,15 +89,11 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. (2022) Algorithm 2: Heun's 2nd-order steps, an Euler step into sigma = 0."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    n = len(sigmas) - 1
-    for i in trange(n, disable=disable):
-        x, sigma_hat = _churn(model, x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
-        denoised = model(x, sigma_hat, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        x, sigma_hat, d, x_euler = _euler_stage(model, x, sigmas, i, extra_args, callback, churn)
         sigma_next = sigmas[i + 1]
         dt = append_dims(sigma_next - sigma_hat, x.ndim)
-        x_euler = x + d * dt
         last = sigma_next == 0
         if bool(last.all()):
             x = x_euler
@@ -109,15 +110,11 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """DPM-Solver-2 (Lu et al. 2022) in Karras form: a midpoint in log sigma (rounded in paper mode)."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    n = len(sigmas) - 1
-    for i in trange(n, disable=disable):
-        x, sigma_hat = _churn(model, x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
-        denoised = model(x, sigma_hat, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        x, sigma_hat, d, x_euler = _euler_stage(model, x, sigmas, i, extra_args, callback, churn)
         sigma_next = sigmas[i + 1]
         last = sigma_next == 0
-        x_euler = x + d * append_dims(sigma_next - sigma_hat, x.ndim)
         if bool(last.all()):
             x = x_euler
             continue
