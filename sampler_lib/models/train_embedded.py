@@ -45,6 +45,7 @@ def train(cfg, data_cfg, out_dir, log_every=100):
     """Train, then write model.safetensors and card.json to out_dir; returns the card."""
     from safetensors.torch import save_file
 
+    commit = _commit()  # the code that trains, not whatever HEAD is when training ends
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # diffusers initialises weights from the global generator
     unet = build_unet().train()
@@ -93,7 +94,7 @@ def train(cfg, data_cfg, out_dir, log_every=100):
         "training_seconds": round(time.time() - start, 1),
         "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 5),
         "torch": torch.__version__,
-        "training_code_commit": _commit(),
+        "training_code_commit": commit,
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
