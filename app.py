@@ -210,18 +210,16 @@ def build_compare_tab(lab, settings):
 
 # ---- Results tab -----------------------------------------------------------------------------------
 
-def refresh_results(lab):
-    """Tables, statistics and fresh CSV files for the download buttons."""
-    out_dir = tempfile.mkdtemp(prefix="ab-lab-export-")
-    pairs_csv, votes_csv = export_csv(lab.store, out_dir)
-    pairs = pairs_frame(lab.store)
-    shown = pairs[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim", "max_abs_diff",
-                   "created"]]
-    return (views.stats_frame(by_question(lab.store.votes())), shown, votes_frame(lab.store),
-            str(pairs_csv), str(votes_csv))
+def refresh_results(lab, export_dir):
+    """Tables, statistics and fresh CSV files for the download buttons, from one read of the store."""
+    pairs, votes = lab.store.pairs(), lab.store.votes()
+    pairs_csv, votes_csv = export_csv(lab.store, export_dir, pairs, votes)
+    shown = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
+                                "max_abs_diff", "created"]]
+    return views.stats_frame(by_question(votes)), shown, votes_frame(votes), str(pairs_csv), str(votes_csv)
 
 
-def build_results_tab(lab):
+def build_results_tab(lab, export_dir):
     with gr.Tab("Results") as tab:
         refresh = gr.Button("Refresh", elem_id="refresh-results")
         gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
@@ -234,7 +232,7 @@ def build_results_tab(lab):
         gr.Markdown("#### Votes")
         votes = gr.Dataframe(elem_id="votes-table", interactive=False)
     outputs = [stats, pairs, votes, pairs_button, votes_button]
-    handler = functools.partial(refresh_results, lab)
+    handler = functools.partial(refresh_results, lab, export_dir)
     refresh.click(handler, None, outputs, api_visibility="private")
     tab.select(handler, None, outputs, api_visibility="private")
     return handler, outputs
@@ -242,7 +240,7 @@ def build_results_tab(lab):
 
 # ---- API ------------------------------------------------------------------------------------------
 
-def build_api(lab, settings):
+def build_api(lab, settings, export_dir):
     """The named endpoints gradio_client users rely on: /generate_pair, /vote, /export_votes."""
 
     def generate_pair(prompt: str, seed: float, pairing: str, steps: float, sampler: str,
@@ -271,17 +269,19 @@ def build_api(lab, settings):
     gr.api(vote, api_name="vote", concurrency_id="vote", concurrency_limit=64)
     export_file = gr.File(visible=False)
     export_trigger = gr.Button(visible=False)
-    export_trigger.click(lambda: str(export_csv(lab.store, tempfile.mkdtemp(prefix="ab-lab-export-"))[1]),
-                         None, export_file, api_name="export_votes")
+    export_trigger.click(lambda: str(export_csv(lab.store, export_dir)[1]), None, export_file,
+                         api_name="export_votes")
 
 
 def build_app(lab, settings):
     with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False) as demo:
         gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations. Sides are "
                     "randomized and hidden until you vote.")
+        # One export folder per server, rewritten in place: downloads never pile up temporary folders.
+        export_dir = Path(tempfile.mkdtemp(prefix="ab-lab-export-"))
         build_compare_tab(lab, settings)
-        refresh, outputs = build_results_tab(lab)
-        build_api(lab, settings)
+        refresh, outputs = build_results_tab(lab, export_dir)
+        build_api(lab, settings, export_dir)
         demo.load(refresh, None, outputs, api_visibility="private")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
     return demo

@@ -1,4 +1,6 @@
 """CSV export of pairs and votes (pandas), safe to open in a spreadsheet."""
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -28,22 +30,29 @@ def _frame(rows, columns):
     return frame
 
 
-def pairs_frame(store):
-    return _frame(store.pairs(), PAIR_COLUMNS)
+def pairs_frame(pairs):
+    """ResultsStore.pairs() rows as the pairs.csv table."""
+    return _frame(pairs, PAIR_COLUMNS)
 
 
-def votes_frame(store):
-    return _frame(store.votes(), VOTE_COLUMNS)
+def votes_frame(votes):
+    """ResultsStore.votes() rows as the votes.csv table."""
+    return _frame(votes, VOTE_COLUMNS)
 
 
-def export_csv(store, out_dir):
-    """Write pairs.csv and votes.csv into out_dir (each atomically); returns their paths."""
+def write_csv(frame, path):
+    """Write through a unique temporary file and a rename: readers and concurrent writers never see half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+    os.close(fd)
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def export_csv(store, out_dir, pairs=None, votes=None):
+    """Write pairs.csv and votes.csv into out_dir (rows read from the store unless given); their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, frame in (("pairs.csv", pairs_frame(store)), ("votes.csv", votes_frame(store))):
-        path, tmp = out_dir / name, out_dir / (name + ".partial")
-        frame.to_csv(tmp, index=False)
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+    pairs = store.pairs() if pairs is None else pairs
+    votes = store.votes() if votes is None else votes
+    return [write_csv(pairs_frame(pairs), out_dir / "pairs.csv"), write_csv(votes_frame(votes), out_dir / "votes.csv")]
