@@ -47,8 +47,6 @@ class Lab:
         """Run, measure and store one pair; returns the stored row plus images and heat maps."""
         seed = check_seed(seed)
         m = self.model(model)
-        for cfg in (cfg_a, cfg_b):
-            m.condition(prompt, cfg.guidance_scale)  # rejects unknown words before any work
         metric = self.lpips()
         run = run_pair(m, cfg_a, cfg_b, prompt, seed, progress=progress)
         metrics, maps = pair_metrics(metric, run.a.image, run.b.image)

@@ -85,16 +85,18 @@ def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
             progress(done[0], total)
 
     device = getattr(model, "device", "cpu")
+    # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
+    conditions = {g: model.condition(prompt, g) for g in {cfg_a.guidance_scale, cfg_b.guidance_scale}}
     if lockstep:
         sigmas = torch.stack([s_a, s_b], 1).to(device)
         x = torch.stack([noise * s_a[0], noise * s_b[0]]).to(device)
-        extra = model.condition(prompt, cfg_a.guidance_scale)
-        out = _sample(cfg_a, PairDenoiser(den_a, den_b), x, sigmas, extra, [seed, seed], tick)
+        out = _sample(cfg_a, PairDenoiser(den_a, den_b), x, sigmas, conditions[cfg_a.guidance_scale], [seed, seed],
+                      tick)
     else:
         outs = []
         for cfg, den, s in ((cfg_a, den_a, s_a), (cfg_b, den_b, s_b)):
-            extra = model.condition(prompt, cfg.guidance_scale)
-            outs.append(_sample(cfg, den, (noise * s[0])[None].to(device), s.to(device), extra, [seed], tick))
+            outs.append(_sample(cfg, den, (noise * s[0])[None].to(device), s.to(device),
+                                conditions[cfg.guidance_scale], [seed], tick))
         out = torch.cat(outs)
     images = model.decode(out)
     arms = [ArmRun(cfg, s.tolist(), round_sigmas(den, s).tolist(), discretize_sigmas(s, den.sigmas.cpu()).tolist(),
