@@ -64,8 +64,10 @@ def _arm(model, cfg):
     return den, sigmas
 
 
-def _sample(cfg, den, x, sigmas, extra_args, seeds, callback):
-    noise = BrownianNoiseSampler(x, seeds, float(sigmas.max()) * NOISE_HEADROOM)
+def _sample(cfg, den, x, sigmas, extra_args, seeds, callback, noise_max=None):
+    # Both arms of a pair get one Brownian tree (same seed, same range), batched or not.
+    noise_max = float(sigmas.max()) * NOISE_HEADROOM if noise_max is None else noise_max
+    noise = BrownianNoiseSampler(x, seeds, noise_max)
     return SAMPLERS[cfg.sampler](den, x, sigmas, extra_args=extra_args, callback=callback, disable=True,
                                  noise_sampler=noise, **cfg.sampler_kwargs())
 
@@ -87,16 +89,17 @@ def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
     device = getattr(model, "device", "cpu")
     # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
     conditions = {g: model.condition(prompt, g) for g in {cfg_a.guidance_scale, cfg_b.guidance_scale}}
+    noise_max = max(float(s_a.max()), float(s_b.max())) * NOISE_HEADROOM
     if lockstep:
         sigmas = torch.stack([s_a, s_b], 1).to(device)
         x = torch.stack([noise * s_a[0], noise * s_b[0]]).to(device)
         out = _sample(cfg_a, PairDenoiser(den_a, den_b), x, sigmas, conditions[cfg_a.guidance_scale], [seed, seed],
-                      tick)
+                      tick, noise_max)
     else:
         outs = []
         for cfg, den, s in ((cfg_a, den_a, s_a), (cfg_b, den_b, s_b)):
             outs.append(_sample(cfg, den, (noise * s[0])[None].to(device), s.to(device),
-                                conditions[cfg.guidance_scale], [seed], tick))
+                                conditions[cfg.guidance_scale], [seed], tick, noise_max))
         out = torch.cat(outs)
     images = model.decode(out)
     arms = [ArmRun(cfg, s.tolist(), round_sigmas(den, s).tolist(), discretize_sigmas(s, den.sigmas.cpu()).tolist(),

@@ -94,9 +94,9 @@ def test_both_arms_start_from_identical_noise(monkeypatch):
     from comparisons import runner
     seen, sample = [], runner._sample
 
-    def spy(cfg, den, x, sigmas, extra, seeds, callback):
+    def spy(cfg, den, x, sigmas, *rest):
         seen.append((x / sigmas[0].reshape(-1, 1, 1, 1)).clone())
-        return sample(cfg, den, x, sigmas, extra, seeds, callback)
+        return sample(cfg, den, x, sigmas, *rest)
 
     monkeypatch.setattr(runner, "_sample", spy)
     model = FakeModel()
@@ -361,3 +361,13 @@ def test_older_results_file_is_migrated_in_place(tmp_path):
     sqlite3.connect(newer).execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(StoreError, match="newer version"):
         ResultsStore(newer)
+
+
+def test_arms_with_different_sigma_max_share_one_noise_path():
+    model = FakeModel()
+    a = SamplerConfig(sampler="euler_ancestral", steps=4, sigma_max=10.0)
+    b = SamplerConfig(sampler="euler_ancestral", steps=4, sigma_max=14.0)
+    together = run_pair(model, a, b, "a red circle", 7, lockstep=True)
+    apart = run_pair(model, a, b, "a red circle", 7, lockstep=False)
+    for x, y in ((together.a, apart.a), (together.b, apart.b)):
+        assert np.abs(np.asarray(x.image, dtype=int) - np.asarray(y.image, dtype=int)).max() <= 1
