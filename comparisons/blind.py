@@ -6,6 +6,11 @@ from .config import CUSTOM, ConfigError, SamplerConfig, make_pair
 CHOICES = ("left", "right", "tie", "both_bad")
 
 
+def other(side):
+    """The config not on this side: 'A' <-> 'B'."""
+    return "B" if side == "A" else "A"
+
+
 def configs_for(pairing, steps, sampler, base=None, a=None, b=None):
     """(config A, config B) from a preset over base settings, or the two custom configs."""
     if pairing == CUSTOM:
@@ -29,14 +34,13 @@ def _whole(value, name):
 def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, model="embedded", progress=None):
     """Run and store a pair with a fresh random side assignment; returns the blind view of it."""
     shown_left = "A" if secrets.randbelow(2) == 0 else "B"
-    out = lab.compare(prompt, _whole(seed, "seed"), cfg_a, cfg_b, pairing=pairing, model=model,
-                      progress=progress, shown_left=shown_left)
+    out = lab.compare(prompt, seed, cfg_a, cfg_b, pairing=pairing, model=model, progress=progress,
+                      shown_left=shown_left)
     arms = {"A": out["run"].a, "B": out["run"].b}
-    right = "B" if shown_left == "A" else "A"
     return {
         "pair_id": out["pair_id"],
         "left": arms[shown_left].image,
-        "right": arms[right].image,
+        "right": arms[other(shown_left)].image,
         "metrics": out["metrics"],
         "maps": out["maps"],
         "arms": arms,  # for the schedule view, labelled A and B only
@@ -50,7 +54,7 @@ def winner_of(choice, shown_left):
     if choice == "left":
         return shown_left
     if choice == "right":
-        return "B" if shown_left == "A" else "A"
+        return other(shown_left)
     return choice
 
 
@@ -69,7 +73,6 @@ def cast_vote(store, pair_id, choice, session, note=""):
 def reveal(pair):
     """Which config was on which side, and the full configs."""
     left = pair["shown_left"]
-    right = "B" if left == "A" else "A"
-    return {"pairing": pair["pairing"], "left": left, "right": right,
+    return {"pairing": pair["pairing"], "left": left, "right": other(left),
             "config_a": SamplerConfig.from_json(pair["config_a"]).to_dict(),
             "config_b": SamplerConfig.from_json(pair["config_b"]).to_dict()}

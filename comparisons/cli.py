@@ -3,9 +3,10 @@ import argparse
 import math
 import re
 import sys
+from pathlib import Path
 
 from .config import CUSTOM, MAX_STEPS, PAIRINGS, ConfigError, SamplerConfig, make_pair
-from .store import DEFAULT_PATH, StoreError
+from .store import DEFAULT_PATH, ResultsStore, StoreError
 
 MAX_SEEDS = 100_000
 
@@ -71,9 +72,6 @@ def sweep_configs(args):
 
 
 def _existing_store(path):
-    from pathlib import Path
-
-    from .store import ResultsStore
     if not Path(path).is_file():
         raise UsageError(f"no results file at {path}; run a sweep first or pass --results")
     return ResultsStore(path)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sampler_lib import SAMPLERS, BrownianNoiseSampler, discretize_sigmas, initial_noise, round_sigmas
+from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise, round_sigmas
 
 from .config import SamplerConfig, schedule
 
@@ -102,8 +102,7 @@ def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
                                 conditions[cfg.guidance_scale], [seed], tick, noise_max))
         out = torch.cat(outs)
     images = model.decode(out)
-    arms = [ArmRun(cfg, s.tolist(), round_sigmas(den, s).tolist(), discretize_sigmas(s, den.sigmas.cpu()).tolist(),
-                   image)
+    arms = [ArmRun(cfg, s.tolist(), round_sigmas(den, s).tolist(), den.quantize_sigma(s).cpu().tolist(), image)
             for cfg, den, s, image in ((cfg_a, den_a, s_a, images[0]), (cfg_b, den_b, s_b, images[1]))]
     return PairRun(arms[0], arms[1], seed, prompt, lockstep, time.perf_counter() - started)
 

@@ -170,13 +170,14 @@ class ResultsStore:
         if not session:
             raise ValueError("a vote needs a session id")
         note = str(note or "")[:2000]
-        if self.pair(pair_id) is None:
-            raise KeyError(f"no pair {pair_id!r} in {self.path}")
         try:
             vote_id = self._write(
                 "INSERT INTO votes (pair_id, winner, left_config, session, note, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (pair_id, winner, left, session, note, time.time()))
         except sqlite3.IntegrityError as exc:
+            # The schema decides, inside the transaction: the pair must exist, the vote must be new.
+            if "FOREIGN KEY" in str(exc):
+                raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
             raise DuplicateVote("this session has already voted on this pair; generate a new pair") from exc
         return {"vote_id": vote_id, "pair_id": pair_id, "winner": winner, "left": left, "session": session,
                 "note": note}

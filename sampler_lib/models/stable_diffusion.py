@@ -1,4 +1,5 @@
 """Stable Diffusion 1.x/2.x through diffusers, behind the same interface as the embedded model."""
+import functools
 import os
 
 import torch
@@ -94,10 +95,15 @@ class StableDiffusionModel:
                              truncation=True, return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids)[0]
 
+    @functools.cached_property
+    def _empty(self):
+        """The empty prompt's embedding, encoded once: every guided call needs it."""
+        return self._embed("")
+
     def condition(self, prompt, guidance_scale=7.5):
         """extra_args for a sampler: prompt and empty-prompt embeddings, any batch size."""
         g = check_guidance(guidance_scale)
-        return {"cond": self._embed(prompt), "uncond": self._embed(""), "guidance_scale": g}
+        return {"cond": self._embed(prompt), "uncond": self._empty, "guidance_scale": g}
 
     @torch.no_grad()
     def decode(self, x):
