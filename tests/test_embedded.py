@@ -84,8 +84,8 @@ def test_sampling_uses_the_sd_schedule(model):
 
 
 def test_light_unet_matches_diffusers(model):
-    from sampler_lib.models.embedded import build_unet
-    reference = build_unet().eval()
+    from sampler_lib.models.embedded import architecture, build_unet
+    reference = build_unet(architecture(model.card)).eval()
     reference.load_state_dict(model.eps.unet.state_dict())
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 32, 32, generator=gen)

@@ -15,21 +15,30 @@ from .unet import UNet
 WEIGHTS_DIR = Path(__file__).parent / "embedded"
 ARTICLES = {"a", "an", "the"}
 
-# Architecture (diffusers UNet2DModel); label NUM_CLASSES is the empty prompt, for guidance.
+# Architecture trained by train_embedded (diffusers UNet2DModel); label NUM_CLASSES is the empty
+# prompt, for guidance. Narrow on purpose: at 32x32 on a CPU the network's cost grows with the batch,
+# and a narrow one leaves more of the per-call overhead to share, so an A/B pair in one batch costs
+# well under two images (BENCHMARKS.md). The shipped weights load into the card's architecture.
 UNET_CONFIG = dict(
     sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
-    block_out_channels=(32, 64, 96),
+    block_out_channels=(16, 32, 64),
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    num_class_embeds=NUM_CLASSES + 1, norm_num_groups=16, attention_head_dim=32,
+    num_class_embeds=NUM_CLASSES + 1, norm_num_groups=8, attention_head_dim=32,
 )
 
 
-def build_unet():
-    """A freshly initialised diffusers UNet2DModel of the embedded architecture (for training)."""
-    from diffusers import UNet2DModel  # a heavy import: training only
+def architecture(card):
+    """The UNet2DModel keyword arguments a model card records (lists back to tuples)."""
+    arch = {k: v for k, v in card["architecture"].items() if k not in ("class", "parameters")}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
 
-    return UNet2DModel(**UNET_CONFIG)
+
+def build_unet(config=None):
+    """A freshly initialised diffusers UNet2DModel of the given (default: UNET_CONFIG) architecture."""
+    from diffusers import UNet2DModel  # a heavy import: training and tests only
+
+    return UNet2DModel(**(UNET_CONFIG if config is None else config))
 
 
 class GuidedEps(nn.Module):
@@ -54,7 +63,8 @@ class EmbeddedModel:
         self.eps = GuidedEps(unet.eval().requires_grad_(False).to(self.device))
         self.card = card
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
-        self.latent_shape = (3, UNET_CONFIG["sample_size"], UNET_CONFIG["sample_size"])
+        size = card["architecture"]["sample_size"]
+        self.latent_shape = (card["architecture"]["in_channels"], size, size)
         self.vocabulary = {"colors": dict(COLORS), "shapes": list(SHAPES)}
 
     @classmethod
@@ -67,10 +77,11 @@ class EmbeddedModel:
         if not path.exists():
             raise FileNotFoundError(f"embedded model weights missing at {path}; run "
                                     "`python -m sampler_lib.models.train_embedded` to rebuild them")
-        unet = UNet(**UNET_CONFIG)  # same modules and forward as diffusers', torch only
+        card = json.loads((weights_dir / "card.json").read_text())
+        unet = UNet(**architecture(card))  # same modules and forward as diffusers', torch only
         unet.load_state_dict(load_file(path))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(unet, json.loads((weights_dir / "card.json").read_text()), device)
+        return cls(unet, card, device)
 
     def denoiser(self, quantize="off"):
         """A DiscreteEpsDenoiser over the guided network, with the given discretization mode."""
