@@ -16,6 +16,8 @@ from comparisons.metrics import LPIPS  # noqa: E402
 from comparisons.runner import run_pair, run_single  # noqa: E402
 from sampler_lib.models import load_model  # noqa: E402
 
+ROUNDS = 15
+
 
 def median_time(fn, repeats):
     times = []
@@ -35,17 +37,21 @@ def main():
     run_pair(model, *pairs["discretization"], "a red circle", 0)
     # Interleaved rounds, so a slow moment of the machine hits every variant alike.
     times = {k: [] for k in ["single", *pairs, *(p + " (separate)" for p in pairs)]}
-    for i in range(9):
+    for i in range(ROUNDS):
         times["single"].append(median_time(lambda _: run_single(model, base, "a red circle", i), 1))
         for p, (a, b) in pairs.items():
             times[p].append(median_time(lambda _: run_pair(model, a, b, "a red circle", i), 1))
             times[p + " (separate)"].append(
                 median_time(lambda _: run_pair(model, a, b, "a red circle", i, lockstep=False), 1))
     single = statistics.median(times["single"])
-    print(f"single image, Heun 25 steps, guidance 3: {single:.3f} s (median of 9)")
+    print(f"single image, Heun 25 steps, guidance 3: {single:.3f} s (median of {ROUNDS})")
     for p in pairs:
         pair, apart = statistics.median(times[p]), statistics.median(times[p + " (separate)"])
-        print(f"{p}: lockstep pair {pair:.3f} s -> ratio {pair / single:.2f}; "
+        # Each round's pair over the same round's single image: robust to the machine's drift.
+        per_round = sorted(t / s for t, s in zip(times[p], times["single"]))
+        print(f"{p}: lockstep pair {pair:.3f} s -> ratio {pair / single:.2f} "
+              f"(per round: median {statistics.median(per_round):.2f}, quartiles "
+              f"{per_round[len(per_round) // 4]:.2f} - {per_round[3 * len(per_round) // 4]:.2f}); "
               f"arms one after the other {apart:.3f} s -> ratio {apart / single:.2f}")
     metric = LPIPS()
     rng = np.random.default_rng(0)

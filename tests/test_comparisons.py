@@ -20,8 +20,9 @@ from comparisons.metrics import LPIPS, max_abs_diff, psnr, ssim
 from comparisons.runner import run_pair
 from comparisons.stats import binomial_two_sided_p, by_question, summarize, votes_needed, wilson_interval
 from comparisons.store import DuplicateVote, ResultsStore, StoreError
+from sampler_lib import DiscreteEpsDenoiser
 from tests.conftest import ROOT, SHARED
-from tests.fakes import FakeModel
+from tests.fakes import FakeModel, cond_eps
 
 FIXTURES = SHARED / "fixtures" / "lpips"
 
@@ -120,6 +121,22 @@ def test_lockstep_batch_equals_separate_runs(pairing, sampler):
         diff = np.abs(np.asarray(x.image, dtype=int) - np.asarray(y.image, dtype=int))
         assert diff.max() <= 1  # equal up to float rounding of the 8-bit value
         assert x.sigmas_used == y.sigmas_used
+
+
+def test_identical_network_inputs_are_evaluated_once():
+    model, batches = FakeModel(), []
+
+    def counting(x, t, **extra):
+        batches.append(x.shape[0])
+        return cond_eps(x, t, **extra)
+
+    model.denoiser = lambda quantize="off": DiscreteEpsDenoiser(counting, model.alphas_cumprod, quantize=quantize)
+    cfg = SamplerConfig(steps=4)
+    same = run_pair(model, cfg, cfg, "a red circle", 1)
+    assert batches == [1] * 7 and same.a.image.tobytes() == same.b.image.tobytes()
+    batches.clear()
+    run_pair(model, *make_pair("sigma-min", cfg), "a red circle", 1)
+    assert batches == [1] + [2] * 6  # both arms start at sigma_max from the same noise
 
 
 def test_paper_arm_reports_rounded_sigmas(lab):
