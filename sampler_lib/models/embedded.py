@@ -20,7 +20,7 @@ ARTICLES = {"a", "an", "the"}
 # and a narrow one leaves more of the per-call overhead to share, so an A/B pair in one batch costs
 # well under two images (BENCHMARKS.md). The shipped weights load into the card's architecture.
 UNET_CONFIG = dict(
-    sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
     block_out_channels=(16, 32, 64),
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
