@@ -38,5 +38,6 @@ test: $(STAMP) lpips-weights $(CHROMIUM) lint
 bench: $(STAMP) lpips-weights
 	$(PY) bench/bench_sampler_lib.py
 	$(PY) bench/bench_comparisons.py
+	$(PY) bench/bench_pair_cost_by_width.py
 	$(PY) bench/bench_embedded.py --no-card
 	$(PY) bench/bench_app.py

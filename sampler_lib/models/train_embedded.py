@@ -1,6 +1,6 @@
 """Train the embedded model: DDPM eps-prediction (Ho et al. 2020) on SD's schedule, label dropout for CFG.
 
-    python -m sampler_lib.models.train_embedded [--steps 4500] [--out sampler_lib/models/embedded]
+    python -m sampler_lib.models.train_embedded [--steps 3000] [--out sampler_lib/models/embedded]
 
 Fixed seeds make a rerun reproduce the weights (on the same torch build and thread count).
 """
@@ -22,7 +22,7 @@ from .shapes import NUM_CLASSES, DataConfig, render
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 4500            # optimiser steps
+    steps: int = 3000            # optimiser steps
     batch_size: int = 64         # images per step, generated fresh each step
     lr: float = 6e-4             # AdamW peak learning rate
     warmup: int = 200            # linear warm-up steps, then cosine decay to lr / 20
