@@ -19,13 +19,10 @@ from sampler_lib.models import load_model  # noqa: E402
 ROUNDS = 15
 
 
-def median_time(fn, repeats):
-    times = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def seconds(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def main():
@@ -38,11 +35,10 @@ def main():
     # Interleaved rounds, so a slow moment of the machine hits every variant alike.
     times = {k: [] for k in ["single", *pairs, *(p + " (separate)" for p in pairs)]}
     for i in range(ROUNDS):
-        times["single"].append(median_time(lambda _: run_single(model, base, "a red circle", i), 1))
+        times["single"].append(seconds(lambda: run_single(model, base, "a red circle", i)))
         for p, (a, b) in pairs.items():
-            times[p].append(median_time(lambda _: run_pair(model, a, b, "a red circle", i), 1))
-            times[p + " (separate)"].append(
-                median_time(lambda _: run_pair(model, a, b, "a red circle", i, lockstep=False), 1))
+            times[p].append(seconds(lambda: run_pair(model, a, b, "a red circle", i)))
+            times[p + " (separate)"].append(seconds(lambda: run_pair(model, a, b, "a red circle", i, lockstep=False)))
     single = statistics.median(times["single"])
     print(f"single image, Heun 25 steps, guidance 3: {single:.3f} s (median of {ROUNDS})")
     for p in pairs:
@@ -57,7 +53,7 @@ def main():
     rng = np.random.default_rng(0)
     a, b = (rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(2))
     metric(a, b)
-    t = median_time(lambda i: metric(a, b), 11)
+    t = statistics.median(seconds(lambda: metric(a, b)) for _ in range(11))
     print(f"LPIPS of one 256x256 pair (with the spatial map): median of 11 = {t * 1000:.0f} ms")
 
 
