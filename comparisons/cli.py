@@ -1,9 +1,13 @@
-"""python -m comparisons {sweep, export, stats}: paired sweeps, CSV export and vote statistics."""
+"""python -m comparisons {study, sweep, export, stats}: studies, paired sweeps, CSV export, vote statistics."""
 import argparse
+import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
+
+from sampler_lib import SAMPLERS
 
 from .config import CUSTOM, MAX_STEPS, PAIRINGS, ConfigError, SamplerConfig, make_pair
 from .store import DEFAULT_PATH, ResultsStore, StoreError
@@ -31,9 +35,71 @@ def parse_seeds(text):
     return sorted(seeds)
 
 
+def parse_steps(text):
+    """'4,7,10,25' -> sorted unique step counts, each 1..MAX_STEPS."""
+    steps = set()
+    for part in str(text).split(","):
+        if not re.fullmatch(r"\s*\d+\s*", part):
+            raise UsageError(f"malformed --steps {text!r}; write step counts such as 4,7,10,25")
+        n = int(part)
+        if not 1 <= n <= MAX_STEPS:
+            raise UsageError(f"--steps must be between 1 and {MAX_STEPS} (got {n})")
+        steps.add(n)
+    return sorted(steps)
+
+
+def parse_list(text, flag):
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"{flag} is empty; give a comma-separated list")
+    return items
+
+
+def check_writable(path, what, flag):
+    """Refuse a path that cannot be written, without creating anything."""
+    path = Path(path).absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise UsageError(f"{what} {path} cannot be created: {probe} is a file; choose another {flag}")
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"{what} {path} is not writable; choose another {flag}")
+    return path
+
+
+def _study_parser(sub):
+    from .study import REFERENCE
+    s = sub.add_parser("study", help="answer questions over samplers x step counts x prompts x seeds")
+    s.add_argument("--questions", default="", help=f"comma-separated presets: {', '.join(PAIRINGS)}")
+    s.add_argument("--questions-file", help='JSON {"name": [{A overrides}, {B overrides}]}')
+    s.add_argument("--samplers", default="heun")
+    s.add_argument("--steps", default="4,7,10,25", help="comma-separated step counts")
+    s.add_argument("--seeds", default="0-63", help="e.g. 0-255 or 0,3,7-9")
+    s.add_argument("--prompts", default="a red circle",
+                   help="comma-separated prompts; 'all' = every prompt of the embedded model")
+    s.add_argument("--results", default=str(DEFAULT_PATH))
+    s.add_argument("--out", required=True, help="folder for summary.csv, rows.csv and report.html")
+    s.add_argument("--name", help="the study's name in the results file (default: the --out folder's name)")
+    s.add_argument("--reference", default="{}",
+                   help=f"reference config as (partial) JSON over {REFERENCE.to_json()}")
+    s.add_argument("--batch", type=int, default=64, help="samples per chunk (each chunk runs every arm)")
+    s.add_argument("--model", default="embedded")
+    s.add_argument("--guidance", type=float, default=SamplerConfig.guidance_scale)
+    s.add_argument("--precision", default="fp32", help="fp32, or bf16 (network under bfloat16 autocast)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the network (a GPU fast path)")
+    s.add_argument("--visible-lpips", type=float, default=0.01,
+                   help="LPIPS(A, B) at which a pair counts as visibly different")
+    s.add_argument("--reference-check", type=int, default=8,
+                   help="samples whose reference is also computed in paper mode (the reference's uncertainty)")
+    s.add_argument("--app-url", default="http://127.0.0.1:7860", help="where the report's example links point")
+    s.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="python -m comparisons", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    _study_parser(sub)
     s = sub.add_parser("sweep", help="run paired configs over many seeds and record them")
     s.add_argument("--pairing", help=f"a preset: {', '.join(PAIRINGS)}")
     s.add_argument("--a", help="config A as (partial) JSON over the defaults, instead of --pairing")
@@ -46,7 +112,8 @@ def _parser():
     s.add_argument("--model", default="embedded")
     s.add_argument("--results", default=str(DEFAULT_PATH))
     s.add_argument("--reference", action="store_true",
-                   help="also measure each arm's LPIPS to a 200-step Heun image of the same seed")
+                   help="also measure each arm's LPIPS to a 200-step Heun image of the same seed "
+                        "(cached in the results file, shared with studies)")
     s.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
     e = sub.add_parser("export", help="write pairs.csv and votes.csv")
     e.add_argument("--results", default=str(DEFAULT_PATH))
@@ -84,8 +151,7 @@ def cmd_sweep(args, out):
     from .stats import mean_interval
     pairing, cfg_a, cfg_b = sweep_configs(args)
     seeds = parse_seeds(args.seeds)
-    from sampler_lib.models import load_model
-    model = load_model(args.model)
+    model = load_model_or_fail(args.model)
     for cfg in (cfg_a, cfg_b):
         model.condition(args.prompt, cfg.guidance_scale)  # bad prompt words fail before any file is made
     lab = Lab(args.results, lpips_weights=args.lpips_weights, load=lambda name: model)
@@ -106,6 +172,105 @@ def cmd_sweep(args, out):
     if args.reference:
         closer = sum(r["lpips_a_ref"] < r["lpips_b_ref"] for r in rows)
         print(f"A closer to the 200-step reference in {closer} of {len(rows)} pairs", file=out)
+
+
+def load_model_or_fail(name):
+    from sampler_lib.models import load_model
+    try:
+        return load_model(name)
+    except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot load model {name!r} ({first}); use --model embedded or a Stable Diffusion "
+                         "id or folder that is available offline") from exc
+
+
+def study_spec(args, model):
+    """The StudySpec of the command line, validated before anything is written."""
+    from .engine import PRECISIONS
+    from .study import REFERENCE, StudySpec, questions_from
+    questions = questions_from(args.questions, args.questions_file)
+    samplers = parse_list(args.samplers, "--samplers")
+    unknown = [x for x in samplers if x not in SAMPLERS]
+    if unknown:
+        raise UsageError(f"unknown sampler {unknown[0]!r}; choose from {', '.join(SAMPLERS)}")
+    steps, seeds = parse_steps(args.steps), parse_seeds(args.seeds)
+    if args.prompts.strip() == "all":
+        if not hasattr(model, "prompts"):
+            raise UsageError(f"--prompts all needs a model with a fixed vocabulary (the embedded one), not "
+                             f"{args.model!r}; list the prompts instead")
+        prompts = model.prompts()
+    else:
+        prompts = list(dict.fromkeys(parse_list(args.prompts, "--prompts")))
+    for prompt in prompts:
+        model.condition(prompt, args.guidance)  # an unknown word or a bad guidance fails here
+    if args.precision not in PRECISIONS:
+        raise UsageError(f"unknown --precision {args.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1 (got {args.batch})")
+    if args.reference_check < 0:
+        raise UsageError(f"--reference-check must be >= 0 (got {args.reference_check})")
+    if not 0 <= args.visible_lpips <= 1:
+        raise UsageError(f"--visible-lpips must be between 0 and 1 (got {args.visible_lpips})")
+    try:
+        overrides = json.loads(args.reference)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--reference is not valid JSON ({exc}); write e.g. '{{\"sampler\": \"heun\", "
+                         f"\"steps\": 500}}'") from exc
+    if isinstance(overrides, dict) and "guidance_scale" in overrides:
+        raise UsageError("--reference sets guidance_scale; the reference always uses --guidance")
+    base = SamplerConfig.from_dict({"guidance_scale": args.guidance}, REFERENCE)
+    try:
+        reference = SamplerConfig.from_dict(overrides, base)
+    except ConfigError as exc:
+        raise UsageError(f"--reference does not validate: {exc}") from exc
+    name = args.name or Path(args.out).absolute().name
+    spec = StudySpec(name=name, model=args.model, questions=questions, samplers=tuple(samplers), steps=tuple(steps),
+                     prompts=tuple(prompts), seeds=tuple(seeds), guidance=args.guidance, reference=reference,
+                     precision=args.precision, reference_check=args.reference_check)
+    spec.cells()  # every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2)
+    return spec
+
+
+def cmd_study(args, out):
+    import contextlib
+    import datetime
+
+    from tqdm import tqdm
+
+    from .engine import compiled
+    from .metrics import LPIPS
+    from .report import cell_stats, verdict_text, write_outputs
+    from .study import precision_floor, reference_uncertainty, run_study
+    # Everything is checked before the results file or the output folder exists.
+    check_writable(args.out, "output folder", "--out")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; name a folder")
+    check_writable(args.results, "results file", "--results")
+    model = load_model_or_fail(args.model)
+    spec = study_spec(args, model)
+    metric = LPIPS(args.lpips_weights)
+    store = ResultsStore(args.results)
+    total = len(spec.cells()) * len(spec.samples())
+    bar = tqdm(total=total, desc=f"study {spec.name}", unit="row", file=sys.stderr, smoothing=0.1)
+
+    def progress(done, _total):
+        bar.n = round(done, 1)
+        bar.refresh()
+
+    with compiled(model) if args.compile else contextlib.nullcontext():
+        run = run_study(store, model, metric, spec, batch=args.batch, progress=progress)
+    bar.close()
+    study = store.study(spec.name)
+    rows = store.study_rows(study["study_id"])
+    cells = cell_stats(spec, rows, args.visible_lpips)
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    paths = write_outputs(args.out, store, spec, cells, rows, reference_uncertainty(store, spec.model, spec, metric),
+                          precision_floor(store, spec, rows, metric), args.app_url, created)
+    print(f"\nstudy {spec.name}: {len(rows)} rows ({run.rows_written} new, {run.samples_run} samples run in "
+          f"{run.seconds:.1f} s), model {spec.model}, reference {spec.reference.sampler} {spec.reference.steps} "
+          f"steps, {spec.precision}", file=out)
+    print(verdict_text(cells), file=out)
+    print("wrote " + ", ".join(str(p) for p in paths) + f"; results {args.results}", file=out)
 
 
 def cmd_export(args, out):
@@ -134,11 +299,12 @@ def cmd_stats(args, out):
 def main(argv=None, out=sys.stdout):
     args = _parser().parse_args(argv)
     try:
-        {"sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats}[args.command](args, out)
+        {"study": cmd_study, "sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats}[args.command](args, out)
     except (UsageError, ConfigError, StoreError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; every pair recorded so far is complete", file=sys.stderr)
+        print("interrupted; every pair recorded so far is complete (rerun the same command to resume a study)",
+              file=sys.stderr)
         return 130
     return 0

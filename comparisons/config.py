@@ -142,6 +142,14 @@ PAIRINGS = {
     "final-zero": ({"final_zero": True}, {"final_zero": False}),
     "sigma-min": ({"sigma_min_rule": "penultimate_steps_plus_1", "final_zero": True},
                   {"sigma_min_rule": "penultimate_steps", "final_zero": True}),
+    # The remedy proposed in the k-diffusion discussion (raise sigma_min to the penultimate point of a
+    # steps+1 ramp, keep the 0) against the default (the model's own sigma_min, keep the 0).
+    "sigma-min-vs-model": ({"sigma_min_rule": "penultimate_steps_plus_1", "final_zero": True},
+                           {"sigma_min_rule": "model", "final_zero": True}),
+    # That discussion's two fixes head to head: drop the 0 and end at the model's sigma_min, or keep
+    # the 0 with sigma_min raised to the penultimate point of a steps+1 ramp.
+    "zero-vs-raised-min": ({"final_zero": False, "sigma_min_rule": "model"},
+                           {"final_zero": True, "sigma_min_rule": "penultimate_steps_plus_1"}),
     # A config against itself: bit-identical images, LPIPS 0. Any other pair is measured against this.
     "noise-floor": ({}, {}),
 }

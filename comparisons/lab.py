@@ -5,13 +5,13 @@ import threading
 from sampler_lib.models import load_model
 
 from .config import CUSTOM, ConfigError, SamplerConfig
+from .engine import Sample
 from .metrics import LPIPS, pair_metrics
-from .runner import run_pair, run_single
+from .runner import run_pair
 from .store import DEFAULT_PATH, ResultsStore
+from .study import REFERENCE, ensure_references
 
 MAX_SEED = 2 ** 63 - 1
-# The converged image an arm is measured against: many Heun steps, continuous sigmas.
-REFERENCE = SamplerConfig(sampler="heun", steps=200, quantize="off")
 
 
 def check_seed(seed):
@@ -52,8 +52,10 @@ class Lab:
         metrics, maps = pair_metrics(metric, run.a.image, run.b.image)
         ref_image = None
         if reference:
+            # The study's reference cache: a sample's reference is computed once per results file.
             ref_cfg = SamplerConfig.from_dict({"guidance_scale": cfg_a.guidance_scale}, REFERENCE)
-            ref_image = run_single(m, ref_cfg, prompt, seed)
+            sample = Sample(prompt, seed)
+            ref_image = ensure_references(self.store, m, model, [sample], lambda s: [ref_cfg])[(sample, ref_cfg)].image
             metrics["lpips_a_ref"] = metric(run.a.image, ref_image)[0]
             metrics["lpips_b_ref"] = metric(run.b.image, ref_image)[0]
         common = {"model": model, "prompt": prompt, "seed": seed, "pairing": pairing}

@@ -61,6 +61,20 @@ class LPIPS:
             spatial = self.net(lpips_input(a), lpips_input(b))[0, 0]
         return float(spatial.mean()), spatial.numpy()
 
+    @torch.no_grad()
+    def batch(self, images_a, images_b, chunk=256):
+        """LPIPS distances of many equal-size pairs (8-bit arrays or PIL images), `chunk` pairs a forward."""
+        out = []
+        for i in range(0, len(images_a), chunk):
+            a = [to_array(x) for x in images_a[i:i + chunk]]
+            b = [to_array(x) for x in images_b[i:i + chunk]]
+            for x, y in zip(a, b):
+                _check_pair(x, y)
+            with self._lock:
+                spatial = self.net(torch.cat([lpips_input(x) for x in a]), torch.cat([lpips_input(y) for y in b]))
+            out += spatial.mean((1, 2, 3)).tolist()
+        return out
+
 
 def psnr(a, b):
     """Peak signal-to-noise ratio in dB for 8-bit images; inf for identical images."""

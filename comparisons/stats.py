@@ -73,3 +73,76 @@ def mean_interval(values):
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
     half = Z95 * sd / math.sqrt(len(values))
     return mean, mean - half, mean + half
+
+
+def holm(p_values):
+    """Holm (1979) step-down adjusted p-values, same order as given; NaN stays NaN and is not counted."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def bootstrap_mean_interval(values, seed=0, resamples=2000, level=0.95):
+    """Mean with a seeded percentile-bootstrap interval (Efron 1979); NaN bounds for fewer than 2 values."""
+    import numpy as np
+
+    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return mean, float(lo), float(hi)
+
+
+def paired_cell(rows, visible_lpips=0.01, invisible_share=0.05, seed=0):
+    """Statistics of one study cell from its rows (each with lpips_a_ref, lpips_b_ref, lpips_ab, ...).
+
+    A is closer when LPIPS(A, ref) < LPIPS(B, ref); exact ties are left out of the sign test. `p_holm`
+    and the verdict are filled in across cells by `verdicts`.
+    """
+    d = [r["lpips_a_ref"] - r["lpips_b_ref"] for r in rows]
+    a_closer, b_closer = sum(x < 0 for x in d), sum(x > 0 for x in d)
+    decisive = a_closer + b_closer
+    lo, hi = wilson_interval(a_closer, decisive)
+    mean_diff, diff_lo, diff_hi = bootstrap_mean_interval(d, seed=seed)
+    lpips_ab = [r["lpips_ab"] for r in rows]
+    visible = sum(x >= visible_lpips for x in lpips_ab)
+
+    def rate(key):
+        known = [r[key] for r in rows if r.get(key) is not None]
+        return sum(known) / len(known) if known else math.nan
+
+    return {
+        "n": len(rows), "a_closer": a_closer, "b_closer": b_closer, "equal": len(rows) - decisive,
+        "a_closer_rate": a_closer / decisive if decisive else math.nan, "ci_low": lo, "ci_high": hi,
+        "p_value": binomial_two_sided_p(a_closer, decisive),
+        "mean_diff": mean_diff, "diff_ci_low": diff_lo, "diff_ci_high": diff_hi,
+        "mean_rmse_diff": sum(r["rmse_a_ref"] - r["rmse_b_ref"] for r in rows) / len(rows) if rows else math.nan,
+        "lpips_a_ref": sum(r["lpips_a_ref"] for r in rows) / len(rows) if rows else math.nan,
+        "lpips_b_ref": sum(r["lpips_b_ref"] for r in rows) / len(rows) if rows else math.nan,
+        "lpips_ab": sum(lpips_ab) / len(rows) if rows else math.nan,
+        "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0),
+        "visible_share": visible / len(rows) if rows else math.nan,
+        "faithful_a": rate("faithful_a"), "faithful_b": rate("faithful_b"),
+        "invisible": bool(rows) and visible / len(rows) < invisible_share,
+    }
+
+
+def verdicts(cells, alpha=0.05):
+    """Holm-correct the cells' sign tests in place and give each a verdict."""
+    for cell, p in zip(cells, holm([c["p_value"] for c in cells])):
+        cell["p_holm"] = p
+        if not math.isnan(p) and p < alpha:
+            verdict = "A closer" if cell["a_closer_rate"] > 0.5 else "B closer"
+        else:
+            verdict = "no difference"
+        cell["verdict"] = verdict + ("; invisible" if cell["invisible"] else "")
+    return cells

@@ -11,6 +11,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import PngImagePlugin
 
 DEFAULT_PATH = Path("results") / "results.db"
@@ -57,7 +58,46 @@ MIGRATIONS = [
     """,
     # v2: which config a blind viewer was shown on the left ('A' or 'B'); NULL for sweeps.
     "ALTER TABLE pairs ADD COLUMN shown_left TEXT CHECK (shown_left IN ('A', 'B'))",
+    # v3: studies. A reference is computed once per (model, prompt, seed, guidance, config, precision);
+    # a study row is one sample of one cell, its pair stored in `pairs` so the app can open it.
+    """
+    CREATE TABLE refs (
+        ref_key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        image TEXT NOT NULL,
+        output TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE studies (
+        study_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        spec TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE study_rows (
+        study_id TEXT NOT NULL REFERENCES studies(study_id),
+        question TEXT NOT NULL,
+        sampler TEXT NOT NULL,
+        steps INTEGER NOT NULL,
+        prompt TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        pair_id TEXT NOT NULL REFERENCES pairs(pair_id),
+        ref_key TEXT NOT NULL REFERENCES refs(ref_key),
+        lpips_a_ref REAL, lpips_b_ref REAL, rmse_a_ref REAL, rmse_b_ref REAL,
+        lpips_ab REAL, max_abs_diff INTEGER, faithful_a INTEGER, faithful_b INTEGER,
+        PRIMARY KEY (study_id, question, sampler, steps, prompt, seed)
+    );
+    CREATE INDEX study_rows_by_pair ON study_rows(pair_id)
+    """,
 ]
+STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
+                    "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
+                    "faithful_b")
 
 
 class StoreError(RuntimeError):
@@ -135,21 +175,36 @@ class ResultsStore:
             info.add_text(key, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
         buf = io.BytesIO()
         image.save(buf, format="PNG", pnginfo=info)
-        data = buf.getvalue()
+        return self._save_blob(buf.getvalue(), "images", ".png")
+
+    def save_array(self, array):
+        """Write a float array as .npy named by its content's SHA-256; relative path."""
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+        return self._save_blob(buf.getvalue(), "arrays", ".npy")
+
+    def load_array(self, rel):
+        return np.load(self.path.parent / rel, allow_pickle=False)
+
+    def _save_blob(self, data, folder, suffix):
         digest = hashlib.sha256(data).hexdigest()
-        rel = Path("images") / digest[:2] / f"{digest}.png"
+        rel = Path(folder) / digest[:2] / f"{digest}{suffix}"
         target = self.path.parent / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".partial")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, target)  # atomic: a reader never sees half a PNG
+            os.replace(tmp, target)  # atomic: a reader never sees half a file
         return str(rel)
 
-    def record_pair(self, *, pairing, model, prompt, seed, config_a, config_b, image_a, image_b,
-                    metrics, sigmas_a, sigmas_b, lockstep, seconds, shown_left=None):
+    def record_pair(self, **fields):
         """Insert one pair (images already saved); returns its pair_id."""
+        with self._transaction() as conn:
+            return self._insert_pair(conn, **fields)
+
+    def _insert_pair(self, conn, *, pairing, model, prompt, seed, config_a, config_b, image_a, image_b,
+                     metrics, sigmas_a, sigmas_b, lockstep, seconds, shown_left=None):
         pair_id = uuid.uuid4().hex
         row = dict(pair_id=pair_id, created=time.time(), pairing=pairing, model=model, prompt=prompt,
                    seed=int(seed), config_a=config_a.to_json(), config_b=config_b.to_json(),
@@ -158,8 +213,74 @@ class ResultsStore:
                    shown_left=shown_left,
                    **{k: _real(metrics.get(k)) for k in METRICS})
         cols = ", ".join(row)
-        self._write(f"INSERT INTO pairs ({cols}) VALUES ({', '.join(':' + k for k in row)})", row)
+        conn.execute(f"INSERT INTO pairs ({cols}) VALUES ({', '.join(':' + k for k in row)})", row)
         return pair_id
+
+    # ---- references and studies -------------------------------------------------------------------
+
+    def reference(self, ref_key):
+        rows = self._read("SELECT * FROM refs WHERE ref_key = ?", (ref_key,))
+        return rows[0] if rows else None
+
+    def record_reference(self, *, ref_key, model, prompt, seed, config, precision, image, output, seconds):
+        """Insert a reference once; a second insert of the same key is a no-op."""
+        self._write("INSERT OR IGNORE INTO refs (ref_key, model, prompt, seed, config, precision, image, output, "
+                    "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ref_key, model, prompt, int(seed), config, precision, image, output, float(seconds),
+                     time.time()))
+
+    def open_study(self, study_id, name, spec):
+        """The study `name` with this spec: created if new; refused if the name holds another spec."""
+        with self._transaction() as conn:
+            rows = conn.execute("SELECT study_id FROM studies WHERE name = ?", (name,)).fetchall()
+            if rows and rows[0][0] != study_id:
+                raise StoreError(f"a study named {name!r} with another grid exists in {self.path}; choose "
+                                 "another --name (or --out), or rerun its own command to resume it")
+            if not rows:
+                conn.execute("INSERT INTO studies (study_id, name, spec, created) VALUES (?, ?, ?, ?)",
+                             (study_id, name, spec, time.time()))
+
+    def studies(self):
+        return self._read("SELECT s.*, (SELECT COUNT(*) FROM study_rows r WHERE r.study_id = s.study_id) AS rows "
+                          "FROM studies s ORDER BY created")
+
+    def study(self, name):
+        rows = self._read("SELECT * FROM studies WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def study_rows(self, study_id):
+        """Every row of a study with its pair's images, in grid order."""
+        return self._read("SELECT r.*, p.image_a, p.image_b, p.config_a, p.config_b FROM study_rows r "
+                          "JOIN pairs p USING (pair_id) WHERE r.study_id = ? "
+                          "ORDER BY question, sampler, steps, prompt, seed", (study_id,))
+
+    def study_sample_counts(self, study_id):
+        """{(prompt, seed): rows stored}: a sample is complete when it has a row for every cell."""
+        rows = self._read("SELECT prompt, seed, COUNT(*) AS n FROM study_rows WHERE study_id = ? "
+                          "GROUP BY prompt, seed", (study_id,))
+        return {(r["prompt"], r["seed"]): r["n"] for r in rows}
+
+    def record_study_chunk(self, study_id, items):
+        """Pairs and study rows of one chunk of samples in one transaction: all of them or none.
+
+        `items` is a list of (pair fields for record_pair, study row dict without pair_id); rows already
+        present (a resumed run) are skipped, so no row is ever duplicated.
+        """
+        with self._transaction() as conn:
+            written = 0
+            for pair_fields, row in items:
+                key = (study_id, row["question"], row["sampler"], row["steps"], row["prompt"], row["seed"])
+                if conn.execute("SELECT 1 FROM study_rows WHERE study_id = ? AND question = ? AND sampler = ? "
+                                "AND steps = ? AND prompt = ? AND seed = ?", key).fetchone():
+                    continue
+                pair_id = self._insert_pair(conn, **pair_fields)
+                values = {**row, "pair_id": pair_id, "study_id": study_id}
+                values = {k: _real(v) if k.startswith(("lpips", "rmse")) else v for k, v in values.items()}
+                cols = ("study_id",) + STUDY_ROW_FIELDS
+                conn.execute(f"INSERT INTO study_rows ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             [values[c] for c in cols])
+                written += 1
+            return written
 
     def record_vote(self, pair_id, winner, left, session, note=""):
         """Append a vote: winner A/B/tie/both_bad, which config was on the left, the voter's session."""
@@ -193,8 +314,9 @@ class ResultsStore:
         rows = self._read("SELECT * FROM pairs WHERE pair_id = ?", (pair_id,))
         return rows[0] if rows else None
 
-    def pairs(self):
-        return self._read("SELECT * FROM pairs ORDER BY created, pair_id")
+    def pairs(self, include_studies=True):
+        where = "" if include_studies else " WHERE pair_id NOT IN (SELECT pair_id FROM study_rows)"
+        return self._read(f"SELECT * FROM pairs{where} ORDER BY created, pair_id")
 
     def votes(self):
         return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b FROM votes v "

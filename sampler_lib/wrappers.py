@@ -34,12 +34,18 @@ class BaseModelWrapper(nn.Module):
 
 
 class DiscreteSchedule(BaseModelWrapper):
-    """A model trained at discrete sigmas: sigma <-> timestep maps and the three quantize modes."""
+    """A model trained at discrete sigmas: sigma <-> timestep maps and the three quantize modes.
+
+    `quantize` is one mode for the whole batch, or a sequence with one mode per batch item, so that
+    'off', 'ingress' and 'paper' arms of a study share one network call.
+    """
 
     def __init__(self, inner_model, alphas_cumprod, quantize="off"):
         super().__init__(inner_model)
-        if quantize not in QUANTIZE_MODES:
-            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (got {quantize!r})")
+        modes = (quantize,) if isinstance(quantize, str) else tuple(quantize)
+        if not modes or any(m not in QUANTIZE_MODES for m in modes):
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, or one of them per batch "
+                             f"item (got {quantize!r})")
         alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float32)
         check_finite("alphas_cumprod", alphas_cumprod)
         if alphas_cumprod.ndim != 1 or len(alphas_cumprod) < 2:
@@ -49,9 +55,11 @@ class DiscreteSchedule(BaseModelWrapper):
         sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         if bool((sigmas[1:] <= sigmas[:-1]).any()):
             raise ValueError("alphas_cumprod must be strictly decreasing (sigmas increasing with t)")
-        self.quantize = quantize
+        self.quantize = quantize if isinstance(quantize, str) else modes
         self.register_buffer("sigmas", sigmas, persistent=False)
         self.register_buffer("log_sigmas", sigmas.log(), persistent=False)
+        self.register_buffer("_paper", torch.tensor([m == "paper" for m in modes]), persistent=False)
+        self.register_buffer("_rounds", torch.tensor([m != "off" for m in modes]), persistent=False)
 
     @property
     def sigma_min(self):
@@ -61,28 +69,55 @@ class DiscreteSchedule(BaseModelWrapper):
     def sigma_max(self):
         return self.sigmas[-1]
 
+    def _flag(self, flags, sigma):
+        """A mode flag: a plain bool for one mode, else a (B,) bool tensor matching sigma."""
+        if isinstance(self.quantize, str):
+            return bool(flags[0])
+        if sigma.ndim != 1 or sigma.shape[0] != flags.shape[0]:
+            raise ValueError(f"per-item quantize modes cover {flags.shape[0]} batch items but sigma has "
+                             f"shape {tuple(sigma.shape)}; give one sigma per batch item")
+        return flags
+
+    def _as_sigma(self, sigma):
+        return torch.as_tensor(sigma, dtype=self.sigmas.dtype, device=self.sigmas.device)
+
     def quantize_sigma(self, sigma):
         """Nearest training sigma (in log space), whatever the mode; zeros stay zero."""
-        sigma = torch.as_tensor(sigma, dtype=self.sigmas.dtype, device=self.sigmas.device)
+        sigma = self._as_sigma(sigma)
         on_grid = self.sigmas[nearest_index(sigma, self.log_sigmas)]
         return torch.where(sigma > 0, on_grid, sigma)
 
     def round_sigma(self, sigma):
-        """EDM's round_sigma: snap to the training grid in 'paper' mode, identity otherwise."""
-        return self.quantize_sigma(sigma) if self.quantize == "paper" else sigma
+        """EDM's round_sigma: snap to the training grid for 'paper' items, identity otherwise."""
+        sigma = self._as_sigma(sigma)
+        paper = self._flag(self._paper, sigma)
+        if paper is False:
+            return sigma
+        return self.quantize_sigma(sigma) if paper is True else torch.where(paper, self.quantize_sigma(sigma), sigma)
 
-    def sigma_to_t(self, sigma, quantize=None):
-        """Timestep of sigma: nearest index when rounding, else log-sigma interpolation (fractional t)."""
-        quantize = self.quantize if quantize is None else quantize
-        sigma = torch.as_tensor(sigma, dtype=self.sigmas.dtype, device=self.sigmas.device)
-        if quantize in ("ingress", "paper"):
-            return nearest_index(sigma, self.log_sigmas).to(sigma.dtype)
+    def _fractional_t(self, sigma):
+        """Timestep of a continuous sigma by log-sigma interpolation between training sigmas."""
         log_sigma = sigma.log()
         low_idx = (torch.searchsorted(self.log_sigmas, log_sigma, right=True) - 1)
         low_idx = low_idx.clamp(0, len(self.log_sigmas) - 2)
         low, high = self.log_sigmas[low_idx], self.log_sigmas[low_idx + 1]
         w = ((low - log_sigma) / (low - high)).clamp(0, 1)
         return (1 - w) * low_idx + w * (low_idx + 1)
+
+    def _timestep(self, sigma, idx, rounds):
+        """Rounded items take the nearest index, the others the fractional timestep."""
+        if rounds is True:
+            return idx.to(sigma.dtype)
+        if rounds is False:
+            return self._fractional_t(sigma)
+        return torch.where(rounds, idx.to(sigma.dtype), self._fractional_t(sigma))
+
+    def sigma_to_t(self, sigma, quantize=None):
+        """Timestep of sigma: nearest index when rounding, else log-sigma interpolation (fractional t)."""
+        sigma = self._as_sigma(sigma)
+        rounds = quantize in ("ingress", "paper") if quantize is not None else self._flag(self._rounds, sigma)
+        idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
+        return self._timestep(sigma, idx, rounds)
 
     def t_to_sigma(self, t):
         """Sigma of a (fractional) timestep by log-sigma interpolation."""
@@ -96,11 +131,17 @@ class DiscreteSchedule(BaseModelWrapper):
 
     def ingress(self, x, sigma):
         """(sigma broadcast over x, network input x * c_in, network timestep)."""
-        # In 'paper' mode a foreign sampler may hand us an off-grid sigma: snap it so the
-        # network, c_in and c_out still share one training sigma.
-        sigma = self.round_sigma(sigma)
+        sigma = self._as_sigma(sigma)
+        paper, rounds = self._flag(self._paper, sigma), self._flag(self._rounds, sigma)
+        # One index search gives both the rounded sigma and the timestep.
+        idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
+        if paper is not False:
+            # A foreign sampler may hand a 'paper' item an off-grid sigma: snapping it here keeps the
+            # network, c_in and c_out on one training sigma.
+            sigma = torch.where(sigma > 0, self.sigmas[idx], sigma) if paper is True else \
+                torch.where(paper & (sigma > 0), self.sigmas[idx], sigma)
         sigma_b = append_dims(sigma, x.ndim)
-        return sigma_b, x / (sigma_b ** 2 + 1) ** 0.5, self.sigma_to_t(sigma)
+        return sigma_b, x / (sigma_b ** 2 + 1) ** 0.5, self._timestep(sigma, idx, rounds)
 
     def egress(self, x, sigma_b, out):
         """The denoised image from the network's output."""

@@ -92,14 +92,16 @@ def test_noise_floor_config_against_itself(lab):
 
 
 def test_both_arms_start_from_identical_noise(monkeypatch):
-    from comparisons import runner
-    seen, sample = [], runner._sample
+    from comparisons import engine
+    seen = []
 
-    def spy(cfg, den, x, sigmas, *rest):
-        seen.append((x / sigmas[0].reshape(-1, 1, 1, 1)).clone())
-        return sample(cfg, den, x, sigmas, *rest)
+    def spy(sampler):
+        def run(den, x, sigmas, *rest, **kwargs):
+            seen.append((x / sigmas[0].reshape(-1, 1, 1, 1)).clone())
+            return sampler(den, x, sigmas, *rest, **kwargs)
+        return run
 
-    monkeypatch.setattr(runner, "_sample", spy)
+    monkeypatch.setattr(engine, "SAMPLERS", {k: spy(v) for k, v in engine.SAMPLERS.items()})
     model = FakeModel()
     run_pair(model, *make_pair("discretization", SamplerConfig(steps=3)), "a red circle", 5)
     run_pair(model, SamplerConfig(steps=3), SamplerConfig(steps=4), "a red circle", 5)  # not lockstep

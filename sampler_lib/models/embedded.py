@@ -9,7 +9,7 @@ from torch import nn
 from ..schedules import scaled_linear_alphas_cumprod
 from ..wrappers import DiscreteEpsDenoiser
 from .guidance import check_guidance, guided_eps, to_pil
-from .shapes import COLORS, NUM_CLASSES, SHAPES, label_of
+from .shapes import COLORS, NUM_CLASSES, SHAPES, classify, label_of
 from .unet import UNet
 
 WEIGHTS_DIR = Path(__file__).parent / "embedded"
@@ -110,6 +110,19 @@ class EmbeddedModel:
         label = NUM_CLASSES if colour is None else label_of(colour, shape)
         return {"labels": torch.tensor([label]), "guidance_scale": g}
 
+    def prompts(self):
+        """Every prompt the model understands: one per (colour, shape)."""
+        return [f"a {c} {s}" for c in COLORS for s in SHAPES]
+
+    def decode_float(self, x):
+        """Images in [-1, 1], (B, 3, H, W), before 8-bit rounding (the samples themselves)."""
+        return x.float()
+
     def decode(self, x):
         """Samples in [-1, 1] to 8-bit RGB PIL images."""
         return to_pil(x)
+
+    def faithful(self, prompt, image):
+        """Whether the image shows the colour and shape the prompt asks for; None for the empty prompt."""
+        colour, shape = self.parse(prompt)
+        return None if colour is None else classify(image) == (colour, shape)

@@ -106,7 +106,11 @@ class StableDiffusionModel:
         return {"cond": self._embed(prompt), "uncond": self._empty, "guidance_scale": g}
 
     @torch.no_grad()
+    def decode_float(self, x):
+        """Latents to images in [-1, 1] through the VAE, before 8-bit rounding (float32, CPU)."""
+        x = x.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(x).sample.float().cpu()
+
     def decode(self, x):
         """Latents to PIL images through the VAE."""
-        x = x.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
-        return to_pil(self.vae.decode(x).sample)
+        return to_pil(self.decode_float(x))

@@ -1,0 +1,168 @@
+"""The batched engine: many samples through many arms, one network call per step for every arm group.
+
+A *sample* is (prompt, seed); an *arm* is a SamplerConfig. Arms that share a sampler, a step count,
+sampler arguments and a guidance scale form a group and run in lockstep in one batch of
+samples x arms, each item with its own schedule and its own discretization mode. Identical arms are
+computed once, and at every step identical network inputs of one sample (every arm's first step, arms
+that have not diverged yet) are evaluated once.
+"""
+import contextlib
+import json
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise
+
+from .config import schedule
+
+# Churn raises sigma by at most sqrt(2); the Brownian path must reach that far.
+NOISE_HEADROOM = 1.5
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt: str
+    seed: int
+
+
+def lockstep_key(cfg):
+    """Arms with equal keys can share one batch: one sampler, one step count, one set of arguments."""
+    return (cfg.sampler, cfg.steps, json.dumps(cfg.sampler_kwargs(), sort_keys=True), cfg.guidance_scale)
+
+
+def arm_groups(configs, lockstep=True):
+    """Indices of the distinct configs, grouped by lockstep key (each arm alone when lockstep=False)."""
+    groups = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(lockstep_key(cfg) if lockstep else i, []).append(i)
+    return list(groups.values())
+
+
+def batch_condition(conditions):
+    """Per-item condition dicts -> one dict: tensors concatenated over the batch, shared values kept."""
+    out = {}
+    for key in conditions[0]:
+        values = [c[key] for c in conditions]
+        if all(v is values[0] for v in values):
+            out[key] = values[0]  # the same object for every item (a guidance scale, SD's empty prompt)
+        elif isinstance(values[0], torch.Tensor):
+            out[key] = torch.cat(values)
+        elif all(v == values[0] for v in values):
+            out[key] = values[0]
+        else:
+            raise ValueError(f"condition {key!r} differs between items of one batch; group them apart")
+    return out
+
+
+class BatchDenoiser(nn.Module):
+    """A per-item discrete denoiser over samples x arms; one sample's identical inputs run once."""
+
+    def __init__(self, den, n_samples, n_arms, precision="fp32"):
+        super().__init__()
+        self.den, self.n_samples, self.n_arms, self.precision = den, n_samples, n_arms, precision
+        self.batch_sizes = []  # what the network saw, for tests and benchmarks
+
+    def round_sigma(self, sigma):
+        return self.den.round_sigma(sigma)
+
+    def forward(self, x, sigma, **extra_args):
+        sigma_b, x_in, t = self.den.ingress(x, sigma)
+        return self.den.egress(x, sigma_b, self._evaluate(x_in, t, extra_args))
+
+    def _network(self, x_in, t, extra_args):
+        self.batch_sizes.append(x_in.shape[0])
+        if self.precision == "bf16":
+            with torch.autocast(x_in.device.type, dtype=torch.bfloat16):
+                return self.den.inner_model(x_in, t, **extra_args).float()
+        return self.den.inner_model(x_in, t, **extra_args)
+
+    def _evaluate(self, x_in, t, extra_args):
+        s, k = self.n_samples, self.n_arms
+        if k == 1:
+            return self._network(x_in, t, extra_args)
+        xs, ts = x_in.reshape(s, k, -1), t.reshape(s, k)
+        # first[s, j]: the first arm of sample s whose network input equals arm j's.
+        first = torch.arange(k, device=x_in.device).expand(s, k).clone()
+        for j in range(k - 1, 0, -1):
+            for i in range(j - 1, -1, -1):
+                same = (xs[:, i] == xs[:, j]).all(1) & (ts[:, i] == ts[:, j])
+                first[:, j] = torch.where(same, first[:, i], first[:, j])
+        rep = (first + torch.arange(s, device=x_in.device)[:, None] * k).flatten()
+        keep = rep == torch.arange(s * k, device=x_in.device)
+        if bool(keep.all()):
+            return self._network(x_in, t, extra_args)
+        idx = keep.nonzero().flatten()
+        n = x_in.shape[0]
+        sub = {key: v[idx] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n else v
+               for key, v in extra_args.items()}
+        out = self._network(x_in[idx], t[idx], sub)
+        position = torch.cumsum(keep.long(), 0) - 1  # where each kept item sits in `out`
+        return out[position[rep]]
+
+
+def noise_ceiling(model_sigma_max, schedules):
+    """The Brownian tree's range: one value for every arm of a sample, so they share one noise path."""
+    return max([float(model_sigma_max)] + [float(s.max()) for s in schedules]) * NOISE_HEADROOM
+
+
+def sample_arms(model, configs, samples, progress=None, lockstep=True, precision="fp32", stats=None):
+    """Float outputs (len(samples), len(configs), *latent_shape) of every arm on every sample.
+
+    `progress(done, total)` is called after each network step of each group. `stats`, a dict, receives
+    the network batch sizes.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    device = getattr(model, "device", torch.device("cpu"))
+    probe = model.denoiser("off")
+    s_min, s_max = float(probe.sigma_min), float(probe.sigma_max)
+    distinct = list(dict.fromkeys(configs))
+    schedules = {cfg: schedule(cfg, s_min, s_max) for cfg in distinct}
+    noise_max = noise_ceiling(s_max, schedules.values())
+    # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
+    conditions = {(p, g): model.condition(p, g)
+                  for p in dict.fromkeys(x.prompt for x in samples) for g in {c.guidance_scale for c in distinct}}
+    noise = torch.stack([initial_noise(model.latent_shape, x.seed) for x in samples])
+    groups = arm_groups(distinct, lockstep)
+    total, done = sum(distinct[g[0]].steps for g in groups), [0]
+    results = {}
+    for group in groups:
+        arms = [distinct[i] for i in group]
+        cfg, n_s, n_k = arms[0], len(samples), len(arms)
+        sig = torch.stack([schedules[a] for a in arms], 1)                       # (N+1, K)
+        sigmas = sig.repeat(1, n_s).to(device)                                    # (N+1, S*K), sample-major
+        x = (noise[:, None] * sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1).to(device)
+        den = model.denoiser(tuple(a.quantize for a in arms) * n_s)
+        batch_den = BatchDenoiser(den, n_s, n_k, precision)
+        extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])
+        seeds = [smp.seed for smp in samples for _ in arms]
+
+        def tick(_info):
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
+                                    noise_sampler=BrownianNoiseSampler(x, seeds, noise_max),
+                                    **cfg.sampler_kwargs())
+        if stats is not None:
+            stats.setdefault("batch_sizes", []).extend(batch_den.batch_sizes)
+        out = out.float().reshape(n_s, n_k, *out.shape[1:]).cpu()
+        for k, arm in enumerate(arms):
+            results[arm] = out[:, k]
+    return torch.stack([results[cfg] for cfg in configs], 1)
+
+
+@contextlib.contextmanager
+def compiled(model):
+    """torch.compile the model's network for the duration (opt-in fast path on a GPU)."""
+    net = model.eps if hasattr(model, "eps") else model.net
+    original = net.forward
+    net.forward = torch.compile(net.forward, dynamic=True)
+    try:
+        yield model
+    finally:
+        net.forward = original

@@ -1,0 +1,252 @@
+"""A study's answer: per-cell statistics, summary.csv, rows.csv and a self-contained report.html."""
+import base64
+import html
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .export import escape_cell
+from .stats import bootstrap_mean_interval, paired_cell, verdicts, wilson_interval
+
+SUMMARY_COLUMNS = ["question", "sampler", "steps", "n", "a_closer", "b_closer", "equal", "a_closer_rate", "ci_low",
+                   "ci_high", "p_value", "p_holm", "mean_diff", "diff_ci_low", "diff_ci_high", "mean_rmse_diff",
+                   "lpips_a_ref", "lpips_b_ref", "lpips_ab", "max_abs_diff", "visible_share", "faithful_a",
+                   "faithful_b", "verdict"]
+ROW_COLUMNS = ["question", "sampler", "steps", "prompt", "seed", "pair_id", "lpips_a_ref", "lpips_b_ref",
+               "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a", "faithful_b"]
+LEGEND = {
+    "a_closer_rate": "share of samples (ties left out) where A is closer to the reference than B (LPIPS)",
+    "ci_low/ci_high": "Wilson 95% interval of that share",
+    "p_value / p_holm": "exact two-sided sign test; p_holm is Holm-corrected across the study's cells",
+    "mean_diff": "mean of LPIPS(A, ref) - LPIPS(B, ref); negative: A closer; bootstrap 95% interval",
+    "lpips_ab / visible_share": "mean LPIPS(A, B), and the share of pairs with LPIPS(A, B) >= the visibility "
+                                "threshold",
+    "verdict": "A closer / B closer when p_holm < 0.05, else no difference; 'invisible' when fewer than 5% of "
+               "pairs are visibly different",
+}
+
+
+def cell_stats(spec, rows, visible_lpips=0.01, invisible_share=0.05):
+    """One dict per cell of the spec, in grid order, with its verdict (Holm across the cells)."""
+    by_cell = {}
+    for r in rows:
+        by_cell.setdefault((r["question"], r["sampler"], r["steps"]), []).append(r)
+    cells = []
+    for cell in spec.cells():
+        stats = paired_cell(by_cell.get(cell.key, []), visible_lpips, invisible_share)
+        cells.append({"question": cell.question, "sampler": cell.sampler, "steps": cell.steps, **stats})
+    return verdicts(cells)
+
+
+def _fmt(value, digits=3):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def verdict_text(cells):
+    """The verdict table as the terminal prints it."""
+    head = f"{'question':<22}{'sampler':<10}{'steps':>5}{'n':>6}  {'A closer':>9}  {'95% CI':<14}{'p_holm':>8}" \
+           f"  {'mean diff [95% CI]':<28}{'LPIPS(A,B)':>10}{'visible':>8}  verdict"
+    lines = [head, "-" * len(head)]
+    for c in cells:
+        ci = f"[{_fmt(c['ci_low'], 2)}, {_fmt(c['ci_high'], 2)}]" if not math.isnan(c["ci_low"]) else ""
+        diff = f"{c['mean_diff']:+.4f} [{c['diff_ci_low']:+.4f}, {c['diff_ci_high']:+.4f}]" \
+            if not math.isnan(c["diff_ci_low"]) else _fmt(c["mean_diff"], 4)
+        lines.append(f"{c['question']:<22}{c['sampler']:<10}{c['steps']:>5}{c['n']:>6}  "
+                     f"{_fmt(c['a_closer_rate'], 2):>9}  {ci:<14}{_fmt(c['p_holm'], 3):>8}  {diff:<28}"
+                     f"{c['lpips_ab']:>10.4f}{c['visible_share']:>8.0%}  {c['verdict']}")
+    return "\n".join(lines)
+
+
+def _write_atomic(path, data):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _csv(rows, columns):
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            frame[col] = frame[col].map(escape_cell)
+    return frame.to_csv(index=False)
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+
+def _png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def question_figure(question, cells, rows):
+    """Each arm's mean LPIPS to the reference against steps (log axis, bootstrap bands), and A's closer-rate
+    (Wilson band); one line per sampler. PNG bytes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    mine = [c for c in cells if c["question"] == question]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, sampler in enumerate(dict.fromkeys(c["sampler"] for c in mine)):
+        steps = sorted(c["steps"] for c in mine if c["sampler"] == sampler)
+        colour = colours[n % len(colours)]
+        for arm, style in (("a", "-"), ("b", "--")):
+            mean, lo, hi = zip(*[bootstrap_mean_interval(
+                [r[f"lpips_{arm}_ref"] for r in rows if (r["question"], r["sampler"], r["steps"]) ==
+                 (question, sampler, s)]) for s in steps])
+            left.plot(steps, mean, style, marker="o", color=colour, label=f"{sampler} {arm.upper()}")
+            left.fill_between(steps, _nan0(lo, mean), _nan0(hi, mean), color=colour, alpha=0.15)
+        by_steps = {c["steps"]: c for c in mine if c["sampler"] == sampler}
+        rate = [by_steps[s]["a_closer_rate"] for s in steps]
+        ci = [wilson_interval(by_steps[s]["a_closer"], by_steps[s]["a_closer"] + by_steps[s]["b_closer"])
+              for s in steps]
+        right.plot(steps, rate, marker="o", color=colour, label=sampler)
+        right.fill_between(steps, _nan0([c[0] for c in ci], rate), _nan0([c[1] for c in ci], rate),
+                           color=colour, alpha=0.15)
+    ticks = sorted({c["steps"] for c in mine})
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("steps")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("mean LPIPS to reference")
+    left.set_title(f"{question}: distance to the reference (A solid, B dashed)", fontsize=9)
+    right.axhline(0.5, color="grey", lw=0.8, ls=":")
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel("A closer (share, ties left out)")
+    right.set_title(f"{question}: how often A is closer (Wilson 95%)", fontsize=9)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    return _png(fig)
+
+
+def _nan0(values, fallback):
+    return [f if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v, f in zip(values, fallback)]
+
+
+# ---- examples --------------------------------------------------------------------------------------
+
+def examples(rows, per_cell=3):
+    """{cell key: the rows where the arms differ most (by LPIPS(A, B))}."""
+    by_cell = {}
+    for r in rows:
+        by_cell.setdefault((r["question"], r["sampler"], r["steps"]), []).append(r)
+    return {k: sorted(v, key=lambda r: (-r["lpips_ab"], r["prompt"], r["seed"]))[:per_cell]
+            for k, v in by_cell.items()}
+
+
+def _thumb(path, scale=3):
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    factor = max(1, (32 * scale) // max(image.size))
+    image = image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
+    image.thumbnail((192, 192), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def examples_html(store, rows, ref_images, app_url):
+    """For each cell, its top examples as A | B | reference thumbnails, linked to the app's flicker view."""
+    root = store.path.parent
+    parts = []
+    for (question, sampler, steps), top in examples(rows).items():
+        figs = []
+        for r in top:
+            thumbs = "".join(f'<figure><img src="{_thumb(root / p)}" alt="{label}"><figcaption>{label}</figcaption>'
+                             f'</figure>' for label, p in (("A", r["image_a"]), ("B", r["image_b"]),
+                                                            ("reference", ref_images[r["ref_key"]])))
+            link = f"{app_url.rstrip('/')}/?pair={r['pair_id']}"
+            figs.append(f'<div class="example"><a href="{html.escape(link)}">{thumbs}</a>'
+                        f'<div>{html.escape(r["prompt"])}, seed {r["seed"]} · LPIPS(A,B) {r["lpips_ab"]:.4f} · '
+                        f'max |Δ| {r["max_abs_diff"]}/255 · <a href="{html.escape(link)}">open in the app</a>'
+                        '</div></div>')
+        parts.append(f'<h3>{html.escape(question)} · {html.escape(sampler)} · {steps} steps</h3>'
+                     f'<div class="examples">{"".join(figs)}</div>')
+    return "\n".join(parts)
+
+
+# ---- the whole report ------------------------------------------------------------------------------
+
+def summary_rows(cells):
+    return [{k: c.get(k) for k in SUMMARY_COLUMNS} for c in cells]
+
+
+def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created):
+    """A self-contained HTML report: verdict table, plots per question, examples linked to the app."""
+    ref_images = {r["ref_key"]: (store.reference(r["ref_key"]) or {}).get("image") for r in rows}
+    table = pd.DataFrame(summary_rows(cells))
+    shown = table[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low", "ci_high", "p_holm", "mean_diff",
+                   "diff_ci_low", "diff_ci_high", "lpips_ab", "visible_share", "verdict"]]
+    table_html = shown.to_html(index=False, float_format=lambda v: _fmt(v, 4), na_rep="", classes="verdicts",
+                               escape=True)
+    plots = "".join(f'<h3>{html.escape(q.name)}</h3><img class="plot" alt="{html.escape(q.name)} plots" '
+                    f'src="data:image/png;base64,{base64.b64encode(question_figure(q.name, cells, rows)).decode()}">'
+                    for q in spec.questions)
+    questions = "".join(f"<li><b>{html.escape(q.name)}</b>: A = <code>{html.escape(str(dict(q.a)))}</code>, "
+                        f"B = <code>{html.escape(str(dict(q.b)))}</code></li>" for q in spec.questions)
+    ref = (f"{html.escape(spec.reference.to_json())}. Its own uncertainty: the same reference in <code>paper</code> "
+           f"mode differs from it by LPIPS {_fmt(ref_uncertainty['mean'], 4)} on average "
+           f"(max {_fmt(ref_uncertainty['max'], 4)}, {ref_uncertainty['n']} samples): differences between arms "
+           "smaller than that are within the reference's own uncertainty.")
+    prec = f"Precision: <b>{spec.precision}</b>."
+    if floor:
+        prec += (f" The noise floor of {spec.precision} itself (the first cell's arm A in {spec.precision} against "
+                 f"fp32, {floor['n']} samples): LPIPS {_fmt(floor['mean'], 4)} mean, {_fmt(floor['max'], 4)} max, "
+                 f"max |Δ| {floor['max_abs_diff']}/255. Effects below it are not measurable at this precision.")
+    legend = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in LEGEND.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Study {html.escape(spec.name)}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }}
+table.verdicts {{ border-collapse: collapse; font-size: 0.85rem; }}
+table.verdicts td, table.verdicts th {{ border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }}
+.examples {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
+.example figure {{ display: inline-block; margin: 0 0.2rem; text-align: center; font-size: 0.75rem; }}
+.example img {{ image-rendering: pixelated; }}
+img.plot {{ max-width: 100%; }}
+</style></head><body>
+<h1>Study {html.escape(spec.name)}</h1>
+<p>Model <b>{html.escape(spec.model)}</b>; {len(spec.prompts)} prompt(s) × {len(spec.seeds)} seed(s) =
+{len(spec.prompts) * len(spec.seeds)} samples per cell; samplers {html.escape(', '.join(spec.samplers))}; steps
+{', '.join(map(str, spec.steps))}; guidance {spec.guidance}. Written {html.escape(created)}.</p>
+<ul>{questions}</ul>
+<p>Reference: {ref}</p>
+<p>{prec}</p>
+<h2>Verdicts</h2>
+{table_html}
+<ul>{legend}</ul>
+<h2>Distance to the reference against steps</h2>
+{plots}
+<h2>Where the arms differ most</h2>
+<p>Each example links to the app with the stored pair open (not blind).</p>
+{examples_html(store, rows, ref_images, app_url)}
+</body></html>
+"""
+
+
+def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url, created):
+    """summary.csv, rows.csv and report.html in `out`, each written whole or not at all."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "summary.csv", _csv(summary_rows(cells), SUMMARY_COLUMNS))
+    _write_atomic(out / "rows.csv", _csv([{k: r[k] for k in ROW_COLUMNS} for r in rows], ROW_COLUMNS))
+    _write_atomic(out / "report.html", report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created))
+    return [out / "summary.csv", out / "rows.csv", out / "report.html"]
