@@ -28,5 +28,8 @@ class FakeModel:
             raise ValueError(f"prompt {prompt!r}: unknown word")
         return {"bias": torch.tensor(float(len(prompt))), "guidance_scale": g}
 
+    def decode_float(self, x):
+        return x.float()
+
     def decode(self, x):
         return to_pil(x)
