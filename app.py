@@ -16,6 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from comparisons.blind import cast_vote, configs_for, new_pair  # noqa: E402
+from comparisons.cli import UsageError, study_spec  # noqa: E402
 from comparisons.config import (  # noqa: E402
     CUSTOM,
     MAX_STEPS,
@@ -29,8 +30,10 @@ from comparisons.config import (  # noqa: E402
 from comparisons.export import export_csv, pairs_frame, votes_frame  # noqa: E402
 from comparisons.lab import Lab  # noqa: E402
 from comparisons.limits import HostedLimits, RateLimiter, check_caps  # noqa: E402
+from comparisons.report import study_view  # noqa: E402
 from comparisons.stats import by_question  # noqa: E402
-from comparisons.store import DEFAULT_PATH, DuplicateVote  # noqa: E402
+from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError  # noqa: E402
+from comparisons.study import run_study  # noqa: E402
 from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
 
@@ -38,6 +41,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 HOSTED_RESULTS = Path("/data") / "results" / "results.db"  # the persistent volume of a Space
 PANEL_FIELDS = ["sampler", "steps", "schedule", "rho", "sigma_min_rule", "final_zero", "quantize", "s_churn",
                 "s_tmin", "s_tmax", "s_noise", "eta", "guidance_scale"]
+MAX_APP_STUDY_SAMPLES = 64  # a study started from the app stays small; the CLI runs the big ones
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
 
@@ -77,8 +81,8 @@ def user_error(exc):
 def run_checked(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ValueError, KeyError) as exc:
-        raise user_error(exc) from exc
+    except (ConfigError, ValueError, KeyError, StoreError) as exc:
+        raise user_error(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc) from exc
 
 
 # ---- Compare tab -----------------------------------------------------------------------------------
@@ -205,7 +209,97 @@ def build_compare_tab(lab, settings):
     for choice, button in buttons.items():
         button.click(vote_handler(choice), [pair_id, note], vote_outputs,
                      concurrency_id="vote", concurrency_limit=64, api_visibility="private")
-    return buttons
+    return {"pair": pair_view, "flicker": flicker, "slider": slider, "reveal": reveal}
+
+
+def open_stored_pair(lab, request):
+    """`/?pair=PAIR_ID`: the stored pair in the pair and flicker views, A left and B right, not blind."""
+    pair_id = (request.query_params.get("pair") or "").strip() if request else ""
+    if not pair_id:
+        return [gr.update()] * 4
+    pair = lab.store.pair(pair_id)
+    if pair is None:
+        return gr.update(), gr.update(), gr.update(), f"No stored pair `{pair_id[:80]}` in this results file."
+    from PIL import Image
+    root = lab.store.path.parent
+    a, b = (Image.open(root / pair[k]).convert("RGB") for k in ("image_a", "image_b"))
+    labels = ("A", "B")
+    return (views.pair_html(a, b, labels), views.flicker_html(a, b, labels=labels), (a, b),
+            views.stored_pair_markdown(pair, lab.store.study_row(pair_id)))
+
+
+# ---- Study tab -------------------------------------------------------------------------------------
+
+def study_names(lab):
+    return [s["name"] for s in lab.store.studies()]
+
+
+def show_study(lab, name):
+    """Header, verdict table, plots and examples of a stored study."""
+    if not name:
+        return "No study selected. Run one below or with `python -m comparisons study`.", None, "", ""
+    view = run_checked(study_view, lab.store, name)
+    return view["header"], view["table"], view["plots"], view["examples"]
+
+
+def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, progress):
+    """Run a small study (at most MAX_APP_STUDY_SAMPLES samples) and show it."""
+    if settings.hosted:
+        raise user_error(ValueError("studies are not started in the hosted demo; run them locally"))
+    model = lab.model(settings.model)
+
+    def build():
+        spec = study_spec(model, name=name, model_name=settings.model, questions=",".join(questions or []),
+                          samplers=",".join(samplers or []), steps=str(steps), seeds=str(seeds),
+                          prompts=str(prompts))
+        if len(spec.samples()) > MAX_APP_STUDY_SAMPLES:
+            raise UsageError(f"the app runs studies of at most {MAX_APP_STUDY_SAMPLES} samples (prompts x seeds; "
+                             f"asked {len(spec.samples())}); use fewer seeds, or python -m comparisons study")
+        return spec
+
+    spec = run_checked(build)
+    run_checked(run_study, lab.store, model, lab.lpips(), spec, batch=16,
+                progress=lambda done, total: progress(done / max(total, 1), desc=f"study {spec.name}"))
+    return (gr.update(choices=study_names(lab), value=spec.name), *show_study(lab, spec.name))
+
+
+def build_study_tab(lab, settings):
+    with gr.Tab("Study") as tab:
+        gr.Markdown("A study answers a question over many seeds, step counts and samplers: every cell compares "
+                    "A and B against a converged reference of the same sample. Open an example to see that pair "
+                    "in the flicker view.")
+        with gr.Row():
+            choice = gr.Dropdown(study_names(lab), value=None, label="stored studies", elem_id="study-choice",
+                                 scale=3)
+            refresh = gr.Button("Refresh", elem_id="refresh-studies", scale=0, min_width=100)
+        header = gr.Markdown(elem_id="study-header")
+        table = gr.Dataframe(elem_id="study-table", interactive=False)
+        plots = gr.HTML(elem_id="study-plots")
+        examples = gr.HTML(elem_id="study-examples")
+        outputs = [header, table, plots, examples]
+        if not settings.hosted:
+            with gr.Accordion(f"Run a small study (at most {MAX_APP_STUDY_SAMPLES} samples)", open=False):
+                with gr.Row():
+                    name = gr.Textbox("app-study", label="name", elem_id="study-name")
+                    questions = gr.Dropdown(list(PAIRINGS), value=["final-zero", "sigma-min-vs-model"],
+                                            multiselect=True, label="questions")
+                    samplers = gr.Dropdown(list(SAMPLERS), value=["heun"], multiselect=True, label="samplers")
+                with gr.Row():
+                    steps = gr.Textbox("4,10", label="steps (comma-separated)")
+                    seeds = gr.Textbox("0-7", label="seeds (e.g. 0-7 or 0,3,5)")
+                    prompts = gr.Textbox("a red circle", label="prompts (comma-separated)")
+                run = gr.Button("Run study", variant="primary", elem_id="run-study")
+
+            def on_run(progress=gr.Progress(), *values):
+                return start_study_ui(lab, settings, *values, progress=progress)
+
+            run.click(on_run, [name, questions, samplers, steps, seeds, prompts], [choice, *outputs],
+                      concurrency_id="generate", concurrency_limit=settings.max_concurrent,
+                      api_visibility="private")
+    show = functools.partial(show_study, lab)
+    choice.change(show, choice, outputs, api_visibility="private")
+    refresh.click(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
+    tab.select(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
 
 
 # ---- Results tab -----------------------------------------------------------------------------------
@@ -214,8 +308,11 @@ def refresh_results(lab, export_dir):
     """Tables, statistics and fresh CSV files for the download buttons, from one read of the store."""
     pairs, votes = lab.store.pairs(), lab.store.votes()
     pairs_csv, votes_csv = export_csv(lab.store, export_dir, pairs, votes)
-    shown = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
-                                "max_abs_diff", "created"]]
+    # A study's pairs are read in its own tab; this table lists the pairs made here and by sweep.
+    study_pairs = {r["pair_id"] for r in lab.store.study_pair_ids()}
+    own = [p for p in pairs if p["pair_id"] not in study_pairs]
+    shown = pairs_frame(own)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
+                              "max_abs_diff", "created"]]
     return views.stats_frame(by_question(votes)), shown, votes_frame(votes), str(pairs_csv), str(votes_csv)
 
 
@@ -279,10 +376,17 @@ def build_app(lab, settings):
                     "randomized and hidden until you vote.")
         # One export folder per server, rewritten in place: downloads never pile up temporary folders.
         export_dir = Path(tempfile.mkdtemp(prefix="ab-lab-export-"))
-        build_compare_tab(lab, settings)
+        compare = build_compare_tab(lab, settings)
+        build_study_tab(lab, settings)
         refresh, outputs = build_results_tab(lab, export_dir)
         build_api(lab, settings, export_dir)
         demo.load(refresh, None, outputs, api_visibility="private")
+
+        def on_load(request: gr.Request):
+            return open_stored_pair(lab, request)
+
+        demo.load(on_load, None, [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
+                  api_visibility="private")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
     return demo
 

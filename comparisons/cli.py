@@ -184,49 +184,48 @@ def load_model_or_fail(name):
                          "id or folder that is available offline") from exc
 
 
-def study_spec(args, model):
-    """The StudySpec of the command line, validated before anything is written."""
+def study_spec(model, *, name, model_name, questions="", questions_file=None, samplers="heun", steps="4,7,10,25",
+               seeds="0-63", prompts="a red circle", guidance=SamplerConfig.guidance_scale, reference="{}",
+               precision="fp32", reference_check=8):
+    """The StudySpec of textual settings (the CLI's flags, the app's fields), validated before anything is written."""
     from .engine import PRECISIONS
     from .study import REFERENCE, StudySpec, questions_from
-    questions = questions_from(args.questions, args.questions_file)
-    samplers = parse_list(args.samplers, "--samplers")
+    questions = questions_from(questions, questions_file)
+    samplers = parse_list(samplers, "--samplers")
     unknown = [x for x in samplers if x not in SAMPLERS]
     if unknown:
         raise UsageError(f"unknown sampler {unknown[0]!r}; choose from {', '.join(SAMPLERS)}")
-    steps, seeds = parse_steps(args.steps), parse_seeds(args.seeds)
-    if args.prompts.strip() == "all":
+    steps, seeds = parse_steps(steps), parse_seeds(seeds)
+    if prompts.strip() == "all":
         if not hasattr(model, "prompts"):
             raise UsageError(f"--prompts all needs a model with a fixed vocabulary (the embedded one), not "
-                             f"{args.model!r}; list the prompts instead")
+                             f"{model_name!r}; list the prompts instead")
         prompts = model.prompts()
     else:
-        prompts = list(dict.fromkeys(parse_list(args.prompts, "--prompts")))
+        prompts = list(dict.fromkeys(parse_list(prompts, "--prompts")))
     for prompt in prompts:
-        model.condition(prompt, args.guidance)  # an unknown word or a bad guidance fails here
-    if args.precision not in PRECISIONS:
-        raise UsageError(f"unknown --precision {args.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if args.batch < 1:
-        raise UsageError(f"--batch must be >= 1 (got {args.batch})")
-    if args.reference_check < 0:
-        raise UsageError(f"--reference-check must be >= 0 (got {args.reference_check})")
-    if not 0 <= args.visible_lpips <= 1:
-        raise UsageError(f"--visible-lpips must be between 0 and 1 (got {args.visible_lpips})")
+        model.condition(prompt, guidance)  # an unknown word or a bad guidance fails here
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if reference_check < 0:
+        raise UsageError(f"--reference-check must be >= 0 (got {reference_check})")
     try:
-        overrides = json.loads(args.reference)
+        overrides = json.loads(reference)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--reference is not valid JSON ({exc}); write e.g. '{{\"sampler\": \"heun\", "
                          f"\"steps\": 500}}'") from exc
     if isinstance(overrides, dict) and "guidance_scale" in overrides:
         raise UsageError("--reference sets guidance_scale; the reference always uses --guidance")
-    base = SamplerConfig.from_dict({"guidance_scale": args.guidance}, REFERENCE)
+    base = SamplerConfig.from_dict({"guidance_scale": guidance}, REFERENCE)
     try:
         reference = SamplerConfig.from_dict(overrides, base)
     except ConfigError as exc:
         raise UsageError(f"--reference does not validate: {exc}") from exc
-    name = args.name or Path(args.out).absolute().name
-    spec = StudySpec(name=name, model=args.model, questions=questions, samplers=tuple(samplers), steps=tuple(steps),
-                     prompts=tuple(prompts), seeds=tuple(seeds), guidance=args.guidance, reference=reference,
-                     precision=args.precision, reference_check=args.reference_check)
+    if not str(name or "").strip():
+        raise UsageError("a study needs a name; pass --name")
+    spec = StudySpec(name=name.strip(), model=model_name, questions=questions, samplers=tuple(samplers),
+                     steps=tuple(steps), prompts=tuple(prompts), seeds=tuple(seeds), guidance=guidance,
+                     reference=reference, precision=precision, reference_check=reference_check)
     spec.cells()  # every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2)
     return spec
 
@@ -246,8 +245,15 @@ def cmd_study(args, out):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file; name a folder")
     check_writable(args.results, "results file", "--results")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1 (got {args.batch})")
+    if not 0 <= args.visible_lpips <= 1:
+        raise UsageError(f"--visible-lpips must be between 0 and 1 (got {args.visible_lpips})")
     model = load_model_or_fail(args.model)
-    spec = study_spec(args, model)
+    spec = study_spec(model, name=args.name or Path(args.out).absolute().name, model_name=args.model,
+                      questions=args.questions, questions_file=args.questions_file, samplers=args.samplers,
+                      steps=args.steps, seeds=args.seeds, prompts=args.prompts, guidance=args.guidance,
+                      reference=args.reference, precision=args.precision, reference_check=args.reference_check)
     metric = LPIPS(args.lpips_weights)
     store = ResultsStore(args.results)
     total = len(spec.cells()) * len(spec.samples())

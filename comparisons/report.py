@@ -197,9 +197,7 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
                    "diff_ci_low", "diff_ci_high", "lpips_ab", "visible_share", "verdict"]]
     table_html = shown.to_html(index=False, float_format=lambda v: _fmt(v, 4), na_rep="", classes="verdicts",
                                escape=True)
-    plots = "".join(f'<h3>{html.escape(q.name)}</h3><img class="plot" alt="{html.escape(q.name)} plots" '
-                    f'src="data:image/png;base64,{base64.b64encode(question_figure(q.name, cells, rows)).decode()}">'
-                    for q in spec.questions)
+    plots = plots_html(spec, cells, rows)
     questions = "".join(f"<li><b>{html.escape(q.name)}</b>: A = <code>{html.escape(str(dict(q.a)))}</code>, "
                         f"B = <code>{html.escape(str(dict(q.b)))}</code></li>" for q in spec.questions)
     ref = (f"{html.escape(spec.reference.to_json())}. Its own uncertainty: the same reference in <code>paper</code> "
@@ -250,3 +248,33 @@ def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url
     _write_atomic(out / "rows.csv", _csv([{k: r[k] for k in ROW_COLUMNS} for r in rows], ROW_COLUMNS))
     _write_atomic(out / "report.html", report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created))
     return [out / "summary.csv", out / "rows.csv", out / "report.html"]
+
+
+def plots_html(spec, cells, rows):
+    """Every question's two plots as inline PNGs."""
+    return "".join(f'<h4>{html.escape(q.name)}</h4><img class="plot" alt="{html.escape(q.name)} plots" '
+                   f'style="max-width:100%" src="data:image/png;base64,'
+                   f'{base64.b64encode(question_figure(q.name, cells, rows)).decode()}">' for q in spec.questions)
+
+
+def study_view(store, name, visible_lpips=0.01, app_url=""):
+    """What the app's Study tab shows of a stored study: header, verdict table, plots, examples."""
+    from .study import StudySpec
+    study = store.study(name)
+    if study is None:
+        raise KeyError(f"no study named {name!r} in {store.path}")
+    spec = StudySpec.from_json(study["spec"])
+    rows = store.study_rows(study["study_id"])
+    cells = cell_stats(spec, rows, visible_lpips)
+    total = len(spec.cells()) * len(spec.samples())
+    header = (f"**{html.escape(spec.name)}** · model {spec.model} · {len(rows)} of {total} rows"
+              f"{'' if len(rows) == total else ' (incomplete: rerun its command to finish it)'} · samplers "
+              f"{', '.join(spec.samplers)} · steps {', '.join(map(str, spec.steps))} · "
+              f"{len(spec.prompts)} prompt(s) × {len(spec.seeds)} seed(s) · reference {spec.reference.sampler} "
+              f"{spec.reference.steps} steps ({spec.reference.quantize}) · {spec.precision}")
+    table = pd.DataFrame(summary_rows(cells))[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low",
+                                                "ci_high", "p_holm", "mean_diff", "lpips_ab", "visible_share",
+                                                "verdict"]]
+    ref_images = {r["ref_key"]: (store.reference(r["ref_key"]) or {}).get("image") for r in rows}
+    return {"header": header, "table": table.round(4), "plots": plots_html(spec, cells, rows) if rows else "",
+            "examples": examples_html(store, rows, ref_images, app_url) if rows else "", "spec": spec}

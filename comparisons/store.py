@@ -254,6 +254,14 @@ class ResultsStore:
                           "JOIN pairs p USING (pair_id) WHERE r.study_id = ? "
                           "ORDER BY question, sampler, steps, prompt, seed", (study_id,))
 
+    def study_pair_ids(self):
+        return self._read("SELECT pair_id FROM study_rows")
+
+    def study_row(self, pair_id):
+        """The study row a pair belongs to, or None for pairs made in the app or by sweep."""
+        rows = self._read("SELECT * FROM study_rows WHERE pair_id = ?", (pair_id,))
+        return rows[0] if rows else None
+
     def study_sample_counts(self, study_id):
         """{(prompt, seed): rows stored}: a sample is complete when it has a row for every cell."""
         rows = self._read("SELECT prompt, seed, COUNT(*) AS n FROM study_rows WHERE study_id = ? "
@@ -314,9 +322,8 @@ class ResultsStore:
         rows = self._read("SELECT * FROM pairs WHERE pair_id = ?", (pair_id,))
         return rows[0] if rows else None
 
-    def pairs(self, include_studies=True):
-        where = "" if include_studies else " WHERE pair_id NOT IN (SELECT pair_id FROM study_rows)"
-        return self._read(f"SELECT * FROM pairs{where} ORDER BY created, pair_id")
+    def pairs(self):
+        return self._read("SELECT * FROM pairs ORDER BY created, pair_id")
 
     def votes(self):
         return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b FROM votes v "

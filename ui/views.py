@@ -20,28 +20,28 @@ def display_size(image, target=384):
     return image.width * max(1, target // max(image.width, image.height))
 
 
-def pair_html(left, right):
-    """Side by side, nearest-neighbour upscaled, labelled only left and right."""
+def pair_html(left, right, labels=("left", "right")):
+    """Side by side, nearest-neighbour upscaled, labelled left and right (A and B once revealed)."""
     width = display_size(left)
     cells = "".join(
         f'<figure class="pair-cell"><img class="pixelated" id="pair-{side}" src="{data_url(img)}" '
-        f'alt="{side} image" width="{width}"><figcaption>{side}</figcaption></figure>'
-        for side, img in (("left", left), ("right", right)))
+        f'alt="{label} image" width="{width}"><figcaption>{label}</figcaption></figure>'
+        for side, label, img in (("left", labels[0], left), ("right", labels[1], right)))
     return f'<div class="pair-row">{cells}</div>'
 
 
-def flicker_html(left, right, interval_ms=300):
+def flicker_html(left, right, interval_ms=300, labels=("left", "right")):
     """Two stacked images the static/flicker.js script alternates; f or space toggles, arrows step."""
     width = display_size(left)
     frames = "".join(
         f'<img class="flicker-frame pixelated" data-side="{side}" src="{data_url(img)}" alt="{side} image" '
         f'width="{width}" style="visibility:{"visible" if k == 0 else "hidden"}">'
-        for k, (side, img) in enumerate((("left", left), ("right", right))))
+        for k, (side, img) in enumerate(((labels[0], left), (labels[1], right))))
     return (f'<div class="flicker-stage" style="width:{width}px;height:{width}px">{frames}</div>'
             f'<div class="flicker-controls"><button type="button" id="flicker-toggle">Flicker (f)</button>'
             f'<label>every <input type="number" id="flicker-ms" min="30" max="5000" step="10" '
             f'value="{int(interval_ms)}"> ms</label>'
-            f'<span id="flicker-side">showing: left</span>'
+            f'<span id="flicker-side">showing: {labels[0]}</span>'
             f'<span class="hint">f or space: start/stop · ← →: one frame</span></div>')
 
 
@@ -120,3 +120,16 @@ def _num(x, digits=3):
 def _config_diff(a_json, b_json):
     a, b = json.loads(a_json), json.loads(b_json)
     return "; ".join(f"{k}: {a[k]} vs {b[k]}" for k in a if a[k] != b.get(k)) or "same"
+
+
+def stored_pair_markdown(pair, study_row=None):
+    """What a stored pair opened by link is: not blind, A left and B right, with its numbers."""
+    lines = [f"### Stored pair `{pair['pair_id']}` — not blind: **A left, B right**",
+             f"Question **{html.escape(pair['pairing'])}** · prompt “{html.escape(pair['prompt'])}” · seed "
+             f"{pair['seed']} · model {html.escape(pair['model'])}",
+             f"`{_config_diff(pair['config_a'], pair['config_b'])}`"]
+    if study_row:
+        lines.append(f"LPIPS to the reference: A {study_row['lpips_a_ref']:.4f}, B {study_row['lpips_b_ref']:.4f} · "
+                     f"LPIPS(A, B) {study_row['lpips_ab']:.4g} · max |Δ| {study_row['max_abs_diff']}/255")
+    lines.append("Votes are only taken on pairs served blind: generate a pair to vote.")
+    return "\n\n".join(lines)

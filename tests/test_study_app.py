@@ -1,0 +1,87 @@
+"""The app's Study tab and the /?pair= route, in Debian's Chromium driven by Playwright."""
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, LiveApp
+from tests.test_browser import ARTIFACTS, browser, page  # noqa: F401 - shared fixtures
+
+
+@pytest.fixture(scope="module")
+def study_app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study-app")
+    results = folder / "results.db"
+    # A stored study, made by the CLI into the results file the app then serves.
+    done = subprocess.run([sys.executable, "-m", "comparisons", "study", "--questions", "final-zero",
+                           "--samplers", "heun", "--steps", "3,6", "--seeds", "0-3", "--results", str(results),
+                           "--out", str(folder / "cli-study"), "--reference", '{"steps": 12}', "--reference-check",
+                           "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    app = LiveApp(results)
+    yield app
+    app.stop()
+
+
+def test_pair_link_opens_the_stored_pair_not_blind(study_app, page):  # noqa: F811
+    pair_id = sqlite3.connect(study_app.results).execute(
+        "SELECT pair_id FROM study_rows WHERE steps = 3 ORDER BY seed LIMIT 1").fetchone()[0]
+    page.goto(f"{study_app.url}?pair={pair_id}")
+    page.wait_for_function("() => document.querySelectorAll('#pair img').length === 2", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#reveal')?.innerText.includes('not blind')")
+    captions = page.locator("#pair figcaption").all_inner_texts()
+    assert captions == ["A", "B"] and page.locator("#flicker img.flicker-frame").count() == 2
+    reveal = page.inner_text("#reveal")
+    assert pair_id in reveal and "final-zero" in reveal and "LPIPS to the reference" in reveal
+    assert page.is_disabled("#vote-left")  # a stored pair is not voted on from a link
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "study-pair-link.png"), full_page=True)
+    page.goto(f"{study_app.url}?pair=nonexistent")
+    page.wait_for_function("() => document.querySelector('#reveal')?.innerText.includes('No stored pair')")
+
+
+def test_study_tab_shows_and_runs_studies(study_app, page):  # noqa: F811
+    page.goto(study_app.url)
+    page.get_by_role("tab", name="Study").click()
+    page.locator("#study-choice input").click()
+    page.get_by_role("option", name="cli-study").click()
+    page.wait_for_function("() => document.querySelectorAll('#study-plots img').length === 1", timeout=60_000)
+    table = page.inner_text("#study-table")
+    assert "final-zero" in table and "verdict" in table
+    assert "8 of 8 rows" in page.inner_text("#study-header")
+    links = page.locator("#study-examples a[href*='?pair=']").count()
+    assert links >= 2 * 3
+    page.screenshot(path=str(ARTIFACTS / "study-tab.png"), full_page=True)
+
+    # A small study from the app: progress, then its verdicts in the same view.
+    page.get_by_text("Run a small study").click()
+    page.fill("#study-name textarea", "from-the-app")
+    page.get_by_label("steps (comma-separated)").fill("3")
+    page.get_by_label("seeds (e.g. 0-7 or 0,3,5)").fill("0-1")
+    page.click("#run-study")
+    page.wait_for_selector("text=study from-the-app", timeout=30_000)  # the progress bar
+    page.screenshot(path=str(ARTIFACTS / "study-running.png"), full_page=True)
+    page.wait_for_function(
+        "() => document.querySelector('#study-header')?.innerText.includes('from-the-app · model')", timeout=240_000)
+    assert "4 of 4 rows" in page.inner_text("#study-header")  # 2 questions x 1 step count x 2 samples
+    # Too many samples for the app: refused with a message, nothing stored.
+    page.get_by_label("seeds (e.g. 0-7 or 0,3,5)").fill("0-99")
+    page.fill("#study-name textarea", "too-big")
+    page.click("#run-study")
+    page.wait_for_selector("text=at most 64 samples", timeout=30_000)
+    names = [r[0] for r in sqlite3.connect(study_app.results).execute("SELECT name FROM studies")]
+    assert sorted(names) == ["cli-study", "from-the-app"]
+
+
+def test_hosted_app_offers_no_study_runs(tmp_path, browser):  # noqa: F811
+    app = LiveApp(tmp_path / "results.db", "--hosted")
+    try:
+        page = browser.new_page()
+        page.goto(app.url)
+        page.get_by_role("tab", name="Study").click()
+        page.wait_for_selector("#study-choice")
+        assert page.locator("#run-study").count() == 0
+        page.close()
+    finally:
+        app.stop()
