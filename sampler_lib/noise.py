@@ -14,13 +14,45 @@ def _mix(a, b):
     return (z ^ (z >> 31)) & ((1 << 63) - 1)
 
 
+def _signed(c):
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_C = [_signed(c) for c in (0x9E3779B97F4A7C15, 0x632BE59BD9B4E019, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
+
+
+def _shr(z, k):
+    """Logical right shift of int64 tensors (>> is arithmetic on signed integers)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix(a, b):
+    """`_mix` on int64 tensors, element-wise: multiplications wrap modulo 2**64 as in splitmix64."""
+    z = a * _C[0] + b + _C[1]
+    z = (z ^ _shr(z, 30)) * _C[2]
+    z = (z ^ _shr(z, 27)) * _C[3]
+    return (z ^ _shr(z, 31)) & ((1 << 63) - 1)
+
+
+def counter_normal(nodes, n):
+    """(len(nodes), n) standard normal draws, each a pure function of its node and index (Box-Muller)."""
+    idx = torch.arange(n, device=nodes.device, dtype=torch.int64)[None]
+    h = mix(nodes[:, None], idx)
+    # One 63-bit hash gives both uniforms: 31 bits each, in (0, 1) (tails to 6.5 standard deviations).
+    u1 = (_shr(h, 32).double() + 0.5) * 2.0 ** -31
+    u2 = ((h & 0x7FFFFFFF).double() + 0.5) * 2.0 ** -31
+    return (-2 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)
+
+
 class BrownianNoiseSampler:
     """Brownian motion W over sigma in [0, sigma_max], one path per batch item and seed.
 
     `noise_sampler(sigma, sigma_next)` returns (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|),
     a standard normal draw that depends only on the interval and the seed (Li et al. 2020's virtual
     Brownian tree): two schedules with the same seed see the same noise where they meet, and nearly
-    the same noise where they nearly meet, so a paired comparison isolates the schedule.
+    the same noise where they nearly meet, so a paired comparison isolates the schedule. Every item
+    descends its own tree at once (tensor ops on the batch's device, no loop over items): each
+    bisection midpoint is a Brownian-bridge draw from a counter-based generator keyed by the node.
     """
 
     def __init__(self, x, seed, sigma_max, depth=24):
@@ -29,53 +61,56 @@ class BrownianNoiseSampler:
             raise ValueError(f"need one seed per batch item: got {len(seeds)} seeds for batch {x.shape[0]}")
         if not (math.isfinite(sigma_max) and sigma_max > 0):
             raise ValueError(f"sigma_max must be a positive number (got {sigma_max})")
+        if any(not 0 <= s < 1 << 63 for s in seeds):
+            raise ValueError("seeds must be whole numbers from 0 to 2**63 - 1")
         self.seeds = seeds
         self.shape, self.dtype, self.device = tuple(x.shape[1:]), x.dtype, x.device
         self.sigma_max = float(sigma_max)
         self.depth = depth
+        self._roots = mix(torch.tensor(seeds, dtype=torch.int64, device=self.device), 0)
+        self._size = math.prod(self.shape)
         self._cache = {}
 
-    def _normal(self, node):
-        gen = torch.Generator().manual_seed(node)
-        return torch.randn(self.shape, generator=gen, dtype=torch.float64)
-
-    def _w(self, seed, t):
-        """W(t) by bisection: each midpoint is a Brownian-bridge draw seeded by its path from the root."""
-        key = (seed, t)
+    def _w(self, t):
+        """W(t) of every item, t a float64 (B,) tensor, by bisection from the root of each item's tree."""
+        key = t.cpu().numpy().tobytes()
         if key in self._cache:
             return self._cache[key]
-        a, b = 0.0, self.sigma_max
-        node = _mix(seed, 0)
-        w_a, w_b = torch.zeros(self.shape, dtype=torch.float64), math.sqrt(b) * self._normal(node)
+        n = len(self.seeds)
+        a = torch.zeros(n, dtype=torch.float64, device=self.device)
+        b = torch.full_like(a, self.sigma_max)
+        node = self._roots
+        w_a = torch.zeros(n, self._size, dtype=torch.float64, device=self.device)
+        w_b = math.sqrt(self.sigma_max) * counter_normal(node, self._size)
         for _ in range(self.depth):
             m = (a + b) / 2
-            w_m = (w_a + w_b) / 2 + math.sqrt((b - a) / 4) * self._normal(_mix(node, 3))
-            if t < m:
-                b, w_b, node = m, w_m, _mix(node, 1)
-            else:
-                a, w_a, node = m, w_m, _mix(node, 2)
+            w_m = (w_a + w_b) / 2 + ((b - a) / 4).sqrt()[:, None] * counter_normal(mix(node, 3), self._size)
+            left = t < m
+            b, a = torch.where(left, m, b), torch.where(left, a, m)
+            w_b, w_a = torch.where(left[:, None], w_m, w_b), torch.where(left[:, None], w_a, w_m)
+            node = mix(node, torch.where(left, 1, 2))
         # Below the leaf width (sigma_max / 2**depth) the bridge mean is used.
-        w = w_a + (w_b - w_a) * ((t - a) / (b - a))
-        if len(self._cache) > 4096:
+        w = w_a + (w_b - w_a) * ((t - a) / (b - a))[:, None]
+        if len(self._cache) > 64:
             self._cache.clear()
         self._cache[key] = w
         return w
 
     def __call__(self, sigma, sigma_next):
-        sigma = torch.as_tensor(sigma).flatten().double().expand(len(self.seeds))
-        sigma_next = torch.as_tensor(sigma_next).flatten().double().expand(len(self.seeds))
-        out = []
-        for seed, s, s_next in zip(self.seeds, sigma.tolist(), sigma_next.tolist()):
-            if max(s, s_next) > self.sigma_max * (1 + 1e-6) or min(s, s_next) < 0:
-                raise ValueError(f"noise asked for sigma interval ({s}, {s_next}) outside [0, "
-                                 f"{self.sigma_max}]; build the noise sampler with a larger sigma_max")
-            length = abs(s_next - s)
-            if length == 0:
-                out.append(torch.zeros(self.shape, dtype=torch.float64))
-                continue
-            s, s_next = min(s, self.sigma_max), min(s_next, self.sigma_max)
-            out.append((self._w(seed, s_next) - self._w(seed, s)) / math.sqrt(length))
-        return torch.stack(out).to(self.dtype).to(self.device)
+        n = len(self.seeds)
+        sigma = torch.as_tensor(sigma).flatten().double().to(self.device).expand(n)
+        sigma_next = torch.as_tensor(sigma_next).flatten().double().to(self.device).expand(n)
+        lo, hi = torch.minimum(sigma, sigma_next), torch.maximum(sigma, sigma_next)
+        if bool((hi > self.sigma_max * (1 + 1e-6)).any() | (lo < 0).any()):
+            i = int(((hi > self.sigma_max * (1 + 1e-6)) | (lo < 0)).nonzero()[0])
+            raise ValueError(f"noise asked for sigma interval ({float(sigma[i])}, {float(sigma_next[i])}) outside "
+                             f"[0, {self.sigma_max}]; build the noise sampler with a larger sigma_max")
+        length = hi - lo
+        cap = lambda v: v.clamp(max=self.sigma_max)  # noqa: E731
+        dw = self._w(cap(sigma_next)) - self._w(cap(sigma))
+        scale = torch.where(length > 0, length, torch.ones_like(length)).rsqrt()
+        out = torch.where((length > 0)[:, None], dw * scale[:, None], torch.zeros_like(dw))
+        return out.reshape(n, *self.shape).to(self.dtype)
 
 
 def initial_noise(shape, seed, dtype=torch.float32, device="cpu"):

@@ -241,3 +241,20 @@ def test_bad_wrapper_arguments(sd_alphas_cumprod):
     for bad in (torch.tensor([0.9, 1.0]), torch.tensor([0.9, 0.0]), torch.tensor([0.9, float("nan")])):
         with pytest.raises(ValueError, match="alphas_cumprod"):
             DiscreteEpsDenoiser(toy_eps, bad)
+
+
+def test_noise_sampler_batch_equals_each_item_alone():
+    """Every item descends its own tree in one tensor pass; the draw does not depend on the batch."""
+    x = torch.zeros(3, 2, 4, 4)
+    s, s_next = torch.tensor([5.0, 3.0, 0.7]), torch.tensor([4.0, 2.9, 0.1])
+    together = BrownianNoiseSampler(x, [1, 2, 3], 15.0)(s, s_next)
+    for i, seed in enumerate([1, 2, 3]):
+        alone = BrownianNoiseSampler(x[i:i + 1], seed, 15.0)(s[i:i + 1], s_next[i:i + 1])
+        assert torch.equal(together[i:i + 1], alone)
+
+
+def test_counter_hash_is_splitmix64():
+    from sampler_lib.noise import _mix, mix
+    values = [0, 1, 7, 2 ** 40 + 3, 2 ** 62 + 12345, 2 ** 63 - 1]
+    got = mix(torch.tensor(values)[:, None], torch.tensor([0, 1, 2, 3, 10 ** 6])[None])
+    assert got.tolist() == [[_mix(a, b) for b in (0, 1, 2, 3, 10 ** 6)] for a in values]
