@@ -157,11 +157,11 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
 
 
 @contextlib.contextmanager
-def compiled(model):
+def compiled(model, backend="inductor"):
     """torch.compile the model's network for the duration (opt-in fast path on a GPU)."""
     net = model.eps if hasattr(model, "eps") else model.net
     original = net.forward
-    net.forward = torch.compile(net.forward, dynamic=True)
+    net.forward = torch.compile(net.forward, dynamic=True, backend=backend)
     try:
         yield model
     finally:
