@@ -12,9 +12,9 @@ PORT ?= 7860
 
 # k-diffusion is only the reference the equivalence tests compare against; its full dependency set
 # (wandb, clip, ...) is not needed for the two modules they load, hence --no-deps.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-ray.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1
 	touch $@
 
@@ -41,3 +41,5 @@ bench: $(STAMP) lpips-weights
 	$(PY) bench/bench_pair_cost_by_width.py
 	$(PY) bench/bench_embedded.py --no-card
 	$(PY) bench/bench_app.py
+	$(PY) bench/bench_study.py
+	$(PY) bench/bench_study.py --ray

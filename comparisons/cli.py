@@ -1,5 +1,6 @@
 """python -m comparisons {study, sweep, export, stats}: studies, paired sweeps, CSV export, vote statistics."""
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -94,6 +95,11 @@ def _study_parser(sub):
                    help="samples whose reference is also computed in paper mode (the reference's uncertainty)")
     s.add_argument("--app-url", default="http://127.0.0.1:7860", help="where the report's example links point")
     s.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
+    s.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="run the shards on a Ray cluster: 'auto' (this machine's cluster, else a local one) "
+                        "or HOST:PORT")
+    s.add_argument("--ray-workers", type=int, help="actors to start (default: one per GPU, else one per CPU)")
+    s.add_argument("--ray-gpus-per-worker", type=float, help="GPUs each actor asks for (default 1 on a GPU cluster)")
 
 
 def _parser():
@@ -230,16 +236,45 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
     return spec
 
 
-def cmd_study(args, out):
-    import contextlib
-    import datetime
-
+def _run_study(args, ray, store, model, metric, spec):
+    """The study's missing samples, here or on the Ray cluster, with one progress bar."""
     from tqdm import tqdm
 
     from .engine import compiled
+    from .study import run_study
+    if ray is not None:
+        from .distributed import run_study_ray
+        bar = tqdm(desc=f"study {spec.name} on Ray", unit="shard", file=sys.stderr)
+
+        def shards(done, total, running, workers):
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(f"{running} of {workers} workers running")
+
+        try:
+            return run_study_ray(ray, store, spec, args.batch, args.lpips_weights, args.ray_workers,
+                                 args.ray_gpus_per_worker, progress=shards, compile_network=args.compile)
+        finally:
+            bar.close()
+    bar = tqdm(total=len(spec.cells()) * len(spec.samples()), desc=f"study {spec.name}", unit="row",
+               file=sys.stderr, smoothing=0.1)
+
+    def rows(done, _total):
+        bar.n = round(done, 1)
+        bar.refresh()
+
+    try:
+        with compiled(model) if args.compile else contextlib.nullcontext():
+            return run_study(store, model, metric, spec, batch=args.batch, progress=rows)
+    finally:
+        bar.close()
+
+
+def cmd_study(args, out):
+    import datetime
+
     from .metrics import LPIPS
     from .report import cell_stats, verdict_text, write_outputs
-    from .study import precision_floor, reference_uncertainty, run_study
+    from .study import precision_floor, reference_uncertainty
     # Everything is checked before the results file or the output folder exists.
     check_writable(args.out, "output folder", "--out")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -254,18 +289,21 @@ def cmd_study(args, out):
                       questions=args.questions, questions_file=args.questions_file, samplers=args.samplers,
                       steps=args.steps, seeds=args.seeds, prompts=args.prompts, guidance=args.guidance,
                       reference=args.reference, precision=args.precision, reference_check=args.reference_check)
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UsageError(f"--ray-workers must be >= 1 (got {args.ray_workers})")
+    if (args.ray_workers or args.ray_gpus_per_worker) and not args.ray:
+        raise UsageError("--ray-workers and --ray-gpus-per-worker go with --ray")
     metric = LPIPS(args.lpips_weights)
-    store = ResultsStore(args.results)
-    total = len(spec.cells()) * len(spec.samples())
-    bar = tqdm(total=total, desc=f"study {spec.name}", unit="row", file=sys.stderr, smoothing=0.1)
-
-    def progress(done, _total):
-        bar.n = round(done, 1)
-        bar.refresh()
-
-    with compiled(model) if args.compile else contextlib.nullcontext():
-        run = run_study(store, model, metric, spec, batch=args.batch, progress=progress)
-    bar.close()
+    ray = None
+    if args.ray:
+        from .distributed import connect
+        ray = connect(args.ray)  # an unreachable cluster fails here, before the results file exists
+    try:
+        store = ResultsStore(args.results)
+        run = _run_study(args, ray, store, model, metric, spec)
+    finally:
+        if ray is not None:
+            ray.shutdown()
     study = store.study(spec.name)
     rows = store.study_rows(study["study_id"])
     cells = cell_stats(spec, rows, args.visible_lpips)

@@ -167,44 +167,60 @@ class Reference:
     unit: object    # (H, W, 3) float in [0, 1]
 
 
+def stored_references(store, model_name, wanted, precision="fp32"):
+    """{(sample, config): Reference} of the `wanted` pairs the store already holds."""
+    from PIL import Image
+    found = {}
+    for smp, cfg in wanted:
+        row = store.reference(reference_key(model_name, smp, cfg, precision))
+        if row is not None:
+            image = Image.open(store.path.parent / row["image"]).convert("RGB")
+            found[(smp, cfg)] = Reference(row["ref_key"], image, store.load_array(row["output"]))
+    return found
+
+
+def compute_references(model, model_name, wanted, precision="fp32"):
+    """{(sample, config): (Reference, seconds per image)} for `wanted`, samples that miss the same
+    configs in one batch (an 'off' and a 'paper' reference share it: the mode is per item)."""
+    by_cfg = {}
+    for smp, cfg in wanted:
+        by_cfg.setdefault(cfg, []).append(smp)
+    by_samples = {}
+    for cfg, smps in by_cfg.items():
+        by_samples.setdefault(tuple(smps), []).append(cfg)
+    out = {}
+    for smps, cfgs in by_samples.items():
+        started = time.perf_counter()
+        outputs = sample_arms(model, cfgs, list(smps), precision=precision)
+        seconds = (time.perf_counter() - started) / (len(smps) * len(cfgs))
+        for k, cfg in enumerate(cfgs):
+            floats = model.decode_float(outputs[:, k])
+            for smp, image, unit in zip(smps, to_pil(floats), _unit(floats)):
+                out[(smp, cfg)] = (Reference(reference_key(model_name, smp, cfg, precision), image, unit), seconds)
+    return out
+
+
+def record_references(store, model_name, computed, precision="fp32"):
+    """Store computed references (PNG, float array, row); each one at most once."""
+    for (smp, cfg), (ref, seconds) in computed.items():
+        meta = {"model": model_name, "prompt": smp.prompt, "seed": smp.seed, "config": cfg.to_json(),
+                "role": "reference", "precision": precision}
+        store.record_reference(ref_key=ref.key, model=model_name, prompt=smp.prompt, seed=smp.seed,
+                               config=cfg.to_json(), precision=precision, image=store.save_image(ref.image, meta),
+                               output=store.save_array(ref.unit), seconds=seconds)
+
+
 def ensure_references(store, model, model_name, samples, configs_by_sample, precision="fp32"):
-    """{(sample, config): Reference}, computing only what the store lacks, all in one batch.
+    """{(sample, config): Reference}, computing and storing only what the store lacks.
 
     The cache key is (model, prompt, seed, config with its guidance, precision): a study, a sweep and
     the app share every reference they have in common.
     """
-    found, missing = {}, {}
-    for smp in samples:
-        for cfg in configs_by_sample(smp):
-            key = reference_key(model_name, smp, cfg, precision)
-            row = store.reference(key)
-            if row is None:
-                missing.setdefault(cfg, []).append((smp, key))
-            else:
-                from PIL import Image
-                image = Image.open(store.path.parent / row["image"]).convert("RGB")
-                found[(smp, cfg)] = Reference(key, image, store.load_array(row["output"]))
-    # References of all samples that miss the same configs run together (an 'off' and a 'paper'
-    # reference share a batch: the mode is per item).
-    by_samples = {}
-    for cfg, items in missing.items():
-        by_samples.setdefault(tuple(smp for smp, _ in items), []).append((cfg, dict(items)))
-    for smps, cfgs in by_samples.items():
-        started = time.perf_counter()
-        out = sample_arms(model, [c for c, _ in cfgs], list(smps), precision=precision)
-        seconds = (time.perf_counter() - started) / max(1, len(smps) * len(cfgs))
-        for k, (cfg, keys) in enumerate(cfgs):
-            floats = model.decode_float(out[:, k])
-            for smp, image, unit in zip(smps, to_pil(floats), _unit(floats)):
-                key = keys[smp]
-                meta = {"model": model_name, "prompt": smp.prompt, "seed": smp.seed, "config": cfg.to_json(),
-                        "role": "reference", "precision": precision}
-                store.record_reference(ref_key=key, model=model_name, prompt=smp.prompt, seed=smp.seed,
-                                       config=cfg.to_json(), precision=precision,
-                                       image=store.save_image(image, meta), output=store.save_array(unit),
-                                       seconds=seconds)
-                found[(smp, cfg)] = Reference(key, image, unit)
-    return found
+    wanted = [(smp, cfg) for smp in samples for cfg in configs_by_sample(smp)]
+    found = stored_references(store, model_name, wanted, precision)
+    computed = compute_references(model, model_name, [w for w in wanted if w not in found], precision)
+    record_references(store, model_name, computed, precision)
+    return {**found, **{k: ref for k, (ref, _) in computed.items()}}
 
 
 @dataclass
@@ -217,51 +233,145 @@ class StudyRun:
     network_batches: list = field(default_factory=list)
 
 
+@dataclass
+class Plan:
+    """What a study still has to run, derived from the spec and the store."""
+    spec: StudySpec
+    cells: list
+    arms: list        # distinct configs over every cell
+    chunks: list      # lists of samples, `batch` at a time
+    rows_total: int
+    rows_done: int
+
+    def references_wanted(self, chunk):
+        """(sample, config, precision) of every reference a chunk needs."""
+        spec, check = self.spec, set(self.spec.samples()[:self.spec.reference_check])
+        wanted = [(s, spec.reference, spec.precision) for s in chunk]
+        wanted += [(s, spec.paper_reference(), spec.precision) for s in chunk if s in check]
+        if spec.precision != "fp32":
+            # The noise floor of the precision itself: the first cell's arm A also in fp32.
+            wanted += [(s, self.cells[0].a, "fp32") for s in chunk if s in check]
+        return wanted
+
+
+def plan_study(store, spec, batch):
+    """Register the study (refused if its name holds another grid) and list the missing samples."""
+    cells = spec.cells()
+    store.open_study(spec.study_id, spec.name, spec.to_json())
+    arms = list(dict.fromkeys(c for cell in cells for c in (cell.a, cell.b)))
+    counts = store.study_sample_counts(spec.study_id)
+    todo = [s for s in spec.samples() if counts.get((s.prompt, s.seed), 0) < len(cells)]
+    total = len(spec.samples()) * len(cells)
+    return Plan(spec, cells, arms, [todo[i:i + batch] for i in range(0, len(todo), batch)], total,
+                total - len(todo) * len(cells))
+
+
+def known_references(store, plan, chunk):
+    """{(sample, config, precision): Reference} of a chunk's references that the store holds."""
+    out = {}
+    for smp, cfg, precision in plan.references_wanted(chunk):
+        found = stored_references(store, plan.spec.model, [(smp, cfg)], precision)
+        if found:
+            out[(smp, cfg, precision)] = found[(smp, cfg)]
+    return out
+
+
+@dataclass
+class ChunkResult:
+    """Everything one chunk produced, for the one process that writes the store."""
+    chunk: list
+    new_references: dict  # (sample, config, precision) -> (Reference, seconds per image)
+    images: list          # PIL image per (sample, arm), sample-major
+    sigmas: dict          # arm config -> schedule as sampled
+    measured: list        # (cell, sample index, pair metrics, study row without paths or pair id)
+    network_batches: list
+
+
+def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
+    """Sample and measure one chunk: references it lacks, every arm, every cell. Writes nothing."""
+    spec = plan.spec
+    new = {}
+    wanted = [w for w in plan.references_wanted(chunk) if w not in known]
+    for precision in dict.fromkeys(p for *_, p in wanted):
+        computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision)
+        new.update({(s, c, precision): v for (s, c), v in computed.items()})
+    refs = {**known, **{k: ref for k, (ref, _) in new.items()}}
+    step_stats = {}
+    out = sample_arms(model, plan.arms, chunk, progress=progress, precision=spec.precision, stats=step_stats)
+    n_s, n_k = out.shape[:2]
+    floats = model.decode_float(out.flatten(0, 1))
+    images, units = to_pil(floats), _unit(floats)
+    arrays = [np.asarray(im) for im in images]
+    at = lambda s, k: s * n_k + k  # noqa: E731
+    ref_of = [refs[(smp, spec.reference, spec.precision)] for smp in chunk]
+    to_ref = lpips_metric.batch(arrays, [np.asarray(ref_of[i // n_k].image) for i in range(len(arrays))])
+    rmse_ref = [rmse(units[i], ref_of[i // n_k].unit) for i in range(len(arrays))]
+    faithful = [getattr(model, "faithful", lambda p, im: None)(chunk[i // n_k].prompt, images[i])
+                for i in range(len(arrays))]
+    index = {cfg: k for k, cfg in enumerate(plan.arms)}
+    pairs = [(s, index[c.a], index[c.b], c) for s in range(n_s) for c in plan.cells]
+    ab = lpips_metric.batch([arrays[at(s, a)] for s, a, _, _ in pairs], [arrays[at(s, b)] for s, _, b, _ in pairs])
+    measured = []
+    for (s, a, b, cell), lpips_ab in zip(pairs, ab):
+        smp, ia, ib = chunk[s], at(s, a), at(s, b)
+        diff = max_abs_diff(arrays[ia], arrays[ib])
+        metrics = {"lpips": lpips_ab, "psnr": psnr(arrays[ia], arrays[ib]), "max_abs_diff": diff,
+                   "lpips_a_ref": to_ref[ia], "lpips_b_ref": to_ref[ib]}
+        row = dict(question=cell.question, sampler=cell.sampler, steps=cell.steps, prompt=smp.prompt,
+                   seed=smp.seed, ref_key=ref_of[s].key, lpips_a_ref=to_ref[ia], lpips_b_ref=to_ref[ib],
+                   rmse_a_ref=rmse_ref[ia], rmse_b_ref=rmse_ref[ib], lpips_ab=lpips_ab, max_abs_diff=diff,
+                   faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]))
+        measured.append((cell, s, a, b, metrics, row))
+    return ChunkResult(chunk, new, images, _arm_sigmas(model, plan.arms), measured,
+                       step_stats.get("batch_sizes", []))
+
+
+def store_chunk(store, plan, result):
+    """Write one chunk: new references, arm images, then every pair and row in one transaction."""
+    spec = plan.spec
+    for precision in dict.fromkeys(p for *_, p in result.new_references):
+        record_references(store, spec.model, {(s, c): v for (s, c, p), v in result.new_references.items()
+                                              if p == precision}, precision)
+    n_k = len(plan.arms)
+    paths = [store.save_image(result.images[s * n_k + k], {
+        "model": spec.model, "prompt": smp.prompt, "seed": smp.seed, "config": plan.arms[k].to_json(),
+        "study": spec.name, "sigmas": result.sigmas[plan.arms[k]]})
+        for s, smp in enumerate(result.chunk) for k in range(n_k)]
+    items = []
+    for cell, s, a, b, metrics, row in result.measured:
+        smp = result.chunk[s]
+        pair = dict(pairing=cell.question, model=spec.model, prompt=smp.prompt, seed=smp.seed, config_a=cell.a,
+                    config_b=cell.b, image_a=paths[s * n_k + a], image_b=paths[s * n_k + b], metrics=metrics,
+                    sigmas_a=result.sigmas[cell.a], sigmas_b=result.sigmas[cell.b], lockstep=True, seconds=0.0)
+        items.append((pair, row))
+    return store.record_study_chunk(spec.study_id, items)
+
+
 def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_chunk=None):
     """Run the samples the store lacks, `batch` samples at a time (each chunk one transaction).
 
     `progress(rows_done, rows_total)` is called as work proceeds; `after_chunk(n)` after each stored chunk.
     """
     started = time.perf_counter()
-    cells = spec.cells()
-    store.open_study(spec.study_id, spec.name, spec.to_json())
-    arms = list(dict.fromkeys(c for cell in cells for c in (cell.a, cell.b)))
-    arm_index = {cfg: i for i, cfg in enumerate(arms)}
-    samples = spec.samples()
-    counts = store.study_sample_counts(spec.study_id)
-    todo = [s for s in samples if counts.get((s.prompt, s.seed), 0) < len(cells)]
-    total = len(samples) * len(cells)
-    done_rows = total - len(todo) * len(cells)
+    plan = plan_study(store, spec, batch)
+    done_rows = plan.rows_done
     if progress:
-        progress(done_rows, total)
-    ref_cfg = spec.reference
-    check = set(samples[:spec.reference_check])
-    sigmas = _arm_sigmas(model, arms)
+        progress(done_rows, plan.rows_total)
     run = StudyRun(spec)
-    for n, start in enumerate(range(0, len(todo), batch)):
-        chunk = todo[start:start + batch]
-        refs = ensure_references(store, model, spec.model, chunk,
-                                 lambda s: [ref_cfg, spec.paper_reference()] if s in check else [ref_cfg],
-                                 spec.precision)
-        if spec.precision != "fp32":
-            # The noise floor of the precision itself: the first cell's arm A also in fp32.
-            ensure_references(store, model, spec.model, [s for s in chunk if s in check], lambda s: [cells[0].a])
-        step_stats = {}
-
-        def tick(d, t, base=done_rows, rows=len(chunk) * len(cells)):
+    per_sample = len(plan.cells)
+    for n, chunk in enumerate(plan.chunks):
+        def tick(d, t, base=done_rows, rows=len(chunk) * per_sample):
             if progress:
-                progress(base + rows * d / t * 0.9, total)
+                progress(base + rows * d / t * 0.9, plan.rows_total)
 
-        out = sample_arms(model, arms, chunk, progress=tick, precision=spec.precision, stats=step_stats)
-        run.network_batches.extend(step_stats.get("batch_sizes", []))
-        items = _chunk_rows(store, model, lpips_metric, spec, cells, arms, arm_index, sigmas, chunk, out,
-                            {s: refs[(s, ref_cfg)] for s in chunk})
-        run.rows_written += store.record_study_chunk(spec.study_id, items)
+        result = compute_chunk(model, lpips_metric, plan, chunk, known_references(store, plan, chunk), tick)
+        run.network_batches.extend(result.network_batches)
+        run.rows_written += store_chunk(store, plan, result)
         run.samples_run += len(chunk)
-        run.images += len(chunk) * len(arms)
-        done_rows += len(chunk) * len(cells)
+        run.images += len(chunk) * len(plan.arms)
+        done_rows += len(chunk) * per_sample
         if progress:
-            progress(done_rows, total)
+            progress(done_rows, plan.rows_total)
         if after_chunk:
             after_chunk(n)
     run.seconds = time.perf_counter() - started
@@ -272,41 +382,6 @@ def _arm_sigmas(model, arms):
     den = model.denoiser("off")
     lo, hi = float(den.sigma_min), float(den.sigma_max)
     return {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, lo, hi)).tolist() for cfg in arms}
-
-
-def _chunk_rows(store, model, lpips_metric, spec, cells, arms, arm_index, sigmas, chunk, out, refs):
-    """Measure one chunk: every arm against its sample's reference, every cell's A against B."""
-    n_s, n_k = out.shape[:2]
-    floats = model.decode_float(out.flatten(0, 1))
-    images, units = to_pil(floats), _unit(floats)
-    arrays = [np.asarray(im) for im in images]
-    at = lambda s, k: s * n_k + k  # noqa: E731
-    ref_arrays = [np.asarray(refs[smp].image) for smp in chunk]
-    to_ref = lpips_metric.batch(arrays, [ref_arrays[i // n_k] for i in range(len(arrays))])
-    rmse_ref = [rmse(units[i], refs[chunk[i // n_k]].unit) for i in range(len(arrays))]
-    faithful = [getattr(model, "faithful", lambda p, im: None)(chunk[i // n_k].prompt, images[i])
-                for i in range(len(arrays))]
-    paths = [store.save_image(images[at(s, k)], {"model": spec.model, "prompt": smp.prompt, "seed": smp.seed,
-                                                  "config": arms[k].to_json(), "study": spec.name,
-                                                  "sigmas": sigmas[arms[k]]})
-             for s, smp in enumerate(chunk) for k in range(n_k)]
-    pairs = [(s, arm_index[c.a], arm_index[c.b], c) for s in range(n_s) for c in cells]
-    ab = lpips_metric.batch([arrays[at(s, a)] for s, a, _, _ in pairs], [arrays[at(s, b)] for s, _, b, _ in pairs])
-    items = []
-    for (s, a, b, cell), lpips_ab in zip(pairs, ab):
-        smp, ia, ib = chunk[s], at(s, a), at(s, b)
-        diff = max_abs_diff(arrays[ia], arrays[ib])
-        metrics = {"lpips": lpips_ab, "psnr": psnr(arrays[ia], arrays[ib]), "max_abs_diff": diff,
-                   "lpips_a_ref": to_ref[ia], "lpips_b_ref": to_ref[ib]}
-        pair = dict(pairing=cell.question, model=spec.model, prompt=smp.prompt, seed=smp.seed, config_a=cell.a,
-                    config_b=cell.b, image_a=paths[ia], image_b=paths[ib], metrics=metrics,
-                    sigmas_a=sigmas[cell.a], sigmas_b=sigmas[cell.b], lockstep=True, seconds=0.0)
-        row = dict(question=cell.question, sampler=cell.sampler, steps=cell.steps, prompt=smp.prompt,
-                   seed=smp.seed, ref_key=refs[smp].key, lpips_a_ref=to_ref[ia], lpips_b_ref=to_ref[ib],
-                   rmse_a_ref=rmse_ref[ia], rmse_b_ref=rmse_ref[ib], lpips_ab=lpips_ab, max_abs_diff=diff,
-                   faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]))
-        items.append((pair, row))
-    return items
 
 
 def _bool(value):
