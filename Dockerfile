@@ -1,7 +1,7 @@
 # Hosted demo of Sampler A/B Lab, in the form Hugging Face Spaces expects for docker apps:
 # port 7860, a non-root user (uid 1000), results on the persistent volume /data when it exists.
 # CPU by default; torch's wheel also drives a GPU when the container is given one (--gpus all).
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -11,7 +11,11 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/home/user/venv \
     PATH=/home/user/venv/bin:$PATH
 
-RUN useradd --create-home --uid 1000 user
+# /data and the app folder belong to uid 1000 before USER: a fresh named volume on /data takes the
+# image's ownership, and both builders (classic and BuildKit) leave WORKDIR writable.
+RUN useradd --create-home --uid 1000 user \
+    && mkdir -p /data /home/user/app \
+    && chown 1000:1000 /data /home/user/app
 USER 1000:1000
 WORKDIR /home/user/app
 
@@ -26,4 +30,6 @@ COPY --chown=1000:1000 . .
 RUN python -m comparisons.lpips_weights ensure
 
 EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/config', timeout=4)"]
 CMD ["python", "app.py", "--hosted", "--host", "0.0.0.0", "--port", "7860"]

@@ -3,10 +3,13 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--results results/results.db] [--model embedded] [--share]
 """
 import argparse
+import atexit
 import functools
 import math
 import os
 import secrets
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,10 +32,18 @@ from comparisons.config import (  # noqa: E402
 )
 from comparisons.export import export_csv, pairs_frame, votes_frame  # noqa: E402
 from comparisons.lab import Lab  # noqa: E402
-from comparisons.limits import HostedLimits, RateLimiter, check_caps  # noqa: E402
+from comparisons.limits import (  # noqa: E402
+    GenerationGate,
+    HostedLimits,
+    RateLimiter,
+    check_caps,
+    check_text,
+    client_address,
+    clip,
+)
 from comparisons.report import study_view  # noqa: E402
 from comparisons.stats import by_question  # noqa: E402
-from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError  # noqa: E402
+from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError, VoteRefused  # noqa: E402
 from comparisons.study import run_study  # noqa: E402
 from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
@@ -51,37 +62,58 @@ class Settings:
 
     def __init__(self, args):
         self.model = args.model
+        self.trust_proxy = getattr(args, "trust_proxy", False)
+        self.export_notes = getattr(args, "export_notes", False)
         self.hosted = HostedLimits() if args.hosted else None
+        limits = self.hosted or HostedLimits()
+        self.max_prompt, self.max_note = limits.max_prompt, limits.max_note
         if self.hosted:
             # A hosted demo serves exactly the model it was started with; no name comes from a visitor.
             self.models = [args.model]
             self.max_concurrent, self.queue_size = self.hosted.max_concurrent, self.hosted.queue_size
+            # Keyed on the client address: a visitor picks their own session id, not their address.
             self.generate_limit = RateLimiter(self.hosted.generations_per_minute)
+            self.global_limit = RateLimiter(self.hosted.global_generations_per_minute)
             self.vote_limit = RateLimiter(self.hosted.votes_per_minute)
+            self.gate = GenerationGate(self.hosted.generations_in_flight, self.hosted.max_concurrent)
+            # Generation requests wait at the gate, not in Gradio's queue, so votes never queue behind them.
+            self.generate_workers = 8
         else:
             self.models = ["embedded"] + ([args.model] if args.model != "embedded" else [])
             self.max_concurrent, self.queue_size = args.max_concurrent, args.queue_size
+            self.gate = GenerationGate(per_address=args.queue_size, slots=args.max_concurrent)
+            self.generate_workers = args.max_concurrent
 
-    def admit_generation(self, session, cfg_a, cfg_b):
-        """Hosted caps and rate limit; nothing to check when running locally."""
+    def address(self, request):
+        return client_address(request, self.trust_proxy)
+
+    def admit_generation(self, request, prompt, cfg_a, cfg_b):
+        """Input limits everywhere; hosted caps and rate limits per address and overall."""
+        check_text("prompt", prompt, self.max_prompt)
         if self.hosted:
             check_caps(self.hosted, cfg_a, cfg_b)
-            self.generate_limit.check(session, "generations")
+            self.generate_limit.check(self.address(request), "generations from your address")
+            self.global_limit.check("everyone", "generations in this demo overall")
 
-    def admit_vote(self, session):
+    def generation(self, request):
+        """Hold a place among the generations running (at most a few per address); a context manager."""
+        return self.gate.enter(self.address(request))
+
+    def admit_vote(self, request, note):
+        check_text("note", note, self.max_note)
         if self.hosted:
-            self.vote_limit.check(session, "votes")
+            self.vote_limit.check(self.address(request), "votes from your address")
 
 
 def user_error(exc):
-    """A gr.Error with the message a user can act on."""
-    return gr.Error(str(exc), print_exception=False)
+    """A gr.Error with the message a user can act on (never more than a few lines)."""
+    return gr.Error(clip(str(exc), 400), print_exception=False)
 
 
 def run_checked(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ValueError, KeyError, StoreError) as exc:
+    except (ConfigError, ValueError, KeyError, StoreError, VoteRefused) as exc:
         raise user_error(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc) from exc
 
 
@@ -112,20 +144,21 @@ def panel_config(values):
     return SamplerConfig.from_dict(dict(zip(PANEL_FIELDS, values)))
 
 
-def generate_pair_ui(lab, settings, session, prompt, seed, model, pairing, steps, sampler, guidance, *panels,
+def generate_pair_ui(lab, settings, request, prompt, seed, model, pairing, steps, sampler, guidance, *panels,
                      progress):
-    """Run a blind pair and fill every view of it at once."""
+    """Run a blind pair, serve it to this session, and fill every view of it at once."""
     if model not in settings.models:
-        raise user_error(ValueError(f"unknown model {model!r}; choose one of {', '.join(settings.models)}"))
+        raise user_error(ValueError(f"unknown model {clip(repr(model))}; choose one of {', '.join(settings.models)}"))
     n = len(PANEL_FIELDS)
 
     def build():
         a = panel_config(panels[:n]) if pairing == CUSTOM else None
         b = panel_config(panels[n:]) if pairing == CUSTOM else None
         cfg_a, cfg_b = configs_for(pairing, steps, sampler, SamplerConfig(guidance_scale=guidance), a, b)
-        settings.admit_generation(session, cfg_a, cfg_b)
-        return new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, model=model,
-                        progress=lambda done, total: progress(done / total, desc="sampling both arms"))
+        settings.admit_generation(request, prompt, cfg_a, cfg_b)
+        with settings.generation(request):
+            return new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, request.session_hash, model=model,
+                            progress=lambda done, total: progress(done / total, desc="sampling both arms"))
 
     out = run_checked(build)
     left, right = out["left"], out["right"]
@@ -138,10 +171,10 @@ def generate_pair_ui(lab, settings, session, prompt, seed, model, pairing, steps
 
 
 def vote_ui(lab, settings, choice, pair_id, note, request):
-    """Record one blind vote and reveal the configs."""
+    """Record one blind vote on the pair served to this session and reveal the configs."""
     if not pair_id:
         raise user_error(ValueError("generate a pair first"))
-    run_checked(settings.admit_vote, request.session_hash)
+    run_checked(settings.admit_vote, request, note)
     try:
         vote = run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
     except DuplicateVote as exc:
@@ -192,7 +225,7 @@ def build_compare_tab(lab, settings):
     # Gradio injects gr.Request / gr.Progress only into plain positional parameters of plain functions,
     # hence closures (not partials) with those parameters first.
     def on_generate(request: gr.Request, progress=gr.Progress(), *values):
-        return generate_pair_ui(lab, settings, request.session_hash, *values, progress=progress)
+        return generate_pair_ui(lab, settings, request, *values, progress=progress)
 
     def vote_handler(choice):
         def on_vote(pair_id, note, request: gr.Request):
@@ -205,7 +238,7 @@ def build_compare_tab(lab, settings):
         [prompt, seed, model, pairing, steps, sampler, guidance, *panel_a, *panel_b],
         [pair_id, pair_view, flicker, slider, diff_map, lpips_map, metrics, plot, schedules, reveal, status,
          *buttons.values()],
-        concurrency_id="generate", concurrency_limit=settings.max_concurrent, api_visibility="private")
+        concurrency_id="generate", concurrency_limit=settings.generate_workers, api_visibility="private")
     for choice, button in buttons.items():
         button.click(vote_handler(choice), [pair_id, note], vote_outputs,
                      concurrency_id="vote", concurrency_limit=64, api_visibility="private")
@@ -304,19 +337,38 @@ def build_study_tab(lab, settings):
 
 # ---- Results tab -----------------------------------------------------------------------------------
 
-def refresh_results(lab, export_dir):
-    """Tables, statistics and fresh CSV files for the download buttons, from one read of the store."""
-    pairs, votes = lab.store.pairs(), lab.store.votes()
-    pairs_csv, votes_csv = export_csv(lab.store, export_dir, pairs, votes)
-    # A study's pairs are read in its own tab; this table lists the pairs made here and by sweep.
-    study_pairs = {r["pair_id"] for r in lab.store.study_pair_ids()}
-    own = [p for p in pairs if p["pair_id"] not in study_pairs]
-    shown = pairs_frame(own)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
-                              "max_abs_diff", "created"]]
-    return views.stats_frame(by_question(votes)), shown, votes_frame(votes), str(pairs_csv), str(votes_csv)
+PER_PAGE = 50
 
 
-def build_results_tab(lab, export_dir):
+def export_files(lab, settings, export_dir):
+    """pairs.csv and votes.csv; hosted: session ids as salted hashes and no notes (unless --export-notes)."""
+    hosted = settings.hosted is not None
+    return export_csv(lab.store, export_dir, salt=lab.store.salt() if hosted else None,
+                      notes=settings.export_notes or not hosted)
+
+
+def refresh_results(lab, settings, export_dir, pairs_page=1, votes_page=1):
+    """Statistics for everyone; hosted: nothing else. Locally: one page of pairs and of votes, and CSVs."""
+    stats = views.stats_frame(by_question(lab.store.votes()))
+    pairs_csv, votes_csv = export_files(lab, settings, export_dir)
+    if settings.hosted:
+        return stats, None, None, "", "", str(pairs_csv), str(votes_csv)
+    pairs, n_pairs = lab.store.pairs_page(_page(pairs_page) - 1, PER_PAGE)
+    votes, n_votes = lab.store.votes_page(_page(votes_page) - 1, PER_PAGE)
+    shown = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
+                                "max_abs_diff", "created"]]
+    return (stats, shown, votes_frame(votes), views.page_note(_page(pairs_page), PER_PAGE, n_pairs, "pairs"),
+            views.page_note(_page(votes_page), PER_PAGE, n_votes, "votes"), str(pairs_csv), str(votes_csv))
+
+
+def _page(value):
+    try:
+        return max(1, int(value or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def build_results_tab(lab, settings, export_dir):
     with gr.Tab("Results") as tab:
         refresh = gr.Button("Refresh", elem_id="refresh-results")
         gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
@@ -324,15 +376,22 @@ def build_results_tab(lab, export_dir):
         with gr.Row():
             pairs_button = gr.DownloadButton("pairs.csv", elem_id="download-pairs")
             votes_button = gr.DownloadButton("votes.csv", elem_id="download-votes")
-        gr.Markdown("#### Pairs")
-        pairs = gr.Dataframe(elem_id="pairs-table", interactive=False)
-        gr.Markdown("#### Votes")
-        votes = gr.Dataframe(elem_id="votes-table", interactive=False)
-    outputs = [stats, pairs, votes, pairs_button, votes_button]
-    handler = functools.partial(refresh_results, lab, export_dir)
-    refresh.click(handler, None, outputs, api_visibility="private")
-    tab.select(handler, None, outputs, api_visibility="private")
-    return handler, outputs
+        # A public demo shows aggregates only: no pair ids, sessions or other people's notes.
+        with gr.Column(visible=settings.hosted is None):
+            gr.Markdown("#### Pairs made here and by sweep (a study's pairs are in the Study tab)")
+            pairs_page = gr.Number(1, label="pairs page", precision=0, minimum=1, elem_id="pairs-page")
+            pairs_note = gr.Markdown(elem_id="pairs-page-note")
+            pairs = gr.Dataframe(elem_id="pairs-table", interactive=False)
+            gr.Markdown("#### Votes")
+            votes_page = gr.Number(1, label="votes page", precision=0, minimum=1, elem_id="votes-page")
+            votes_note = gr.Markdown(elem_id="votes-page-note")
+            votes = gr.Dataframe(elem_id="votes-table", interactive=False)
+    outputs = [stats, pairs, votes, pairs_note, votes_note, pairs_button, votes_button]
+    handler = functools.partial(refresh_results, lab, settings, export_dir)
+    for trigger in (refresh.click, tab.select, pairs_page.submit, votes_page.submit):
+        trigger(handler, [pairs_page, votes_page], outputs, api_visibility="private", concurrency_id="read",
+                concurrency_limit=16)
+    return handler, [pairs_page, votes_page], outputs
 
 
 # ---- API ------------------------------------------------------------------------------------------
@@ -342,52 +401,60 @@ def build_api(lab, settings, export_dir):
 
     def generate_pair(prompt: str, seed: float, pairing: str, steps: float, sampler: str,
                       request: gr.Request) -> dict:
-        """Run a blind pair; returns pair_id and the two images as shown (left, right) as PNG data URLs."""
+        """Run a blind pair served to this session; returns pair_id (this serving's id, the one /vote takes)
+        and the two images as shown (left, right) as PNG data URLs."""
         if pairing == CUSTOM:
             raise user_error(ValueError("the API takes a preset pairing: " + ", ".join(PAIRINGS)))
         cfg_a, cfg_b = run_checked(configs_for, pairing, steps, sampler)
-        run_checked(settings.admit_generation, request.session_hash, cfg_a, cfg_b)
-        out = run_checked(new_pair, lab, prompt, seed, cfg_a, cfg_b, pairing, settings.model)
+        run_checked(settings.admit_generation, request, prompt, cfg_a, cfg_b)
+        with settings.generation(request):
+            out = run_checked(new_pair, lab, prompt, seed, cfg_a, cfg_b, pairing, request.session_hash,
+                              settings.model)
         m = out["metrics"]
         return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]),
                 "right": views.data_url(out["right"]), "lpips": m["lpips"], "ssim": m["ssim"],
                 "psnr": None if math.isinf(m["psnr"]) else m["psnr"], "identical": m["max_abs_diff"] == 0}
 
     def vote(pair_id: str, choice: str, note: str, request: gr.Request) -> dict:
-        """Record a blind vote (left/right/tie/both_bad); returns what was recorded and the reveal."""
-        run_checked(settings.admit_vote, request.session_hash)
+        """Record a blind vote (left/right/tie/both_bad) on a pair served to this session; returns what was
+        recorded and the reveal."""
+        run_checked(settings.admit_vote, request, note)
         try:
             return run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
         except DuplicateVote as exc:
             raise user_error(exc) from exc
 
     gr.api(generate_pair, api_name="generate_pair", concurrency_id="generate",
-           concurrency_limit=settings.max_concurrent)
+           concurrency_limit=settings.generate_workers)
     gr.api(vote, api_name="vote", concurrency_id="vote", concurrency_limit=64)
     export_file = gr.File(visible=False)
     export_trigger = gr.Button(visible=False)
-    export_trigger.click(lambda: str(export_csv(lab.store, export_dir)[1]), None, export_file,
-                         api_name="export_votes")
+    export_trigger.click(lambda: str(export_files(lab, settings, export_dir)[1]), None, export_file,
+                         api_name="export_votes", concurrency_id="read", concurrency_limit=16)
 
 
 def build_app(lab, settings):
-    with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False) as demo:
+    # Gradio's file cache holds every image it served: files older than an hour are deleted hourly.
+    with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations. Sides are "
                     "randomized and hidden until you vote.")
-        # One export folder per server, rewritten in place: downloads never pile up temporary folders.
+        # One export folder per server, rewritten in place and removed at exit.
         export_dir = Path(tempfile.mkdtemp(prefix="ab-lab-export-"))
+        atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
         compare = build_compare_tab(lab, settings)
         build_study_tab(lab, settings)
-        refresh, outputs = build_results_tab(lab, export_dir)
+        refresh, pages, outputs = build_results_tab(lab, settings, export_dir)
         build_api(lab, settings, export_dir)
-        demo.load(refresh, None, outputs, api_visibility="private")
+        # Page loads and results run apart from generations: they never wait behind them.
+        demo.load(refresh, pages, outputs, api_visibility="private", concurrency_id="read", concurrency_limit=16)
 
         def on_load(request: gr.Request):
             return open_stored_pair(lab, request)
 
         demo.load(on_load, None, [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
-                  api_visibility="private")
+                  api_visibility="private", concurrency_id="read", concurrency_limit=16)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
+    demo.export_dir = export_dir
     return demo
 
 
@@ -409,7 +476,11 @@ def parse_args(argv=None):
     p.add_argument("--max-concurrent", type=int, default=1, help="generations run at once")
     p.add_argument("--queue-size", type=int, default=64, help="requests waiting at most")
     p.add_argument("--hosted", action="store_true",
-                   help="public demo: steps <= 100, per-session rate limits, bounded queue, fixed model")
+                   help="public demo: steps <= 100, rate limits per client address, aggregates only, fixed model")
+    p.add_argument("--trust-proxy", action="store_true",
+                   help="key rate limits on X-Forwarded-For's first address (only behind a proxy that sets it, "
+                        "such as Hugging Face Spaces)")
+    p.add_argument("--export-notes", action="store_true", help="hosted: include voters' notes in exported votes")
     args = p.parse_args(argv)
     if args.results is None:
         args.results = str(HOSTED_RESULTS if args.hosted and HOSTED_RESULTS.parent.parent.is_dir() else DEFAULT_PATH)
@@ -423,9 +494,16 @@ def main(argv=None):
         lab.model(args.model)  # load before serving: a bad model name fails here, not for the first user
         lab.lpips()
     except Exception as exc:  # noqa: BLE001 - any start-up failure is reported in one line
-        sys.exit(f"error: {exc}")
+        hint = ""
+        if isinstance(exc, StoreError) and str(args.results).startswith("/data/"):
+            hint = (" — the volume mounted on /data must be writable by uid 1000: use a fresh named volume "
+                    "(docker run -v ab-lab-data:/data ...) or `chown -R 1000:1000` the host folder")
+        sys.exit(f"error: {exc}{hint}")
     demo = build_app(lab, Settings(args))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"],
+    # SIGTERM (docker stop, a supervisor) exits like Ctrl-C, so exit handlers remove the export folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Threads for votes and page loads beyond the ones generations may hold while they wait their turn.
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], max_threads=64,
                 prevent_thread_lock=True, **launch_kwargs())
     if args.share and not demo.share_url:
         demo.close()

@@ -2,6 +2,7 @@
 import secrets
 
 from .config import CUSTOM, ConfigError, SamplerConfig, make_pair
+from .store import VoteRefused
 
 CHOICES = ("left", "right", "tie", "both_bad")
 
@@ -31,14 +32,17 @@ def _whole(value, name):
     return int(number)
 
 
-def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, model="embedded", progress=None):
-    """Run and store a pair with a fresh random side assignment; returns the blind view of it."""
+def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded", progress=None):
+    """Run, store and serve a pair to `session` with a fresh random side assignment; the blind view.
+
+    `pair_id` in the result is the serving's unguessable id: only this session can vote with it.
+    """
     shown_left = "A" if secrets.randbelow(2) == 0 else "B"
     out = lab.compare(prompt, seed, cfg_a, cfg_b, pairing=pairing, model=model, progress=progress,
                       shown_left=shown_left)
     arms = {"A": out["run"].a, "B": out["run"].b}
     return {
-        "pair_id": out["pair_id"],
+        "pair_id": lab.store.serve(out["pair_id"], session, shown_left),
         "left": arms[shown_left].image,
         "right": arms[other(shown_left)].image,
         "metrics": out["metrics"],
@@ -58,16 +62,20 @@ def winner_of(choice, shown_left):
     return choice
 
 
-def cast_vote(store, pair_id, choice, session, note=""):
-    """Record a blind vote; returns the vote and the reveal (which side was which, both configs)."""
-    pair = store.pair(str(pair_id or ""))
-    if pair is None:
-        raise ConfigError("unknown pair id; generate a pair first")
-    if pair["shown_left"] is None:
-        raise ConfigError("this pair was never shown blind (it comes from a sweep); generate a new pair")
-    winner = winner_of(choice, pair["shown_left"])
-    vote = store.record_vote(pair["pair_id"], winner, pair["shown_left"], session, note)
-    return {**vote, "choice": choice, "reveal": reveal(pair)}
+def cast_vote(store, serve_id, choice, session, note=""):
+    """Record a blind vote on a pair served to `session`; returns the vote and the reveal.
+
+    Refused, with nothing written, for a pair this session was not served (whoever made it) and for a
+    second vote on the same pair.
+    """
+    served = store.served(str(serve_id or ""))
+    if served is None or served["session"] != session:
+        raise VoteRefused("this pair was not served to you; vote on the pairs this page shows you")
+    pair = store.pair(served["pair_id"])
+    winner = winner_of(choice, served["shown_left"])
+    vote = store.record_vote(pair["pair_id"], winner, served["shown_left"], session, note)
+    shown = {**pair, "shown_left": served["shown_left"]}
+    return {**vote, "pair_id": serve_id, "choice": choice, "reveal": reveal(shown)}
 
 
 def reveal(pair):

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from sampler_lib import SAMPLERS
 
-from .config import CUSTOM, MAX_STEPS, PAIRINGS, ConfigError, SamplerConfig, make_pair
+from .config import CUSTOM, MAX_STEPS, PAIRINGS, ConfigError, SamplerConfig, make_pair, schedule
+from .limits import clip
 from .store import DEFAULT_PATH, ResultsStore, StoreError
 
 MAX_SEEDS = 100_000
+MAX_SEED = 2 ** 63 - 1
 
 
 class UsageError(ValueError):
@@ -26,8 +28,10 @@ def parse_seeds(text):
     for part in str(text).split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
-            raise UsageError(f"malformed seed range {text!r}; write e.g. 0-31 or 0,3,7-9")
+            raise UsageError(f"malformed seed range {clip(repr(text))}; write e.g. 0-31 or 0,3,7-9")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi > MAX_SEED:
+            raise UsageError(f"seeds must be at most {MAX_SEED} (2**63 - 1); got {clip(str(hi))}")
         if hi < lo:
             raise UsageError(f"seed range {part.strip()!r} runs backwards; write the smaller seed first")
         if hi - lo + 1 + len(seeds) > MAX_SEEDS:
@@ -41,7 +45,7 @@ def parse_steps(text):
     steps = set()
     for part in str(text).split(","):
         if not re.fullmatch(r"\s*\d+\s*", part):
-            raise UsageError(f"malformed --steps {text!r}; write step counts such as 4,7,10,25")
+            raise UsageError(f"malformed --steps {clip(repr(text))}; write step counts such as 4,7,10,25")
         n = int(part)
         if not 1 <= n <= MAX_STEPS:
             raise UsageError(f"--steps must be between 1 and {MAX_STEPS} (got {n})")
@@ -147,7 +151,7 @@ def sweep_configs(args):
 def _existing_store(path):
     if not Path(path).is_file():
         raise UsageError(f"no results file at {path}; run a sweep first or pass --results")
-    return ResultsStore(path)
+    return ResultsStore(path, readonly=True)
 
 
 def cmd_sweep(args, out):
@@ -158,8 +162,11 @@ def cmd_sweep(args, out):
     pairing, cfg_a, cfg_b = sweep_configs(args)
     seeds = parse_seeds(args.seeds)
     model = load_model_or_fail(args.model)
+    den = model.denoiser("off")
     for cfg in (cfg_a, cfg_b):
         model.condition(args.prompt, cfg.guidance_scale)  # bad prompt words fail before any file is made
+        schedule(cfg, float(den.sigma_min), float(den.sigma_max))  # so does a schedule that cannot be built
+    check_writable(args.results, "results file", "--results")
     lab = Lab(args.results, lpips_weights=args.lpips_weights, load=lambda name: model)
     lab.lpips()
     rows = []

@@ -12,9 +12,15 @@ from sampler_lib import (
     penultimate_sigma_min,
 )
 
+from .limits import clip
+
 SCHEDULES = ("karras", "exponential", "polyexponential")
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000
+RHO_RANGE = (0.5, 50.0)            # Karras rho; polyexponential: the ramp's degree, at most POLY_RHO_MAX
+POLY_RHO_MAX = 2.0                 # a steeper polyexponential ramp repeats sigma_min in float32 (1000 steps)
+SIGMA_MIN_RANGE = (1e-4, 0.5)      # an explicit sigma_min stays below 1 ...
+SIGMA_MAX_RANGE = (2.0, 1000.0)    # ... and an explicit sigma_max above it, so min < max for any model
 
 
 class ConfigError(ValueError):
@@ -56,18 +62,19 @@ class SamplerConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config field(s) {clip(', '.join(unknown))}; known: {', '.join(sorted(names))}")
         try:
             return replace(base or cls(), **data)
         except TypeError as exc:
-            raise ConfigError(f"bad config: {exc}") from exc
+            raise ConfigError(f"bad config: {clip(exc)}") from exc
 
     @classmethod
     def from_json(cls, text, base=None):
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError) as exc:
-            raise ConfigError(f"config is not valid JSON ({exc}); write e.g. '{{\"quantize\": \"paper\"}}'") from exc
+            raise ConfigError(f"config is not valid JSON ({clip(exc)}); "
+                              "write e.g. '{\"quantize\": \"paper\"}'") from exc
         return cls.from_dict(data, base)
 
     def sampler_kwargs(self):
@@ -85,7 +92,7 @@ def _number(cfg, name, lo=None, hi=None, integer=False, optional=False):
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number (got {value!r})")
+        raise ConfigError(f"{name} must be a number (got {clip(repr(value))})")
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be finite (got {value})")
     if integer and int(value) != value:
@@ -100,21 +107,34 @@ def validate(cfg):
     for name, allowed in (("sampler", tuple(SAMPLERS)), ("schedule", SCHEDULES),
                           ("sigma_min_rule", SIGMA_MIN_RULES), ("quantize", QUANTIZE_MODES)):
         if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(allowed)}")
+            raise ConfigError(f"unknown {name} {clip(repr(getattr(cfg, name)))}; choose one of {', '.join(allowed)}")
+    # Bounds chosen so that every config that validates samples: a finite, descending schedule for any
+    # model whose sigmas span 1 (SD: 0.0292 .. 14.6; EDM: 0.002 .. 80), checked by a property test.
     _number(cfg, "steps", 1, MAX_STEPS, integer=True)
-    _number(cfg, "rho", 1e-3)
-    _number(cfg, "sigma_min", 1e-6, optional=True)
-    _number(cfg, "sigma_max", 1e-6, optional=True)
-    _number(cfg, "s_churn", 0)
-    _number(cfg, "s_tmin", 0)
-    _number(cfg, "s_tmax", 0, optional=True)
-    _number(cfg, "s_noise", 0)
-    _number(cfg, "eta", 0)
+    _number(cfg, "rho", RHO_RANGE[0], RHO_RANGE[1])
+    _number(cfg, "sigma_min", SIGMA_MIN_RANGE[0], SIGMA_MIN_RANGE[1], optional=True)
+    _number(cfg, "sigma_max", SIGMA_MAX_RANGE[0], SIGMA_MAX_RANGE[1], optional=True)
+    _number(cfg, "s_churn", 0, 1000)
+    _number(cfg, "s_tmin", 0, 1000)
+    _number(cfg, "s_tmax", 0, 1000, optional=True)
+    _number(cfg, "s_noise", 0, 10)
+    _number(cfg, "eta", 0, 10)
     _number(cfg, "guidance_scale", 0, 100)
+    if cfg.schedule == "polyexponential" and cfg.rho > POLY_RHO_MAX:
+        raise ConfigError(f"rho must be at most {POLY_RHO_MAX} for the polyexponential schedule (got {cfg.rho}); "
+                          "steeper ramps put several steps on the same sigma")
+    if cfg.s_tmax is not None and cfg.s_tmin > cfg.s_tmax:
+        raise ConfigError(f"s_tmin ({cfg.s_tmin}) must not exceed s_tmax ({cfg.s_tmax}); churn acts for sigma in "
+                          "[s_tmin, s_tmax]")
     if not isinstance(cfg.final_zero, bool):
-        raise ConfigError(f"final_zero must be true or false (got {cfg.final_zero!r})")
-    if cfg.sigma_min_rule == "penultimate_steps" and cfg.steps < 2:
-        raise ConfigError("sigma_min_rule 'penultimate_steps' needs steps >= 2")
+        raise ConfigError(f"final_zero must be true or false (got {clip(repr(cfg.final_zero))})")
+    if cfg.sigma_min is not None and cfg.sigma_max is not None and cfg.sigma_min >= cfg.sigma_max:
+        raise ConfigError(f"sigma_min ({cfg.sigma_min}) must be smaller than sigma_max ({cfg.sigma_max})")
+    # The next-to-last point of a 2-point ramp is sigma_max itself: no schedule is left.
+    least = {"penultimate_steps_plus_1": 2, "penultimate_steps": 3}.get(cfg.sigma_min_rule, 1)
+    if cfg.steps < least:
+        raise ConfigError(f"sigma_min_rule {cfg.sigma_min_rule!r} needs steps >= {least} (got {cfg.steps}); its "
+                          "sigma_min would equal sigma_max")
 
 
 def schedule(cfg, model_sigma_min, model_sigma_max):
@@ -159,7 +179,7 @@ CUSTOM = "custom"
 def make_pair(pairing, base=None):
     """(config A, config B) of a preset over a base config."""
     if pairing not in PAIRINGS:
-        raise ConfigError(f"unknown pairing {pairing!r}; choose one of {', '.join(PAIRINGS)}")
+        raise ConfigError(f"unknown pairing {clip(repr(pairing))}; choose one of {', '.join(PAIRINGS)}")
     base = base or SamplerConfig()
     a, b = PAIRINGS[pairing]
     return SamplerConfig.from_dict(a, base), SamplerConfig.from_dict(b, base)

@@ -1,4 +1,5 @@
 """CSV export of pairs and votes (pandas), safe to open in a spreadsheet."""
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -11,12 +12,13 @@ PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "config_a", "co
                 "image_a", "image_b", "lockstep", "seconds", "created"]
 VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "session", "note", "created",
                 "config_a", "config_b"]
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@")
 
 
 def escape_cell(value):
-    """Prefix text a spreadsheet would run as a formula with a quote (OWASP CSV injection)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
+    """Prefix text a spreadsheet would run as a formula with a quote (OWASP CSV injection): its first
+    non-blank character is = + - @, or it starts with a tab or carriage return."""
+    if isinstance(value, str) and (value.startswith(("\t", "\r")) or value.lstrip().startswith(FORMULA_START)):
         return "'" + value
     return value
 
@@ -35,24 +37,37 @@ def pairs_frame(pairs):
     return _frame(pairs, PAIR_COLUMNS)
 
 
-def votes_frame(votes):
-    """ResultsStore.votes() rows as the votes.csv table."""
-    return _frame(votes, VOTE_COLUMNS)
+def votes_frame(votes, salt=None, notes=True):
+    """ResultsStore.votes() rows as the votes.csv table; with `salt`, session ids as salted hashes."""
+    frame = _frame(votes, VOTE_COLUMNS)
+    if salt is not None:
+        frame["session"] = [hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in frame["session"]]
+    return frame if notes else frame.drop(columns=["note"])
 
 
-def write_csv(frame, path):
-    """Write through a unique temporary file and a rename: readers and concurrent writers never see half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(fd)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+def export_csv(store, out_dir, pairs=None, votes=None, salt=None, notes=True):
+    """Write pairs.csv and votes.csv into out_dir, both or neither (rows read from the store unless given).
 
-
-def export_csv(store, out_dir, pairs=None, votes=None):
-    """Write pairs.csv and votes.csv into out_dir (rows read from the store unless given); their paths."""
+    Each is written to a temporary file first and renamed into place only once both are complete;
+    nothing named *.partial is left behind, and the files are readable by all (0644).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = store.pairs() if pairs is None else pairs
     votes = store.votes() if votes is None else votes
-    return [write_csv(pairs_frame(pairs), out_dir / "pairs.csv"), write_csv(votes_frame(votes), out_dir / "votes.csv")]
+    frames = {"pairs.csv": pairs_frame(pairs), "votes.csv": votes_frame(votes, salt, notes)}
+    temps = {}
+    try:
+        for name, frame in frames.items():
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=name, suffix=".partial")
+            os.close(fd)
+            temps[name] = tmp
+            frame.to_csv(tmp, index=False)
+            os.chmod(tmp, 0o644)
+        for name, tmp in temps.items():
+            os.replace(tmp, out_dir / name)
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return [out_dir / name for name in frames]

@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import secrets
 import sqlite3
 import tempfile
 import time
@@ -94,6 +95,19 @@ MIGRATIONS = [
     );
     CREATE INDEX study_rows_by_pair ON study_rows(pair_id)
     """,
+    # v4: a vote belongs to a pair served to that session. Each serving gets an unguessable id; a
+    # pair made by sweep or study can be voted on only once the app has served it.
+    """
+    CREATE TABLE served (
+        serve_id TEXT PRIMARY KEY,
+        pair_id TEXT NOT NULL REFERENCES pairs(pair_id),
+        session TEXT NOT NULL,
+        shown_left TEXT NOT NULL CHECK (shown_left IN ('A', 'B')),
+        created REAL NOT NULL,
+        UNIQUE (pair_id, session)
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 ]
 STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
                     "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
@@ -108,12 +122,30 @@ class DuplicateVote(ValueError):
     """This session already voted on this pair."""
 
 
+class VoteRefused(ValueError):
+    """A vote on a pair that was not served to the voter's session; nothing is written."""
+
+
 class ResultsStore:
     """Pairs and votes in SQLite; several processes may write at once (WAL, immediate transactions)."""
 
-    def __init__(self, path=DEFAULT_PATH):
+    def __init__(self, path=DEFAULT_PATH, readonly=False):
         self.path = Path(path)
         self.image_dir = self.path.parent / "images"
+        self.readonly = readonly
+        if readonly:
+            # stats and export only read: they work on a file nobody may write, and change nothing.
+            if not self.path.is_file():
+                raise StoreError(f"no results file at {self.path}; run a sweep first or pass --results")
+            try:
+                version = self._read("PRAGMA user_version")[0]["user_version"]
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"results file {self.path} is not a usable results database ({exc}); "
+                                 "choose another --results path") from exc
+            if version != len(MIGRATIONS):
+                raise StoreError(f"results file {self.path} has schema {version}, this version reads "
+                                 f"{len(MIGRATIONS)}; open it once with the app or a sweep to upgrade it")
+            return
         if self.path.is_dir():
             raise StoreError(f"results path {self.path} is a folder; name a file such as {self.path}/results.db")
         try:
@@ -126,6 +158,13 @@ class ResultsStore:
         self._migrate()
 
     def _connect(self):
+        if self.readonly:
+            writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+            # immutable=1 where nothing may be written (not even WAL's shared-memory file).
+            uri = f"{self.path.absolute().as_uri()}?mode=ro" + ("" if writable else "&immutable=1")
+            conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            return conn
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 60000")
@@ -254,8 +293,18 @@ class ResultsStore:
                           "JOIN pairs p USING (pair_id) WHERE r.study_id = ? "
                           "ORDER BY question, sampler, steps, prompt, seed", (study_id,))
 
-    def study_pair_ids(self):
-        return self._read("SELECT pair_id FROM study_rows")
+    def pairs_page(self, page, per_page=50):
+        """(one page of the pairs made in the app or by sweep, newest first; how many there are)."""
+        where = "WHERE pair_id NOT IN (SELECT pair_id FROM study_rows)"
+        rows = self._read(f"SELECT * FROM pairs {where} ORDER BY created DESC, pair_id LIMIT ? OFFSET ?",
+                          (per_page, max(0, page) * per_page))
+        return rows, self._read(f"SELECT COUNT(*) AS n FROM pairs {where}")[0]["n"]
+
+    def votes_page(self, page, per_page=50):
+        """(one page of the votes, newest first; how many there are)."""
+        rows = self._read("SELECT v.*, p.pairing, p.config_a, p.config_b FROM votes v JOIN pairs p USING (pair_id) "
+                          "ORDER BY v.vote_id DESC LIMIT ? OFFSET ?", (per_page, max(0, page) * per_page))
+        return rows, self._read("SELECT COUNT(*) AS n FROM votes")[0]["n"]
 
     def study_row(self, pair_id):
         """The study row a pair belongs to, or None for pairs made in the app or by sweep."""
@@ -310,6 +359,42 @@ class ResultsStore:
             raise DuplicateVote("this session has already voted on this pair; generate a new pair") from exc
         return {"vote_id": vote_id, "pair_id": pair_id, "winner": winner, "left": left, "session": session,
                 "note": note}
+
+    def serve(self, pair_id, session, shown_left):
+        """Record that `pair_id` is shown to `session` with `shown_left` on the left; the serving's id.
+
+        Serving the same pair to the same session again returns the first serving (same sides).
+        """
+        if shown_left not in SIDES:
+            raise ValueError(f"shown_left must be 'A' or 'B' (got {shown_left!r})")
+        if not session:
+            raise ValueError("a served pair needs a session id")
+        with self._transaction() as conn:
+            row = conn.execute("SELECT serve_id FROM served WHERE pair_id = ? AND session = ?",
+                               (pair_id, session)).fetchone()
+            if row:
+                return row[0]
+            serve_id = secrets.token_hex(16)
+            try:
+                conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created) "
+                             "VALUES (?, ?, ?, ?, ?)", (serve_id, pair_id, session, shown_left, time.time()))
+            except sqlite3.IntegrityError as exc:
+                raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
+            return serve_id
+
+    def served(self, serve_id):
+        rows = self._read("SELECT * FROM served WHERE serve_id = ?", (serve_id,))
+        return rows[0] if rows else None
+
+    def salt(self):
+        """A random salt kept in the results file, for exporting session ids as salted hashes."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
+            if row:
+                return row[0]
+            value = secrets.token_hex(16)
+            conn.execute("INSERT INTO meta (key, value) VALUES ('salt', ?)", (value,))
+            return value
 
     def _read(self, sql, params=()):
         conn = self._connect()

@@ -45,14 +45,14 @@ def free_port():
 class LiveApp:
     """app.py in a subprocess on a free loopback port; stopped by the fixture that started it."""
 
-    def __init__(self, results, *extra):
+    def __init__(self, results, *extra, env=None):
         import os
         import subprocess
         import sys
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.results = results
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
         Path(results).parent.mkdir(parents=True, exist_ok=True)
         self.log = open(Path(results).parent / "app.log", "a")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),

@@ -32,7 +32,7 @@ def test_generate_vote_duplicate_export(live_app):
     with pytest.raises(Exception, match="already voted"):
         c.predict(out["pair_id"], "left", "", api_name="/vote")
     votes = pd.read_csv(c.predict(api_name="/export_votes"))
-    mine = votes[votes["pair_id"] == out["pair_id"]]
+    mine = votes[votes["session"] == c.session_hash]
     assert len(mine) == 1 and mine["winner"].iloc[0] == vote["winner"] and mine["note"].iloc[0] == "sharper edges"
     assert mine["left_config"].iloc[0] == vote["reveal"]["left"]
 
@@ -56,21 +56,39 @@ def test_bad_inputs_are_refused_and_nothing_recorded(live_app, args, message):
 
 def test_bad_votes(live_app):
     c = client(live_app)
-    with pytest.raises(Exception, match="unknown pair"):
+    with pytest.raises(Exception, match="not served to you"):
         c.predict("nope", "left", "", api_name="/vote")
     out = c.predict("a red circle", 2, "final-zero", 4, "euler", api_name="/generate_pair")
     with pytest.raises(Exception, match="choice must be one of"):
         c.predict(out["pair_id"], "up", "", api_name="/vote")
 
 
+def test_votes_count_only_on_pairs_served_to_the_voter(live_app):
+    """20 fresh sessions cannot vote on one visitor's pair; each visitor's own vote counts once."""
+    owner = client(live_app)
+    out = owner.predict("a green ring", 9, "sigma-min", 4, "heun", api_name="/generate_pair")
+    store = ResultsStore(live_app.results)
+    before = len(store.votes())
+    for other in [client(live_app) for _ in range(20)]:
+        with pytest.raises(Exception, match="not served to you"):
+            other.predict(out["pair_id"], "left", "forged", api_name="/vote")
+    assert len(store.votes()) == before
+    owner.predict(out["pair_id"], "tie", "", api_name="/vote")
+    assert len(store.votes()) == before + 1
+
+
 def test_concurrent_voters_lose_no_vote(live_app):
+    """24 sessions, each served the same stored pair, vote at once: 24 votes, one per session."""
     out = client(live_app).predict("a green ring", 9, "sigma-min", 4, "heun", api_name="/generate_pair")
+    store = ResultsStore(live_app.results)
+    first = store.served(out["pair_id"])
     voters = [client(live_app) for _ in range(24)]
+    served = [store.serve(first["pair_id"], c.session_hash, "A" if i % 2 else "B") for i, c in enumerate(voters)]
     errors = []
 
     def vote(c, i):
         try:
-            c.predict(out["pair_id"], ("left", "right", "tie", "both_bad")[i % 4], f"v{i}", api_name="/vote")
+            c.predict(served[i], ("left", "right", "tie", "both_bad")[i % 4], f"v{i}", api_name="/vote")
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -80,8 +98,11 @@ def test_concurrent_voters_lose_no_vote(live_app):
     for t in threads:
         t.join(120)
     assert not errors
-    votes = [v for v in ResultsStore(live_app.results).votes() if v["pair_id"] == out["pair_id"]]
+    votes = [v for v in store.votes() if v["pair_id"] == first["pair_id"]]
     assert len(votes) == 24 and len({v["session"] for v in votes}) == 24
+    # The side each session was shown is stored with its vote.
+    assert {v["session"]: v["left_config"] for v in votes} == {c.session_hash: "A" if i % 2 else "B"
+                                                               for i, c in enumerate(voters)}
     # The server is still answering after the burst.
     assert client(live_app).predict("a red circle", 1, "final-zero", 3, "euler", api_name="/generate_pair")
 

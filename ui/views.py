@@ -133,3 +133,11 @@ def stored_pair_markdown(pair, study_row=None):
                      f"LPIPS(A, B) {study_row['lpips_ab']:.4g} · max |Δ| {study_row['max_abs_diff']}/255")
     lines.append("Votes are only taken on pairs served blind: generate a pair to vote.")
     return "\n\n".join(lines)
+
+
+def page_note(page, per_page, total, what):
+    """'page 2 of 7 (301–350 of 312 pairs)'."""
+    pages = max(1, math.ceil(total / per_page))
+    first, last = (page - 1) * per_page + 1, min(total, page * per_page)
+    shown = f"{first}–{last} of {total}" if total and first <= total else f"none of {total}"
+    return f"page {min(page, pages) if total else 1} of {pages} ({shown} {what}, newest first)"

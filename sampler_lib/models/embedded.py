@@ -13,6 +13,11 @@ from .shapes import COLORS, NUM_CLASSES, SHAPES, classify, label_of
 from .unet import UNet
 
 WEIGHTS_DIR = Path(__file__).parent / "embedded"
+
+
+def _clip(text, limit=80):
+    """What an error message quotes of a user's text: at most 80 characters."""
+    return text if len(text) <= limit else text[:limit] + "…"
 ARTICLES = {"a", "an", "the"}
 
 # Architecture trained by train_embedded (diffusers UNet2DModel); label NUM_CLASSES is the empty
@@ -95,11 +100,11 @@ class EmbeddedModel:
             elif word in SHAPES and shape is None:
                 shape = word
             else:
-                raise ValueError(f"prompt word {word!r} is not understood; use one colour "
+                raise ValueError(f"prompt word {_clip(word)!r} is not understood; use one colour "
                                  f"({', '.join(COLORS)}) and one shape ({', '.join(SHAPES)}), "
                                  "e.g. 'a red circle'")
         if (colour is None) != (shape is None):
-            raise ValueError(f"prompt {prompt!r} needs both a colour ({', '.join(COLORS)}) and a shape "
+            raise ValueError(f"prompt {_clip(prompt)!r} needs both a colour ({', '.join(COLORS)}) and a shape "
                              f"({', '.join(SHAPES)}), e.g. 'a red circle'")
         return colour, shape
 

@@ -1,0 +1,310 @@
+"""Votes nobody can forge, a hosted demo one visitor cannot break, inputs that cannot corrupt the store."""
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+from gradio_client import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from comparisons.blind import cast_vote
+from comparisons.cli import main as cli_main
+from comparisons.config import (
+    MAX_STEPS,
+    QUANTIZE_MODES,
+    RHO_RANGE,
+    SCHEDULES,
+    SIGMA_MAX_RANGE,
+    SIGMA_MIN_RANGE,
+    SIGMA_MIN_RULES,
+    ConfigError,
+    SamplerConfig,
+    schedule,
+)
+from comparisons.export import escape_cell, export_csv
+from comparisons.limits import GenerationGate, RateLimited, client_address
+from comparisons.store import DuplicateVote, ResultsStore, VoteRefused
+from sampler_lib import SAMPLERS
+from sampler_lib._checks import check_sigmas
+from tests.conftest import ROOT, LiveApp
+
+
+def _pair(store, pid="p1"):
+    from PIL import Image
+    img = store.save_image(Image.new("RGB", (4, 4)), {})
+    return store.record_pair(pairing="final-zero", model="embedded", prompt="a red circle", seed=1,
+                             config_a=SamplerConfig(), config_b=SamplerConfig(final_zero=False), image_a=img,
+                             image_b=img, metrics={}, sigmas_a=[1.0, 0.0], sigmas_b=[1.0, 0.5], lockstep=True,
+                             seconds=0.1)
+
+
+# -- votes belong to served pairs ----------------------------------------------------------------
+
+def test_a_vote_needs_a_pair_served_to_that_session(tmp_path):
+    store = ResultsStore(tmp_path / "r.db")
+    pid = _pair(store)
+    with pytest.raises(VoteRefused, match="not served to you"):
+        cast_vote(store, pid, "left", "stranger")  # a real pair id, never served: refused
+    serve_id = store.serve(pid, "alice", "B")
+    assert len(serve_id) == 32 and serve_id != pid and store.serve(pid, "alice", "A") == serve_id
+    with pytest.raises(VoteRefused):
+        cast_vote(store, serve_id, "left", "mallory")  # someone else's serving: refused
+    assert store.votes() == []
+    vote = cast_vote(store, serve_id, "left", "alice", "crisp")
+    assert vote["winner"] == "B" and vote["left"] == "B"
+    with pytest.raises(DuplicateVote):
+        cast_vote(store, serve_id, "right", "alice")
+    assert [v["winner"] for v in store.votes()] == ["B"]
+
+
+# -- rate limits and the generation gate ----------------------------------------------------------
+
+class _Request:
+    def __init__(self, host, forwarded=None):
+        self.client = type("C", (), {"host": host})()
+        self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+
+
+def test_client_address_trusts_the_proxy_header_only_when_told():
+    spoofed = _Request("127.0.0.1", "203.0.113.9, 10.1.1.1")
+    assert client_address(spoofed) == "127.0.0.1"
+    assert client_address(spoofed, trust_proxy=True) == "203.0.113.9"
+    assert client_address(_Request("127.0.0.1"), trust_proxy=True) == "127.0.0.1"
+
+
+def test_generation_gate_caps_each_address_and_serves_in_turn():
+    gate, order, started = GenerationGate(per_address=2, slots=1), [], threading.Event()
+
+    def run(address, tag, hold):
+        with gate.enter(address):
+            order.append(tag)
+            started.set()
+            time.sleep(hold)
+
+    first = threading.Thread(target=run, args=("flood", "f1", 0.3))
+    first.start()
+    started.wait(5)
+    second = threading.Thread(target=run, args=("flood", "f2", 0.0))
+    second.start()
+    time.sleep(0.05)
+    with pytest.raises(RateLimited, match="at most 2 generations at a time"):
+        with gate.enter("flood"):
+            pass
+    other = threading.Thread(target=run, args=("visitor", "v1", 0.0))
+    other.start()
+    for t in (first, second, other):
+        t.join(5)
+    assert order == ["f1", "f2", "v1"]  # first come, first served; the flood holds at most two places
+
+
+def test_flood_from_one_address_leaves_another_address_served(tmp_path):
+    """One address keeps 10 generation requests going for 25 s; another address's votes answer within
+    2 s (p95) and its own generation is served in turn. Loopback only, bounded in count and time."""
+    app = LiveApp(tmp_path / "r.db", "--hosted", "--trust-proxy")
+    try:
+        visitor = Client(app.url, verbose=False, headers={"X-Forwarded-For": "198.51.100.7"})
+        pairs = [visitor.predict("a red circle", i, "final-zero", 4, "euler", api_name="/generate_pair")
+                 for i in range(4)]
+        stop, flooded = time.time() + 25, []
+
+        def flood():
+            c = Client(app.url, verbose=False, headers={"X-Forwarded-For": "203.0.113.9"})
+            for _ in range(40):
+                if time.time() > stop:
+                    return
+                try:
+                    c.predict("a blue ring", 1, "final-zero", 20, "heun", api_name="/generate_pair")
+                    flooded.append("ran")
+                except Exception as exc:  # noqa: BLE001 - the flood is refused, that is the point
+                    flooded.append(str(exc)[:60])
+
+        threads = [threading.Thread(target=flood) for _ in range(10)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        latencies = []
+        for p in pairs:
+            started = time.perf_counter()
+            visitor.predict(p["pair_id"], "left", "", api_name="/vote")
+            latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        visitor.predict("a green square", 9, "final-zero", 4, "euler", api_name="/generate_pair")
+        turn = time.perf_counter() - started
+        for t in threads:
+            t.join(60)
+    finally:
+        app.stop()
+    p95 = sorted(latencies)[math.ceil(0.95 * len(latencies)) - 1]
+    assert p95 < 2.0, latencies
+    assert turn < 30, turn  # at most the flood's two places and its own run ahead of it
+    assert flooded.count("ran") <= 6 and len(flooded) > 6  # per-address cap held against the flood
+
+
+# -- what public pages and exports show -----------------------------------------------------------
+
+def test_page_payload_with_1000_pairs_and_5000_votes(tmp_path):
+    import app
+    store = ResultsStore(tmp_path / "r.db")
+    pids = [_pair(store) for _ in range(1000)]
+    with store._transaction() as conn:
+        for i in range(5000):
+            conn.execute("INSERT INTO votes (pair_id, winner, left_config, session, note, created) "
+                         "VALUES (?, ?, 'A', ?, ?, ?)", (pids[i % 1000], "AB"[i % 2], f"s{i}", "n" * 40, i))
+    for hosted in (False, True):
+        settings = app.Settings(app.parse_args(["--results", str(store.path)] + (["--hosted"] if hosted else [])))
+        lab = type("L", (), {"store": store})()
+        out = app.refresh_results(lab, settings, tmp_path / "export", 1, 1)
+        size = sum(len(v.to_json()) if hasattr(v, "to_json") else len(json.dumps(v, default=str)) for v in out)
+        assert size < 300_000, size
+        if hosted:
+            assert out[1] is None and out[2] is None  # aggregates only: no pair ids, sessions or notes
+        else:
+            assert len(out[1]) == len(out[2]) == 50 and "page 1 of 100" in out[4]
+    votes = pd.read_csv(tmp_path / "export" / "votes.csv")
+    assert len(votes) == 5000 and "note" not in votes and not votes["session"].str.startswith("s").any()
+
+
+def test_export_writes_both_files_or_neither(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path / "r.db")
+    _pair(store)
+    out = tmp_path / "out"
+    paths = export_csv(store, out)
+    assert sorted(p.name for p in out.iterdir()) == ["pairs.csv", "votes.csv"]
+    assert all(oct(p.stat().st_mode & 0o777) == "0o644" for p in paths)
+    for p in paths:
+        p.unlink()
+    import comparisons.export as export
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export.pd.DataFrame, "to_csv", broken)
+    with pytest.raises(OSError):
+        export_csv(store, out)
+    assert list(out.iterdir()) == []  # neither file, and no *.partial left behind
+
+
+def test_stats_and_export_read_without_writing(tmp_path, monkeypatch, capsys):
+    store = ResultsStore(tmp_path / "r.db")
+    serve = store.serve(_pair(store), "s", "A")
+    cast_vote(store, serve, "left", "s")
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"r.db{suffix}").unlink(missing_ok=True)
+    before = (tmp_path / "r.db").read_bytes()
+    # As if the file and its folder were read-only (root ignores permission bits, so os.access decides).
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)
+    assert cli_main(["stats", "--results", str(tmp_path / "r.db")]) == 0
+    assert cli_main(["export", "--results", str(tmp_path / "r.db"), "--out", str(tmp_path / "csv")]) == 0
+    assert (tmp_path / "r.db").read_bytes() == before
+    assert not (tmp_path / "r.db-wal").exists() and not (tmp_path / "r.db-shm").exists()
+    assert len(pd.read_csv(tmp_path / "csv" / "votes.csv")) == 1
+
+
+@pytest.mark.parametrize("value, escaped", [
+    ("=1+1", True), (" =1+1", True), ("\n=1+1", True), ("\t=1", True), ("\rx", True), ("  @SUM(A1)", True),
+    ("-2+3", True), ("+1", True), ("a red circle", False), ("{\"quantize\": \"paper\"}", False), ("", False),
+])
+def test_csv_formula_escaping(value, escaped):
+    assert (escape_cell(value) == "'" + value) is escaped
+
+
+# -- input limits and echoes ----------------------------------------------------------------------
+
+def test_input_limits_and_short_echoes(tmp_path):
+    app = LiveApp(tmp_path / "r.db", "--hosted")
+    try:
+        c = Client(app.url, verbose=False)
+        with pytest.raises(Exception, match="at most 500 are allowed") as exc:
+            c.predict("a " * 300 + "red circle", 1, "final-zero", 2, "euler", api_name="/generate_pair")
+        assert len(str(exc.value)) < 400
+        with pytest.raises(Exception) as exc:
+            c.predict("a red circle", 1, "x" * 5000, 2, "euler", api_name="/generate_pair")
+        assert "x" * 81 not in str(exc.value) and "unknown pairing" in str(exc.value)
+        with pytest.raises(Exception) as exc:
+            c.predict("a " + "q" * 400 + " circle", 1, "final-zero", 2, "euler", api_name="/generate_pair")
+        assert "q" * 81 not in str(exc.value)
+        out = c.predict("a red circle", 1, "final-zero", 2, "euler", api_name="/generate_pair")
+        with pytest.raises(Exception, match="note is 501 characters long"):
+            c.predict(out["pair_id"], "left", "n" * 501, api_name="/vote")
+        assert ResultsStore(app.results).votes() == []
+    finally:
+        app.stop()
+
+
+# -- configs that validate always sample ----------------------------------------------------------
+
+finite = dict(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sampler=st.sampled_from(sorted(SAMPLERS)), steps=st.integers(1, MAX_STEPS),
+       sched=st.sampled_from(SCHEDULES), rho=st.floats(*RHO_RANGE, **finite),
+       sigma_min=st.none() | st.floats(*SIGMA_MIN_RANGE, **finite),
+       sigma_max=st.none() | st.floats(*SIGMA_MAX_RANGE, **finite),
+       rule=st.sampled_from(SIGMA_MIN_RULES), final_zero=st.booleans(), quantize=st.sampled_from(QUANTIZE_MODES),
+       model=st.sampled_from([(0.0292, 14.6146), (0.002, 80.0)]))
+def test_every_config_that_validates_gives_a_finite_schedule(sampler, steps, sched, rho, sigma_min, sigma_max,
+                                                             rule, final_zero, quantize, model):
+    try:
+        cfg = SamplerConfig(sampler=sampler, steps=steps, schedule=sched, rho=rho, sigma_min=sigma_min,
+                            sigma_max=sigma_max, sigma_min_rule=rule, final_zero=final_zero, quantize=quantize)
+    except ConfigError:
+        return  # refused up front, with a message: fine
+    sigmas = schedule(cfg, *model)
+    check_sigmas(sigmas)  # finite, strictly descending, 0 only last
+    assert len(sigmas) == steps + 1
+
+
+def test_the_old_overflowing_configs_are_refused():
+    for bad in ({"rho": 0.001}, {"sigma_min": 5.0, "sigma_max": 2.0}, {"s_tmin": 50, "s_tmax": 1},
+                {"sigma_max": 1e9}):
+        with pytest.raises(ConfigError):
+            SamplerConfig.from_dict(bad)
+
+
+# -- the command line refuses without writing -----------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--pairing", "final-zero", "--model", "no/such-model"], "cannot load model"),
+    (["sweep", "--pairing", "final-zero", "--seeds", str(2 ** 70)], "seeds must be at most"),
+    (["sweep", "--a", '{"sigma_min": 0.4, "sigma_max": 0.3}', "--b", "{}"], "sigma_max must be between"),
+    (["sweep", "--a", '{"sigma_min": 0.4, "sigma_max": 3, "rho": 0.001}', "--b", "{}"], "rho must be"),
+])
+def test_refused_commands_create_no_results_file(tmp_path, args, message):
+    results = tmp_path / "sub" / "results.db"
+    proc = subprocess.run([sys.executable, "-m", "comparisons", *args, "--results", str(results)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    err = [line for line in proc.stderr.splitlines() if "warn" not in line.lower()]
+    assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr[-2000:]
+    assert not (tmp_path / "sub").exists()
+
+
+def test_server_removes_its_export_folder_at_exit(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    app = LiveApp(tmp_path / "r.db", env={"TMPDIR": str(scratch)})
+    try:
+        assert [p for p in scratch.iterdir() if p.name.startswith("ab-lab-export-")]
+    finally:
+        app.stop()
+    assert not [p for p in scratch.iterdir() if p.name.startswith("ab-lab-export-")]
+
+
+def test_statistics_ignore_nothing_a_forger_could_add(tmp_path):
+    """The vote table stays consistent: every vote's pair was served to its session."""
+    store = ResultsStore(tmp_path / "r.db")
+    pid = _pair(store)
+    sessions = [f"s{i}" for i in range(5)]
+    for i, s in enumerate(sessions):
+        cast_vote(store, store.serve(pid, s, "AB"[i % 2]), "left", s)
+    served = {(r["pair_id"], r["session"]) for r in store._read("SELECT pair_id, session FROM served")}
+    assert all((v["pair_id"], v["session"]) in served for v in store.votes())
+    assert statistics.mean(v["winner"] == "A" for v in store.votes()) == pytest.approx(3 / 5)
