@@ -26,6 +26,14 @@ def test_dockerfile_passes_hadolint():
     assert proc.returncode == 0 and not [f for f in findings if f["level"] == "error"], findings
     text = DOCKERFILE.read_text()
     assert "EXPOSE 7860" in text and "USER 1000" in text and "--hosted" in text
+    import re
+    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), f"base image not pinned to an exact tag: {base}"
+    assert "HEALTHCHECK" in text
+    # /data and WORKDIR are made and owned by uid 1000 before USER switches to it.
+    assert text.index("chown 1000:1000 /data /home/user/app") < text.index("USER 1000")
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"tests", "bench", ".ci", "results", ".pytest_cache", ".ruff_cache", ".hypothesis"} <= set(ignored)
 
 
 def dockerfile_steps():
