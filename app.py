@@ -245,14 +245,17 @@ def build_compare_tab(lab, settings):
     return {"pair": pair_view, "flicker": flicker, "slider": slider, "reveal": reveal}
 
 
-def open_stored_pair(lab, request):
+def open_stored_pair(lab, settings, request):
     """`/?pair=PAIR_ID`: the stored pair in the pair and flicker views, A left and B right, not blind."""
     pair_id = (request.query_params.get("pair") or "").strip() if request else ""
     if not pair_id:
         return [gr.update()] * 4
+    if settings.hosted:
+        # A public demo serves pairs blind only: a link must not reveal which config made which image.
+        return gr.update(), gr.update(), gr.update(), "Stored pairs open by link in a local app only."
     pair = lab.store.pair(pair_id)
     if pair is None:
-        return gr.update(), gr.update(), gr.update(), f"No stored pair `{pair_id[:80]}` in this results file."
+        return gr.update(), gr.update(), gr.update(), f"No stored pair `{clip(pair_id)}` in this results file."
     from PIL import Image
     root = lab.store.path.parent
     a, b = (Image.open(root / pair[k]).convert("RGB") for k in ("image_a", "image_b"))
@@ -449,7 +452,7 @@ def build_app(lab, settings):
         demo.load(refresh, pages, outputs, api_visibility="private", concurrency_id="read", concurrency_limit=16)
 
         def on_load(request: gr.Request):
-            return open_stored_pair(lab, request)
+            return open_stored_pair(lab, settings, request)
 
         demo.load(on_load, None, [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
                   api_visibility="private", concurrency_id="read", concurrency_limit=16)

@@ -283,7 +283,7 @@ class ChunkResult:
     new_references: dict  # (sample, config, precision) -> (Reference, seconds per image)
     images: list          # PIL image per (sample, arm), sample-major
     sigmas: dict          # arm config -> schedule as sampled
-    measured: list        # (cell, sample index, pair metrics, study row without paths or pair id)
+    measured: list        # (cell, sample index, arm A index, arm B index, pair metrics, study row)
     network_batches: list
 
 
