@@ -455,7 +455,7 @@ def build_app(lab, settings):
             return open_stored_pair(lab, settings, request)
 
         demo.load(on_load, None, [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
-                  api_visibility="private", concurrency_id="read", concurrency_limit=16)
+                  api_visibility="private", concurrency_id="read", concurrency_limit=16, show_progress="hidden")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
     demo.export_dir = export_dir
     return demo
