@@ -245,9 +245,9 @@ def build_compare_tab(lab, settings):
     return {"pair": pair_view, "flicker": flicker, "slider": slider, "reveal": reveal}
 
 
-def open_stored_pair(lab, settings, request):
+def open_stored_pair(lab, settings, pair_id):
     """`/?pair=PAIR_ID`: the stored pair in the pair and flicker views, A left and B right, not blind."""
-    pair_id = (request.query_params.get("pair") or "").strip() if request else ""
+    pair_id = (pair_id or "").strip()
     if not pair_id:
         return [gr.update()] * 4
     if settings.hosted:
@@ -451,11 +451,15 @@ def build_app(lab, settings):
         # Page loads and results run apart from generations: they never wait behind them.
         demo.load(refresh, pages, outputs, api_visibility="private", concurrency_id="read", concurrency_limit=16)
 
-        def on_load(request: gr.Request):
-            return open_stored_pair(lab, settings, request)
-
-        demo.load(on_load, None, [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
-                  api_visibility="private", concurrency_id="read", concurrency_limit=16, show_progress="hidden")
+        # The page reads ?pair= itself; only a link with one asks the server for anything, so a plain
+        # page load shows no pending state on the pair views.
+        pair_param = gr.Textbox(visible=False, elem_id="pair-param")
+        demo.load(None, None, pair_param, js="() => new URLSearchParams(window.location.search).get('pair') || ''",
+                  api_visibility="private")
+        pair_param.change(functools.partial(open_stored_pair, lab, settings), pair_param,
+                          [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
+                          api_visibility="private", concurrency_id="read", concurrency_limit=16,
+                          show_progress="hidden")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
     demo.export_dir = export_dir
     return demo
