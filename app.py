@@ -7,7 +7,6 @@ import atexit
 import functools
 import math
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -18,20 +17,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from comparisons.blind import cast_vote, configs_for, new_pair  # noqa: E402
+from comparisons.blind import cast_vote  # noqa: E402
+from comparisons.charts import lpips_figure, win_rate_figure  # noqa: E402
 from comparisons.cli import UsageError, study_spec  # noqa: E402
-from comparisons.config import (  # noqa: E402
-    CUSTOM,
-    MAX_STEPS,
-    PAIRINGS,
-    QUANTIZE_MODES,
-    SCHEDULES,
-    SIGMA_MIN_RULES,
-    ConfigError,
-    SamplerConfig,
-)
+from comparisons.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
 from comparisons.export import export_csv, pairs_frame, votes_frame  # noqa: E402
+from comparisons.inputs import preset_configs  # noqa: E402
 from comparisons.lab import Lab  # noqa: E402
+from comparisons.leaderboard import leaderboard  # noqa: E402
 from comparisons.limits import (  # noqa: E402
     GenerationGate,
     HostedLimits,
@@ -43,18 +36,16 @@ from comparisons.limits import (  # noqa: E402
 )
 from comparisons.report import study_view  # noqa: E402
 from comparisons.stats import by_question  # noqa: E402
-from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError, VoteRefused  # noqa: E402
+from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError  # noqa: E402
 from comparisons.study import run_study  # noqa: E402
 from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
+from ui.compare import build_compare_tab, serve_pair  # noqa: E402
+from ui.errors import run_checked, user_error  # noqa: E402
 
 STATIC = Path(__file__).resolve().parent / "static"
 HOSTED_RESULTS = Path("/data") / "results" / "results.db"  # the persistent volume of a Space
-PANEL_FIELDS = ["sampler", "steps", "schedule", "rho", "sigma_min_rule", "final_zero", "quantize", "s_churn",
-                "s_tmin", "s_tmax", "s_noise", "eta", "guidance_scale"]
 MAX_APP_STUDY_SAMPLES = 64  # a study started from the app stays small; the CLI runs the big ones
-VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
-                "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
 
 
 class Settings:
@@ -105,146 +96,6 @@ class Settings:
             self.vote_limit.check(self.address(request), "votes from your address")
 
 
-def user_error(exc):
-    """A gr.Error with the message a user can act on (never more than a few lines)."""
-    return gr.Error(clip(str(exc), 400), print_exception=False)
-
-
-def run_checked(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (ConfigError, ValueError, KeyError, StoreError, VoteRefused) as exc:
-        raise user_error(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc) from exc
-
-
-# ---- Compare tab -----------------------------------------------------------------------------------
-
-def config_panel(title, defaults):
-    """One column of config widgets, in PANEL_FIELDS order."""
-    with gr.Column():
-        gr.Markdown(f"#### Config {title}")
-        return [
-            gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="sampler"),
-            gr.Number(defaults.steps, label="steps", precision=0, minimum=1, maximum=MAX_STEPS),
-            gr.Dropdown(list(SCHEDULES), value=defaults.schedule, label="schedule"),
-            gr.Number(defaults.rho, label="rho"),
-            gr.Dropdown(list(SIGMA_MIN_RULES), value=defaults.sigma_min_rule, label="sigma_min rule"),
-            gr.Checkbox(defaults.final_zero, label="keep final zero"),
-            gr.Radio(list(QUANTIZE_MODES), value=defaults.quantize, label="quantize"),
-            gr.Number(defaults.s_churn, label="s_churn"),
-            gr.Number(defaults.s_tmin, label="s_tmin"),
-            gr.Number(None, label="s_tmax (empty = no limit)"),
-            gr.Number(defaults.s_noise, label="s_noise"),
-            gr.Number(defaults.eta, label="eta (ancestral / SDE)"),
-            gr.Number(defaults.guidance_scale, label="guidance scale"),
-        ]
-
-
-def panel_config(values):
-    return SamplerConfig.from_dict(dict(zip(PANEL_FIELDS, values)))
-
-
-def generate_pair_ui(lab, settings, request, prompt, seed, model, pairing, steps, sampler, guidance, *panels,
-                     progress):
-    """Run a blind pair, serve it to this session, and fill every view of it at once."""
-    if model not in settings.models:
-        raise user_error(ValueError(f"unknown model {clip(repr(model))}; choose one of {', '.join(settings.models)}"))
-    n = len(PANEL_FIELDS)
-
-    def build():
-        a = panel_config(panels[:n]) if pairing == CUSTOM else None
-        b = panel_config(panels[n:]) if pairing == CUSTOM else None
-        cfg_a, cfg_b = configs_for(pairing, steps, sampler, SamplerConfig(guidance_scale=guidance), a, b)
-        settings.admit_generation(request, prompt, cfg_a, cfg_b)
-        with settings.generation(request):
-            return new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, request.session_hash, model=model,
-                            progress=lambda done, total: progress(done / total, desc="sampling both arms"))
-
-    out = run_checked(build)
-    left, right = out["left"], out["right"]
-    enabled = [gr.update(interactive=True)] * len(VOTE_BUTTONS)
-    return (out["pair_id"], views.pair_html(left, right), views.flicker_html(left, right), (left, right),
-            views.upscaled(out["maps"]["diff_map"]), views.upscaled(out["maps"]["lpips_map"]),
-            views.metrics_markdown(out["metrics"]),
-            views.schedule_frame(out["arms"]), views.schedule_markdown(out["arms"]), "",
-            "Vote below: which image is better?", *enabled)
-
-
-def vote_ui(lab, settings, choice, pair_id, note, request):
-    """Record one blind vote on the pair served to this session and reveal the configs."""
-    if not pair_id:
-        raise user_error(ValueError("generate a pair first"))
-    run_checked(settings.admit_vote, request, note)
-    try:
-        vote = run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
-    except DuplicateVote as exc:
-        gr.Warning(str(exc))
-        return gr.update(), str(exc), *[gr.update(interactive=False)] * len(VOTE_BUTTONS)
-    return (views.reveal_markdown(vote), "Vote recorded. Generate another pair to keep going.",
-            *[gr.update(interactive=False)] * len(VOTE_BUTTONS))
-
-
-def build_compare_tab(lab, settings):
-    with gr.Tab("Compare"):
-        with gr.Row():
-            prompt = gr.Textbox("a red circle", label="prompt", scale=3)
-            seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1)
-            dice = gr.Button("🎲 New seed", scale=0, min_width=120, elem_id="dice")
-            model = gr.Dropdown(settings.models, value=settings.model, label="model", scale=1)
-        with gr.Row():
-            pairing = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing")
-            steps = gr.Number(25, label="steps", precision=0, minimum=1, maximum=MAX_STEPS)
-            sampler = gr.Dropdown(list(SAMPLERS), value="heun", label="sampler")
-            guidance = gr.Number(SamplerConfig.guidance_scale, label="guidance scale")
-        with gr.Accordion("Custom configs A and B (pairing: custom)", open=False):
-            with gr.Row():
-                panel_a = config_panel("A", SamplerConfig(quantize="paper"))
-                panel_b = config_panel("B", SamplerConfig())
-        generate = gr.Button("Generate pair", variant="primary", elem_id="generate")
-
-        pair_id = gr.State("")
-        metrics = gr.Markdown()
-        pair_view = gr.HTML(views.empty_html("Generate a pair to compare."), elem_id="pair")
-        gr.Markdown("#### Flicker")
-        flicker = gr.HTML(views.empty_html("The flicker view appears with the pair."), elem_id="flicker")
-        with gr.Row():
-            buttons = {c: gr.Button(label, elem_id=eid, interactive=False) for c, (label, eid) in VOTE_BUTTONS.items()}
-        note = gr.Textbox(label="note (optional)", max_lines=2, elem_id="vote-note")
-        status = gr.Markdown(elem_id="vote-status")
-        reveal = gr.Markdown("", elem_id="reveal")
-        slider = gr.ImageSlider(label="slider (left | right)", type="pil", format="png", elem_id="slider")
-        with gr.Row():
-            diff_map = gr.Image(label="difference heat map", format="png", elem_id="diff-map")
-            lpips_map = gr.Image(label="LPIPS spatial map", format="png", elem_id="lpips-map")
-        with gr.Accordion("Sigma schedules (A and B; sides stay hidden until you vote)", open=False):
-            plot = gr.LinePlot(x="step", y="log10 sigma", color="schedule", label="log10 sigma per step")
-            schedules = gr.Markdown()
-
-    dice.click(lambda: secrets.randbelow(2 ** 31), None, seed, queue=False, api_visibility="private")
-    vote_outputs = [reveal, status, *buttons.values()]
-    # Gradio injects gr.Request / gr.Progress only into plain positional parameters of plain functions,
-    # hence closures (not partials) with those parameters first.
-    def on_generate(request: gr.Request, progress=gr.Progress(), *values):
-        return generate_pair_ui(lab, settings, request, *values, progress=progress)
-
-    def vote_handler(choice):
-        def on_vote(pair_id, note, request: gr.Request):
-            return vote_ui(lab, settings, choice, pair_id, note, request)
-        return on_vote
-
-    generate.click(lambda: ("", "", *[gr.update(interactive=False)] * len(buttons)), None, vote_outputs,
-                   queue=False, api_visibility="private").then(
-        on_generate,
-        [prompt, seed, model, pairing, steps, sampler, guidance, *panel_a, *panel_b],
-        [pair_id, pair_view, flicker, slider, diff_map, lpips_map, metrics, plot, schedules, reveal, status,
-         *buttons.values()],
-        concurrency_id="generate", concurrency_limit=settings.generate_workers, api_visibility="private")
-    for choice, button in buttons.items():
-        button.click(vote_handler(choice), [pair_id, note], vote_outputs,
-                     concurrency_id="vote", concurrency_limit=64, api_visibility="private")
-    return {"pair": pair_view, "flicker": flicker, "slider": slider, "reveal": reveal}
-
-
 def open_stored_pair(lab, settings, pair_id):
     """`/?pair=PAIR_ID`: the stored pair in the pair and flicker views, A left and B right, not blind."""
     pair_id = (pair_id or "").strip()
@@ -260,7 +111,7 @@ def open_stored_pair(lab, settings, pair_id):
     root = lab.store.path.parent
     a, b = (Image.open(root / pair[k]).convert("RGB") for k in ("image_a", "image_b"))
     labels = ("A", "B")
-    return (views.pair_html(a, b, labels), views.flicker_html(a, b, labels=labels), (a, b),
+    return (views.pair_html(a, b, labels), views.flicker_html(a, b, labels=labels), views.slider_images(a, b),
             views.stored_pair_markdown(pair, lab.store.study_row(pair_id)))
 
 
@@ -351,16 +202,22 @@ def export_files(lab, settings, export_dir):
 
 
 def refresh_results(lab, settings, export_dir, pairs_page=1, votes_page=1):
-    """Statistics for everyone; hosted: nothing else. Locally: one page of pairs and of votes, and CSVs."""
-    stats = views.stats_frame(by_question(lab.store.votes()))
+    """Statistics, charts and the leaderboard for everyone; hosted: nothing else. Locally: one page of pairs
+    and of votes, and the CSVs."""
+    votes = lab.store.votes()
+    rows = by_question(votes)
+    board = leaderboard(votes)
+    charts = (views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
+              + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"))
+    common = (views.stats_frame(rows), charts, views.leaderboard_frame(board), views.leaderboard_note(board))
     pairs_csv, votes_csv = export_files(lab, settings, export_dir)
     if settings.hosted:
-        return stats, None, None, "", "", str(pairs_csv), str(votes_csv)
+        return (*common, None, None, "", "", str(pairs_csv), str(votes_csv))
     pairs, n_pairs = lab.store.pairs_page(_page(pairs_page) - 1, PER_PAGE)
-    votes, n_votes = lab.store.votes_page(_page(votes_page) - 1, PER_PAGE)
+    page_votes, n_votes = lab.store.votes_page(_page(votes_page) - 1, PER_PAGE)
     shown = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
                                 "max_abs_diff", "created"]]
-    return (stats, shown, votes_frame(votes), views.page_note(_page(pairs_page), PER_PAGE, n_pairs, "pairs"),
+    return (*common, shown, votes_frame(page_votes), views.page_note(_page(pairs_page), PER_PAGE, n_pairs, "pairs"),
             views.page_note(_page(votes_page), PER_PAGE, n_votes, "votes"), str(pairs_csv), str(votes_csv))
 
 
@@ -376,6 +233,11 @@ def build_results_tab(lab, settings, export_dir):
         refresh = gr.Button("Refresh", elem_id="refresh-results")
         gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
         stats = gr.Dataframe(elem_id="stats-table", interactive=False)
+        gr.Markdown(views.STATS_LEGEND, elem_id="stats-legend")
+        charts = gr.HTML(elem_id="results-charts")
+        gr.Markdown("#### Leaderboard: every config that met another in a vote")
+        board_note = gr.Markdown(elem_id="leaderboard-note")
+        board = gr.Dataframe(elem_id="leaderboard", interactive=False)
         with gr.Row():
             pairs_button = gr.DownloadButton("pairs.csv", elem_id="download-pairs")
             votes_button = gr.DownloadButton("votes.csv", elem_id="download-votes")
@@ -389,7 +251,7 @@ def build_results_tab(lab, settings, export_dir):
             votes_page = gr.Number(1, label="votes page", precision=0, minimum=1, elem_id="votes-page")
             votes_note = gr.Markdown(elem_id="votes-page-note")
             votes = gr.Dataframe(elem_id="votes-table", interactive=False)
-    outputs = [stats, pairs, votes, pairs_note, votes_note, pairs_button, votes_button]
+    outputs = [stats, charts, board, board_note, pairs, votes, pairs_note, votes_note, pairs_button, votes_button]
     handler = functools.partial(refresh_results, lab, settings, export_dir)
     for trigger in (refresh.click, tab.select, pairs_page.submit, votes_page.submit):
         trigger(handler, [pairs_page, votes_page], outputs, api_visibility="private", concurrency_id="read",
@@ -404,19 +266,17 @@ def build_api(lab, settings, export_dir):
 
     def generate_pair(prompt: str, seed: float, pairing: str, steps: float, sampler: str,
                       request: gr.Request) -> dict:
-        """Run a blind pair served to this session; returns pair_id (this serving's id, the one /vote takes)
-        and the two images as shown (left, right) as PNG data URLs."""
+        """Run a blind pair served to this session; returns pair_id (this serving's id, the one /vote takes),
+        the two images as shown (left, right) as PNG data URLs, its distances and its visibility line."""
         if pairing == CUSTOM:
             raise user_error(ValueError("the API takes a preset pairing: " + ", ".join(PAIRINGS)))
-        cfg_a, cfg_b = run_checked(configs_for, pairing, steps, sampler)
-        run_checked(settings.admit_generation, request, prompt, cfg_a, cfg_b)
-        with settings.generation(request):
-            out = run_checked(new_pair, lab, prompt, seed, cfg_a, cfg_b, pairing, request.session_hash,
-                              settings.model)
+        cfg_a, cfg_b = run_checked(preset_configs, pairing, steps, sampler, SamplerConfig.guidance_scale)
+        out = serve_pair(lab, settings, request, prompt, seed, settings.model, pairing, cfg_a, cfg_b)
         m = out["metrics"]
         return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]),
                 "right": views.data_url(out["right"]), "lpips": m["lpips"], "ssim": m["ssim"],
-                "psnr": None if math.isinf(m["psnr"]) else m["psnr"], "identical": m["max_abs_diff"] == 0}
+                "psnr": None if math.isinf(m["psnr"]) else m["psnr"], "identical": m["max_abs_diff"] == 0,
+                "visibility": out["visibility"]}
 
     def vote(pair_id: str, choice: str, note: str, request: gr.Request) -> dict:
         """Record a blind vote (left/right/tie/both_bad) on a pair served to this session; returns what was
@@ -439,12 +299,12 @@ def build_api(lab, settings, export_dir):
 def build_app(lab, settings):
     # Gradio's file cache holds every image it served: files older than an hour are deleted hourly.
     with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations. Sides are "
-                    "randomized and hidden until you vote.")
+        gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations; sides are "
+                    "randomized and hidden until you vote.", elem_id="title")
         # One export folder per server, rewritten in place and removed at exit.
         export_dir = Path(tempfile.mkdtemp(prefix="ab-lab-export-"))
         atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
-        compare = build_compare_tab(lab, settings)
+        compare = build_compare_tab(lab, settings, export_dir)
         build_study_tab(lab, settings)
         refresh, pages, outputs = build_results_tab(lab, settings, export_dir)
         build_api(lab, settings, export_dir)
@@ -466,9 +326,12 @@ def build_app(lab, settings):
 
 
 def launch_kwargs():
-    """Local assets only: our CSS and the flicker script, inlined into the page head."""
-    return dict(css_paths=[STATIC / "app.css"],
-                head=f"<script>{(STATIC / 'flicker.js').read_text()}</script>")
+    """Local assets only: our CSS and the flicker and viewer scripts, inlined into the page head; the theme's
+    own font at weights 400 and 700 (Gradio's bundled Source Sans Pro SemiBold holds 55 glyphs, so text at 600
+    would mix fonts letter by letter)."""
+    scripts = "".join(f"<script>{(STATIC / name).read_text()}</script>" for name in ("flicker.js", "viewer.js"))
+    font = (gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif", "system-ui", "sans-serif")
+    return dict(css_paths=[STATIC / "app.css"], head=scripts, theme=gr.themes.Default(font=font))
 
 
 def parse_args(argv=None):

@@ -3,6 +3,7 @@ import secrets
 
 from .config import CUSTOM, ConfigError, SamplerConfig, make_pair
 from .store import VoteRefused
+from .visibility import visibility
 
 CHOICES = ("left", "right", "tie", "both_bad")
 
@@ -41,11 +42,13 @@ def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded"
     out = lab.compare(prompt, seed, cfg_a, cfg_b, pairing=pairing, model=model, progress=progress,
                       shown_left=shown_left)
     arms = {"A": out["run"].a, "B": out["run"].b}
+    left, right = arms[shown_left].image, arms[other(shown_left)].image
     return {
         "pair_id": lab.store.serve(out["pair_id"], session, shown_left),
-        "left": arms[shown_left].image,
-        "right": arms[other(shown_left)].image,
+        "left": left,
+        "right": right,
         "metrics": out["metrics"],
+        "visibility": visibility(left, right, out["metrics"]["lpips"]),
         "maps": out["maps"],
         "arms": arms,  # for the schedule view, labelled A and B only
     }

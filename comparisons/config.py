@@ -174,6 +174,24 @@ PAIRINGS = {
     "noise-floor": ({}, {}),
 }
 CUSTOM = "custom"
+# One plain sentence per preset: what A and B are and the question the pair asks.
+EXPLANATIONS = {
+    "discretization": "A rounds every sigma and the churned sigma_hat to the model's training sigmas (the paper's "
+                      "App. C.3.4); B interpolates between them. Does rounding the schedule change the picture?",
+    "discretization-ingress": "A rounds the schedule's sigmas themselves; B rounds only the timestep fed to the "
+                              "network (k-diffusion's quantize=True, ComfyUI, A1111). Which rounding is better?",
+    "final-zero": "A keeps the Karras schedule's trailing 0 (the last step jumps to a clean image); B drops it and "
+                  "ends at sigma_min. Is the final step to zero worth it?",
+    "sigma-min": "Both keep the 0; A raises sigma_min to the next-to-last point of a steps+1 ramp, B of a steps "
+                 "ramp. Which raised sigma_min spends the last step better?",
+    "sigma-min-vs-model": "Both keep the 0; A raises sigma_min to the next-to-last point of a steps+1 ramp, B uses "
+                          "the model's own sigma_min. Is the last network call wasted at a tiny sigma?",
+    "zero-vs-raised-min": "A drops the 0 and ends at the model's sigma_min; B keeps the 0 with sigma_min raised. "
+                          "Which of the two proposed fixes is better?",
+    "noise-floor": "A and B are the same config: the images are identical. A vote here shows how voters behave "
+                   "when there is nothing to see.",
+    CUSTOM: "A and B are the two configs you set in the custom panels below.",
+}
 
 
 def make_pair(pairing, base=None):

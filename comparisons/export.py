@@ -1,11 +1,16 @@
 """CSV export of pairs and votes (pandas), safe to open in a spreadsheet."""
 import hashlib
+import json
 import os
 import tempfile
+import time
+import zipfile
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
+from .config import SamplerConfig
 from .store import METRICS
 
 PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "config_a", "config_b", *METRICS,
@@ -13,6 +18,7 @@ PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "config_a", "co
 VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "session", "note", "created",
                 "config_a", "config_b"]
 FORMULA_START = ("=", "+", "-", "@")
+CONFIG_FIELDS = [f.name for f in fields(SamplerConfig)]
 
 
 def escape_cell(value):
@@ -33,8 +39,13 @@ def _frame(rows, columns):
 
 
 def pairs_frame(pairs):
-    """ResultsStore.pairs() rows as the pairs.csv table."""
-    return _frame(pairs, PAIR_COLUMNS)
+    """ResultsStore.pairs() rows as the pairs.csv table, with one column per config field of A and of B."""
+    frame = _frame(pairs, PAIR_COLUMNS)
+    for side in ("a", "b"):
+        configs = [SamplerConfig.from_json(c).to_dict() for c in frame[f"config_{side}"]]
+        for f in CONFIG_FIELDS:
+            frame[f"{side}_{f}"] = [c[f] for c in configs]
+    return frame
 
 
 def votes_frame(votes, salt=None, notes=True):
@@ -71,3 +82,36 @@ def export_csv(store, out_dir, pairs=None, votes=None, salt=None, notes=True):
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return [out_dir / name for name in frames]
+
+
+def pair_zip(store, pair_id, out_dir, keep_s=None):
+    """One stored pair as a zip: A.png and B.png exactly as stored (with their metadata) and pair.json
+    (configs, prompt, seed, model, metrics). Written atomically; returns its path. With `keep_s`, older
+    pair zips in out_dir are deleted first (a long-running app writes one per vote)."""
+    pair = store.pair(pair_id)
+    if pair is None:
+        raise KeyError(f"no stored pair {pair_id!r}")
+    root = store.path.parent
+    info = {k: pair[k] for k in ("pair_id", "pairing", "model", "prompt", "seed", *METRICS)}
+    info.update(config_a=json.loads(pair["config_a"]), config_b=json.loads(pair["config_b"]))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if keep_s is not None:
+        cutoff = time.time() - keep_s
+        for old in out_dir.glob("pair-*.zip"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+    path = out_dir / f"pair-{pair_id[:12]}.zip"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".partial")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(root / pair["image_a"], "A.png")
+            z.write(root / pair["image_b"], "B.png")
+            z.writestr("pair.json", json.dumps(info, indent=1, default=str))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -29,10 +29,14 @@ def clip(text, limit=ECHO):
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
+class InputError(ValueError):
+    """Input over a limit (text length, hosted caps); the message says what to change."""
+
+
 def check_text(name, text, limit):
     """Refuse over-long free text (prompt, note) before any work."""
     if text is not None and len(str(text)) > limit:
-        raise ValueError(f"the {name} is {len(str(text))} characters long; at most {limit} are allowed")
+        raise InputError(f"the {name} is {len(str(text))} characters long; at most {limit} are allowed")
     return text
 
 
@@ -118,5 +122,5 @@ def check_caps(limits, *configs):
     """Refuse configs above the hosted caps with a message that says what to change."""
     for cfg in configs:
         if cfg.steps > limits.max_steps:
-            raise ValueError(f"this hosted demo runs at most {limits.max_steps} steps per image (asked "
+            raise InputError(f"this hosted demo runs at most {limits.max_steps} steps per image (asked "
                              f"{cfg.steps}); lower the steps, or run the app locally for more")

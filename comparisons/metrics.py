@@ -127,19 +127,12 @@ def heatmap(values, vmax=None):
     return (_RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac).round().astype(np.uint8)
 
 
-def difference_map(a, b):
-    """Heat map of the mean absolute RGB difference, brightest at the largest difference (at least 1)."""
-    diff = np.abs(to_array(a).astype(np.float64) - to_array(b).astype(np.float64)).mean(-1)
-    return heatmap(diff, vmax=max(float(diff.max()), 1.0))
-
-
 def pair_metrics(lpips_metric, image_a, image_b):
-    """All distances of a pair, plus the two heat maps (uint8 RGB arrays)."""
+    """All distances of a pair, plus the LPIPS spatial map (float32, for comparisons.visibility to draw)."""
     distance, spatial = lpips_metric(image_a, image_b)
     return {
         "lpips": distance,
         "psnr": psnr(image_a, image_b),
         "ssim": ssim(image_a, image_b),
         "max_abs_diff": max_abs_diff(image_a, image_b),
-    }, {"diff_map": difference_map(image_a, image_b),
-        "lpips_map": heatmap(spatial, vmax=max(float(spatial.max()), 1e-6))}
+    }, {"lpips_spatial": spatial}

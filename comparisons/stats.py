@@ -58,8 +58,16 @@ def by_question(votes):
     groups = {}
     for v in votes:
         groups.setdefault((v["pairing"], v["config_a"], v["config_b"]), []).append(v)
-    return [{"pairing": p, "config_a": a, "config_b": b, **summarize(vs)}
-            for (p, a, b), vs in sorted(groups.items())]
+    return [{"pairing": p, "config_a": a, "config_b": b, "prompts": _counts(v.get("prompt") for v in vs),
+             **summarize(vs)} for (p, a, b), vs in sorted(groups.items())]
+
+
+def _counts(values):
+    """{value: count}, most frequent first."""
+    out = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
 
 
 def mean_interval(values):

@@ -302,8 +302,9 @@ class ResultsStore:
 
     def votes_page(self, page, per_page=50):
         """(one page of the votes, newest first; how many there are)."""
-        rows = self._read("SELECT v.*, p.pairing, p.config_a, p.config_b FROM votes v JOIN pairs p USING (pair_id) "
-                          "ORDER BY v.vote_id DESC LIMIT ? OFFSET ?", (per_page, max(0, page) * per_page))
+        rows = self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed FROM votes v "
+                          "JOIN pairs p USING (pair_id) ORDER BY v.vote_id DESC LIMIT ? OFFSET ?",
+                          (per_page, max(0, page) * per_page))
         return rows, self._read("SELECT COUNT(*) AS n FROM votes")[0]["n"]
 
     def study_row(self, pair_id):
@@ -411,7 +412,7 @@ class ResultsStore:
         return self._read("SELECT * FROM pairs ORDER BY created, pair_id")
 
     def votes(self):
-        return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b FROM votes v "
+        return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed FROM votes v "
                           "JOIN pairs p USING (pair_id) ORDER BY v.vote_id")
 
     def has_voted(self, pair_id, session):

@@ -1,5 +1,6 @@
 // Flicker view: alternate the two stacked images of #flicker every N ms so a difference is seen,
-// not hunted (as Kaleidoscope and tev do). f or space starts/stops, arrow keys step one frame.
+// not hunted (as Kaleidoscope and tev do). f or space starts/stops, arrow keys step one frame; a tap on the
+// stage toggles too (static/viewer.js calls window.abFlicker.toggle).
 (() => {
   let timer = null;
   let frame = 0;
@@ -19,7 +20,7 @@
   };
   const setButton = () => {
     const b = document.getElementById("flicker-toggle");
-    if (b) b.textContent = timer ? "Stop (f)" : "Flicker (f)";
+    if (b) b.textContent = timer ? "Stop" : "Flicker";
   };
   const stop = () => { clearInterval(timer); timer = null; setButton(); };
   const start = () => {
@@ -29,6 +30,7 @@
     setButton();
   };
   const toggle = () => (timer ? stop() : start());
+  window.abFlicker = { toggle };
   const typing = (el) => el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
 
   document.addEventListener("keydown", (e) => {

@@ -38,8 +38,9 @@ def test_generate_vote_duplicate_export(live_app):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("a red circle", 1, "discretization", 0, "heun"), "steps must be between 1 and 1000"),
-    (("a red circle", 1, "discretization", 1001, "heun"), "steps must be between 1 and 1000"),
+    (("a red circle", 1, "discretization", 0, "heun"), "steps must be ≥ 1"),
+    (("a red circle", 1, "discretization", 1001, "heun"), "steps must be ≤ 1000"),
+    (("", 1, "discretization", 5, "heun"), "prompt is empty"),
     (("a red circle", 1, "discretization", 5, "ddim"), "unknown sampler"),
     (("a red circle", 1, "best-one", 5, "heun"), "unknown pairing"),
     (("a pink circle", 1, "discretization", 5, "heun"), "pink"),

@@ -15,42 +15,101 @@ def data_url(image):
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def display_size(image, target=384):
-    """Integer nearest-neighbour scale so small images can be pixel-peeped."""
-    return image.width * max(1, target // max(image.width, image.height))
+DISPLAY_MAX = 256  # CSS px of one image at zoom 1 in the app's pair views (static/viewer.js fits it)
+
+
+def array_url(array):
+    from PIL import Image
+    return data_url(Image.fromarray(array))
+
+
+def _frame(img, side, label, extra=""):
+    return (f'<img class="zoom-img pixelated{extra}" data-side="{side}" data-label="{html.escape(label)}" '
+            f'src="{data_url(img)}" alt="{html.escape(label)} image" width="{img.width}" height="{img.height}" '
+            f'draggable="false">')
 
 
 def pair_html(left, right, labels=("left", "right")):
-    """Side by side, nearest-neighbour upscaled, labelled left and right (A and B once revealed)."""
-    width = display_size(left)
+    """Side by side in synced zoom boxes (static/viewer.js: wheel zoom, drag pan, 0 resets, pixel readout).
+
+    Labels are 'left'/'right' before a vote and 'A'/'B' after it; the readout names pixels by them.
+    """
     cells = "".join(
-        f'<figure class="pair-cell"><img class="pixelated" id="pair-{side}" src="{data_url(img)}" '
-        f'alt="{label} image" width="{width}"><figcaption>{label}</figcaption></figure>'
+        f'<figure class="pair-cell"><div class="zoom-box" id="pair-{side}-box">'
+        f'{_frame(img, side, label).replace("<img ", f"<img id=pair-{side} ", 1)}</div>'
+        f'<figcaption>{html.escape(label)}</figcaption></figure>'
         for side, label, img in (("left", labels[0], left), ("right", labels[1], right)))
-    return f'<div class="pair-row">{cells}</div>'
+    return (f'<div class="pair-row">{cells}</div>'
+            '<div class="viewer-bar"><span id="pixel-readout">hover for pixel values</span>'
+            '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
 
 
 def flicker_html(left, right, interval_ms=300, labels=("left", "right")):
-    """Two stacked images the static/flicker.js script alternates; f or space toggles, arrows step."""
-    width = display_size(left)
+    """Two stacked frames static/flicker.js alternates (f or space, or a tap); zoomed with the pair."""
     frames = "".join(
-        f'<img class="flicker-frame pixelated" data-side="{side}" src="{data_url(img)}" alt="{side} image" '
-        f'width="{width}" style="visibility:{"visible" if k == 0 else "hidden"}">'
-        for k, (side, img) in enumerate(((labels[0], left), (labels[1], right))))
-    return (f'<div class="flicker-stage" style="width:{width}px;height:{width}px">{frames}</div>'
-            f'<div class="flicker-controls"><button type="button" id="flicker-toggle">Flicker (f)</button>'
+        _frame(img, label, label, " flicker-frame").replace(
+            "<img ", f'<img style="visibility:{"visible" if k == 0 else "hidden"}" ', 1)
+        for k, (label, img) in enumerate(((labels[0], left), (labels[1], right))))
+    return (f'<div class="zoom-box flicker-stage" id="flicker-box">{frames}</div>'
+            f'<div class="flicker-controls"><button type="button" id="flicker-toggle">Flicker</button>'
             f'<label>every <input type="number" id="flicker-ms" min="30" max="5000" step="10" '
             f'value="{int(interval_ms)}"> ms</label>'
-            f'<span id="flicker-side">showing: {labels[0]}</span>'
-            f'<span class="hint">f or space: start/stop · ← →: one frame</span></div>')
+            f'<span id="flicker-side">showing: {html.escape(labels[0])}</span>'
+            f'<span class="touch-hint">tap the image: start/stop</span></div>')
 
 
-def upscaled(array, target=256):
-    """Nearest-neighbour integer upscaling of a small uint8 image array, for display."""
-    import numpy as np
+def slider_images(left, right, target=DISPLAY_MAX):
+    """Both images nearest-neighbour upscaled by the same integer factor, for the slider."""
+    from PIL import Image
+    k = max(1, target // max(left.width, left.height))
+    return tuple(img.resize((img.width * k, img.height * k), Image.NEAREST) for img in (left, right))
 
-    factor = max(1, target // max(array.shape[:2]))
-    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
+def colour_bar(bar_id, low, high, caption, ramp):
+    """A horizontal colour bar from `low` to `high` labels in the heat maps' colours."""
+    stops = ", ".join(f"rgb({r},{g},{b})" for r, g, b in ramp)
+    return (f'<div class="colour-bar" id="{bar_id}"><div class="bar" style="background:linear-gradient(to right, '
+            f'{stops})"></div><div class="ticks"><span>{html.escape(low)}</span><span>{html.escape(high)}</span>'
+            f'</div><div class="bar-caption">{html.escape(caption)}</div></div>')
+
+
+def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp):
+    """The difference heat map (absolute 8-bit units, gain), the amplified difference, and the LPIPS map."""
+    top = 255 / gain
+    top_text = f"≥ {top:g}/255" if gain > 1 else "255/255"
+    cell = lambda title, arr, bar: (  # noqa: E731
+        f'<figure class="map-cell"><figcaption>{title}</figcaption>'
+        f'<img class="pixelated map-img" src="{array_url(arr)}" width="{arr.shape[1]}" height="{arr.shape[0]}" '
+        f'alt="{html.escape(title)}">{bar}</figure>')
+    return ('<div class="maps-row">'
+            + cell(f"|Δ| per pixel (largest channel), gain ×{gain}", diff_map,
+                   colour_bar("diff-colorbar", "0", top_text, f"8-bit difference; bright = {top:g}/255 or more", ramp))
+            + cell(f"amplified difference |L − R| × {gain}", amplified, "")
+            + cell("LPIPS spatial map (fixed scale)", lpips_map,
+                   colour_bar("lpips-colorbar", "0", f"≥ {lpips_max:g}", "LPIPS per position", ramp))
+            + "</div>")
+
+
+def visibility_html(v):
+    """The visibility line shown with every pair."""
+    cls = "below" if v["below"] else "visible"
+    return (f'<div class="visibility {cls}"><span>max |Δ| <b>{v["max_abs_diff"]}/255</b></span>'
+            f'<span><b>{v["visible_share"]:.1%}</b> of pixels differ by ≥ 3/255</span>'
+            f'<span>LPIPS <b>{v["lpips"]:.4g}</b> (visibility floor {v["lpips_floor"]:g})</span>'
+            f'<span class="sentence">{html.escape(v["sentence"])}</span></div>')
+
+
+def vote_prompt(v):
+    """What the vote area says for a fresh pair."""
+    if v["below"]:
+        return ("**This pair is below visibility.** You may vote, but a vote on it is uninformative: it "
+                "measures nothing a viewer can see. Consider Tie or the next pair.")
+    return "Which image is better?"
+
+
+KEY_HINT = ('<div class="key-hint" id="key-hint">Keys: <kbd>1</kbd> left · <kbd>2</kbd> right · <kbd>3</kbd> tie · '
+            '<kbd>4</kbd> both bad · <kbd>n</kbd> next pair · <kbd>f</kbd>/space flicker · <kbd>←</kbd> <kbd>→</kbd> one frame · '
+            '<kbd>0</kbd> reset zoom</div>')
 
 
 def empty_html(message):
@@ -96,21 +155,60 @@ def reveal_markdown(vote):
             f"B = {json.dumps(r['config_b'], indent=1)}\n```\n</details>")
 
 
+STATS_COLUMNS = ["pairing", "sampler", "steps", "guidance", "prompt", "decisive", "A wins", "B wins", "ties",
+                 "both bad", "A win rate", "95% CI", "p", "left rate", "votes still needed", "configs"]
+STATS_LEGEND = """
+- **decisive**: votes for A or B (ties and both-bad are counted but not tested).
+- **A win rate**: A's share of the decisive votes; **95% CI**: its Wilson score interval.
+- **p**: exact two-sided sign test of "A and B are equally good" (small p: a real preference, not luck).
+- **left rate**: how often the image shown on the left won; far from 0.5 means voters favour a side, not a config.
+- **votes still needed**: more decisive votes for 80% power at p < 0.05 if the win rate stays where it is.
+"""
+
+
 def stats_frame(rows):
-    """Per-question statistics as a readable table."""
-    if not rows:
-        return pd.DataFrame(columns=["pairing", "decisive", "A wins", "B wins", "ties", "both bad",
-                                     "A win rate", "95% CI", "p", "left rate", "votes still needed"])
+    """Per-question statistics as a readable table: one row per (pairing, config A, config B)."""
     out = []
     for r in rows:
+        a, b = json.loads(r["config_a"]), json.loads(r["config_b"])
+        both = lambda k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}"  # noqa: E731
         ci = "" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-        out.append({"pairing": r["pairing"], "decisive": r["decisive"], "A wins": r["a_wins"],
+        prompts = r.get("prompts") or {}
+        out.append({"pairing": r["pairing"], "sampler": both("sampler"), "steps": both("steps"),
+                    "guidance": both("guidance_scale"),
+                    "prompt": "; ".join(f"{p or '(unconditional)'} ×{n}" for p, n in list(prompts.items())[:3])
+                    + (f"; +{len(prompts) - 3} more" if len(prompts) > 3 else ""),
+                    "decisive": r["decisive"], "A wins": r["a_wins"],
                     "B wins": r["b_wins"], "ties": r["ties"], "both bad": r["both_bad"],
                     "A win rate": _num(r["a_win_rate"]), "95% CI": ci, "p": _num(r["p_value"], 4),
                     "left rate": _num(r["left_rate"]),
                     "votes still needed": "∞" if math.isinf(r["votes_still_needed"]) else r["votes_still_needed"],
                     "configs": _config_diff(r["config_a"], r["config_b"])})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=STATS_COLUMNS)
+
+
+def leaderboard_frame(rows):
+    """Bradley–Terry leaderboard rows as a table (Elo scale, 1000 = the average config)."""
+    columns = ["rank", "config", "score", "95% CI", "votes", "wins", "losses", "ties"]
+    out = [{"rank": r["rank"], "config": r["label"], "score": round(r["elo"]),
+            "95% CI": "" if math.isnan(r["elo_low"]) else f"[{r['elo_low']:.0f}, {r['elo_high']:.0f}]",
+            "votes": r["votes"], "wins": r["wins"], "losses": r["losses"], "ties": r["ties"]} for r in rows]
+    return pd.DataFrame(out, columns=columns)
+
+
+def leaderboard_note(rows):
+    if not rows:
+        return "No votes between different configs yet."
+    note = ("Bradley–Terry strengths from every vote between two configs (ties count half a win each way, both-bad "
+            "votes are left out), on the Elo scale (1000 = average; +400 = 10:1 odds), with bootstrap 95% intervals.")
+    if rows[0]["regularized"]:
+        note += " Some config never won or never lost, so a weak prior keeps its score finite."
+    return note
+
+
+def image_html(png_bytes, elem_id, alt):
+    return (f'<img id="{elem_id}" alt="{html.escape(alt)}" style="max-width:100%" '
+            f'src="data:image/png;base64,{base64.b64encode(png_bytes).decode()}">')
 
 
 def _num(x, digits=3):

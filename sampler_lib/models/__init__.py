@@ -1,4 +1,5 @@
 """Models behind one interface: the embedded offline model and Stable Diffusion through diffusers."""
+from .embedded import PromptError  # noqa: F401 - the error a model raises for a prompt it cannot read
 
 
 def load_model(name="embedded", device=None, dtype=None, local_files_only=None):

@@ -15,6 +15,9 @@ from .unet import UNet
 WEIGHTS_DIR = Path(__file__).parent / "embedded"
 
 
+class PromptError(ValueError):
+    """A prompt the embedded model does not understand; the message lists the words it knows."""
+
 def _clip(text, limit=80):
     """What an error message quotes of a user's text: at most 80 characters."""
     return text if len(text) <= limit else text[:limit] + "…"
@@ -100,12 +103,12 @@ class EmbeddedModel:
             elif word in SHAPES and shape is None:
                 shape = word
             else:
-                raise ValueError(f"prompt word {_clip(word)!r} is not understood; use one colour "
-                                 f"({', '.join(COLORS)}) and one shape ({', '.join(SHAPES)}), "
-                                 "e.g. 'a red circle'")
+                raise PromptError(f"prompt word {_clip(word)!r} is not understood; use one colour "
+                                  f"({', '.join(COLORS)}) and one shape ({', '.join(SHAPES)}), "
+                                  "e.g. 'a red circle'")
         if (colour is None) != (shape is None):
-            raise ValueError(f"prompt {_clip(prompt)!r} needs both a colour ({', '.join(COLORS)}) and a shape "
-                             f"({', '.join(SHAPES)}), e.g. 'a red circle'")
+            raise PromptError(f"prompt {_clip(prompt)!r} needs both a colour ({', '.join(COLORS)}) and a shape "
+                              f"({', '.join(SHAPES)}), e.g. 'a red circle'")
         return colour, shape
 
     def condition(self, prompt, guidance_scale=3.0):

@@ -1,0 +1,140 @@
+// Pair viewer: every .zoom-box (the two sides of #pair and the #flicker stage) shows its images at the same
+// zoom and pan, in image pixels, so a region is compared at once in both views. Sizes are always whole CSS
+// pixels per image pixel (nearest neighbour, pixel-exact). Wheel zooms at the cursor, drag pans, 0 resets,
+// a tap on the flicker stage toggles flicker. Hover reads out the pixel under the cursor in both images.
+// Keys 1-4 vote, n asks for the next pair (the buttons' own click handlers do the work).
+(() => {
+  const DISPLAY_MAX = 256;   // CSS px of an image at zoom 1 (ui/views.py DISPLAY_MAX)
+  const state = { zoom: 1, x: 0, y: 0 };  // zoom factor over the fitted size; top-left image pixel shown
+  const canvases = new WeakMap();
+
+  const boxes = () => [...document.querySelectorAll(".zoom-box")];
+  const natural = () => {
+    const img = document.querySelector(".zoom-box img");
+    return img && img.naturalWidth ? { w: img.naturalWidth, h: img.naturalHeight } : null;
+  };
+  // Whole CSS px per image px that fits the box's width (at most DISPLAY_MAX), at least 1.
+  const fit = (box, n) => {
+    const avail = Math.min(DISPLAY_MAX, box.parentElement.clientWidth || DISPLAY_MAX);
+    return Math.max(1, Math.floor(avail / n.w));
+  };
+  const clamp = (n) => {
+    const span = 1 / state.zoom;   // share of the image a box shows
+    state.x = Math.min(Math.max(0, state.x), n.w * (1 - span));
+    state.y = Math.min(Math.max(0, state.y), n.h * (1 - span));
+  };
+  const apply = () => {
+    const n = natural();
+    if (!n) return;
+    clamp(n);
+    for (const box of boxes()) {
+      const k = fit(box, n);
+      const px = k * state.zoom;  // CSS px per image pixel: an integer, so every pixel is a whole square
+      box.style.width = n.w * k + "px";
+      box.style.height = n.h * k + "px";
+      box.dataset.px = px;
+      for (const img of box.querySelectorAll("img")) {
+        img.style.width = n.w * px + "px";
+        img.style.height = n.h * px + "px";
+        img.style.left = -Math.round(state.x * px) + "px";
+        img.style.top = -Math.round(state.y * px) + "px";
+      }
+    }
+    const z = document.getElementById("zoom-level");
+    if (z) z.textContent = "zoom ×" + state.zoom;
+  };
+  const reset = () => { state.zoom = 1; state.x = 0; state.y = 0; apply(); };
+  window.abViewer = { state, apply, reset };
+
+  // The image pixel under a pointer event inside a box.
+  const pixelAt = (box, e) => {
+    const r = box.getBoundingClientRect();
+    const px = parseFloat(box.dataset.px || "1");
+    return { x: Math.floor(state.x + (e.clientX - r.left) / px), y: Math.floor(state.y + (e.clientY - r.top) / px) };
+  };
+  const rgb = (img, p) => {
+    let c = canvases.get(img);
+    if (!c || c.src !== img.src) {
+      const canvas = document.createElement("canvas");
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.drawImage(img, 0, 0);
+      c = { src: img.src, ctx };
+      canvases.set(img, c);
+    }
+    const d = c.ctx.getImageData(p.x, p.y, 1, 1).data;
+    return `(${d[0]}, ${d[1]}, ${d[2]})`;
+  };
+  const readout = (box, e) => {
+    const out = document.getElementById("pixel-readout");
+    const imgs = [...document.querySelectorAll("#pair img.zoom-img")];
+    const n = natural();
+    if (!out || imgs.length < 2 || !n) return;
+    const p = pixelAt(box, e);
+    if (p.x < 0 || p.y < 0 || p.x >= n.w || p.y >= n.h) return;
+    out.textContent = `x ${p.x}, y ${p.y} · ` + imgs.map((i) => `${i.dataset.label} ${rgb(i, p)}`).join(" · ");
+  };
+
+  document.addEventListener("wheel", (e) => {
+    const box = e.target.closest && e.target.closest(".zoom-box");
+    const n = natural();
+    if (!box || !n) return;
+    e.preventDefault();
+    const before = pixelAt(box, e);
+    const frac = { x: before.x - state.x, y: before.y - state.y };
+    const zoom = Math.min(64, Math.max(1, e.deltaY < 0 ? state.zoom * 2 : state.zoom / 2));
+    if (zoom === state.zoom) return;
+    // Keep the pixel under the cursor where it is.
+    state.x = before.x - frac.x * state.zoom / zoom;
+    state.y = before.y - frac.y * state.zoom / zoom;
+    state.zoom = zoom;
+    apply();
+  }, { passive: false });
+
+  let drag = null;
+  document.addEventListener("pointerdown", (e) => {
+    const box = e.target.closest && e.target.closest(".zoom-box");
+    if (!box || e.button !== 0) return;
+    drag = { box, x0: e.clientX, y0: e.clientY, sx: state.x, sy: state.y, moved: false };
+    e.preventDefault();
+  });
+  document.addEventListener("pointermove", (e) => {
+    const box = e.target.closest && e.target.closest(".zoom-box");
+    if (drag) {
+      const px = parseFloat(drag.box.dataset.px || "1");
+      const dx = e.clientX - drag.x0, dy = e.clientY - drag.y0;
+      if (Math.abs(dx) + Math.abs(dy) > 4) drag.moved = true;
+      state.x = drag.sx - dx / px;
+      state.y = drag.sy - dy / px;
+      apply();
+    }
+    if (box) readout(box, e);
+  });
+  document.addEventListener("pointerup", () => {
+    if (drag && !drag.moved && drag.box.id === "flicker-box" && window.abFlicker) window.abFlicker.toggle();
+    drag = null;
+  });
+
+  const typing = (el) => el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+  const press = (id) => {
+    const b = document.getElementById(id);
+    if (b && !b.disabled) b.click();
+  };
+  const KEYS = { "1": "vote-left", "2": "vote-right", "3": "vote-tie", "4": "vote-both-bad", n: "next-pair" };
+  document.addEventListener("keydown", (e) => {
+    if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "0") { reset(); e.preventDefault(); }
+    else if (KEYS[e.key]) { press(KEYS[e.key]); e.preventDefault(); }
+  });
+
+  // New images (a new pair, or the same pair relabelled after the vote): size them once loaded.
+  new MutationObserver(() => {
+    for (const img of document.querySelectorAll(".zoom-box img")) {
+      if (img.dataset.sized !== "1") {
+        img.dataset.sized = "1";
+        if (img.complete) apply(); else img.addEventListener("load", apply, { once: true });
+      }
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true });
+  window.addEventListener("resize", apply);
+})();

@@ -1,0 +1,242 @@
+"""The Compare tab: a blind pair, seen side by side, flickered, zoomed and differenced, then voted on.
+
+Widgets live in dicts keyed by name; handlers take and return {widget: value}, never positional tuples.
+"""
+import secrets
+
+import gradio as gr
+
+from comparisons.blind import cast_vote, new_pair
+from comparisons.config import CUSTOM, EXPLANATIONS, PAIRINGS, QUANTIZE_MODES, SCHEDULES, SIGMA_MIN_RULES, SamplerConfig
+from comparisons.export import pair_zip
+from comparisons.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
+from comparisons.store import DuplicateVote
+from comparisons.visibility import (
+    GAINS,
+    LPIPS_MAP_MAX,
+    amplified_difference,
+    colour_ramp,
+    difference_heatmap,
+    lpips_heatmap,
+)
+from sampler_lib import SAMPLERS
+from ui import views
+from ui.errors import USER_ERRORS, run_checked, user_error
+
+VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
+                "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
+CHOICES = {"sampler": list(SAMPLERS), "schedule": list(SCHEDULES), "sigma_min_rule": list(SIGMA_MIN_RULES),
+           "quantize": list(QUANTIZE_MODES)}
+
+
+def serve_pair(lab, settings, request, prompt, seed, model, pairing, cfg_a, cfg_b, progress=None):
+    """The one way a pair is made for a visitor (UI and API): limits, the generation gate, then new_pair."""
+    if model not in settings.models:
+        raise user_error(ValueError(f"unknown model {model!r}; choose one of {', '.join(settings.models)}"))
+
+    def run():
+        settings.admit_generation(request, prompt, cfg_a, cfg_b)
+        with settings.generation(request):
+            return new_pair(lab, parse_prompt(prompt), parse_seed(seed), cfg_a, cfg_b, pairing,
+                            request.session_hash, model=model, progress=progress)
+    return run_checked(run)
+
+
+def configs_of(data, w):
+    """(A, B) from the form: the preset over the top-level fields, or the two custom panels."""
+    pairing = data[w["pairing"]]
+    if pairing == CUSTOM:
+        return tuple(custom_config(name, {f: data[w[f"{name}:{f}"]] for f, _, _ in CUSTOM_FIELDS})
+                     for name in ("A", "B"))
+    return preset_configs(pairing, data[w["steps"]], data[w["sampler"]], data[w["guidance"]])
+
+
+def shown(current, gain):
+    """The difference maps of the pair on screen at this gain."""
+    left, right = current["left"], current["right"]
+    return views.diff_panel_html(difference_heatmap(left, right, gain), amplified_difference(left, right, gain),
+                                 lpips_heatmap(current["spatial"]), gain, LPIPS_MAP_MAX, colour_ramp())
+
+
+def cleared(w, status=""):
+    """Every view of the previous pair emptied, its state dropped and voting disabled."""
+    return {w["current"]: None, w["pair"]: views.empty_html("Generating a pair…" if status else
+                                                            "Generate a pair to compare."),
+            w["flicker"]: views.empty_html("The flicker view appears with the pair."), w["visibility"]: "",
+            w["maps"]: "", w["slider"]: None, w["metrics"]: "", w["reveal"]: "", w["status"]: status,
+            w["download"]: gr.update(value=None, interactive=False),
+            **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+
+
+def generate(lab, settings, w, data, request, progress, seed=None):
+    """Run a pair from the form (with `seed` when given) and fill every view of it."""
+    seed = data[w["seed"]] if seed is None else seed
+    cfg_a, cfg_b = run_checked(configs_of, data, w)
+    out = serve_pair(lab, settings, request, data[w["prompt"]], seed, data[w["model"]], data[w["pairing"]],
+                     cfg_a, cfg_b, progress=lambda done, total: progress(done / total, desc="sampling both arms"))
+    left, right, vis = out["left"], out["right"], out["visibility"]
+    current = {"pair_id": out["pair_id"], "left": left, "right": right, "spatial": out["maps"]["lpips_spatial"]}
+    return {w["current"]: current, w["pair"]: views.pair_html(left, right),
+            w["flicker"]: views.flicker_html(left, right), w["visibility"]: views.visibility_html(vis),
+            w["maps"]: shown(current, data[w["gain"]]), w["slider"]: views.slider_images(left, right),
+            w["metrics"]: views.metrics_markdown(out["metrics"]),
+            w["plot"]: views.schedule_frame(out["arms"]), w["schedules"]: views.schedule_markdown(out["arms"]),
+            w["reveal"]: "", w["status"]: views.vote_prompt(vis), w["download"]: gr.update(value=None,
+                                                                                              interactive=False),
+            **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
+
+
+def vote(lab, settings, w, choice, current, note, request, export_dir):
+    """Record one blind vote, reveal the configs, relabel the views A/B, clear the note."""
+    if not current:
+        gr.Info("Generate a pair first.")
+        return {}
+    try:
+        settings.admit_vote(request, note)
+        result = cast_vote(lab.store, current["pair_id"], choice, request.session_hash, note)
+    except DuplicateVote:
+        # A second click (or key) on a pair already voted: the first one counts, nothing else happens.
+        gr.Info("Your vote on this pair is already recorded; generate the next pair.")
+        return {w["status"]: "Vote already recorded.",
+                **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+    except USER_ERRORS as exc:
+        gr.Warning(str(exc))
+        return {w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}
+    reveal = result["reveal"]
+    labels = (reveal["left"], reveal["right"])
+    zip_path = run_checked(pair_zip, lab.store, lab.store.served(current["pair_id"])["pair_id"], export_dir,
+                           keep_s=3600)
+    return {w["reveal"]: views.reveal_markdown(result), w["note"]: "",
+            w["status"]: "Vote recorded. Press `n` (or Next pair) for another.",
+            w["pair"]: views.pair_html(current["left"], current["right"], labels),
+            w["flicker"]: views.flicker_html(current["left"], current["right"], labels=labels),
+            w["download"]: gr.update(value=str(zip_path), interactive=True),
+            **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+
+
+def config_panel(name, defaults, w):
+    """One column of custom-config widgets; every number is text, so an empty field stays empty."""
+    with gr.Column(min_width=200):
+        gr.Markdown(f"#### Config {name}")
+        for field, label, kind in CUSTOM_FIELDS:
+            value = getattr(defaults, field)
+            eid = f"custom-{name.lower()}-{field.replace('_', '-')}"
+            if kind == "choice":
+                widget = gr.Dropdown(CHOICES[field], value=value, label=label, elem_id=eid)
+            elif kind == "bool":
+                widget = gr.Checkbox(value, label=label, elem_id=eid)
+            else:
+                widget = gr.Textbox("" if value is None else str(value), label=label, elem_id=eid,
+                                    placeholder="empty = no limit" if kind == "float?" else None, max_lines=1)
+            w[f"{name}:{field}"] = widget
+
+
+def build_compare_tab(lab, settings, export_dir):
+    """Lay out the tab and wire it; returns the widgets by name."""
+    model = lab.model(settings.model)
+    prompts = list(model.prompts()) if hasattr(model, "prompts") else []
+    w = {}
+    with gr.Tab("Compare"):
+        with gr.Row(equal_height=True, elem_id="controls"):
+            w["prompt"] = gr.Dropdown(prompts + [UNCONDITIONAL], value=prompts[0] if prompts else None,
+                                      allow_custom_value=True, label="prompt", elem_id="prompt", scale=3,
+                                      min_width=160)
+            w["seed"] = gr.Textbox("0", label="seed", elem_id="seed", scale=1, max_lines=1, min_width=80)
+            w["dice"] = gr.Button("New seed", scale=0, min_width=100, elem_id="dice")
+            w["model"] = gr.Dropdown(settings.models, value=settings.model, label="model", scale=1, min_width=130)
+            w["pairing"] = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing",
+                                       elem_id="pairing", scale=2, min_width=150)
+            w["steps"] = gr.Textbox("25", label="steps", elem_id="steps", scale=1, max_lines=1, min_width=70)
+            w["sampler"] = gr.Dropdown(list(SAMPLERS), value="heun", label="sampler", scale=1, min_width=110)
+            w["guidance"] = gr.Textbox(str(SamplerConfig.guidance_scale), label="guidance", scale=1,
+                                       max_lines=1, min_width=80, elem_id="guidance")
+        w["explain"] = gr.Markdown(EXPLANATIONS["discretization"], elem_id="preset-explanation")
+        with gr.Accordion("Custom configs A and B (pairing: custom)", open=False, elem_id="custom") as custom:
+            with gr.Row():
+                config_panel("A", SamplerConfig(quantize="paper"), w)
+                config_panel("B", SamplerConfig(), w)
+        with gr.Row(equal_height=True):
+            w["generate"] = gr.Button("Generate pair", variant="primary", elem_id="generate", scale=2)
+            w["next"] = gr.Button("Next pair (n)", elem_id="next-pair", scale=1)
+            w["auto_next"] = gr.Checkbox(False, label="next pair after voting", elem_id="auto-next", scale=1)
+
+        w["current"] = gr.State(None)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                w["pair"] = gr.HTML(views.empty_html("Generate a pair to compare."), elem_id="pair")
+            with gr.Column(scale=1, min_width=240):
+                w["flicker"] = gr.HTML(views.empty_html("The flicker view appears with the pair."),
+                                       elem_id="flicker")
+        with gr.Row(elem_id="vote-row"):
+            for choice, (label, eid) in VOTE_BUTTONS.items():
+                w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=120)
+        w["visibility"] = gr.HTML("", elem_id="visibility")
+        gr.HTML(views.KEY_HINT)
+        with gr.Row(equal_height=True):
+            w["status"] = gr.Markdown(elem_id="vote-status")
+            w["note"] = gr.Textbox(label="note (optional)", max_lines=2, elem_id="vote-note", scale=2)
+        w["reveal"] = gr.Markdown("", elem_id="reveal")
+        w["download"] = gr.DownloadButton("Download this pair (zip)", elem_id="download-pair", interactive=False)
+        w["metrics"] = gr.Markdown(elem_id="pair-metrics")
+        w["gain"] = gr.Radio(list(GAINS), value=8, label="difference gain", elem_id="diff-gain")
+        w["maps"] = gr.HTML("", elem_id="diff-maps")
+        w["slider"] = gr.ImageSlider(label="slider (left | right)", type="pil", format="png", elem_id="slider",
+                                     buttons=["fullscreen"])
+        with gr.Accordion("Sigma schedules (A and B; sides stay hidden until you vote)", open=False):
+            w["plot"] = gr.LinePlot(x="step", y="log10 sigma", color="schedule", label="log10 sigma per step")
+            w["schedules"] = gr.Markdown()
+    wire(lab, settings, w, custom, export_dir)
+    return w
+
+
+def wire(lab, settings, w, custom, export_dir):
+    form = {w[k] for k in ("prompt", "seed", "model", "pairing", "steps", "sampler", "guidance", "gain")} | \
+        {w[f"{n}:{f}"] for n in ("A", "B") for f, _, _ in CUSTOM_FIELDS}
+    views_out = [w[k] for k in ("current", "pair", "flicker", "visibility", "maps", "slider", "metrics", "plot",
+                                "schedules", "reveal", "status", "download", "note")] + \
+        [w[f"vote:{c}"] for c in VOTE_BUTTONS]
+    buttons = [w[f"vote:{c}"] for c in VOTE_BUTTONS]
+    private = dict(api_visibility="private")
+    gen = dict(concurrency_id="generate", concurrency_limit=settings.generate_workers, **private)
+
+    w["dice"].click(lambda: str(secrets.randbelow(2 ** 31)), None, w["seed"], queue=False, **private)
+
+    def on_pairing(pairing):
+        top = gr.update(interactive=pairing != CUSTOM)
+        return {w["explain"]: EXPLANATIONS.get(pairing, ""), w["steps"]: top, w["sampler"]: top,
+                w["guidance"]: top, custom: gr.Accordion(open=pairing == CUSTOM)}
+    w["pairing"].change(on_pairing, w["pairing"], [w["explain"], w["steps"], w["sampler"], w["guidance"], custom],
+                        queue=False, **private)
+
+    # Gradio injects gr.Request / gr.Progress only into plain parameters of plain functions, hence closures.
+    def on_generate(data, request: gr.Request, progress=gr.Progress()):
+        return generate(lab, settings, w, data, request, progress)
+
+    def on_next(data, request: gr.Request, progress=gr.Progress()):
+        seed = str(secrets.randbelow(2 ** 31))
+        return {**generate(lab, settings, w, data, request, progress, seed=seed), w["seed"]: seed}
+
+    def on_auto_next(data, request: gr.Request, progress=gr.Progress()):
+        if not data[w["auto_next"]] or data[w["current"]] is None:
+            return {}
+        return {**on_next(data, request, progress), w["reveal"]: gr.update()}  # the last reveal stays readable
+
+    clear = lambda: cleared(w, "Sampling…")  # noqa: E731 - shown at once, so a failure leaves no stale pair
+    w["generate"].click(clear, None, views_out, queue=False, **private).then(on_generate, form, views_out, **gen)
+    w["next"].click(clear, None, views_out, queue=False, **private).then(
+        on_next, form, views_out + [w["seed"]], **gen)
+
+    def vote_handler(choice):
+        def on_vote(current, note, request: gr.Request):
+            return vote(lab, settings, w, choice, current, note, request, export_dir)
+        return on_vote
+
+    vote_out = [w[k] for k in ("reveal", "note", "status", "pair", "flicker", "download")] + buttons
+    for choice in VOTE_BUTTONS:
+        # trigger_mode="once": clicks while a vote is pending are dropped; the store refuses any later one.
+        w[f"vote:{choice}"].click(vote_handler(choice), [w["current"], w["note"]], vote_out,
+                                  concurrency_id="vote", concurrency_limit=64, trigger_mode="once",
+                                  **private).then(on_auto_next, form | {w["auto_next"], w["current"]},
+                                                  views_out + [w["seed"]], **gen)
+    w["gain"].change(lambda current, gain: shown(current, gain) if current else "", [w["current"], w["gain"]],
+                     w["maps"], concurrency_id="read", concurrency_limit=16, **private)

@@ -1,0 +1,23 @@
+"""The project's own exceptions a user's input can cause, shown as a message that says what to change."""
+import gradio as gr
+
+from comparisons.cli import UsageError
+from comparisons.config import ConfigError
+from comparisons.limits import InputError, RateLimited, clip
+from comparisons.store import StoreError, VoteRefused
+from sampler_lib.models import PromptError
+
+# Only these become messages: any other exception is a bug and shows as one (logged with its traceback).
+USER_ERRORS = (ConfigError, InputError, RateLimited, PromptError, StoreError, VoteRefused, UsageError)
+
+
+def user_error(exc):
+    """A gr.Error with the message a user can act on (never more than a few lines)."""
+    return gr.Error(clip(str(exc), 400), print_exception=False)
+
+
+def run_checked(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except USER_ERRORS as exc:
+        raise user_error(exc) from exc
