@@ -202,23 +202,27 @@ def export_files(lab, settings, export_dir):
 
 
 def refresh_results(lab, settings, export_dir, pairs_page=1, votes_page=1):
-    """Statistics, charts and the leaderboard for everyone; hosted: nothing else. Locally: one page of pairs
-    and of votes, and the CSVs."""
+    """{output name: value}: statistics, charts and the leaderboard for everyone; locally also one page of
+    pairs and of votes. The CSVs are rewritten for the download buttons."""
     votes = lab.store.votes()
     rows = by_question(votes)
     board = leaderboard(votes)
-    charts = (views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
-              + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"))
-    common = (views.stats_frame(rows), charts, views.leaderboard_frame(board), views.leaderboard_note(board))
-    pairs_csv, votes_csv = export_files(lab, settings, export_dir)
+    out = {"stats": views.stats_frame(rows),
+           "charts": views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
+           + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"),
+           "leaderboard": views.leaderboard_frame(board), "leaderboard_note": views.leaderboard_note(board),
+           "pairs": None, "votes": None, "pairs_note": "", "votes_note": ""}
+    out["pairs_csv"], out["votes_csv"] = (str(p) for p in export_files(lab, settings, export_dir))
     if settings.hosted:
-        return (*common, None, None, "", "", str(pairs_csv), str(votes_csv))
+        return out  # a public demo shows aggregates only
     pairs, n_pairs = lab.store.pairs_page(_page(pairs_page) - 1, PER_PAGE)
     page_votes, n_votes = lab.store.votes_page(_page(votes_page) - 1, PER_PAGE)
-    shown = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
-                                "max_abs_diff", "created"]]
-    return (*common, shown, votes_frame(page_votes), views.page_note(_page(pairs_page), PER_PAGE, n_pairs, "pairs"),
-            views.page_note(_page(votes_page), PER_PAGE, n_votes, "votes"), str(pairs_csv), str(votes_csv))
+    out["pairs"] = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
+                                       "max_abs_diff", "created"]]
+    out["votes"] = votes_frame(page_votes)
+    out["pairs_note"] = views.page_note(_page(pairs_page), PER_PAGE, n_pairs, "pairs")
+    out["votes_note"] = views.page_note(_page(votes_page), PER_PAGE, n_votes, "votes")
+    return out
 
 
 def _page(value):
@@ -251,12 +255,16 @@ def build_results_tab(lab, settings, export_dir):
             votes_page = gr.Number(1, label="votes page", precision=0, minimum=1, elem_id="votes-page")
             votes_note = gr.Markdown(elem_id="votes-page-note")
             votes = gr.Dataframe(elem_id="votes-table", interactive=False)
-    outputs = [stats, charts, board, board_note, pairs, votes, pairs_note, votes_note, pairs_button, votes_button]
-    handler = functools.partial(refresh_results, lab, settings, export_dir)
+    outputs = {"stats": stats, "charts": charts, "leaderboard": board, "leaderboard_note": board_note,
+               "pairs": pairs, "votes": votes, "pairs_note": pairs_note, "votes_note": votes_note,
+               "pairs_csv": pairs_button, "votes_csv": votes_button}
+
+    def handler(pairs_page, votes_page):
+        values = refresh_results(lab, settings, export_dir, pairs_page, votes_page)
+        return {outputs[name]: value for name, value in values.items()}
     for trigger in (refresh.click, tab.select, pairs_page.submit, votes_page.submit):
-        trigger(handler, [pairs_page, votes_page], outputs, api_visibility="private", concurrency_id="read",
-                concurrency_limit=16)
-    return handler, [pairs_page, votes_page], outputs
+        trigger(handler, [pairs_page, votes_page], list(outputs.values()), api_visibility="private",
+                concurrency_id="read", concurrency_limit=16)
 
 
 # ---- API ------------------------------------------------------------------------------------------
@@ -306,10 +314,10 @@ def build_app(lab, settings):
         atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
         compare = build_compare_tab(lab, settings, export_dir)
         build_study_tab(lab, settings)
-        refresh, pages, outputs = build_results_tab(lab, settings, export_dir)
+        # The Results tab fills itself when opened (statistics, charts, a bootstrapped leaderboard): a page
+        # load computes none of it. Results run apart from generations and never wait behind them.
+        build_results_tab(lab, settings, export_dir)
         build_api(lab, settings, export_dir)
-        # Page loads and results run apart from generations: they never wait behind them.
-        demo.load(refresh, pages, outputs, api_visibility="private", concurrency_id="read", concurrency_limit=16)
 
         # The page reads ?pair= itself; only a link with one asks the server for anything, so a plain
         # page load shows no pending state on the pair views.

@@ -1,6 +1,7 @@
 """Is a pair's difference visible at all? The visibility line, and difference images in absolute units."""
 import numpy as np
 
+from .config import ConfigError
 from .metrics import heatmap, to_array
 
 VISIBLE_LPIPS = 0.01    # below this LPIPS(A, B) a pair reads as identical (the studies' visibility threshold)
@@ -42,9 +43,9 @@ def check_gain(gain):
     try:
         gain = int(gain)
     except (TypeError, ValueError):
-        raise ValueError(f"gain must be one of {', '.join(map(str, GAINS))} (got {gain!r})") from None
+        raise ConfigError(f"gain must be one of {', '.join(map(str, GAINS))} (got {gain!r})") from None
     if gain not in GAINS:
-        raise ValueError(f"gain must be one of {', '.join(map(str, GAINS))} (got {gain})")
+        raise ConfigError(f"gain must be one of {', '.join(map(str, GAINS))} (got {gain})")
     return gain
 
 

@@ -115,7 +115,9 @@
     drag = null;
   });
 
-  const typing = (el) => el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+  // Keys belong to a field being typed in; a checkbox or button keeps the shortcuts working.
+  const typing = (el) => el && (el.isContentEditable || ["TEXTAREA", "SELECT"].includes(el.tagName)
+    || (el.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "range"].includes(el.type)));
   const press = (id) => {
     const b = document.getElementById(id);
     if (b && !b.disabled) b.click();

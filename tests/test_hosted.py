@@ -154,11 +154,12 @@ def test_votes_survive_a_restart(tmp_path):
 
 def test_hosted_mode_serves_only_its_own_model():
     import app
+    from comparisons.config import make_pair
+    from ui.compare import serve_pair
     settings = app.Settings(app.parse_args(["--hosted"]))
     assert settings.models == ["embedded"] and settings.queue_size == 64
     with pytest.raises(Exception, match="unknown model"):
-        app.generate_pair_ui(None, settings, "s", "a red circle", 1, "/etc/passwd", "final-zero", 3, "heun", 3.0,
-                             progress=None)
+        serve_pair(None, settings, None, "a red circle", 1, "/etc/passwd", "final-zero", *make_pair("final-zero"))
 
 
 def test_rate_limiter_window():

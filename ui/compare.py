@@ -104,9 +104,12 @@ def vote(lab, settings, w, choice, current, note, request, export_dir):
         return {w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}
     reveal = result["reveal"]
     labels = (reveal["left"], reveal["right"])
+    # Kept with the pair so a pair served next (auto-next) can say what this one was.
+    current = {**current, "revealed": f"Previous pair: left was {labels[0]}, right was {labels[1]} "
+                                      f"({reveal['pairing']}); you voted {choice}."}
     zip_path = run_checked(pair_zip, lab.store, lab.store.served(current["pair_id"])["pair_id"], export_dir,
                            keep_s=3600)
-    return {w["reveal"]: views.reveal_markdown(result), w["note"]: "",
+    return {w["current"]: current, w["reveal"]: views.reveal_markdown(result), w["note"]: "",
             w["status"]: "Vote recorded. Press `n` (or Next pair) for another.",
             w["pair"]: views.pair_html(current["left"], current["right"], labels),
             w["flicker"]: views.flicker_html(current["left"], current["right"], labels=labels),
@@ -217,9 +220,11 @@ def wire(lab, settings, w, custom, export_dir):
         return {**generate(lab, settings, w, data, request, progress, seed=seed), w["seed"]: seed}
 
     def on_auto_next(data, request: gr.Request, progress=gr.Progress()):
-        if not data[w["auto_next"]] or data[w["current"]] is None:
+        # Only after a vote this pair took (a refused or repeated one leaves no "revealed").
+        if not data[w["auto_next"]] or not (data[w["current"]] or {}).get("revealed"):
             return {}
-        return {**on_next(data, request, progress), w["reveal"]: gr.update()}  # the last reveal stays readable
+        out = on_next(data, request, progress)
+        return {**out, w["status"]: f"{data[w['current']].get('revealed', '')} {out[w['status']]}"}
 
     clear = lambda: cleared(w, "Sampling…")  # noqa: E731 - shown at once, so a failure leaves no stale pair
     w["generate"].click(clear, None, views_out, queue=False, **private).then(on_generate, form, views_out, **gen)
@@ -231,7 +236,7 @@ def wire(lab, settings, w, custom, export_dir):
             return vote(lab, settings, w, choice, current, note, request, export_dir)
         return on_vote
 
-    vote_out = [w[k] for k in ("reveal", "note", "status", "pair", "flicker", "download")] + buttons
+    vote_out = [w[k] for k in ("current", "reveal", "note", "status", "pair", "flicker", "download")] + buttons
     for choice in VOTE_BUTTONS:
         # trigger_mode="once": clicks while a vote is pending are dropped; the store refuses any later one.
         w[f"vote:{choice}"].click(vote_handler(choice), [w["current"], w["note"]], vote_out,

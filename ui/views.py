@@ -108,8 +108,8 @@ def vote_prompt(v):
 
 
 KEY_HINT = ('<div class="key-hint" id="key-hint">Keys: <kbd>1</kbd> left · <kbd>2</kbd> right · <kbd>3</kbd> tie · '
-            '<kbd>4</kbd> both bad · <kbd>n</kbd> next pair · <kbd>f</kbd>/space flicker · <kbd>←</kbd> <kbd>→</kbd> one frame · '
-            '<kbd>0</kbd> reset zoom</div>')
+            '<kbd>4</kbd> both bad · <kbd>n</kbd> next pair · <kbd>f</kbd>/space flicker · '
+            '<kbd>←</kbd> <kbd>→</kbd> one frame · <kbd>0</kbd> reset zoom</div>')
 
 
 def empty_html(message):
