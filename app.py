@@ -17,7 +17,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from comparisons.blind import cast_vote  # noqa: E402
+from comparisons.blind import cast_vote, next_campaign_pair  # noqa: E402
+from comparisons.campaign import definition_of as campaign_definition  # noqa: E402
 from comparisons.charts import lpips_figure, win_rate_figure  # noqa: E402
 from comparisons.cli import UsageError, study_spec  # noqa: E402
 from comparisons.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
@@ -34,7 +35,7 @@ from comparisons.limits import (  # noqa: E402
     client_address,
     clip,
 )
-from comparisons.report import study_view  # noqa: E402
+from comparisons.report import campaigns_frame, study_view  # noqa: E402
 from comparisons.stats import by_question  # noqa: E402
 from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError  # noqa: E402
 from comparisons.study import run_study  # noqa: E402
@@ -42,6 +43,7 @@ from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
 from ui.compare import build_compare_tab, serve_pair  # noqa: E402
 from ui.errors import run_checked, user_error  # noqa: E402
+from ui.vote_view import SEEN_ALL, build_vote_tab  # noqa: E402
 
 STATIC = Path(__file__).resolve().parent / "static"
 HOSTED_RESULTS = Path("/data") / "results" / "results.db"  # the persistent volume of a Space
@@ -55,6 +57,7 @@ class Settings:
         self.model = args.model
         self.trust_proxy = getattr(args, "trust_proxy", False)
         self.export_notes = getattr(args, "export_notes", False)
+        self.campaign = getattr(args, "campaign", None)
         self.hosted = HostedLimits() if args.hosted else None
         limits = self.hosted or HostedLimits()
         self.max_prompt, self.max_note = limits.max_prompt, limits.max_note
@@ -211,6 +214,7 @@ def refresh_results(lab, settings, export_dir, pairs_page=1, votes_page=1):
            "charts": views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
            + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"),
            "leaderboard": views.leaderboard_frame(board), "leaderboard_note": views.leaderboard_note(board),
+           "campaigns": campaigns_frame(lab.store),
            "pairs": None, "votes": None, "pairs_note": "", "votes_note": ""}
     out["pairs_csv"], out["votes_csv"] = (str(p) for p in export_files(lab, settings, export_dir))
     if settings.hosted:
@@ -242,20 +246,23 @@ def build_results_tab(lab, settings, export_dir):
         gr.Markdown("#### Leaderboard: every config that met another in a vote")
         board_note = gr.Markdown(elem_id="leaderboard-note")
         board = gr.Dataframe(elem_id="leaderboard", interactive=False)
+        gr.Markdown("#### Vote campaigns: votes per cell beside the study's LPIPS verdict")
+        campaigns = gr.Dataframe(elem_id="campaign-stats", interactive=False)
         with gr.Row():
             pairs_button = gr.DownloadButton("pairs.csv", elem_id="download-pairs")
             votes_button = gr.DownloadButton("votes.csv", elem_id="download-votes")
         # A public demo shows aggregates only: no pair ids, sessions or other people's notes.
         with gr.Column(visible=settings.hosted is None):
             gr.Markdown("#### Pairs made here and by sweep (a study's pairs are in the Study tab)")
-            pairs_page = gr.Number(1, label="pairs page", precision=0, minimum=1, elem_id="pairs-page")
+            pairs_page = gr.Number(1, label="pairs page", precision=0, elem_id="pairs-page")
             pairs_note = gr.Markdown(elem_id="pairs-page-note")
             pairs = gr.Dataframe(elem_id="pairs-table", interactive=False)
             gr.Markdown("#### Votes")
-            votes_page = gr.Number(1, label="votes page", precision=0, minimum=1, elem_id="votes-page")
+            votes_page = gr.Number(1, label="votes page", precision=0, elem_id="votes-page")
             votes_note = gr.Markdown(elem_id="votes-page-note")
             votes = gr.Dataframe(elem_id="votes-table", interactive=False)
     outputs = {"stats": stats, "charts": charts, "leaderboard": board, "leaderboard_note": board_note,
+               "campaigns": campaigns,
                "pairs": pairs, "votes": votes, "pairs_note": pairs_note, "votes_note": votes_note,
                "pairs_csv": pairs_button, "votes_csv": votes_button}
 
@@ -269,8 +276,17 @@ def build_results_tab(lab, settings, export_dir):
 
 # ---- API ------------------------------------------------------------------------------------------
 
+def pair_payload(out):
+    """A served pair as the API returns it: its serving id, both images as shown, distances, visibility."""
+    m = out["metrics"]
+    return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]), "right": views.data_url(out["right"]),
+            "lpips": m["lpips"], "ssim": m["ssim"], "psnr": None if math.isinf(m["psnr"]) else m["psnr"],
+            "identical": m["max_abs_diff"] == 0, "visibility": out["visibility"]}
+
+
 def build_api(lab, settings, export_dir):
-    """The named endpoints gradio_client users rely on: /generate_pair, /vote, /export_votes."""
+    """The named endpoints gradio_client users rely on: /generate_pair (or /next_pair with --campaign),
+    /vote, /export_votes."""
 
     def generate_pair(prompt: str, seed: float, pairing: str, steps: float, sampler: str,
                       request: gr.Request) -> dict:
@@ -280,11 +296,15 @@ def build_api(lab, settings, export_dir):
             raise user_error(ValueError("the API takes a preset pairing: " + ", ".join(PAIRINGS)))
         cfg_a, cfg_b = run_checked(preset_configs, pairing, steps, sampler, SamplerConfig.guidance_scale)
         out = serve_pair(lab, settings, request, prompt, seed, settings.model, pairing, cfg_a, cfg_b)
-        m = out["metrics"]
-        return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]),
-                "right": views.data_url(out["right"]), "lpips": m["lpips"], "ssim": m["ssim"],
-                "psnr": None if math.isinf(m["psnr"]) else m["psnr"], "identical": m["max_abs_diff"] == 0,
-                "visibility": out["visibility"]}
+        return pair_payload(out)
+
+    def next_pair(request: gr.Request) -> dict:
+        """The next pair of this app's campaign for this session (fewest votes first, never one it has seen),
+        in the same form as /generate_pair; an error once the session has seen every pair."""
+        out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
+        if out is None:
+            raise user_error(ValueError(SEEN_ALL))
+        return pair_payload(out)
 
     def vote(pair_id: str, choice: str, note: str, request: gr.Request) -> dict:
         """Record a blind vote (left/right/tie/both_bad) on a pair served to this session; returns what was
@@ -295,8 +315,12 @@ def build_api(lab, settings, export_dir):
         except DuplicateVote as exc:
             raise user_error(exc) from exc
 
-    gr.api(generate_pair, api_name="generate_pair", concurrency_id="generate",
-           concurrency_limit=settings.generate_workers)
+    if settings.campaign:
+        # A campaign serves its fixed pairs only: no visitor makes new ones.
+        gr.api(next_pair, api_name="next_pair", concurrency_id="vote", concurrency_limit=64)
+    else:
+        gr.api(generate_pair, api_name="generate_pair", concurrency_id="generate",
+               concurrency_limit=settings.generate_workers)
     gr.api(vote, api_name="vote", concurrency_id="vote", concurrency_limit=64)
     export_file = gr.File(visible=False)
     export_trigger = gr.Button(visible=False)
@@ -312,7 +336,15 @@ def build_app(lab, settings):
         # One export folder per server, rewritten in place and removed at exit.
         export_dir = Path(tempfile.mkdtemp(prefix="ab-lab-export-"))
         atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
-        compare = build_compare_tab(lab, settings, export_dir)
+        if settings.campaign:
+            _, serve_first, shown = build_vote_tab(lab, settings, export_dir,
+                                                   campaign_definition(lab.store, settings.campaign))
+            # Each visitor's first pair is served on page load (votes' concurrency group: never behind work).
+            demo.load(serve_first, None, shown, api_visibility="private", concurrency_id="vote",
+                      concurrency_limit=64)
+            compare = None
+        else:
+            compare = build_compare_tab(lab, settings, export_dir)
         build_study_tab(lab, settings)
         # The Results tab fills itself when opened (statistics, charts, a bootstrapped leaderboard): a page
         # load computes none of it. Results run apart from generations and never wait behind them.
@@ -324,10 +356,11 @@ def build_app(lab, settings):
         pair_param = gr.Textbox(visible=False, elem_id="pair-param")
         demo.load(None, None, pair_param, js="() => new URLSearchParams(window.location.search).get('pair') || ''",
                   api_visibility="private")
-        pair_param.change(functools.partial(open_stored_pair, lab, settings), pair_param,
-                          [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
-                          api_visibility="private", concurrency_id="read", concurrency_limit=16,
-                          show_progress="hidden")
+        if compare is not None:
+            pair_param.change(functools.partial(open_stored_pair, lab, settings), pair_param,
+                              [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
+                              api_visibility="private", concurrency_id="read", concurrency_limit=16,
+                              show_progress="hidden")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
     demo.export_dir = export_dir
     return demo
@@ -359,6 +392,8 @@ def parse_args(argv=None):
                    help="key rate limits on X-Forwarded-For's first address (only behind a proxy that sets it, "
                         "such as Hugging Face Spaces)")
     p.add_argument("--export-notes", action="store_true", help="hosted: include voters' notes in exported votes")
+    p.add_argument("--campaign", help="serve this vote campaign's pairs (a Vote view, no generation); see "
+                   "python -m comparisons campaign")
     args = p.parse_args(argv)
     if args.results is None:
         args.results = str(HOSTED_RESULTS if args.hosted and HOSTED_RESULTS.parent.parent.is_dir() else DEFAULT_PATH)
@@ -371,6 +406,8 @@ def main(argv=None):
         lab = Lab(args.results, lpips_weights=args.lpips_weights)
         lab.model(args.model)  # load before serving: a bad model name fails here, not for the first user
         lab.lpips()
+        if args.campaign:
+            campaign_definition(lab.store, args.campaign)
     except Exception as exc:  # noqa: BLE001 - any start-up failure is reported in one line
         hint = ""
         if isinstance(exc, StoreError) and str(args.results).startswith("/data/"):

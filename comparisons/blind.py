@@ -54,6 +54,29 @@ def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded"
     }
 
 
+def next_campaign_pair(lab, campaign, session):
+    """Serve `session` the next pair of `campaign` (fewest votes first, never one it has seen), sides at random;
+    the same blind view as new_pair, or None when this session has seen every pair."""
+    from PIL import Image
+
+    from .metrics import to_array
+
+    shown_left = "A" if secrets.randbelow(2) == 0 else "B"
+    served = lab.store.serve_next(campaign, session, shown_left)
+    if served is None:
+        return None
+    serve_id, pair_id = served
+    pair = lab.store.pair(pair_id)
+    root = lab.store.path.parent
+    arms = {side: Image.open(root / pair[f"image_{side.lower()}"]).convert("RGB") for side in ("A", "B")}
+    left, right = arms[shown_left], arms[other(shown_left)]
+    _, spatial = lab.lpips()(to_array(left), to_array(right))
+    metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
+    metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]
+    return {"pair_id": serve_id, "left": left, "right": right, "metrics": metrics,
+            "visibility": visibility(left, right, pair["lpips"]), "maps": {"lpips_spatial": spatial}}
+
+
 def winner_of(choice, shown_left):
     """A voter's left/right/tie/both_bad -> the stored winner A/B/tie/both_bad."""
     if choice not in CHOICES:
@@ -76,7 +99,8 @@ def cast_vote(store, serve_id, choice, session, note=""):
         raise VoteRefused("this pair was not served to you; vote on the pairs this page shows you")
     pair = store.pair(served["pair_id"])
     winner = winner_of(choice, served["shown_left"])
-    vote = store.record_vote(pair["pair_id"], winner, served["shown_left"], session, note)
+    vote = store.record_vote(pair["pair_id"], winner, served["shown_left"], session, note,
+                             campaign=served.get("campaign"))
     shown = {**pair, "shown_left": served["shown_left"]}
     return {**vote, "pair_id": serve_id, "choice": choice, "reveal": reveal(shown)}
 

@@ -1,4 +1,4 @@
-"""python -m comparisons {study, sweep, export, stats}: studies, paired sweeps, CSV export, vote statistics."""
+"""python -m comparisons {study, sweep, campaign, export, stats}: studies, sweeps, vote campaigns, CSV, statistics."""
 import argparse
 import contextlib
 import json
@@ -130,7 +130,66 @@ def _parser():
     e.add_argument("--out", required=True)
     t = sub.add_parser("stats", help="print the vote statistics per question")
     t.add_argument("--results", default=str(DEFAULT_PATH))
+    _campaign_parser(sub)
     return p
+
+
+def _campaign_parser(sub):
+    c = sub.add_parser("campaign", help="blind vote campaigns over a study's pairs: create, export, import, stats")
+    verbs = c.add_subparsers(dest="verb", required=True)
+    v = verbs.add_parser("create", help="pick a study's pairs per cell (seeded) into a named campaign")
+    v.add_argument("name")
+    v.add_argument("--study", required=True, help="the study's name (study --name; default its --out folder's name)")
+    v.add_argument("--cells", help="question:sampler:steps cells, comma-separated (default: every cell)")
+    v.add_argument("--per-cell", type=int, default=40, help="samples per cell at most (default 40)")
+    v.add_argument("--only-visible", action="store_true", help="skip pairs below visibility (counted per cell)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the per-cell pick (default 0)")
+    v.add_argument("--results", default=str(DEFAULT_PATH))
+    v = verbs.add_parser("export", help="write a campaign's pairs, images and definition as a zip")
+    v.add_argument("name")
+    v.add_argument("--out", required=True, help="bundle file, e.g. bundle.zip")
+    v.add_argument("--results", default=str(DEFAULT_PATH))
+    v = verbs.add_parser("import", help="load a bundle into a results file (again: no change)")
+    v.add_argument("bundle")
+    v.add_argument("--results", default=str(DEFAULT_PATH))
+    v = verbs.add_parser("stats", help="votes per cell beside the study's LPIPS verdict")
+    v.add_argument("name")
+    v.add_argument("--results", default=str(DEFAULT_PATH))
+
+
+def cmd_campaign(args, out):
+    from . import campaign
+    if args.verb == "import":
+        if not Path(args.bundle).is_file():
+            raise UsageError(f"no bundle at {args.bundle}; give the zip `campaign export` wrote")
+        definition = campaign.read_bundle(args.bundle)[0]  # checked before the results file is touched
+        check_writable(args.results, "results file", "--results")
+        done = campaign.import_bundle(ResultsStore(args.results), args.bundle)
+        print(f"campaign {definition['name']}: {done['pairs']} pairs "
+              + ("imported" if done["new"] else "already here, nothing changed") + f" into {args.results}", file=out)
+        return
+    store = _existing_store(args.results) if args.verb in ("export", "stats") else None
+    if args.verb == "create":
+        if not Path(args.results).is_file():
+            raise UsageError(f"no results file at {args.results}; run the study first or pass --results")
+        cells = campaign.parse_cells(args.cells) if args.cells is not None else None
+        definition = campaign.create(ResultsStore(args.results), args.name, args.study, cells, args.per_cell,
+                                     args.only_visible, args.seed)
+        for c in definition["cells"]:
+            skipped = f", {c['skipped_invisible']} below visibility skipped" if definition["only_visible"] else ""
+            print(f"  {c['question']}:{c['sampler']}:{c['steps']}: {c['pairs']} of {c['available']} pairs{skipped}",
+                  file=out)
+        print(f"campaign {args.name}: {sum(c['pairs'] for c in definition['cells'])} pairs from study "
+              f"{args.study}; serve it with: python app.py --campaign {args.name} --results {args.results}", file=out)
+    elif args.verb == "export":
+        campaign.definition_of(store, args.name)
+        target = check_writable(args.out, "bundle", "--out")
+        if target.is_dir():
+            raise UsageError(f"--out {target} is a folder; name a file such as {target}/bundle.zip")
+        done = campaign.export_bundle(store, args.name, target)
+        print(f"wrote {done['path']}: {done['pairs']} pairs, {done['images']} images", file=out)
+    else:
+        print(campaign.stats_text(args.name, campaign.stats(store, args.name)), file=out)
 
 
 def sweep_configs(args):
@@ -350,7 +409,8 @@ def cmd_stats(args, out):
 def main(argv=None, out=sys.stdout):
     args = _parser().parse_args(argv)
     try:
-        {"study": cmd_study, "sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats}[args.command](args, out)
+        {"study": cmd_study, "sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats,
+         "campaign": cmd_campaign}[args.command](args, out)
     except (UsageError, ConfigError, StoreError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from .store import METRICS
 PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "config_a", "config_b", *METRICS,
                 "image_a", "image_b", "lockstep", "seconds", "created"]
 VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "session", "note", "created",
-                "config_a", "config_b"]
+                "config_a", "config_b", "campaign", "question", "sampler", "steps"]
 FORMULA_START = ("=", "+", "-", "@")
 CONFIG_FIELDS = [f.name for f in fields(SamplerConfig)]
 

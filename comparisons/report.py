@@ -231,6 +231,7 @@ img.plot {{ max-width: 100%; }}
 <h2>Verdicts</h2>
 {table_html}
 <ul>{legend}</ul>
+{campaigns_html(store, spec.name)}
 <h2>Distance to the reference against steps</h2>
 {plots}
 <h2>Where the arms differ most</h2>
@@ -238,6 +239,44 @@ img.plot {{ max-width: 100%; }}
 {examples_html(store, rows, ref_images, app_url)}
 </body></html>
 """
+
+
+def campaign_frame(rows):
+    """Campaign stats rows (comparisons.campaign.stats) as a readable table."""
+    return pd.DataFrame([{"cell": f"{r['question']}:{r['sampler']}:{r['steps']}", "pairs": r["pairs"],
+                          "votes": r["votes"], "A": r["a"], "B": r["b"], "tie": r["tie"], "both bad": r["both_bad"],
+                          "A win rate": _fmt(r["a_win_rate"]),
+                          "95% CI": "" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+                          "sign test p": _fmt(r["p_value"], 4), "votes say": r["votes_verdict"],
+                          "LPIPS says": r["lpips_verdict"], "agreement": r["agreement"]} for r in rows],
+                        columns=["cell", "pairs", "votes", "A", "B", "tie", "both bad", "A win rate", "95% CI",
+                                 "sign test p", "votes say", "LPIPS says", "agreement"])
+
+
+def campaigns_frame(store):
+    """Every campaign's per-cell stats in one table (a campaign column first)."""
+    from .campaign import stats
+    frames = [campaign_frame(stats(store, c["name"])).assign(campaign=c["name"]) for c in store.campaigns()]
+    if not frames:
+        return pd.DataFrame(columns=["campaign", *campaign_frame([]).columns])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["campaign", *[c for c in table.columns if c != "campaign"]]]
+
+
+def campaigns_html(store, study_name):
+    """The study's vote campaigns: votes per cell beside the LPIPS verdict ('' when it has none)."""
+    from .campaign import stats
+    parts = []
+    for c in store.campaigns():
+        if c["study"] != study_name:
+            continue
+        table = campaign_frame(stats(store, c["name"])).to_html(index=False, classes="verdicts", escape=True)
+        parts.append(f"<h3>Campaign {html.escape(c['name'])} ({c['pairs']} pairs)</h3>{table}")
+    if not parts:
+        return ""
+    return ("<h2>Blind votes</h2><p>Human votes on the study's pairs (served blind, sides random), per cell, beside "
+            "the LPIPS verdict; “agree” when both find the same arm better (or both no difference). Rerun the "
+            "study's command (nothing is recomputed) to refresh this section.</p>" + "".join(parts))
 
 
 def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url, created):

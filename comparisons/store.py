@@ -108,6 +108,27 @@ MIGRATIONS = [
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
+    # v5: campaigns, fixed sets of a study's pairs served blind to many voters; a serving and a vote
+    # remember the campaign they came through (NULL outside campaigns).
+    """
+    CREATE TABLE campaigns (
+        name TEXT PRIMARY KEY,
+        study TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE campaign_pairs (
+        campaign TEXT NOT NULL REFERENCES campaigns(name),
+        pair_id TEXT NOT NULL REFERENCES pairs(pair_id),
+        question TEXT NOT NULL,
+        sampler TEXT NOT NULL,
+        steps INTEGER NOT NULL,
+        PRIMARY KEY (campaign, pair_id)
+    );
+    ALTER TABLE served ADD COLUMN campaign TEXT;
+    ALTER TABLE votes ADD COLUMN campaign TEXT;
+    CREATE INDEX served_by_session ON served(session)
+    """,
 ]
 STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
                     "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
@@ -216,6 +237,10 @@ class ResultsStore:
         image.save(buf, format="PNG", pnginfo=info)
         return self._save_blob(buf.getvalue(), "images", ".png")
 
+    def save_image_bytes(self, data):
+        """Store PNG bytes as they are (metadata included), named by their SHA-256; relative path."""
+        return self._save_blob(data, "images", ".png")
+
     def save_array(self, array):
         """Write a float array as .npy named by its content's SHA-256; relative path."""
         buf = io.BytesIO()
@@ -302,8 +327,10 @@ class ResultsStore:
 
     def votes_page(self, page, per_page=50):
         """(one page of the votes, newest first; how many there are)."""
-        rows = self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed FROM votes v "
-                          "JOIN pairs p USING (pair_id) ORDER BY v.vote_id DESC LIMIT ? OFFSET ?",
+        rows = self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, cp.question, "
+                          "cp.sampler, cp.steps FROM votes v JOIN pairs p USING (pair_id) LEFT JOIN campaign_pairs cp "
+                          "ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id "
+                          "ORDER BY v.vote_id DESC LIMIT ? OFFSET ?",
                           (per_page, max(0, page) * per_page))
         return rows, self._read("SELECT COUNT(*) AS n FROM votes")[0]["n"]
 
@@ -340,7 +367,7 @@ class ResultsStore:
                 written += 1
             return written
 
-    def record_vote(self, pair_id, winner, left, session, note=""):
+    def record_vote(self, pair_id, winner, left, session, note="", campaign=None):
         """Append a vote: winner A/B/tie/both_bad, which config was on the left, the voter's session."""
         if winner not in WINNERS:
             raise ValueError(f"winner must be one of {', '.join(WINNERS)} (got {winner!r})")
@@ -351,17 +378,17 @@ class ResultsStore:
         note = str(note or "")[:2000]
         try:
             vote_id = self._write(
-                "INSERT INTO votes (pair_id, winner, left_config, session, note, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (pair_id, winner, left, session, note, time.time()))
+                "INSERT INTO votes (pair_id, winner, left_config, session, note, created, campaign) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (pair_id, winner, left, session, note, time.time(), campaign))
         except sqlite3.IntegrityError as exc:
             # The schema decides, inside the transaction: the pair must exist, the vote must be new.
             if "FOREIGN KEY" in str(exc):
                 raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
             raise DuplicateVote("this session has already voted on this pair; generate a new pair") from exc
         return {"vote_id": vote_id, "pair_id": pair_id, "winner": winner, "left": left, "session": session,
-                "note": note}
+                "note": note, "campaign": campaign}
 
-    def serve(self, pair_id, session, shown_left):
+    def serve(self, pair_id, session, shown_left, campaign=None):
         """Record that `pair_id` is shown to `session` with `shown_left` on the left; the serving's id.
 
         Serving the same pair to the same session again returns the first serving (same sides).
@@ -377,11 +404,81 @@ class ResultsStore:
                 return row[0]
             serve_id = secrets.token_hex(16)
             try:
-                conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created) "
-                             "VALUES (?, ?, ?, ?, ?)", (serve_id, pair_id, session, shown_left, time.time()))
+                conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created, campaign) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (serve_id, pair_id, session, shown_left, time.time(), campaign))
             except sqlite3.IntegrityError as exc:
                 raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
             return serve_id
+
+    def serve_next(self, campaign, session, shown_left):
+        """Serve `session` the campaign pair it has not seen with the fewest votes (then the fewest servings,
+        then at random); (serve_id, pair_id), or None when it has seen them all. One transaction, so two
+        visitors asking at once are balanced too."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT cp.pair_id, "
+                "(SELECT COUNT(*) FROM votes v WHERE v.pair_id = cp.pair_id AND v.campaign = cp.campaign) AS n_votes, "
+                "(SELECT COUNT(*) FROM served s WHERE s.pair_id = cp.pair_id AND s.campaign = cp.campaign) AS n_served "
+                "FROM campaign_pairs cp WHERE cp.campaign = ? AND cp.pair_id NOT IN "
+                "(SELECT pair_id FROM served WHERE session = ?) ORDER BY n_votes, n_served, random() LIMIT 1",
+                (campaign, session)).fetchone()
+            if row is None:
+                return None
+            serve_id = secrets.token_hex(16)
+            conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created, campaign) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (serve_id, row[0], session, shown_left, time.time(), campaign))
+            return serve_id, row[0]
+
+    def add_campaign(self, name, study, definition, pairs):
+        """Create campaign `name` with its pairs [(pair_id, question, sampler, steps)]; False if it already
+        exists with the same definition (nothing written), StoreError if with another."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT definition FROM campaigns WHERE name = ?", (name,)).fetchone()
+            if row:
+                if row[0] != definition:
+                    raise StoreError(f"a campaign named {name!r} with other pairs exists in {self.path}; "
+                                     "choose another name")
+                return False
+            conn.execute("INSERT INTO campaigns (name, study, definition, created) VALUES (?, ?, ?, ?)",
+                         (name, study, definition, time.time()))
+            conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps) "
+                             "VALUES (?, ?, ?, ?, ?)", [(name, *p) for p in pairs])
+            return True
+
+    def import_campaign(self, name, study, definition, pair_rows, cell_pairs):
+        """One transaction: the pairs (kept if already here, same id) and the campaign over them."""
+        with self._transaction() as conn:
+            for row in pair_rows:
+                columns = ", ".join(row)
+                conn.execute(f"INSERT OR IGNORE INTO pairs ({columns}) VALUES ({', '.join('?' * len(row))})",
+                             tuple(row.values()))
+            if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"a campaign named {name!r} exists in {self.path}; refused")
+            conn.execute("INSERT INTO campaigns (name, study, definition, created) VALUES (?, ?, ?, ?)",
+                         (name, study, definition, time.time()))
+            conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps) "
+                             "VALUES (?, ?, ?, ?, ?)", [(name, *p) for p in cell_pairs])
+
+    def campaign(self, name):
+        rows = self._read("SELECT * FROM campaigns WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def campaigns(self):
+        return self._read("SELECT c.*, (SELECT COUNT(*) FROM campaign_pairs p WHERE p.campaign = c.name) AS pairs "
+                          "FROM campaigns c ORDER BY created")
+
+    def campaign_pairs(self, name):
+        """The campaign's pairs with their cell and stored pair columns, in cell order."""
+        return self._read("SELECT cp.question, cp.sampler, cp.steps, p.* FROM campaign_pairs cp "
+                          "JOIN pairs p USING (pair_id) WHERE cp.campaign = ? "
+                          "ORDER BY cp.question, cp.sampler, cp.steps, p.pair_id", (name,))
+
+    def campaign_votes(self, name):
+        """Votes cast through the campaign, with the cell of their pair."""
+        return self._read("SELECT v.*, cp.question, cp.sampler, cp.steps FROM votes v JOIN campaign_pairs cp "
+                          "ON cp.pair_id = v.pair_id AND cp.campaign = v.campaign WHERE v.campaign = ? "
+                          "ORDER BY v.vote_id", (name,))
 
     def served(self, serve_id):
         rows = self._read("SELECT * FROM served WHERE serve_id = ?", (serve_id,))
@@ -412,8 +509,9 @@ class ResultsStore:
         return self._read("SELECT * FROM pairs ORDER BY created, pair_id")
 
     def votes(self):
-        return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed FROM votes v "
-                          "JOIN pairs p USING (pair_id) ORDER BY v.vote_id")
+        return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, cp.question, "
+                          "cp.sampler, cp.steps FROM votes v JOIN pairs p USING (pair_id) LEFT JOIN campaign_pairs cp "
+                          "ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id ORDER BY v.vote_id")
 
     def has_voted(self, pair_id, session):
         return bool(self._read("SELECT 1 FROM votes WHERE pair_id = ? AND session = ?", (pair_id, session)))

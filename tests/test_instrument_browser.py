@@ -241,6 +241,10 @@ def test_zoom_pan_readout_colour_bar_and_visibility(browser, app):
     page.wait_for_function("() => document.querySelector('#diff-colorbar').innerText.includes('255/255')")
     assert "0.5" in page.inner_text("#lpips-colorbar")
     assert page.locator("#diff-maps img").count() == 3
+    # The slider shows both images at their own (integer-upscaled) size, never rescaled to fit its box.
+    slider = page.evaluate("""() => [...document.querySelectorAll('#slider img')]
+        .map(i => [i.naturalWidth, getComputedStyle(i).objectFit])""")
+    assert slider and all(w == 8 * 32 and fit == "none" for w, fit in slider), slider
 
     generate(page, "final-zero", steps=4, seed=2)
     assert "Below visibility" not in page.inner_text("#visibility")
@@ -254,10 +258,11 @@ def test_results_show_columns_legend_charts_and_leaderboard(browser, app):
     page.locator("#title").click()
     page.keyboard.press("1")
     page.wait_for_function("() => document.querySelector('#reveal').innerText.includes('Left was')")
-    page.get_by_role("tab", name="Results").click()
-    page.click("#refresh-results")
+    page.get_by_role("tab", name="Results").click()   # opening the tab fills it
     page.wait_for_function("() => document.querySelector('#leaderboard').innerText.includes('heun 4 steps')",
                            timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('#results-charts .pending, #leaderboard .pending')")
+    time.sleep(0.5)
     stats = page.inner_text("#stats-table")
     for column in ("sampler", "steps", "guidance", "prompt"):
         assert column in stats

@@ -1,0 +1,236 @@
+"""Vote campaigns: create from a study, balanced blind serving, bundles, per-cell stats, the Vote view."""
+import hashlib
+import io
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+
+from comparisons import campaign
+from comparisons.blind import cast_vote, next_campaign_pair
+from comparisons.cli import main as cli_main
+from comparisons.lab import Lab
+from comparisons.store import ResultsStore, VoteRefused
+from tests.conftest import LiveApp
+
+STUDY = ["study", "--questions", "final-zero,discretization", "--samplers", "heun", "--steps", "2,3",
+         "--seeds", "0-3", "--prompts", "a red circle", "--reference", '{"steps": 8}', "--reference-check", "0",
+         "--batch", "16"]
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory):
+    """A tiny study (2 questions x 2 step counts x 4 seeds) in a results file, named 'tiny'."""
+    root = tmp_path_factory.mktemp("campaign")
+    out = io.StringIO()
+    assert cli_main([*STUDY, "--results", str(root / "r.db"), "--out", str(root / "tiny")], out=out) == 0
+    return root / "r.db"
+
+
+def fresh_copy(src, dst_dir):
+    """The study's results file (and images) copied, so each test starts from the same state."""
+    import shutil
+    shutil.copytree(src.parent, dst_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tiny", "*.zip"))
+    return dst_dir / src.name
+
+
+def cli(*args):
+    out = io.StringIO()
+    return cli_main(list(args), out=out), out.getvalue()
+
+
+def test_create_picks_per_cell_seeded_and_counts_skipped(study_store, tmp_path):
+    db = fresh_copy(study_store, tmp_path / "a")
+    code, text = cli("campaign", "create", "c1", "--study", "tiny", "--per-cell", "3", "--results", str(db))
+    assert code == 0 and "c1: 12 pairs" in text
+    store = ResultsStore(db)
+    pairs = store.campaign_pairs("c1")
+    assert len(pairs) == 12 and {(p["question"], p["steps"]) for p in pairs} == {
+        (q, s) for q in ("final-zero", "discretization") for s in (2, 3)}
+    # Seeded: the same command in another copy picks the same pairs.
+    db2 = fresh_copy(study_store, tmp_path / "b")
+    assert cli("campaign", "create", "c1", "--study", "tiny", "--per-cell", "3", "--results", str(db2))[0] == 0
+    assert [p["pair_id"] for p in ResultsStore(db2).campaign_pairs("c1")] == [p["pair_id"] for p in pairs]
+    # --only-visible: the discretization pairs on the embedded model are below visibility, and it says so.
+    code, text = cli("campaign", "create", "vis", "--study", "tiny", "--only-visible", "--results", str(db))
+    definition = campaign.definition_of(store, "vis")
+    by_cell = {(c["question"], c["steps"]): c for c in definition["cells"]}
+    assert by_cell[("discretization", 2)]["skipped_invisible"] == 4 and by_cell[("discretization", 2)]["pairs"] == 0
+    assert by_cell[("final-zero", 3)]["pairs"] + by_cell[("final-zero", 3)]["skipped_invisible"] == 4
+    assert "below visibility skipped" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["create", "x", "--study", "nope"], "no study named 'nope'"),
+    (["create", "x", "--study", "tiny", "--cells", "final-zero:heun:99"], "has no cell final-zero:heun:99"),
+    (["create", "x", "--study", "tiny", "--cells", "final-zero-heun"], "malformed cell"),
+    (["create", "x", "--study", "tiny", "--cells", "discretization:heun:2", "--only-visible"], "selection is empty"),
+    (["create", "../x", "--study", "tiny"], "campaign name"),
+    (["stats", "nope"], "no campaign named 'nope'"),
+    (["export", "nope", "--out", "{tmp}/b.zip"], "no campaign named 'nope'"),
+])
+def test_bad_campaign_input_is_one_line_and_writes_nothing(study_store, tmp_path, capsys, args, message):
+    db = fresh_copy(study_store, tmp_path / "a")
+    before = db.read_bytes()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert cli("campaign", *args, "--results", str(db))[0] == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+    assert ResultsStore(db).campaigns() == [] and not (tmp_path / "b.zip").exists()
+    assert len(before) > 0
+
+
+def test_serving_is_balanced_without_repeats_and_votes_are_session_bound(study_store, tmp_path):
+    db = fresh_copy(study_store, tmp_path / "a")
+    assert cli("campaign", "create", "four", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "4",
+               "--results", str(db))[0] == 0
+    lab = Lab(db)
+    # 12 votes over 4 pairs from 12 different sessions: 3 each.
+    for i in range(12):
+        out = next_campaign_pair(lab, "four", f"session-{i}")
+        cast_vote(lab.store, out["pair_id"], "left", f"session-{i}")
+    counts = pd.Series([v["pair_id"] for v in lab.store.campaign_votes("four")]).value_counts()
+    assert len(counts) == 4 and set(counts) == {3}
+    # One session sees each pair once, then is told it has seen them all.
+    seen = [lab.store.served(next_campaign_pair(lab, "four", "one")["pair_id"])["pair_id"] for _ in range(4)]
+    assert len(set(seen)) == 4 and next_campaign_pair(lab, "four", "one") is None
+    # A vote counts only for a pair served to that session.
+    other = next_campaign_pair(lab, "four", "two")
+    with pytest.raises(VoteRefused):
+        cast_vote(lab.store, other["pair_id"], "left", "three")
+    vote = cast_vote(lab.store, other["pair_id"], "tie", "two", "ok")
+    assert vote["campaign"] == "four"
+    assert next_campaign_pair(lab, "nope", "x") is None  # an unknown campaign has no pairs to serve
+
+
+def test_stats_against_hand_counted_votes_and_csv_columns(study_store, tmp_path):
+    db = fresh_copy(study_store, tmp_path / "a")
+    cli("campaign", "create", "c", "--study", "tiny", "--cells", "final-zero:heun:2,final-zero:heun:3",
+        "--per-cell", "4", "--results", str(db))
+    lab = Lab(db)
+    # Hand-made tallies: cell steps=2 gets A, A, B, tie; steps=3 gets both_bad only.
+    plan = {2: ["A", "A", "B", "tie"], 3: ["both_bad"]}
+    for steps, winners in plan.items():
+        for i, winner in enumerate(winners):
+            session = f"s{steps}-{i}"
+            while True:
+                out = next_campaign_pair(lab, "c", session)
+                served = lab.store.served(out["pair_id"])
+                row = next(p for p in lab.store.campaign_pairs("c") if p["pair_id"] == served["pair_id"])
+                if row["steps"] == steps:
+                    break
+            choice = {"A": "left" if served["shown_left"] == "A" else "right",
+                      "B": "right" if served["shown_left"] == "A" else "left"}.get(winner, winner)
+            cast_vote(lab.store, out["pair_id"], choice, session)
+    rows = {r["steps"]: r for r in campaign.stats(lab.store, "c")}
+    two, three = rows[2], rows[3]
+    assert (two["votes"], two["a"], two["b"], two["tie"], two["both_bad"]) == (4, 2, 1, 1, 0)
+    assert two["a_win_rate"] == pytest.approx(2 / 3) and two["p_value"] == pytest.approx(1.0)
+    assert two["votes_verdict"] == "no preference" and two["lpips_verdict"]
+    assert (three["votes"], three["both_bad"], three["agreement"]) == (1, 1, "no decisive votes yet")
+    code, text = cli("campaign", "stats", "c", "--results", str(db))
+    assert code == 0 and "final-zero:heun:2" in text and "5 votes" in text
+    from comparisons.export import export_csv
+    votes = pd.read_csv(export_csv(lab.store, tmp_path / "csv")[1])
+    assert set(votes["campaign"]) == {"c"} and set(votes["steps"]) == {2, 3} and set(votes["question"]) == {
+        "final-zero"} and set(votes["sampler"]) == {"heun"}
+    # The study's report gains the campaign when its command is rerun (nothing is recomputed).
+    out = tmp_path / "tiny"
+    assert cli_main([*STUDY, "--results", str(db), "--out", str(out), "--name", "tiny"], out=io.StringIO()) == 0
+    report = (out / "report.html").read_text()
+    assert "Campaign c (8 pairs)" in report and "agreement" in report
+
+
+def test_bundle_round_trip_is_idempotent_and_refuses_bad_zips(study_store, tmp_path):
+    db = fresh_copy(study_store, tmp_path / "a")
+    cli("campaign", "create", "c", "--study", "tiny", "--per-cell", "2", "--results", str(db))
+    bundle = tmp_path / "bundle.zip"
+    assert cli("campaign", "export", "c", "--out", str(bundle), "--results", str(db))[0] == 0
+    space = tmp_path / "space" / "r.db"
+    code, text = cli("campaign", "import", str(bundle), "--results", str(space))
+    assert code == 0 and "8 pairs imported" in text
+    src, dst = ResultsStore(db), ResultsStore(space)
+
+    def digest(store, name):
+        return sorted((p["pair_id"], hashlib.sha256((store.path.parent / p["image_a"]).read_bytes()).hexdigest(),
+                       hashlib.sha256((store.path.parent / p["image_b"]).read_bytes()).hexdigest(),
+                       p["config_a"], p["config_b"], p["question"], p["steps"]) for p in store.campaign_pairs(name))
+    assert digest(src, "c") == digest(dst, "c")
+    assert campaign.definition_of(src, "c") == campaign.definition_of(dst, "c")
+    before = (space.read_bytes(), sorted(p.name for p in space.parent.rglob("*.png")))
+    code, text = cli("campaign", "import", str(bundle), "--results", str(space))
+    assert code == 0 and "nothing changed" in text
+    assert len(dst.pairs()) == 8 and sorted(p.name for p in space.parent.rglob("*.png")) == before[1]
+
+    def bad_zip(name, entries):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as z:
+            for arcname, data in entries.items():
+                z.writestr(arcname, data)
+        return path
+    manifest = zipfile.ZipFile(bundle).read("campaign.json")
+    images = {n: zipfile.ZipFile(bundle).read(n) for n in zipfile.ZipFile(bundle).namelist() if n != "campaign.json"}
+    first = sorted(images)[0]
+    cases = {
+        "escape.zip": ({"campaign.json": manifest, "../evil.png": b"x", **images}, "escapes the bundle"),
+        "foreign.zip": ({"campaign.json": json.dumps({"definition": {"format": "other"}, "pairs": []})},
+                        "not an ab-lab-campaign bundle"),
+        "missing.zip": ({"campaign.json": manifest, **{k: v for k, v in images.items() if k != first}},
+                        f"is missing {first}"),
+        "corrupt.zip": ({"campaign.json": manifest, **images, first: b"not the image"}, "is corrupt"),
+    }
+    for name, (entries, message) in cases.items():
+        target = tmp_path / f"t-{name}" / "r.db"
+        code = cli_main(["campaign", "import", str(bad_zip(name, entries)), "--results", str(target)],
+                        out=io.StringIO())
+        assert code == 2, name
+        assert not target.exists(), name  # checked before the results file is made
+    plain = tmp_path / "plain.txt"
+    plain.write_text("hello")
+    assert cli("campaign", "import", str(plain), "--results", str(tmp_path / "u" / "r.db"))[0] == 2
+
+
+def test_vote_view_in_the_browser(study_store, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
+    db = fresh_copy(study_store, tmp_path / "a")
+    cli("campaign", "create", "web", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "3",
+        "--results", str(db))
+    app = LiveApp(db, "--campaign", "web")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(app.url)
+            page.wait_for_selector("#vote-left:not([disabled])", timeout=60_000)
+            assert page.locator("#generate").count() == 0  # no generation controls
+            assert "Revealed" not in page.inner_text("#reveal") and "final_zero" not in page.inner_text("body")
+            assert page.locator("#visibility .sentence").count() == 1
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "campaign-vote-1280.png"), full_page=True)
+            seen = []
+            for key in ("1", "2", "4"):
+                seen.append(page.get_attribute("#pair-left", "src"))
+                page.locator("#campaign-header").click()
+                page.keyboard.press(key)
+                page.wait_for_function("s => document.querySelector('#reveal').innerText.includes('Left was') && "
+                                       "(document.querySelector('#pair-left') || {}).src !== s", arg=seen[-1],
+                                       timeout=60_000)
+            page.wait_for_function("() => document.querySelector('#vote-status').innerText.includes('seen every')")
+            assert len(set(seen)) == 3 and page.is_disabled("#vote-left")
+            browser.close()
+        votes = ResultsStore(db).campaign_votes("web")
+        assert [v["winner"] for v in votes][2] == "both_bad" and len(votes) == 3
+        from gradio_client import Client
+        client = Client(app.url, verbose=False)
+        first = client.predict(api_name="/next_pair")
+        assert len(first["pair_id"]) == 32 and first["left"].startswith("data:image/png")
+        client.predict(first["pair_id"], "left", "", api_name="/vote")
+        for _ in range(2):
+            client.predict(api_name="/next_pair")
+        with pytest.raises(Exception, match="seen every pair"):
+            client.predict(api_name="/next_pair")
+    finally:
+        app.stop()

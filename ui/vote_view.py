@@ -1,0 +1,81 @@
+"""The Vote tab of `app.py --campaign NAME`: a campaign's pairs served blind, one after another, no generation."""
+import gradio as gr
+
+from comparisons.blind import next_campaign_pair
+from ui import views
+from ui.compare import VOTE_BUTTONS, vote
+from ui.errors import run_checked
+
+SEEN_ALL = "You have seen every pair of this campaign: thank you. Your votes are recorded."
+
+
+def serve_next(lab, settings, w, request, status=""):
+    """Fill the views with the next campaign pair for this session, or say that it has seen them all."""
+    out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
+    if out is None:
+        return {w["current"]: None, w["pair"]: views.empty_html(SEEN_ALL), w["flicker"]: "",
+                w["visibility"]: "", w["status"]: f"{status} {SEEN_ALL}".strip(),
+                **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+    left, right, vis = out["left"], out["right"], out["visibility"]
+    current = {"pair_id": out["pair_id"], "left": left, "right": right, "spatial": out["maps"]["lpips_spatial"]}
+    return {w["current"]: current, w["pair"]: views.pair_html(left, right),
+            w["flicker"]: views.flicker_html(left, right),
+            w["visibility"]: views.visibility_html(vis), w["status"]: f"{status} {views.vote_prompt(vis)}".strip(),
+            w["download"]: gr.update(value=None, interactive=False),
+            **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
+
+
+def build_vote_tab(lab, settings, export_dir, definition):
+    """Lay out and wire the Vote tab; returns (widgets by name, the page-load handler and its outputs)."""
+    w = {}
+    n_pairs = sum(c["pairs"] for c in definition["cells"])
+    with gr.Tab("Vote"):
+        gr.Markdown(f"**Campaign {definition['name']}** · {n_pairs} pairs from study {definition['study']}. "
+                    "Which image is better? Sides are random and hidden until you vote; the next pair comes "
+                    "by itself.", elem_id="campaign-header")
+        w["current"] = gr.State(None)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                w["pair"] = gr.HTML(views.empty_html("Loading your first pair…"), elem_id="pair")
+            with gr.Column(scale=1, min_width=240):
+                w["flicker"] = gr.HTML("", elem_id="flicker")
+        with gr.Row(elem_id="vote-row"):
+            for choice, (label, eid) in VOTE_BUTTONS.items():
+                w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=120)
+        w["visibility"] = gr.HTML("", elem_id="visibility")
+        gr.HTML(views.KEY_HINT.replace("next pair", "skip this pair"))
+        with gr.Row(equal_height=True):
+            w["status"] = gr.Markdown(elem_id="vote-status")
+            w["note"] = gr.Textbox(label="note (optional)", max_lines=2, elem_id="vote-note", scale=2)
+            w["next"] = gr.Button("Skip (n)", elem_id="next-pair", scale=0, min_width=100)
+        w["reveal"] = gr.Markdown("", elem_id="reveal")
+        w["download"] = gr.DownloadButton("Download the last pair (zip)", elem_id="download-pair", interactive=False)
+
+    shown = [w[k] for k in ("current", "pair", "flicker", "visibility", "status", "download")] + \
+        [w[f"vote:{c}"] for c in VOTE_BUTTONS]
+    private = dict(api_visibility="private", concurrency_id="vote", concurrency_limit=64)
+
+    def on_load(request: gr.Request):
+        return serve_next(lab, settings, w, request)
+
+    def on_skip(request: gr.Request):
+        return serve_next(lab, settings, w, request, "Skipped.")
+
+    def vote_handler(choice):
+        def on_vote(current, note, request: gr.Request):
+            out = vote(lab, settings, w, choice, current, note, request, export_dir)
+            revealed = (out.get(w["current"]) or {}).get("revealed")
+            if not revealed:
+                return out  # refused or repeated: the pair stays
+            # The vote counted: its reveal stays readable, and the next pair is served at once.
+            following = serve_next(lab, settings, w, request, "Vote recorded.")
+            return {**out, **following, w["download"]: out[w["download"]],
+                    w["reveal"]: f"{revealed}\n\n{out[w['reveal']]}"}
+        return on_vote
+
+    outputs = shown + [w["reveal"], w["note"]]
+    for choice in VOTE_BUTTONS:
+        w[f"vote:{choice}"].click(vote_handler(choice), [w["current"], w["note"]], outputs, trigger_mode="once",
+                                  **private)
+    w["next"].click(on_skip, None, shown, **private)
+    return w, on_load, shown
