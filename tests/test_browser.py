@@ -57,10 +57,12 @@ def test_generate_flicker_vote_reveal_results_csv(live_app, page, tmp_path):
     # Nothing is revealed before a vote (the area may briefly hold Gradio's status timer, never text).
     assert "Revealed" not in page.inner_text("#reveal") and "paper" not in page.inner_text("#reveal")
     generate(page, live_app.url, steps="8")
-    # Both images are shown together, blind: nothing on the page names a config yet.
+    # Both images are shown together, blind: nothing about the pair names a config yet (the preset's
+    # explanation says what A and B are, never which side is which).
     assert page.locator("#pair img").count() == 2 and page.locator("#flicker img.flicker-frame").count() == 2
-    body = page.inner_text("body")
-    assert "paper" not in body.split("Sigma schedules")[0] and "Revealed" not in page.inner_text("#reveal")
+    shown = " ".join(page.inner_text(s) for s in ("#pair", "#flicker", "#visibility", "#vote-status", "#reveal"))
+    assert "paper" not in shown and " A" not in shown and "Revealed" not in shown
+    assert {page.get_attribute(f"#pair-{side}", "data-label") for side in ("left", "right")} == {"left", "right"}
     for bid in ("#vote-left", "#vote-right", "#vote-tie", "#vote-both-bad"):
         page.wait_for_selector(bid + ":not([disabled])")
     page.screenshot(path=str(ARTIFACTS / "compare-generated.png"), full_page=True)
