@@ -129,8 +129,18 @@
     else if (KEYS[e.key]) { press(KEYS[e.key]); e.preventDefault(); }
   });
 
+  // A touch screen has no keyboard to hint at: hints hidden, tap hints shown (decided once, at load, so a
+  // full-page screenshot that re-evaluates media queries shows the page as the phone does).
+  const touch = matchMedia("(hover: none)").matches;
+  const hints = () => {
+    if (!touch) return;
+    document.querySelectorAll(".key-hint").forEach((el) => { el.style.display = "none"; });
+    document.querySelectorAll(".touch-hint").forEach((el) => { el.style.display = "inline"; });
+  };
+
   // New images (a new pair, or the same pair relabelled after the vote): size them once loaded.
   new MutationObserver(() => {
+    hints();
     for (const img of document.querySelectorAll(".zoom-box img")) {
       if (img.dataset.sized !== "1") {
         img.dataset.sized = "1";

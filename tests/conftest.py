@@ -10,6 +10,10 @@ from sampler_lib import scaled_linear_alphas_cumprod
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser here
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 
 
 def load_kdiffusion():
@@ -82,6 +86,25 @@ class LiveApp:
         except Exception:
             self.proc.kill()
         self.log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, for one test module."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh 1280x1600 page (its own context) in the module's browser."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, accept_downloads=True)
+    page = ctx.new_page()
+    yield page
+    ctx.close()
 
 
 @pytest.fixture(scope="module")

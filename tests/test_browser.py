@@ -1,33 +1,9 @@
 """End to end in Debian's Chromium driven by Playwright: generate, flicker, vote, reveal, results, CSV."""
-import shutil
 import time
 
 import pandas as pd
-import pytest
 
-from tests.conftest import ROOT
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, accept_downloads=True)
-    page = ctx.new_page()
-    yield page
-    ctx.close()
+from tests.conftest import ARTIFACTS
 
 
 def visible_side(page):

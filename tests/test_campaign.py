@@ -194,7 +194,7 @@ def test_bundle_round_trip_is_idempotent_and_refuses_bad_zips(study_store, tmp_p
 def test_vote_view_in_the_browser(study_store, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
+    from tests.conftest import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
     db = fresh_copy(study_store, tmp_path / "a")
     cli("campaign", "create", "web", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "3",
         "--results", str(db))

@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, LiveApp
-from tests.test_browser import ARTIFACTS, browser, page  # noqa: F401 - shared fixtures
+from tests.conftest import ARTIFACTS, ROOT, LiveApp
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def study_app(tmp_path_factory):
     app.stop()
 
 
-def test_pair_link_opens_the_stored_pair_not_blind(study_app, page):  # noqa: F811
+def test_pair_link_opens_the_stored_pair_not_blind(study_app, page):
     pair_id = sqlite3.connect(study_app.results).execute(
         "SELECT pair_id FROM study_rows WHERE steps = 3 ORDER BY seed LIMIT 1").fetchone()[0]
     page.goto(f"{study_app.url}?pair={pair_id}")
@@ -41,7 +40,7 @@ def test_pair_link_opens_the_stored_pair_not_blind(study_app, page):  # noqa: F8
     page.wait_for_function("() => document.querySelector('#reveal')?.innerText.includes('No stored pair')")
 
 
-def test_study_tab_shows_and_runs_studies(study_app, page):  # noqa: F811
+def test_study_tab_shows_and_runs_studies(study_app, page):
     page.goto(study_app.url)
     page.get_by_role("tab", name="Study").click()
     page.locator("#study-choice input").click()
@@ -73,7 +72,7 @@ def test_study_tab_shows_and_runs_studies(study_app, page):  # noqa: F811
     assert sorted(names) == ["cli-study", "from-the-app"]
 
 
-def test_hosted_app_offers_no_study_runs(tmp_path, browser):  # noqa: F811
+def test_hosted_app_offers_no_study_runs(tmp_path, browser):
     app = LiveApp(tmp_path / "results.db", "--hosted")
     try:
         page = browser.new_page()

@@ -222,7 +222,7 @@ def wire(lab, settings, w, custom, export_dir):
     def on_auto_next(data, request: gr.Request, progress=gr.Progress()):
         # Only after a vote this pair took (a refused or repeated one leaves no "revealed").
         if not data[w["auto_next"]] or not (data[w["current"]] or {}).get("revealed"):
-            return {}
+            return {w["status"]: gr.update()}  # nothing changes (Gradio wants at least one output named)
         out = on_next(data, request, progress)
         return {**out, w["status"]: f"{data[w['current']].get('revealed', '')} {out[w['status']]}"}
 
