@@ -234,3 +234,14 @@ def test_vote_view_in_the_browser(study_store, tmp_path):
             client.predict(api_name="/next_pair")
     finally:
         app.stop()
+
+
+def test_app_refuses_an_unknown_campaign(study_store, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    db = fresh_copy(study_store, tmp_path / "a")
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--campaign", "nope", "--results", str(db),
+                           "--port", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1 and "no campaign named 'nope'" in done.stderr and "campaigns here: none" in done.stderr
