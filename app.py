@@ -69,6 +69,8 @@ class Settings:
             self.generate_limit = RateLimiter(self.hosted.generations_per_minute)
             self.global_limit = RateLimiter(self.hosted.global_generations_per_minute)
             self.vote_limit = RateLimiter(self.hosted.votes_per_minute)
+            # A campaign pair costs an LPIPS map to serve: twice the vote rate covers skipping.
+            self.serve_limit = RateLimiter(2 * self.hosted.votes_per_minute)
             self.gate = GenerationGate(self.hosted.generations_in_flight, self.hosted.max_concurrent)
             # Generation requests wait at the gate, not in Gradio's queue, so votes never queue behind them.
             self.generate_workers = 8
@@ -92,6 +94,11 @@ class Settings:
     def generation(self, request):
         """Hold a place among the generations running (at most a few per address); a context manager."""
         return self.gate.enter(self.address(request))
+
+    def admit_serve(self, request):
+        """Hosted: campaign pairs served per address are rate-limited like votes."""
+        if self.hosted:
+            self.serve_limit.check(self.address(request), "pairs served to your address")
 
     def admit_vote(self, request, note):
         check_text("note", note, self.max_note)
@@ -301,6 +308,7 @@ def build_api(lab, settings, export_dir):
     def next_pair(request: gr.Request) -> dict:
         """The next pair of this app's campaign for this session (fewest votes first, never one it has seen),
         in the same form as /generate_pair; an error once the session has seen every pair."""
+        run_checked(settings.admit_serve, request)
         out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
         if out is None:
             raise user_error(ValueError(SEEN_ALL))

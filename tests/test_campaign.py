@@ -245,3 +245,22 @@ def test_app_refuses_an_unknown_campaign(study_store, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--campaign", "nope", "--results", str(db),
                            "--port", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 1 and "no campaign named 'nope'" in done.stderr and "campaigns here: none" in done.stderr
+
+
+def test_hosted_campaign_serves_and_takes_votes(study_store, tmp_path):
+    from gradio_client import Client
+    db = fresh_copy(study_store, tmp_path / "a")
+    cli("campaign", "create", "pub", "--study", "tiny", "--cells", "final-zero:heun:2", "--per-cell", "2",
+        "--results", str(db))
+    app = LiveApp(db, "--campaign", "pub", "--hosted")
+    try:
+        client = Client(app.url, verbose=False)
+        pair = client.predict(api_name="/next_pair")
+        assert pair["visibility"]["max_abs_diff"] >= 0 and len(pair["pair_id"]) == 32
+        client.predict(pair["pair_id"], "right", "", api_name="/vote")
+        with pytest.raises(Exception):
+            client.predict("a red circle", 1, "final-zero", 4, "heun", api_name="/generate_pair")
+        votes = pd.read_csv(client.predict(api_name="/export_votes"))
+        assert list(votes["campaign"]) == ["pub"] and "note" not in votes
+    finally:
+        app.stop()

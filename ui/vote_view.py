@@ -11,6 +11,7 @@ SEEN_ALL = "You have seen every pair of this campaign: thank you. Your votes are
 
 def serve_next(lab, settings, w, request, status=""):
     """Fill the views with the next campaign pair for this session, or say that it has seen them all."""
+    run_checked(settings.admit_serve, request)
     out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
     if out is None:
         return {w["current"]: None, w["pair"]: views.empty_html(SEEN_ALL), w["flicker"]: "",
