@@ -296,6 +296,11 @@ class ResultsStore:
     def open_study(self, study_id, name, spec):
         """The study `name` with this spec: created if new; refused if the name holds another spec."""
         with self._transaction() as conn:
+            same_grid = conn.execute("SELECT name FROM studies WHERE study_id = ? AND name != ?",
+                                     (study_id, name)).fetchone()
+            if same_grid:
+                raise StoreError(f"this exact study is already stored as {same_grid[0]!r} in {self.path}; open "
+                                 f"it (or rerun it) under that name, or change its grid")
             rows = conn.execute("SELECT study_id FROM studies WHERE name = ?", (name,)).fetchall()
             if rows and rows[0][0] != study_id:
                 raise StoreError(f"a study named {name!r} with another grid exists in {self.path}; choose "

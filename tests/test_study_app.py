@@ -55,9 +55,14 @@ def test_study_tab_shows_and_runs_studies(study_app, page):
 
     # A small study from the app: progress, then its verdicts in the same view.
     page.get_by_text("Run a small study").click()
-    page.fill("#study-name textarea", "from-the-app")
-    page.get_by_label("steps (comma-separated)").fill("3")
-    page.get_by_label("seeds (e.g. 0-7 or 0,3,5)").fill("0-1")
+    page.wait_for_selector("#study-name textarea", state="visible")
+    from playwright.sync_api import expect
+    # Each field is checked after filling: a value lost to a re-render would run the default (bigger) study.
+    for field, value in ((page.locator("#study-name textarea"), "from-the-app"),
+                         (page.get_by_label("steps (comma-separated)"), "3"),
+                         (page.get_by_label("seeds (e.g. 0-7 or 0,3,5)"), "0-1")):
+        field.fill(value)
+        expect(field).to_have_value(value)
     page.click("#run-study")
     page.wait_for_function(
         "() => document.querySelector('#study-header')?.innerText.includes('from-the-app · model')", timeout=240_000)
