@@ -261,6 +261,9 @@ def test_a_name_holds_one_grid(tmp_path, lpips_metric):
     from comparisons.store import StoreError
     with pytest.raises(StoreError, match="another grid"):
         run_study(store, FakeModel(), lpips_metric, _spec(seeds=(0, 1)), batch=4)
+    # ... and a grid is stored under one name: the same grid named again is refused, saying where it is.
+    with pytest.raises(StoreError, match="already stored as 's'"):
+        run_study(store, FakeModel(), lpips_metric, _spec(name="t", seeds=(0,)), batch=4)
 
 
 def _study_args(tmp_path, *extra, out="out"):
