@@ -69,7 +69,7 @@ class Settings:
             self.generate_limit = RateLimiter(self.hosted.generations_per_minute)
             self.global_limit = RateLimiter(self.hosted.global_generations_per_minute)
             self.vote_limit = RateLimiter(self.hosted.votes_per_minute)
-            # A campaign pair costs an LPIPS map to serve: twice the vote rate covers skipping.
+            # Campaign pairs served (images read, sides drawn): twice the vote rate covers skipping.
             self.serve_limit = RateLimiter(2 * self.hosted.votes_per_minute)
             self.gate = GenerationGate(self.hosted.generations_in_flight, self.hosted.max_concurrent)
             # Generation requests wait at the gate, not in Gradio's queue, so votes never queue behind them.

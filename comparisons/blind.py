@@ -1,7 +1,7 @@
 """Blind A/B pairs for voters: sides randomized and hidden, configs revealed only after the vote."""
 import secrets
 
-from .config import CUSTOM, ConfigError, SamplerConfig, make_pair
+from .config import ConfigError, SamplerConfig
 from .store import VoteRefused
 from .visibility import visibility
 
@@ -11,26 +11,6 @@ CHOICES = ("left", "right", "tie", "both_bad")
 def other(side):
     """The config not on this side: 'A' <-> 'B'."""
     return "B" if side == "A" else "A"
-
-
-def configs_for(pairing, steps, sampler, base=None, a=None, b=None):
-    """(config A, config B) from a preset over base settings, or the two custom configs."""
-    if pairing == CUSTOM:
-        if a is None or b is None:
-            raise ConfigError("the custom pairing needs both config A and config B")
-        return a, b
-    base = SamplerConfig.from_dict({"steps": _whole(steps, "steps"), "sampler": sampler}, base)
-    return make_pair(pairing, base)
-
-
-def _whole(value, name):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number (got {value!r})") from None
-    if number != number or number in (float("inf"), float("-inf")) or int(number) != number:
-        raise ConfigError(f"{name} must be a whole number (got {value!r})")
-    return int(number)
 
 
 def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded", progress=None):
@@ -56,10 +36,8 @@ def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded"
 
 def next_campaign_pair(lab, campaign, session):
     """Serve `session` the next pair of `campaign` (fewest votes first, never one it has seen), sides at random;
-    the same blind view as new_pair, or None when this session has seen every pair."""
+    the blind view (images as shown, metrics, visibility), or None when this session has seen every pair."""
     from PIL import Image
-
-    from .metrics import to_array
 
     shown_left = "A" if secrets.randbelow(2) == 0 else "B"
     served = lab.store.serve_next(campaign, session, shown_left)
@@ -70,11 +48,10 @@ def next_campaign_pair(lab, campaign, session):
     root = lab.store.path.parent
     arms = {side: Image.open(root / pair[f"image_{side.lower()}"]).convert("RGB") for side in ("A", "B")}
     left, right = arms[shown_left], arms[other(shown_left)]
-    _, spatial = lab.lpips()(to_array(left), to_array(right))
     metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
     metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]
     return {"pair_id": serve_id, "left": left, "right": right, "metrics": metrics,
-            "visibility": visibility(left, right, pair["lpips"]), "maps": {"lpips_spatial": spatial}}
+            "visibility": visibility(left, right, pair["lpips"])}
 
 
 def winner_of(choice, shown_left):

@@ -110,10 +110,10 @@ def test_concurrent_voters_lose_no_vote(live_app):
 
 def test_nan_is_refused_before_any_work(tmp_path):
     # JSON cannot carry NaN, so the check is exercised where the API hands values to the engine.
-    from comparisons.blind import configs_for
     from comparisons.config import ConfigError
+    from comparisons.inputs import preset_configs
     from comparisons.lab import check_seed
     with pytest.raises(ConfigError, match="steps"):
-        configs_for("discretization", float("nan"), "heun")
+        preset_configs("discretization", float("nan"), "heun", 3.0)
     with pytest.raises(ConfigError, match="seed"):
         check_seed(float("nan"))
