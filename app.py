@@ -17,32 +17,30 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from comparisons.blind import cast_vote, next_campaign_pair  # noqa: E402
-from comparisons.campaign import definition_of as campaign_definition  # noqa: E402
-from comparisons.charts import lpips_figure, win_rate_figure  # noqa: E402
-from comparisons.cli import UsageError, study_spec  # noqa: E402
-from comparisons.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
-from comparisons.export import export_csv, pairs_frame, votes_frame  # noqa: E402
-from comparisons.inputs import preset_configs  # noqa: E402
-from comparisons.lab import Lab  # noqa: E402
-from comparisons.leaderboard import leaderboard  # noqa: E402
-from comparisons.limits import (  # noqa: E402
-    GenerationGate,
-    HostedLimits,
-    RateLimiter,
-    check_caps,
-    check_text,
-    client_address,
-    clip,
+from comparisons.analysis.charts import lpips_figure, win_rate_figure  # noqa: E402
+from comparisons.analysis.leaderboard import leaderboard  # noqa: E402
+from comparisons.analysis.stats import by_question  # noqa: E402
+from comparisons.core.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
+from comparisons.errors import (  # noqa: E402
+    DuplicateVote,
+    StoreError,
+    UsageError,  # noqa: E402
+    clip,  # noqa: E402
 )
-from comparisons.report import campaigns_frame, study_view  # noqa: E402
-from comparisons.stats import by_question  # noqa: E402
-from comparisons.store import DEFAULT_PATH, DuplicateVote, StoreError  # noqa: E402
-from comparisons.study import run_study  # noqa: E402
+from comparisons.results.export import export_csv, pairs_frame, votes_frame  # noqa: E402
+from comparisons.results.store import DEFAULT_PATH  # noqa: E402
+from comparisons.specs import study_spec  # noqa: E402
+from comparisons.workflows.blind import cast_vote, next_campaign_pair  # noqa: E402
+from comparisons.workflows.campaign import definition_of as campaign_definition  # noqa: E402
+from comparisons.workflows.lab import Lab  # noqa: E402
+from comparisons.workflows.report import campaigns_frame, study_view  # noqa: E402
+from comparisons.workflows.study import run_study  # noqa: E402
 from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
 from ui.compare import build_compare_tab, serve_pair  # noqa: E402
 from ui.errors import run_checked, user_error  # noqa: E402
+from ui.inputs import preset_configs  # noqa: E402
+from ui.limits import GenerationGate, HostedLimits, RateLimiter, check_caps, check_text, client_address  # noqa: E402
 from ui.vote_view import SEEN_ALL, build_vote_tab  # noqa: E402
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -202,6 +200,10 @@ def build_study_tab(lab, settings):
 # ---- Results tab -----------------------------------------------------------------------------------
 
 PER_PAGE = 50
+# Saves the file a DownloadButton was just given (its value: FileData with url and orig_name).
+DOWNLOAD_JS = """(file) => { if (!file || !file.url) return; const a = document.createElement('a');
+a.href = file.url; a.download = file.orig_name || 'download.csv';
+document.body.appendChild(a); a.click(); a.remove(); }"""
 
 
 def export_files(lab, settings, export_dir):
@@ -211,9 +213,14 @@ def export_files(lab, settings, export_dir):
                       notes=settings.export_notes or not hosted)
 
 
-def refresh_results(lab, settings, export_dir, pairs_page=1, votes_page=1):
+def csv_download(lab, settings, export_dir, index):
+    """Write both CSVs now and give the download button file `index` (0: pairs.csv, 1: votes.csv)."""
+    return str(export_files(lab, settings, export_dir)[index])
+
+
+def refresh_results(lab, settings, pairs_page=1, votes_page=1):
     """{output name: value}: statistics, charts and the leaderboard for everyone; locally also one page of
-    pairs and of votes. The CSVs are rewritten for the download buttons."""
+    pairs and of votes. Nothing is written: the CSVs are made when a download button is pressed."""
     votes = lab.store.votes()
     rows = by_question(votes)
     board = leaderboard(votes)
@@ -223,7 +230,6 @@ def refresh_results(lab, settings, export_dir, pairs_page=1, votes_page=1):
            "leaderboard": views.leaderboard_frame(board), "leaderboard_note": views.leaderboard_note(board),
            "campaigns": campaigns_frame(lab.store),
            "pairs": None, "votes": None, "pairs_note": "", "votes_note": ""}
-    out["pairs_csv"], out["votes_csv"] = (str(p) for p in export_files(lab, settings, export_dir))
     if settings.hosted:
         return out  # a public demo shows aggregates only
     pairs, n_pairs = lab.store.pairs_page(_page(pairs_page) - 1, PER_PAGE)
@@ -256,8 +262,8 @@ def build_results_tab(lab, settings, export_dir):
         gr.Markdown("#### Vote campaigns: votes per cell beside the study's LPIPS verdict")
         campaigns = gr.Dataframe(elem_id="campaign-stats", interactive=False)
         with gr.Row():
-            pairs_button = gr.DownloadButton("pairs.csv", elem_id="download-pairs")
-            votes_button = gr.DownloadButton("votes.csv", elem_id="download-votes")
+            csv_buttons = {name: gr.DownloadButton(f"{name}.csv", elem_id=f"download-{name}")
+                           for name in ("pairs", "votes")}
         # A public demo shows aggregates only: no pair ids, sessions or other people's notes.
         with gr.Column(visible=settings.hosted is None):
             gr.Markdown("#### Pairs made here and by sweep (a study's pairs are in the Study tab)")
@@ -270,15 +276,21 @@ def build_results_tab(lab, settings, export_dir):
             votes = gr.Dataframe(elem_id="votes-table", interactive=False)
     outputs = {"stats": stats, "charts": charts, "leaderboard": board, "leaderboard_note": board_note,
                "campaigns": campaigns,
-               "pairs": pairs, "votes": votes, "pairs_note": pairs_note, "votes_note": votes_note,
-               "pairs_csv": pairs_button, "votes_csv": votes_button}
+               "pairs": pairs, "votes": votes, "pairs_note": pairs_note, "votes_note": votes_note}
 
     def handler(pairs_page, votes_page):
-        values = refresh_results(lab, settings, export_dir, pairs_page, votes_page)
+        values = refresh_results(lab, settings, pairs_page, votes_page)
         return {outputs[name]: value for name, value in values.items()}
     for trigger in (refresh.click, tab.select, pairs_page.submit, votes_page.submit):
         trigger(handler, [pairs_page, votes_page], list(outputs.values()), api_visibility="private",
                 concurrency_id="read", concurrency_limit=16)
+    for index, (name, button) in enumerate(csv_buttons.items()):
+        # A button holds no file at rest, so a click downloads nothing stale: the click writes the CSVs, the
+        # page downloads the fresh one, and the button is emptied again.
+        button.click(functools.partial(csv_download, lab, settings, export_dir, index), None, button,
+                     api_visibility="private", concurrency_id="read", concurrency_limit=16) \
+            .then(None, button, None, js=DOWNLOAD_JS, api_visibility="private") \
+            .then(lambda: None, None, button, api_visibility="private", show_progress="hidden")
 
 
 # ---- API ------------------------------------------------------------------------------------------
@@ -286,7 +298,8 @@ def build_results_tab(lab, settings, export_dir):
 def pair_payload(out):
     """A served pair as the API returns it: its serving id, both images as shown, distances, visibility."""
     m = out["metrics"]
-    return {"pair_id": out["pair_id"], "left": views.data_url(out["left"]), "right": views.data_url(out["right"]),
+    # The API calls the serving id `pair_id` (gradio_client users rely on it); the stored pair's id is not sent.
+    return {"pair_id": out["serve_id"], "left": views.data_url(out["left"]), "right": views.data_url(out["right"]),
             "lpips": m["lpips"], "ssim": m["ssim"], "psnr": None if math.isinf(m["psnr"]) else m["psnr"],
             "identical": m["max_abs_diff"] == 0, "visibility": out["visibility"]}
 
@@ -319,9 +332,11 @@ def build_api(lab, settings, export_dir):
         recorded and the reveal."""
         run_checked(settings.admit_vote, request, note)
         try:
-            return run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
+            result = run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
         except DuplicateVote as exc:
             raise user_error(exc) from exc
+        # As /generate_pair: `pair_id` here is the serving id the caller voted with.
+        return {**{k: v for k, v in result.items() if k != "serve_id"}, "pair_id": result["serve_id"]}
 
     if settings.campaign:
         # A campaign serves its fixed pairs only: no visitor makes new ones.

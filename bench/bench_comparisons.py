@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from comparisons.config import SamplerConfig, make_pair  # noqa: E402
-from comparisons.metrics import LPIPS  # noqa: E402
-from comparisons.runner import run_pair, run_single  # noqa: E402
+from comparisons.core.config import SamplerConfig, make_pair  # noqa: E402
+from comparisons.core.metrics import LPIPS  # noqa: E402
+from comparisons.core.pairs import run_pair, run_single  # noqa: E402
 from sampler_lib.models import load_model  # noqa: E402
 
 ROUNDS = 15

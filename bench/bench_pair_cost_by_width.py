@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from comparisons.config import SamplerConfig, make_pair  # noqa: E402
-from comparisons.runner import run_pair, run_single  # noqa: E402
+from comparisons.core.config import SamplerConfig, make_pair  # noqa: E402
+from comparisons.core.pairs import run_pair, run_single  # noqa: E402
 from sampler_lib.models import load_model  # noqa: E402
 from sampler_lib.models.embedded import architecture  # noqa: E402
 from sampler_lib.models.unet import UNet  # noqa: E402

@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from comparisons.config import SamplerConfig  # noqa: E402
-from comparisons.engine import Sample, compiled, sample_arms  # noqa: E402
-from comparisons.lab import Lab  # noqa: E402
-from comparisons.metrics import LPIPS  # noqa: E402
-from comparisons.store import ResultsStore  # noqa: E402
-from comparisons.study import StudySpec, questions_from, run_study  # noqa: E402
+from comparisons.core.config import SamplerConfig  # noqa: E402
+from comparisons.core.engine import Sample, compiled, sample_arms  # noqa: E402
+from comparisons.core.grid import StudySpec  # noqa: E402
+from comparisons.core.metrics import LPIPS  # noqa: E402
+from comparisons.results.store import ResultsStore  # noqa: E402
+from comparisons.specs import questions_from  # noqa: E402
+from comparisons.workflows.lab import Lab  # noqa: E402
+from comparisons.workflows.study import run_study  # noqa: E402
 from sampler_lib.models import load_model  # noqa: E402
 
 QUESTIONS = "final-zero,sigma-min-vs-model,discretization"
@@ -55,8 +57,8 @@ def ray_vs_local(model, metric, folder, n_samples=32, batch=8):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from comparisons.config import SamplerConfig
-    from comparisons.distributed import run_study_ray
+    from comparisons.core.config import SamplerConfig
+    from comparisons.workflows.distributed import run_study_ray
     spec = StudySpec(name="ray-bench", model="embedded", questions=questions_from(QUESTIONS), samplers=("heun",),
                      steps=STEPS, prompts=("a red circle",), seeds=tuple(range(n_samples)),
                      reference=SamplerConfig(sampler="heun", steps=50, quantize="off"))

@@ -1,63 +1,15 @@
 """python -m comparisons {study, sweep, campaign, export, stats}: studies, sweeps, vote campaigns, CSV, statistics."""
 import argparse
 import contextlib
-import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
-from sampler_lib import SAMPLERS
-
-from .config import CUSTOM, MAX_STEPS, PAIRINGS, ConfigError, SamplerConfig, make_pair, schedule
-from .limits import clip
-from .store import DEFAULT_PATH, ResultsStore, StoreError
-
-MAX_SEEDS = 100_000
-MAX_SEED = 2 ** 63 - 1
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the message says what to change."""
-
-
-def parse_seeds(text):
-    """'0-31' or '0,3,7-9' -> sorted unique seeds."""
-    seeds = set()
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise UsageError(f"malformed seed range {clip(repr(text))}; write e.g. 0-31 or 0,3,7-9")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi > MAX_SEED:
-            raise UsageError(f"seeds must be at most {MAX_SEED} (2**63 - 1); got {clip(str(hi))}")
-        if hi < lo:
-            raise UsageError(f"seed range {part.strip()!r} runs backwards; write the smaller seed first")
-        if hi - lo + 1 + len(seeds) > MAX_SEEDS:
-            raise UsageError(f"at most {MAX_SEEDS} seeds per sweep")
-        seeds.update(range(lo, hi + 1))
-    return sorted(seeds)
-
-
-def parse_steps(text):
-    """'4,7,10,25' -> sorted unique step counts, each 1..MAX_STEPS."""
-    steps = set()
-    for part in str(text).split(","):
-        if not re.fullmatch(r"\s*\d+\s*", part):
-            raise UsageError(f"malformed --steps {clip(repr(text))}; write step counts such as 4,7,10,25")
-        n = int(part)
-        if not 1 <= n <= MAX_STEPS:
-            raise UsageError(f"--steps must be between 1 and {MAX_STEPS} (got {n})")
-        steps.add(n)
-    return sorted(steps)
-
-
-def parse_list(text, flag):
-    items = [x.strip() for x in str(text).split(",") if x.strip()]
-    if not items:
-        raise UsageError(f"{flag} is empty; give a comma-separated list")
-    return items
+from .core.config import CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
+from .errors import ConfigError, StoreError, UsageError
+from .results.store import DEFAULT_PATH, ResultsStore
+from .specs import parse_cells, parse_seeds, study_spec
 
 
 def check_writable(path, what, flag):
@@ -74,7 +26,7 @@ def check_writable(path, what, flag):
 
 
 def _study_parser(sub):
-    from .study import REFERENCE
+    from .core.grid import REFERENCE
     s = sub.add_parser("study", help="answer questions over samplers x step counts x prompts x seeds")
     s.add_argument("--questions", default="", help=f"comma-separated presets: {', '.join(PAIRINGS)}")
     s.add_argument("--questions-file", help='JSON {"name": [{A overrides}, {B overrides}]}')
@@ -158,7 +110,7 @@ def _campaign_parser(sub):
 
 
 def cmd_campaign(args, out):
-    from . import campaign
+    from .workflows import campaign
     if args.verb == "import":
         if not Path(args.bundle).is_file():
             raise UsageError(f"no bundle at {args.bundle}; give the zip `campaign export` wrote")
@@ -172,7 +124,7 @@ def cmd_campaign(args, out):
     if args.verb == "create":
         if not Path(args.results).is_file():
             raise UsageError(f"no results file at {args.results}; run the study first or pass --results")
-        cells = campaign.parse_cells(args.cells) if args.cells is not None else None
+        cells = parse_cells(args.cells) if args.cells is not None else None
         definition = campaign.create(ResultsStore(args.results), args.name, args.study, cells, args.per_cell,
                                      args.only_visible, args.seed)
         for c in definition["cells"]:
@@ -216,8 +168,8 @@ def _existing_store(path):
 def cmd_sweep(args, out):
     from tqdm import tqdm
 
-    from .lab import Lab
-    from .stats import mean_interval
+    from .analysis.stats import mean_interval
+    from .workflows.lab import Lab
     pairing, cfg_a, cfg_b = sweep_configs(args)
     seeds = parse_seeds(args.seeds)
     model = load_model_or_fail(args.model)
@@ -256,60 +208,14 @@ def load_model_or_fail(name):
                          "id or folder that is available offline") from exc
 
 
-def study_spec(model, *, name, model_name, questions="", questions_file=None, samplers="heun", steps="4,7,10,25",
-               seeds="0-63", prompts="a red circle", guidance=SamplerConfig.guidance_scale, reference="{}",
-               precision="fp32", reference_check=8):
-    """The StudySpec of textual settings (the CLI's flags, the app's fields), validated before anything is written."""
-    from .engine import PRECISIONS
-    from .study import REFERENCE, StudySpec, questions_from
-    questions = questions_from(questions, questions_file)
-    samplers = parse_list(samplers, "--samplers")
-    unknown = [x for x in samplers if x not in SAMPLERS]
-    if unknown:
-        raise UsageError(f"unknown sampler {unknown[0]!r}; choose from {', '.join(SAMPLERS)}")
-    steps, seeds = parse_steps(steps), parse_seeds(seeds)
-    if prompts.strip() == "all":
-        if not hasattr(model, "prompts"):
-            raise UsageError(f"--prompts all needs a model with a fixed vocabulary (the embedded one), not "
-                             f"{model_name!r}; list the prompts instead")
-        prompts = model.prompts()
-    else:
-        prompts = list(dict.fromkeys(parse_list(prompts, "--prompts")))
-    for prompt in prompts:
-        model.condition(prompt, guidance)  # an unknown word or a bad guidance fails here
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if reference_check < 0:
-        raise UsageError(f"--reference-check must be >= 0 (got {reference_check})")
-    try:
-        overrides = json.loads(reference)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--reference is not valid JSON ({exc}); write e.g. '{{\"sampler\": \"heun\", "
-                         f"\"steps\": 500}}'") from exc
-    if isinstance(overrides, dict) and "guidance_scale" in overrides:
-        raise UsageError("--reference sets guidance_scale; the reference always uses --guidance")
-    base = SamplerConfig.from_dict({"guidance_scale": guidance}, REFERENCE)
-    try:
-        reference = SamplerConfig.from_dict(overrides, base)
-    except ConfigError as exc:
-        raise UsageError(f"--reference does not validate: {exc}") from exc
-    if not str(name or "").strip():
-        raise UsageError("a study needs a name; pass --name")
-    spec = StudySpec(name=name.strip(), model=model_name, questions=questions, samplers=tuple(samplers),
-                     steps=tuple(steps), prompts=tuple(prompts), seeds=tuple(seeds), guidance=guidance,
-                     reference=reference, precision=precision, reference_check=reference_check)
-    spec.cells()  # every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2)
-    return spec
-
-
 def _run_study(args, ray, store, model, metric, spec):
     """The study's missing samples, here or on the Ray cluster, with one progress bar."""
     from tqdm import tqdm
 
-    from .engine import compiled
-    from .study import run_study
+    from .core.engine import compiled
+    from .workflows.study import run_study
     if ray is not None:
-        from .distributed import run_study_ray
+        from .workflows.distributed import run_study_ray
         bar = tqdm(desc=f"study {spec.name} on Ray", unit="shard", file=sys.stderr)
 
         def shards(done, total, running, workers):
@@ -338,9 +244,9 @@ def _run_study(args, ray, store, model, metric, spec):
 def cmd_study(args, out):
     import datetime
 
-    from .metrics import LPIPS
-    from .report import cell_stats, verdict_text, write_outputs
-    from .study import precision_floor, reference_uncertainty
+    from .analysis.cells import cell_stats
+    from .core.metrics import LPIPS
+    from .workflows.report import precision_floor, reference_uncertainty, verdict_text, write_outputs
     # Everything is checked before the results file or the output folder exists.
     check_writable(args.out, "output folder", "--out")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -362,7 +268,7 @@ def cmd_study(args, out):
     metric = LPIPS(args.lpips_weights)
     ray = None
     if args.ray:
-        from .distributed import connect
+        from .workflows.distributed import connect
         ray = connect(args.ray)  # an unreachable cluster fails here, before the results file exists
     try:
         store = ResultsStore(args.results)
@@ -384,13 +290,13 @@ def cmd_study(args, out):
 
 
 def cmd_export(args, out):
-    from .export import export_csv
+    from .results.export import export_csv
     paths = export_csv(_existing_store(args.results), args.out)
     print("wrote " + ", ".join(str(p) for p in paths), file=out)
 
 
 def cmd_stats(args, out):
-    from .stats import by_question
+    from .analysis.stats import by_question
     rows = by_question(_existing_store(args.results).votes())
     if not rows:
         print("no votes yet", file=out)

@@ -112,10 +112,17 @@ class DiscreteSchedule(BaseModelWrapper):
             return self._fractional_t(sigma)
         return torch.where(rounds, idx.to(sigma.dtype), self._fractional_t(sigma))
 
-    def sigma_to_t(self, sigma, quantize=None):
-        """Timestep of sigma: nearest index when rounding, else log-sigma interpolation (fractional t)."""
+    def sigma_to_t(self, sigma, mode=None):
+        """Timestep of sigma: nearest index when rounding, else log-sigma interpolation (fractional t).
+
+        `mode` is one of QUANTIZE_MODES, or None for the wrapper's own mode(s). A bool is refused: k-diffusion's
+        `quantize=True` means 'ingress' here, and its `quantize=False` means 'off'.
+        """
+        if mode is not None and (not isinstance(mode, str) or mode not in QUANTIZE_MODES):
+            raise ValueError(f"mode must be one of {', '.join(QUANTIZE_MODES)} or None (got {mode!r}); "
+                             "k-diffusion's quantize=True is mode='ingress'")
         sigma = self._as_sigma(sigma)
-        rounds = quantize in ("ingress", "paper") if quantize is not None else self._flag(self._rounds, sigma)
+        rounds = mode in ("ingress", "paper") if mode is not None else self._flag(self._rounds, sigma)
         idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
         return self._timestep(sigma, idx, rounds)
 

@@ -15,6 +15,8 @@ class FakeModel:
     latent_shape = (3, 16, 16)
     vocabulary = {"colors": {"red": (255, 0, 0)}, "shapes": ["circle"]}
     card = {"name": "fake"}
+    device = torch.device("cpu")
+    network = None  # cond_eps is a plain function: nothing to compile
 
     def __init__(self):
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
@@ -33,3 +35,9 @@ class FakeModel:
 
     def decode(self, x):
         return to_pil(x)
+
+    def prompts(self):
+        return ["a red circle"]
+
+    def faithful(self, prompt, image):
+        return None

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from comparisons.store import ResultsStore
+from comparisons.results.store import ResultsStore
 
 
 def client(app):
@@ -110,9 +110,9 @@ def test_concurrent_voters_lose_no_vote(live_app):
 
 def test_nan_is_refused_before_any_work(tmp_path):
     # JSON cannot carry NaN, so the check is exercised where the API hands values to the engine.
-    from comparisons.config import ConfigError
-    from comparisons.inputs import preset_configs
-    from comparisons.lab import check_seed
+    from comparisons.core.config import check_seed
+    from comparisons.errors import ConfigError
+    from ui.inputs import preset_configs
     with pytest.raises(ConfigError, match="steps"):
         preset_configs("discretization", float("nan"), "heun", 3.0)
     with pytest.raises(ConfigError, match="seed"):

@@ -7,11 +7,12 @@ import zipfile
 import pandas as pd
 import pytest
 
-from comparisons import campaign
-from comparisons.blind import cast_vote, next_campaign_pair
 from comparisons.cli import main as cli_main
-from comparisons.lab import Lab
-from comparisons.store import ResultsStore, VoteRefused
+from comparisons.errors import VoteRefused
+from comparisons.results.store import ResultsStore
+from comparisons.workflows import campaign
+from comparisons.workflows.blind import cast_vote, next_campaign_pair
+from comparisons.workflows.lab import Lab
 from tests.conftest import LiveApp
 
 STUDY = ["study", "--questions", "final-zero,discretization", "--samplers", "heun", "--steps", "2,3",
@@ -89,17 +90,17 @@ def test_serving_is_balanced_without_repeats_and_votes_are_session_bound(study_s
     # 12 votes over 4 pairs from 12 different sessions: 3 each.
     for i in range(12):
         out = next_campaign_pair(lab, "four", f"session-{i}")
-        cast_vote(lab.store, out["pair_id"], "left", f"session-{i}")
+        cast_vote(lab.store, out["serve_id"], "left", f"session-{i}")
     counts = pd.Series([v["pair_id"] for v in lab.store.campaign_votes("four")]).value_counts()
     assert len(counts) == 4 and set(counts) == {3}
     # One session sees each pair once, then is told it has seen them all.
-    seen = [lab.store.served(next_campaign_pair(lab, "four", "one")["pair_id"])["pair_id"] for _ in range(4)]
+    seen = [lab.store.served(next_campaign_pair(lab, "four", "one")["serve_id"])["pair_id"] for _ in range(4)]
     assert len(set(seen)) == 4 and next_campaign_pair(lab, "four", "one") is None
     # A vote counts only for a pair served to that session.
     other = next_campaign_pair(lab, "four", "two")
     with pytest.raises(VoteRefused):
-        cast_vote(lab.store, other["pair_id"], "left", "three")
-    vote = cast_vote(lab.store, other["pair_id"], "tie", "two", "ok")
+        cast_vote(lab.store, other["serve_id"], "left", "three")
+    vote = cast_vote(lab.store, other["serve_id"], "tie", "two", "ok")
     assert vote["campaign"] == "four"
     assert next_campaign_pair(lab, "nope", "x") is None  # an unknown campaign has no pairs to serve
 
@@ -116,13 +117,13 @@ def test_stats_against_hand_counted_votes_and_csv_columns(study_store, tmp_path)
             session = f"s{steps}-{i}"
             while True:
                 out = next_campaign_pair(lab, "c", session)
-                served = lab.store.served(out["pair_id"])
+                served = lab.store.served(out["serve_id"])
                 row = next(p for p in lab.store.campaign_pairs("c") if p["pair_id"] == served["pair_id"])
                 if row["steps"] == steps:
                     break
             choice = {"A": "left" if served["shown_left"] == "A" else "right",
                       "B": "right" if served["shown_left"] == "A" else "left"}.get(winner, winner)
-            cast_vote(lab.store, out["pair_id"], choice, session)
+            cast_vote(lab.store, out["serve_id"], choice, session)
     rows = {r["steps"]: r for r in campaign.stats(lab.store, "c")}
     two, three = rows[2], rows[3]
     assert (two["votes"], two["a"], two["b"], two["tie"], two["both_bad"]) == (4, 2, 1, 1, 0)
@@ -131,7 +132,7 @@ def test_stats_against_hand_counted_votes_and_csv_columns(study_store, tmp_path)
     assert (three["votes"], three["both_bad"], three["agreement"]) == (1, 1, "no decisive votes yet")
     code, text = cli("campaign", "stats", "c", "--results", str(db))
     assert code == 0 and "final-zero:heun:2" in text and "5 votes" in text
-    from comparisons.export import export_csv
+    from comparisons.results.export import export_csv
     votes = pd.read_csv(export_csv(lab.store, tmp_path / "csv")[1])
     assert set(votes["campaign"]) == {"c"} and set(votes["steps"]) == {2, 3} and set(votes["question"]) == {
         "final-zero"} and set(votes["sampler"]) == {"heun"}

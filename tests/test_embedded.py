@@ -15,6 +15,10 @@ def model():
 
 
 def test_interface(model):
+    from sampler_lib.models import Model
+    from tests.fakes import FakeModel
+    assert isinstance(model, Model) and isinstance(FakeModel(), Model)  # the interface docs/ARCHITECTURE.md names
+    assert model.network is model.eps and len(model.prompts()) == len(COLORS) * len(SHAPES)
     assert model.latent_shape == (3, 32, 32)
     assert set(model.vocabulary["colors"]) == set(COLORS) and model.vocabulary["shapes"] == SHAPES
     den = model.denoiser("paper")

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from gradio_client import Client
 
-from comparisons.limits import RateLimited, RateLimiter
+from comparisons.errors import RateLimited
 from tests.conftest import ROOT, LiveApp, free_port
+from ui.limits import RateLimiter
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -154,7 +155,7 @@ def test_votes_survive_a_restart(tmp_path):
 
 def test_hosted_mode_serves_only_its_own_model():
     import app
-    from comparisons.config import make_pair
+    from comparisons.core.config import make_pair
     from ui.compare import serve_pair
     settings = app.Settings(app.parse_args(["--hosted"]))
     assert settings.models == ["embedded"] and settings.queue_size == 64

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from comparisons.store import ResultsStore
+from comparisons.results.store import ResultsStore
 from tests.conftest import ARTIFACTS, LiveApp
 
 DESK = {"width": 1280, "height": 800}

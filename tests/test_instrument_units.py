@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comparisons.config import EXPLANATIONS, PAIRINGS, ConfigError, SamplerConfig
-from comparisons.export import pair_zip, pairs_frame
-from comparisons.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
-from comparisons.leaderboard import bradley_terry, config_label, leaderboard, matches
-from comparisons.visibility import amplified_difference, difference_heatmap, visibility
+from comparisons.analysis.leaderboard import bradley_terry, config_label, leaderboard, matches
+from comparisons.core.config import EXPLANATIONS, PAIRINGS, SamplerConfig
+from comparisons.core.visibility import amplified_difference, difference_heatmap, visibility
+from comparisons.errors import ConfigError
+from comparisons.results.export import pair_zip, pairs_frame
+from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
 
 PANEL = {"sampler": "heun", "steps": "4", "schedule": "karras", "rho": "7", "sigma_min_rule": "model",
          "final_zero": True, "quantize": "off", "s_churn": "20", "s_tmin": "0", "s_tmax": "", "s_noise": "1",
@@ -134,7 +135,7 @@ def test_leaderboard_ranks_configs_with_intervals_and_counts():
 
 
 def test_pairs_csv_has_a_column_per_config_field_and_pair_zip(tmp_path):
-    from comparisons.store import ResultsStore
+    from comparisons.results.store import ResultsStore
     store = ResultsStore(tmp_path / "r.db")
     a, b = SamplerConfig(quantize="paper"), SamplerConfig(s_churn=5.0)
     imgs = [store.save_image(Image.new("RGB", (8, 8), c), {"side": c}) for c in ("red", "blue")]

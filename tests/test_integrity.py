@@ -14,9 +14,8 @@ from gradio_client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comparisons.blind import cast_vote
 from comparisons.cli import main as cli_main
-from comparisons.config import (
+from comparisons.core.config import (
     MAX_STEPS,
     QUANTIZE_MODES,
     RHO_RANGE,
@@ -24,16 +23,17 @@ from comparisons.config import (
     SIGMA_MAX_RANGE,
     SIGMA_MIN_RANGE,
     SIGMA_MIN_RULES,
-    ConfigError,
     SamplerConfig,
     schedule,
 )
-from comparisons.export import escape_cell, export_csv
-from comparisons.limits import GenerationGate, RateLimited, client_address
-from comparisons.store import DuplicateVote, ResultsStore, VoteRefused
+from comparisons.errors import ConfigError, DuplicateVote, RateLimited, VoteRefused
+from comparisons.results.export import escape_cell, export_csv
+from comparisons.results.store import ResultsStore
+from comparisons.workflows.blind import cast_vote
 from sampler_lib import SAMPLERS
 from sampler_lib._checks import check_sigmas
 from tests.conftest import ROOT, LiveApp
+from ui.limits import GenerationGate, client_address
 
 
 def _pair(store, pid="p1"):
@@ -163,7 +163,10 @@ def test_page_payload_with_1000_pairs_and_5000_votes(tmp_path):
         settings = app.Settings(app.parse_args(["--results", str(store.path)] + (["--hosted"] if hosted else [])))
         lab = type("L", (), {"store": store})()
         started = time.perf_counter()
-        out = app.refresh_results(lab, settings, tmp_path / "export", 1, 1)
+        out = app.refresh_results(lab, settings, 1, 1)
+        export = tmp_path / f"export-{hosted}"
+        assert not export.exists()  # a refresh writes nothing: the CSVs are made on a download click
+        app.export_files(lab, settings, export)
         seconds = time.perf_counter() - started
         size = sum(len(v.to_json()) if hasattr(v, "to_json") else len(json.dumps(v, default=str))
                    for v in out.values())
@@ -173,7 +176,7 @@ def test_page_payload_with_1000_pairs_and_5000_votes(tmp_path):
             assert out["pairs"] is None and out["votes"] is None  # aggregates only: no pair ids, sessions, notes
         else:
             assert len(out["pairs"]) == len(out["votes"]) == 50 and "page 1 of 100" in out["votes_note"]
-    votes = pd.read_csv(tmp_path / "export" / "votes.csv")
+    votes = pd.read_csv(tmp_path / "export-True" / "votes.csv")
     assert len(votes) == 5000 and "note" not in votes and not votes["session"].str.startswith("s").any()
 
 
@@ -186,7 +189,7 @@ def test_export_writes_both_files_or_neither(tmp_path, monkeypatch):
     assert all(oct(p.stat().st_mode & 0o777) == "0o644" for p in paths)
     for p in paths:
         p.unlink()
-    import comparisons.export as export
+    import comparisons.results.export as export
 
     def broken(*a, **k):
         raise OSError("disk full")

@@ -8,11 +8,14 @@ import sys
 import pytest
 import torch
 
-from comparisons.config import SamplerConfig
-from comparisons.metrics import LPIPS
-from comparisons.report import cell_stats, summary_rows
-from comparisons.store import ResultsStore
-from comparisons.study import REFERENCE, StudySpec, questions_from, run_study
+from comparisons.analysis.cells import cell_stats
+from comparisons.core.config import SamplerConfig
+from comparisons.core.grid import REFERENCE, StudySpec
+from comparisons.core.metrics import LPIPS
+from comparisons.results.store import ResultsStore
+from comparisons.specs import questions_from
+from comparisons.workflows.report import summary_rows
+from comparisons.workflows.study import run_study
 from sampler_lib.models import load_model
 from tests.conftest import ROOT
 
@@ -39,7 +42,7 @@ def tiny_spec(seeds=tuple(range(8))):
 
 
 def test_ray_gives_the_local_summary(tmp_path, ray_local, lpips_metric):
-    from comparisons.distributed import run_study_ray
+    from comparisons.workflows.distributed import run_study_ray
     spec = tiny_spec(seeds=(0, 1, 2))
     local = ResultsStore(tmp_path / "local.db")
     # Same shards, same thread count as each 1-CPU actor: oneDNN's sums then run in the same order.
@@ -64,7 +67,7 @@ def test_ray_gives_the_local_summary(tmp_path, ray_local, lpips_metric):
 
 
 def test_a_killed_worker_is_replaced_and_its_shard_retried(tmp_path, ray_local):
-    from comparisons.distributed import run_study_ray
+    from comparisons.workflows.distributed import run_study_ray
     spec = tiny_spec(seeds=(0, 1, 2, 3))
     store = ResultsStore(tmp_path / "r.db")
     killed = []
@@ -95,7 +98,7 @@ def test_unreachable_address_exits_2_and_writes_nothing(tmp_path):
 
 
 def test_without_ray_nothing_imports_it():
-    code = ("import sys, app, comparisons.cli, comparisons.study, comparisons.report;"
+    code = ("import sys, app, comparisons.cli, comparisons.workflows.study, comparisons.workflows.report;"
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

@@ -172,10 +172,18 @@ def test_wrapper_time_maps(sd_alphas_cumprod):
     den = DiscreteEpsDenoiser(toy_eps, sd_alphas_cumprod)
     t = torch.tensor([0.0, 10.5, 500.25, 999.0])
     torch.testing.assert_close(den.sigma_to_t(den.t_to_sigma(t)), t, rtol=1e-4, atol=1e-3)
-    assert torch.equal(den.sigma_to_t(den.sigmas[[3, 400]], quantize="ingress"), torch.tensor([3.0, 400.0]))
+    assert torch.equal(den.sigma_to_t(den.sigmas[[3, 400]], mode="ingress"), torch.tensor([3.0, 400.0]))
     base = BaseModelWrapper(lambda x, s: x)
     s = torch.tensor([1.5])
     assert base.sigma_to_t(s) is s and base.round_sigma(s) is s and base.t_to_sigma(s) is s
+
+
+@pytest.mark.parametrize("mode", [True, False, 1, "round"])
+def test_sigma_to_t_refuses_anything_but_a_mode(mode, sd_alphas_cumprod):
+    """k-diffusion's quantize=True would silently give a fractional timestep here: a mode string is required."""
+    den = DiscreteEpsDenoiser(toy_eps, sd_alphas_cumprod)
+    with pytest.raises(ValueError, match="mode must be one of off, ingress, paper"):
+        den.sigma_to_t(den.sigmas[[3]], mode=mode)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

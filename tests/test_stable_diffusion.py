@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sampler_lib import DiscreteEpsDenoiser, DiscreteVDenoiser, get_sigmas_karras, sample_heun
-from sampler_lib.models import load_model
+from sampler_lib.models import Model, load_model
 from sampler_lib.models.stable_diffusion import WeightsUnavailable
 
 WORDS = ["a", "red", "circle", "photo", "of", "cat"]
@@ -53,6 +53,8 @@ def test_tiny_pipeline_loads_with_the_right_wrapper(tiny_sd):
     expected = DiscreteVDenoiser if prediction_type == "v_prediction" else DiscreteEpsDenoiser
     assert type(den) is expected and den.quantize == "paper"
     assert model.latent_shape == (4, 8, 8)
+    assert isinstance(model, Model) and model.network is model.net
+    assert model.prompts() is None and model.faithful("a cat", None) is None  # free text, nothing to judge by
     assert float(den.sigma_min) == pytest.approx(0.0292, abs=1e-4)
     assert float(den.sigma_max) == pytest.approx(14.6146, abs=1e-3)
 

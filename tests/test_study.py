@@ -15,15 +15,18 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
+from comparisons.analysis.cells import cell_stats
+from comparisons.analysis.stats import binomial_two_sided_p, bootstrap_mean_interval, holm, paired_cell, wilson_interval
 from comparisons.cli import main as cli_main
-from comparisons.config import PAIRINGS, SamplerConfig, make_pair
-from comparisons.engine import Sample, sample_arms
-from comparisons.metrics import LPIPS
-from comparisons.report import SUMMARY_COLUMNS, cell_stats
-from comparisons.runner import run_pair
-from comparisons.stats import binomial_two_sided_p, bootstrap_mean_interval, holm, paired_cell, wilson_interval
-from comparisons.store import ResultsStore
-from comparisons.study import REFERENCE, StudySpec, questions_from, rmse, run_study
+from comparisons.core.config import PAIRINGS, SamplerConfig, make_pair
+from comparisons.core.engine import Sample, sample_arms
+from comparisons.core.grid import REFERENCE, StudySpec
+from comparisons.core.metrics import LPIPS, rmse
+from comparisons.core.pairs import run_pair
+from comparisons.results.store import ResultsStore
+from comparisons.specs import questions_from
+from comparisons.workflows.report import SUMMARY_COLUMNS
+from comparisons.workflows.study import run_study
 from sampler_lib import SAMPLERS, BrownianNoiseSampler, DiscreteEpsDenoiser, get_sigmas_karras
 from tests.conftest import ROOT, toy_eps
 from tests.fakes import FakeModel
@@ -86,7 +89,7 @@ def test_per_item_modes_must_cover_the_batch(sd_alphas_cumprod):
 
 def test_new_presets_ask_the_proposed_fixes():
     lo, hi = 0.0292, 14.6146
-    from comparisons.config import schedule
+    from comparisons.core.config import schedule
     a, b = make_pair("sigma-min-vs-model", SamplerConfig(steps=7))
     assert float(schedule(a, lo, hi)[-2]) == pytest.approx(0.1072, abs=2e-4)
     assert float(schedule(b, lo, hi)[-2]) == pytest.approx(lo, abs=1e-4) and a.final_zero and b.final_zero
@@ -195,7 +198,7 @@ def test_paired_cell_and_verdicts():
     assert cell["p_value"] == pytest.approx(binomtest(10, 11).pvalue)
     assert cell["visible_share"] == pytest.approx(11 / 12) and cell["faithful_a"] == 1.0
     flat = paired_cell([{**rows[0], "lpips_a_ref": 0.2, "lpips_ab": 0.0}] * 5)
-    from comparisons.stats import verdicts
+    from comparisons.analysis.stats import verdicts
     out = verdicts([cell, flat])
     # A cell with no decisive sample has no test, so Holm counts one test here.
     assert out[0]["verdict"] == "A closer" and out[0]["p_holm"] == pytest.approx(cell["p_value"])
@@ -258,7 +261,7 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path, lpips_metric):
 def test_a_name_holds_one_grid(tmp_path, lpips_metric):
     store = ResultsStore(tmp_path / "r.db")
     run_study(store, FakeModel(), lpips_metric, _spec(seeds=(0,)), batch=4)
-    from comparisons.store import StoreError
+    from comparisons.errors import StoreError
     with pytest.raises(StoreError, match="another grid"):
         run_study(store, FakeModel(), lpips_metric, _spec(seeds=(0, 1)), batch=4)
     # ... and a grid is stored under one name: the same grid named again is refused, saying where it is.
@@ -386,7 +389,7 @@ def test_cell_stats_follow_the_grid_order(tmp_path, lpips_metric):
 
 
 def test_bf16_and_compiled_paths_sample_close_to_fp32(embedded):
-    from comparisons.engine import compiled
+    from comparisons.core.engine import compiled
     arms = [SamplerConfig(sampler="heun", steps=10)]
     samples = [Sample("a red circle", 0), Sample("a blue ring", 1)]
     fp32 = sample_arms(embedded, arms, samples)
@@ -402,8 +405,7 @@ def test_bf16_and_compiled_paths_sample_close_to_fp32(embedded):
 
 
 def test_bf16_report_states_its_noise_floor(tmp_path, lpips_metric):
-    from comparisons.report import write_outputs
-    from comparisons.study import precision_floor, reference_uncertainty
+    from comparisons.workflows.report import precision_floor, reference_uncertainty, write_outputs
     model, store = FakeModel(), ResultsStore(tmp_path / "r.db")
     spec = _spec(seeds=(0, 1))
     spec = spec.__class__(**{**spec.__dict__, "precision": "bf16"})

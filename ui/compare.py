@@ -6,12 +6,16 @@ import secrets
 
 import gradio as gr
 
-from comparisons.blind import cast_vote, new_pair
-from comparisons.config import CUSTOM, EXPLANATIONS, PAIRINGS, QUANTIZE_MODES, SCHEDULES, SIGMA_MIN_RULES, SamplerConfig
-from comparisons.export import pair_zip
-from comparisons.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
-from comparisons.store import DuplicateVote
-from comparisons.visibility import (
+from comparisons.core.config import (
+    CUSTOM,
+    EXPLANATIONS,
+    PAIRINGS,
+    QUANTIZE_MODES,
+    SCHEDULES,
+    SIGMA_MIN_RULES,
+    SamplerConfig,
+)
+from comparisons.core.visibility import (
     GAINS,
     LPIPS_MAP_MAX,
     amplified_difference,
@@ -19,9 +23,13 @@ from comparisons.visibility import (
     difference_heatmap,
     lpips_heatmap,
 )
+from comparisons.errors import DuplicateVote
+from comparisons.results.export import pair_zip
+from comparisons.workflows.blind import cast_vote, new_pair
 from sampler_lib import SAMPLERS
 from ui import views
 from ui.errors import USER_ERRORS, run_checked, user_error
+from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
 
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
@@ -75,7 +83,8 @@ def generate(lab, settings, w, data, request, progress, seed=None):
     out = serve_pair(lab, settings, request, data[w["prompt"]], seed, data[w["model"]], data[w["pairing"]],
                      cfg_a, cfg_b, progress=lambda done, total: progress(done / total, desc="sampling both arms"))
     left, right, vis = out["left"], out["right"], out["visibility"]
-    current = {"pair_id": out["pair_id"], "left": left, "right": right, "spatial": out["maps"]["lpips_spatial"]}
+    current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right,
+               "spatial": out["maps"]["lpips_spatial"]}
     return {w["current"]: current, w["pair"]: views.pair_html(left, right),
             w["flicker"]: views.flicker_html(left, right), w["visibility"]: views.visibility_html(vis),
             w["maps"]: shown(current, data[w["gain"]]), w["slider"]: views.slider_images(left, right),
@@ -93,7 +102,7 @@ def vote(lab, settings, w, choice, current, note, request, export_dir):
         return {}
     try:
         settings.admit_vote(request, note)
-        result = cast_vote(lab.store, current["pair_id"], choice, request.session_hash, note)
+        result = cast_vote(lab.store, current["serve_id"], choice, request.session_hash, note)
     except DuplicateVote:
         # A second click (or key) on a pair already voted: the first one counts, nothing else happens.
         gr.Info("Your vote on this pair is already recorded; generate the next pair.")
@@ -107,8 +116,7 @@ def vote(lab, settings, w, choice, current, note, request, export_dir):
     # Kept with the pair so a pair served next (auto-next) can say what this one was.
     current = {**current, "revealed": f"Previous pair: left was {labels[0]}, right was {labels[1]} "
                                       f"({reveal['pairing']}); you voted {choice}."}
-    zip_path = run_checked(pair_zip, lab.store, lab.store.served(current["pair_id"])["pair_id"], export_dir,
-                           keep_s=3600)
+    zip_path = run_checked(pair_zip, lab.store, current["pair_id"], export_dir, keep_s=3600)
     return {w["current"]: current, w["reveal"]: views.reveal_markdown(result), w["note"]: "",
             w["status"]: "Vote recorded. Press `n` (or Next pair) for another.",
             w["pair"]: views.pair_html(current["left"], current["right"], labels),
@@ -137,7 +145,7 @@ def config_panel(name, defaults, w):
 def build_compare_tab(lab, settings, export_dir):
     """Lay out the tab and wire it; returns the widgets by name."""
     model = lab.model(settings.model)
-    prompts = list(model.prompts()) if hasattr(model, "prompts") else []
+    prompts = list(model.prompts() or [])
     w = {}
     with gr.Tab("Compare"):
         with gr.Row(equal_height=True, elem_id="controls"):

@@ -1,14 +1,20 @@
 """The project's own exceptions a user's input can cause, shown as a message that says what to change."""
 import gradio as gr
 
-from comparisons.cli import UsageError
-from comparisons.config import ConfigError
-from comparisons.limits import InputError, RateLimited, clip
-from comparisons.store import StoreError, VoteRefused
+from comparisons.errors import (
+    CampaignError,
+    ConfigError,
+    InputError,
+    RateLimited,
+    StoreError,
+    UsageError,
+    VoteRefused,
+    clip,
+)
 from sampler_lib.models import PromptError
 
 # Only these become messages: any other exception is a bug and shows as one (logged with its traceback).
-USER_ERRORS = (ConfigError, InputError, RateLimited, PromptError, StoreError, VoteRefused, UsageError)
+USER_ERRORS = (ConfigError, InputError, RateLimited, PromptError, StoreError, VoteRefused, UsageError, CampaignError)
 
 
 def user_error(exc):

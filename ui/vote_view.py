@@ -1,7 +1,7 @@
 """The Vote tab of `app.py --campaign NAME`: a campaign's pairs served blind, one after another, no generation."""
 import gradio as gr
 
-from comparisons.blind import next_campaign_pair
+from comparisons.workflows.blind import next_campaign_pair
 from ui import views
 from ui.compare import VOTE_BUTTONS, vote
 from ui.errors import run_checked
@@ -18,7 +18,7 @@ def serve_next(lab, settings, w, request, status=""):
                 w["visibility"]: "", w["status"]: f"{status} {SEEN_ALL}".strip(),
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
     left, right, vis = out["left"], out["right"], out["visibility"]
-    current = {"pair_id": out["pair_id"], "left": left, "right": right}
+    current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right}
     return {w["current"]: current, w["pair"]: views.pair_html(left, right),
             w["flicker"]: views.flicker_html(left, right),
             w["visibility"]: views.visibility_html(vis), w["status"]: f"{status} {views.vote_prompt(vis)}".strip(),

@@ -1,5 +1,6 @@
 """Models behind one interface: the embedded offline model and Stable Diffusion through diffusers."""
 from .embedded import PromptError  # noqa: F401 - the error a model raises for a prompt it cannot read
+from .interface import Model  # noqa: F401 - what every model offers
 
 
 def load_model(name="embedded", device=None, dtype=None, local_files_only=None):

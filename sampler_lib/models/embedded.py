@@ -89,6 +89,10 @@ class EmbeddedModel:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(unet, card, device)
 
+    @property
+    def network(self):
+        return self.eps
+
     def denoiser(self, quantize="off"):
         """A DiscreteEpsDenoiser over the guided network, with the given discretization mode."""
         return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize).to(self.device)

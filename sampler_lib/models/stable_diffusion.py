@@ -84,6 +84,18 @@ class StableDiffusionModel:
             parts[key] = parts[key].to(device, dtype).eval().requires_grad_(False)
         return cls(name, device=device, **parts)
 
+    @property
+    def network(self):
+        return self.net
+
+    def prompts(self):
+        """None: Stable Diffusion reads free text, there is no list of prompts."""
+        return None
+
+    def faithful(self, prompt, image):
+        """None: no classifier judges whether an SD image shows its prompt."""
+        return None
+
     def denoiser(self, quantize="off"):
         """DiscreteEpsDenoiser (or DiscreteVDenoiser) over the guided UNet."""
         cls = DiscreteVDenoiser if self.prediction_type == "v_prediction" else DiscreteEpsDenoiser

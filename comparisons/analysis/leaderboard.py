@@ -2,7 +2,7 @@
 import math
 import random
 
-from .config import SamplerConfig
+from ..core.config import SamplerConfig
 
 ELO_SCALE = 400 / math.log(10)  # arenas report log-strengths on the Elo scale: 400 log10(p) points
 

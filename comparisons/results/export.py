@@ -1,8 +1,6 @@
-"""CSV export of pairs and votes (pandas), safe to open in a spreadsheet."""
+"""CSV export of pairs and votes (pandas), safe to open in a spreadsheet; one stored pair as a zip."""
 import hashlib
 import json
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import fields
@@ -10,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import SamplerConfig
+from ..core.config import SamplerConfig
+from ..files import replacing
 from .store import METRICS
 
 PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "config_a", "config_b", *METRICS,
@@ -29,13 +28,23 @@ def escape_cell(value):
     return value
 
 
-def _frame(rows, columns):
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["created"] = pd.to_datetime(frame["created"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+def escaped(frame):
+    """Every text column of `frame` through escape_cell (in place); the frame."""
     for col in frame.columns:
         if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
             frame[col] = frame[col].map(escape_cell)
     return frame
+
+
+def csv_text(rows, columns):
+    """Rows (dicts) as CSV text with those columns, escaped for spreadsheets."""
+    return escaped(pd.DataFrame(rows, columns=columns)).to_csv(index=False)
+
+
+def _frame(rows, columns):
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["created"] = pd.to_datetime(frame["created"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return escaped(frame)
 
 
 def pairs_frame(pairs):
@@ -67,21 +76,11 @@ def export_csv(store, out_dir, pairs=None, votes=None, salt=None, notes=True):
     pairs = store.pairs() if pairs is None else pairs
     votes = store.votes() if votes is None else votes
     frames = {"pairs.csv": pairs_frame(pairs), "votes.csv": votes_frame(votes, salt, notes)}
-    temps = {}
-    try:
-        for name, frame in frames.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=name, suffix=".partial")
-            os.close(fd)
-            temps[name] = tmp
+    paths = [out_dir / name for name in frames]
+    with replacing(*paths) as temps:
+        for frame, tmp in zip(frames.values(), temps):
             frame.to_csv(tmp, index=False)
-            os.chmod(tmp, 0o644)
-        for name, tmp in temps.items():
-            os.replace(tmp, out_dir / name)
-    finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return [out_dir / name for name in frames]
+    return paths
 
 
 def pair_zip(store, pair_id, out_dir, keep_s=None):
@@ -102,16 +101,8 @@ def pair_zip(store, pair_id, out_dir, keep_s=None):
             if old.stat().st_mtime < cutoff:
                 old.unlink(missing_ok=True)
     path = out_dir / f"pair-{pair_id[:12]}.zip"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".partial")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            z.write(root / pair["image_a"], "A.png")
-            z.write(root / pair["image_b"], "B.png")
-            z.writestr("pair.json", json.dumps(info, indent=1, default=str))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as (tmp,), zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(root / pair["image_a"], "A.png")
+        z.write(root / pair["image_b"], "B.png")
+        z.writestr("pair.json", json.dumps(info, indent=1, default=str))
     return path

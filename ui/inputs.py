@@ -4,9 +4,8 @@ Text in, never a widget's own number: an empty optional field is None (not 0), a
 """
 import math
 
-from .config import CUSTOM, MAX_STEPS, PAIRINGS, ConfigError, SamplerConfig, make_pair
-from .lab import MAX_SEED
-from .limits import clip
+from comparisons.core.config import CUSTOM, MAX_SEED, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair
+from comparisons.errors import ConfigError, clip
 
 UNCONDITIONAL = "(unconditional)"  # the explicit choice of an empty prompt: the model's unconditional branch
 # (config field, label shown in the app, kind); kind: int, float, float? (empty = None), choice, bool

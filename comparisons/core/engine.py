@@ -116,7 +116,7 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    device = getattr(model, "device", torch.device("cpu"))
+    device = model.device
     probe = model.denoiser("off")
     s_min, s_max = float(probe.sigma_min), float(probe.sigma_max)
     distinct = list(dict.fromkeys(configs))
@@ -159,7 +159,7 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
 @contextlib.contextmanager
 def compiled(model, backend="inductor"):
     """torch.compile the model's network for the duration (opt-in fast path on a GPU)."""
-    net = model.eps if hasattr(model, "eps") else model.net
+    net = model.network
     original = net.forward
     net.forward = torch.compile(net.forward, dynamic=True, backend=backend)
     try:

@@ -36,6 +36,16 @@ def lpips_input(arr):
     return x
 
 
+def unit_images(images):
+    """[-1, 1] float images (B, 3, H, W) -> (B, H, W, 3) in [0, 1], clamped as the 8-bit image is."""
+    return ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def rmse(a, b):
+    """Root mean square difference of two float images in [0, 1] (before 8-bit rounding)."""
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
 class LPIPS:
     """LPIPS v0.1 over the ImageNet AlexNet trunk (Zhang et al. 2018); never a random trunk."""
 
@@ -128,7 +138,7 @@ def heatmap(values, vmax=None):
 
 
 def pair_metrics(lpips_metric, image_a, image_b):
-    """All distances of a pair, plus the LPIPS spatial map (float32, for comparisons.visibility to draw)."""
+    """All distances of a pair, plus the LPIPS spatial map (float32, for core.visibility to draw)."""
     distance, spatial = lpips_metric(image_a, image_b)
     return {
         "lpips": distance,

@@ -1,7 +1,7 @@
 """Is a pair's difference visible at all? The visibility line, and difference images in absolute units."""
 import numpy as np
 
-from .config import ConfigError
+from ..errors import ConfigError
 from .metrics import heatmap, to_array
 
 VISIBLE_LPIPS = 0.01    # below this LPIPS(A, B) a pair reads as identical (the studies' visibility threshold)

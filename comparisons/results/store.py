@@ -6,7 +6,6 @@ import math
 import os
 import secrets
 import sqlite3
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -14,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import PngImagePlugin
+
+from ..errors import DuplicateVote, StoreError
+from ..files import replacing
 
 DEFAULT_PATH = Path("results") / "results.db"
 WINNERS = ("A", "B", "tie", "both_bad")
@@ -135,16 +137,10 @@ STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id",
                     "faithful_b")
 
 
-class StoreError(RuntimeError):
-    """The results file cannot be used; the message says what to change."""
-
-
-class DuplicateVote(ValueError):
-    """This session already voted on this pair."""
-
-
-class VoteRefused(ValueError):
-    """A vote on a pair that was not served to the voter's session; nothing is written."""
+# Every vote with its pair's settings and, for campaign votes, its cell: the one query votes are read by.
+VOTES_SQL = ("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, cp.question, cp.sampler, "
+             "cp.steps FROM votes v JOIN pairs p USING (pair_id) LEFT JOIN campaign_pairs cp "
+             "ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id")
 
 
 class ResultsStore:
@@ -256,10 +252,8 @@ class ResultsStore:
         target = self.path.parent / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".partial")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)  # atomic: a reader never sees half a file
+            with replacing(target, mode=None) as (tmp,):  # a reader never sees half a file
+                tmp.write_bytes(data)
         return str(rel)
 
     def record_pair(self, **fields):
@@ -285,6 +279,20 @@ class ResultsStore:
     def reference(self, ref_key):
         rows = self._read("SELECT * FROM refs WHERE ref_key = ?", (ref_key,))
         return rows[0] if rows else None
+
+    def references(self, ref_keys):
+        """{ref_key: row} of those of `ref_keys` that are stored, in one connection."""
+        keys = sorted(set(ref_keys))
+        conn = self._connect()
+        try:
+            found = {}
+            for i in range(0, len(keys), 500):  # under SQLite's limit on bound variables
+                part = keys[i:i + 500]
+                sql = f"SELECT * FROM refs WHERE ref_key IN ({', '.join('?' * len(part))})"
+                found.update({r["ref_key"]: dict(r) for r in conn.execute(sql, part)})
+            return found
+        finally:
+            conn.close()
 
     def record_reference(self, *, ref_key, model, prompt, seed, config, precision, image, output, seconds):
         """Insert a reference once; a second insert of the same key is a no-op."""
@@ -332,11 +340,7 @@ class ResultsStore:
 
     def votes_page(self, page, per_page=50):
         """(one page of the votes, newest first; how many there are)."""
-        rows = self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, cp.question, "
-                          "cp.sampler, cp.steps FROM votes v JOIN pairs p USING (pair_id) LEFT JOIN campaign_pairs cp "
-                          "ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id "
-                          "ORDER BY v.vote_id DESC LIMIT ? OFFSET ?",
-                          (per_page, max(0, page) * per_page))
+        rows = self._read(f"{VOTES_SQL} ORDER BY v.vote_id DESC LIMIT ? OFFSET ?", (per_page, max(0, page) * per_page))
         return rows, self._read("SELECT COUNT(*) AS n FROM votes")[0]["n"]
 
     def study_row(self, pair_id):
@@ -514,12 +518,7 @@ class ResultsStore:
         return self._read("SELECT * FROM pairs ORDER BY created, pair_id")
 
     def votes(self):
-        return self._read("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, cp.question, "
-                          "cp.sampler, cp.steps FROM votes v JOIN pairs p USING (pair_id) LEFT JOIN campaign_pairs cp "
-                          "ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id ORDER BY v.vote_id")
-
-    def has_voted(self, pair_id, session):
-        return bool(self._read("SELECT 1 FROM votes WHERE pair_id = ? AND session = ?", (pair_id, session)))
+        return self._read(f"{VOTES_SQL} ORDER BY v.vote_id")
 
 
 def _real(value):

@@ -1,4 +1,4 @@
-"""Paired runs on identical seeds: both arms from bit-identical noise, in lockstep where they can."""
+"""Paired runs on identical seeds: one sample, two arms, on the engine; both arms from bit-identical noise."""
 import time
 from dataclasses import dataclass, field
 

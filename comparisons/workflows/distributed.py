@@ -3,17 +3,16 @@ writes the results store (SQLite stays single-writer), so a study resumes exactl
 
 Imported only with `study --ray`: nothing else in the project imports Ray.
 """
+import contextlib
 import os
 import socket
 import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from .study import Plan, StudyRun, StudySpec, compute_chunk, known_references, plan_study, store_chunk
-
-
-class RayUnavailable(ValueError):
-    """The cluster cannot be reached or used; the message says what to change."""
+from ..core.grid import StudySpec
+from ..errors import RayUnavailable
+from .study import Plan, StudyRun, compute_chunk, known_references, plan_study, store_chunk
 
 
 def _reachable(address, timeout=5.0):
@@ -58,14 +57,15 @@ class StudyWorker:
 
         from sampler_lib.models import load_model
 
-        from .engine import compiled
-        from .metrics import LPIPS
+        from ..core.engine import compiled
+        from ..core.metrics import LPIPS
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model_name)
+        # The compiled network lasts as long as the actor; close() (the driver calls it) restores it.
+        self._held = contextlib.ExitStack()
         if compile_network:
-            self._compiled = compiled(self.model)
-            self._compiled.__enter__()  # for the actor's lifetime
+            self._held.enter_context(compiled(self.model))
         self.metric = LPIPS(lpips_weights)
         spec = StudySpec.from_json(spec_json)
         cells = spec.cells()
@@ -73,6 +73,10 @@ class StudyWorker:
 
     def pid(self):
         return os.getpid()
+
+    def close(self):
+        """Leave what __init__ entered (the compiled network)."""
+        self._held.close()
 
     def run(self, chunk, known):
         return compute_chunk(self.model, self.metric, self.plan, chunk, known)
@@ -141,6 +145,8 @@ def run_study_ray(ray, store, spec, batch, lpips_weights=None, workers=None, gpu
             if after_chunk:
                 after_chunk(done - 1, actors)
     finally:
+        # Every actor leaves its compiled network before it goes (a dead one is simply skipped).
+        ray.wait([a.close.remote() for a in actors], num_returns=len(actors), timeout=30)
         for a in actors:
             ray.kill(a)
     run.seconds = time.perf_counter() - started

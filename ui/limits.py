@@ -6,6 +6,8 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from comparisons.errors import InputError, RateLimited
+
 
 @dataclass(frozen=True)
 class HostedLimits:
@@ -18,19 +20,6 @@ class HostedLimits:
     max_concurrent: int = 1                 # generations running at once
     max_prompt: int = 500                   # characters
     max_note: int = 500                     # characters
-
-
-ECHO = 80  # an error message quotes at most this many characters of what was sent
-
-
-def clip(text, limit=ECHO):
-    """`text` for an error message: at most `limit` characters, marked when cut."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
-
-
-class InputError(ValueError):
-    """Input over a limit (text length, hosted caps); the message says what to change."""
 
 
 def check_text(name, text, limit):
@@ -85,10 +74,6 @@ class GenerationGate:
                 if not self._in_flight[address]:
                     del self._in_flight[address]
                 self._lock.notify_all()
-
-
-class RateLimited(ValueError):
-    """Too many requests from one session; the message says how long to wait."""
 
 
 class RateLimiter:

@@ -1,24 +1,15 @@
-"""The engine the CLI and the app share: models, LPIPS and the results store behind one object."""
-import math
+"""The Lab facade the CLI's sweep and the app share: models, LPIPS and the results store behind one object."""
 import threading
 
 from sampler_lib.models import load_model
 
-from .config import CUSTOM, ConfigError, SamplerConfig
-from .engine import Sample
-from .metrics import LPIPS, pair_metrics
-from .runner import run_pair
-from .store import DEFAULT_PATH, ResultsStore
-from .study import REFERENCE, ensure_references
-
-MAX_SEED = 2 ** 63 - 1
-
-
-def check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed) \
-            or int(seed) != seed or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED} (got {seed!r})")
-    return int(seed)
+from ..core.config import CUSTOM, SamplerConfig, check_seed
+from ..core.engine import Sample
+from ..core.grid import REFERENCE
+from ..core.metrics import LPIPS, pair_metrics
+from ..core.pairs import run_pair
+from ..core.references import ensure_references
+from ..results.store import DEFAULT_PATH, ResultsStore
 
 
 class Lab:

@@ -1,0 +1,1 @@
+"""Numbers from rows: statistics, per-cell verdicts, the leaderboard and charts. No SQLite, no files."""

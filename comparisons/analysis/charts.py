@@ -1,0 +1,120 @@
+"""Figures as PNG bytes: the Results tab's win rates and LPIPS per question, a study's distance-to-reference
+plots. Drawn in memory (matplotlib's Agg backend); nothing is written to disk."""
+import io
+import json
+import math
+
+from ..core.grid import cell_key
+from ..core.visibility import VISIBLE_LPIPS
+from .stats import bootstrap_mean_interval, wilson_interval
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def figure_png(fig, dpi=100):
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def question_label(row):
+    """'final-zero · heun 4 steps · g 3.0' from a by_question row (A's sampler/steps/guidance; B's if they differ)."""
+    a, b = json.loads(row["config_a"]), json.loads(row["config_b"])
+    part = lambda k: str(a[k]) if a[k] == b[k] else f"{a[k]}/{b[k]}"  # noqa: E731
+    return f"{row['pairing']} · {part('sampler')} {part('steps')} steps · g {part('guidance_scale')}"
+
+
+def win_rate_figure(rows):
+    """A's win rate per question with its Wilson 95% interval and the vote count; 0.5 marked."""
+    plt = _plt()
+    rows = [r for r in rows if r["decisive"] > 0]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(rows), 1) + 1.1))
+    for i, r in enumerate(rows):
+        ax.errorbar(r["a_win_rate"], i, xerr=[[r["a_win_rate"] - r["ci_low"]], [r["ci_high"] - r["a_win_rate"]]],
+                    fmt="o", color="C0", capsize=3)
+        ax.annotate(f"n={r['decisive']}", (1.02, i), xycoords=("axes fraction", "data"), va="center", fontsize=8)
+    ax.axvline(0.5, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), [question_label(r) for r in rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("A's win rate among decisive votes (95% Wilson interval)")
+    if not rows:
+        ax.text(0.5, 0, "no decisive votes yet", ha="center", va="center")
+    return figure_png(fig)
+
+
+def lpips_figure(pairs):
+    """LPIPS(A, B) of the pairs per question (box plot with the points), on a log axis; the visibility floor."""
+    plt = _plt()
+    groups = {}
+    for p in pairs:
+        if p.get("lpips") is not None and math.isfinite(p["lpips"]):
+            groups.setdefault(p["pairing"], []).append(max(p["lpips"], 1e-6))
+    names = sorted(groups)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(names), 1) + 1.1))
+    if names:
+        ax.boxplot([groups[n] for n in names], orientation="horizontal", widths=0.5, showfliers=False)
+        for i, n in enumerate(names, 1):
+            ax.plot(groups[n], [i] * len(groups[n]), "|", color="C1", alpha=0.6)
+        ax.set_yticks(range(1, len(names) + 1), [f"{n} (n={len(groups[n])})" for n in names], fontsize=8)
+        ax.invert_yaxis()
+    else:
+        ax.text(0.5, 0.5, "no pairs yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xscale("log")
+    values = [v for vs in groups.values() for v in vs] + [VISIBLE_LPIPS]
+    ax.set_xlim(min(values) / 2, max(values) * 2)  # room around the data and the floor, never a zero-width axis
+    ax.axvline(VISIBLE_LPIPS, color="grey", lw=1, ls="--")
+    ax.set_xlabel(f"LPIPS(A, B) per pair (log; dashed: visibility floor {VISIBLE_LPIPS})")
+    return figure_png(fig)
+
+
+def question_figure(question, cells, rows):
+    """Each arm's mean LPIPS to the reference against steps (log axis, bootstrap bands), and A's closer-rate
+    (Wilson band); one line per sampler. PNG bytes."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    mine = [c for c in cells if c["question"] == question]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, sampler in enumerate(dict.fromkeys(c["sampler"] for c in mine)):
+        steps = sorted(c["steps"] for c in mine if c["sampler"] == sampler)
+        colour = colours[n % len(colours)]
+        for arm, style in (("a", "-"), ("b", "--")):
+            mean, lo, hi = zip(*[bootstrap_mean_interval(
+                [r[f"lpips_{arm}_ref"] for r in rows if cell_key(r) == (question, sampler, s)]) for s in steps])
+            left.plot(steps, mean, style, marker="o", color=colour, label=f"{sampler} {arm.upper()}")
+            left.fill_between(steps, _nan0(lo, mean), _nan0(hi, mean), color=colour, alpha=0.15)
+        by_steps = {c["steps"]: c for c in mine if c["sampler"] == sampler}
+        rate = [by_steps[s]["a_closer_rate"] for s in steps]
+        ci = [wilson_interval(by_steps[s]["a_closer"], by_steps[s]["a_closer"] + by_steps[s]["b_closer"])
+              for s in steps]
+        right.plot(steps, rate, marker="o", color=colour, label=sampler)
+        right.fill_between(steps, _nan0([c[0] for c in ci], rate), _nan0([c[1] for c in ci], rate),
+                           color=colour, alpha=0.15)
+    ticks = sorted({c["steps"] for c in mine})
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("steps")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("mean LPIPS to reference")
+    left.set_title(f"{question}: distance to the reference (A solid, B dashed)", fontsize=9)
+    right.axhline(0.5, color="grey", lw=0.8, ls=":")
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel("A closer (share, ties left out)")
+    right.set_title(f"{question}: how often A is closer (Wilson 95%)", fontsize=9)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    return figure_png(fig, dpi=110)
+
+
+def _nan0(values, fallback):
+    return [f if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v, f in zip(values, fallback)]

@@ -1,0 +1,115 @@
+"""A study's grid: questions x samplers x step counts x (prompt, seed) samples, its cells and its identity.
+
+Every cell is a paired comparison of arm A and arm B against a converged reference of the same sample
+(docs/ARCHITECTURE.md, "A study").
+"""
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from ..errors import ConfigError
+from .config import SamplerConfig
+from .engine import Sample
+
+# The converged image an arm is measured against: many Heun steps, continuous sigmas.
+REFERENCE = SamplerConfig(sampler="heun", steps=200, quantize="off")
+# The grid sets these; a question that changed them would mislabel its cells.
+GRID_FIELDS = ("sampler", "steps", "guidance_scale")
+
+
+@dataclass(frozen=True)
+class Question:
+    name: str
+    a: tuple  # A's overrides as sorted (field, value) pairs
+    b: tuple
+
+    @classmethod
+    def of(cls, name, a, b):
+        for side, overrides in (("A", a), ("B", b)):
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"question {name!r}: the {side} overrides must be a JSON object")
+            fixed = sorted(set(overrides) & set(GRID_FIELDS))
+            if fixed:
+                raise ConfigError(f"question {name!r} sets {', '.join(fixed)}, which the study grid sets; "
+                                  "use --samplers, --steps and --guidance instead")
+            SamplerConfig.from_dict(overrides)  # unknown fields and bad values fail here
+        return cls(name, tuple(sorted(a.items())), tuple(sorted(b.items())))
+
+    def configs(self, base):
+        return SamplerConfig.from_dict(dict(self.a), base), SamplerConfig.from_dict(dict(self.b), base)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that decides a study's numbers; its hash is the study's identity."""
+    name: str
+    model: str
+    questions: tuple          # Question, in the order given
+    samplers: tuple           # sampler names
+    steps: tuple              # step counts
+    prompts: tuple            # prompts; every (prompt, seed) is one sample
+    seeds: tuple              # seeds
+    guidance: float = 3.0     # classifier-free guidance of every arm and of the reference
+    reference: SamplerConfig = REFERENCE  # the converged image, guidance_scale = guidance
+    precision: str = "fp32"   # fp32 | bf16 (network in bfloat16 autocast)
+    reference_check: int = 8  # samples whose reference is also computed in 'paper' mode
+
+    def grid(self):
+        d = asdict(self)
+        d.pop("name")
+        d["reference"] = self.reference.to_dict()
+        return d
+
+    def to_json(self):
+        return json.dumps({"name": self.name, **self.grid()}, sort_keys=True)
+
+    @property
+    def study_id(self):
+        return hashlib.sha256(json.dumps(self.grid(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def samples(self):
+        return [Sample(p, s) for p in self.prompts for s in self.seeds]
+
+    def cells(self):
+        """Every (question, sampler, steps) cell with its two configs."""
+        out = []
+        for q in self.questions:
+            for sampler in self.samplers:
+                for steps in self.steps:
+                    base = SamplerConfig.from_dict({"sampler": sampler, "steps": steps,
+                                                    "guidance_scale": self.guidance})
+                    try:
+                        a, b = q.configs(base)
+                    except ConfigError as exc:
+                        raise ConfigError(f"question {q.name!r} at {sampler}, {steps} steps: {exc}") from exc
+                    out.append(Cell(q.name, sampler, steps, a, b))
+        return out
+
+    def paper_reference(self):
+        return SamplerConfig.from_dict({"quantize": "paper"}, self.reference)
+
+    @classmethod
+    def from_json(cls, text):
+        d = json.loads(text)
+        d["questions"] = tuple(Question(q["name"], tuple(map(tuple, q["a"])), tuple(map(tuple, q["b"])))
+                               for q in d["questions"])
+        d["reference"] = SamplerConfig.from_dict(d["reference"])
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class Cell:
+    question: str
+    sampler: str
+    steps: int
+    a: SamplerConfig
+    b: SamplerConfig
+
+    @property
+    def key(self):
+        return (self.question, self.sampler, self.steps)
+
+
+def cell_key(row):
+    """The (question, sampler, steps) key of a study row, a campaign cell or a vote: what Cell.key is."""
+    return (row["question"], row["sampler"], row["steps"])

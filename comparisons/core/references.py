@@ -1,0 +1,82 @@
+"""The reference cache: a converged image per (model, prompt, seed, config, precision), computed once per
+results file and shared by studies, sweeps and the app. The store is passed in; nothing here opens a file
+by itself."""
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+
+from sampler_lib.models.guidance import to_pil
+
+from .engine import sample_arms
+from .metrics import unit_images
+
+
+def reference_key(model, sample, cfg, precision):
+    """Cache key of a reference image: model, prompt, seed, full config (guidance included), precision."""
+    text = json.dumps([model, sample.prompt, sample.seed, cfg.to_json(), precision])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Reference:
+    key: str
+    image: object   # PIL
+    unit: object    # (H, W, 3) float in [0, 1]
+
+
+def stored_references(store, model_name, wanted, precision="fp32"):
+    """{(sample, config): Reference} of the `wanted` pairs the store already holds (one query)."""
+    from PIL import Image
+    keys = {w: reference_key(model_name, *w, precision) for w in wanted}
+    rows = store.references(keys.values())
+    found = {}
+    for w, key in keys.items():
+        if key in rows:
+            image = Image.open(store.path.parent / rows[key]["image"]).convert("RGB")
+            found[w] = Reference(key, image, store.load_array(rows[key]["output"]))
+    return found
+
+
+def compute_references(model, model_name, wanted, precision="fp32"):
+    """{(sample, config): (Reference, seconds per image)} for `wanted`, samples that miss the same
+    configs in one batch (an 'off' and a 'paper' reference share it: the mode is per item)."""
+    by_cfg = {}
+    for smp, cfg in wanted:
+        by_cfg.setdefault(cfg, []).append(smp)
+    by_samples = {}
+    for cfg, smps in by_cfg.items():
+        by_samples.setdefault(tuple(smps), []).append(cfg)
+    out = {}
+    for smps, cfgs in by_samples.items():
+        started = time.perf_counter()
+        outputs = sample_arms(model, cfgs, list(smps), precision=precision)
+        seconds = (time.perf_counter() - started) / (len(smps) * len(cfgs))
+        for k, cfg in enumerate(cfgs):
+            floats = model.decode_float(outputs[:, k])
+            for smp, image, unit in zip(smps, to_pil(floats), unit_images(floats)):
+                out[(smp, cfg)] = (Reference(reference_key(model_name, smp, cfg, precision), image, unit), seconds)
+    return out
+
+
+def record_references(store, model_name, computed, precision="fp32"):
+    """Store computed references (PNG, float array, row); each one at most once."""
+    for (smp, cfg), (ref, seconds) in computed.items():
+        meta = {"model": model_name, "prompt": smp.prompt, "seed": smp.seed, "config": cfg.to_json(),
+                "role": "reference", "precision": precision}
+        store.record_reference(ref_key=ref.key, model=model_name, prompt=smp.prompt, seed=smp.seed,
+                               config=cfg.to_json(), precision=precision, image=store.save_image(ref.image, meta),
+                               output=store.save_array(ref.unit), seconds=seconds)
+
+
+def ensure_references(store, model, model_name, samples, configs_by_sample, precision="fp32"):
+    """{(sample, config): Reference}, computing and storing only what the store lacks.
+
+    The cache key is (model, prompt, seed, config with its guidance, precision): a study, a sweep and
+    the app share every reference they have in common.
+    """
+    wanted = [(smp, cfg) for smp in samples for cfg in configs_by_sample(smp)]
+    found = stored_references(store, model_name, wanted, precision)
+    computed = compute_references(model, model_name, [w for w in wanted if w not in found], precision)
+    record_references(store, model_name, computed, precision)
+    return {**found, **{k: ref for k, (ref, _) in computed.items()}}

@@ -1,0 +1,49 @@
+"""Every error a user can cause, in one place, and `clip` for quoting their input in a message.
+
+Each type's message says what to change. The app shows exactly these (ui/errors.py); the CLI prints them as
+one line with exit 2. Nothing here imports the rest of the project.
+"""
+
+ECHO = 80  # an error message quotes at most this many characters of what was sent
+
+
+def clip(text, limit=ECHO):
+    """`text` for an error message: at most `limit` characters, marked when cut."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+class ConfigError(ValueError):
+    """A configuration a user wrote that cannot run."""
+
+
+class UsageError(ValueError):
+    """Bad textual settings (command-line flags, the app's study fields)."""
+
+
+class InputError(ValueError):
+    """Input over a limit (text length, hosted caps)."""
+
+
+class RateLimited(ValueError):
+    """Too many requests from one address; the message says how long to wait."""
+
+
+class StoreError(RuntimeError):
+    """The results file cannot be used."""
+
+
+class DuplicateVote(ValueError):
+    """This session already voted on this pair."""
+
+
+class VoteRefused(ValueError):
+    """A vote on a pair that was not served to the voter's session; nothing is written."""
+
+
+class CampaignError(ValueError):
+    """A campaign request that cannot be met (unknown study, cell or campaign, empty selection, bad bundle)."""
+
+
+class RayUnavailable(ValueError):
+    """The Ray cluster cannot be reached or used."""

@@ -1,0 +1,186 @@
+"""The study workflow: plan what a study lacks, compute it chunk by chunk on the engine, store each chunk in
+one transaction (docs/ARCHITECTURE.md, "A study"). The grid itself is core/grid.py."""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sampler_lib import round_sigmas
+from sampler_lib.models.guidance import to_pil
+
+from ..core.config import schedule
+from ..core.engine import sample_arms
+from ..core.grid import StudySpec
+from ..core.metrics import max_abs_diff, psnr, rmse, unit_images
+from ..core.references import compute_references, record_references, stored_references
+
+
+@dataclass
+class StudyRun:
+    spec: StudySpec
+    rows_written: int = 0
+    samples_run: int = 0
+    seconds: float = 0.0
+    images: int = 0                     # arm images sampled (samples x distinct arms)
+    network_batches: list = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What a study still has to run, derived from the spec and the store."""
+    spec: StudySpec
+    cells: list
+    arms: list        # distinct configs over every cell
+    chunks: list      # lists of samples, `batch` at a time
+    rows_total: int
+    rows_done: int
+    _sigmas: dict = field(default=None, repr=False)
+
+    def arm_sigmas(self, model):
+        """{arm config: its schedule as sampled}, built once per study (every chunk stores it)."""
+        if self._sigmas is None:
+            den = model.denoiser("off")
+            lo, hi = float(den.sigma_min), float(den.sigma_max)
+            self._sigmas = {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, lo, hi)).tolist()
+                            for cfg in self.arms}
+        return self._sigmas
+
+    def references_wanted(self, chunk):
+        """(sample, config, precision) of every reference a chunk needs."""
+        spec, check = self.spec, set(self.spec.samples()[:self.spec.reference_check])
+        wanted = [(s, spec.reference, spec.precision) for s in chunk]
+        wanted += [(s, spec.paper_reference(), spec.precision) for s in chunk if s in check]
+        if spec.precision != "fp32":
+            # The noise floor of the precision itself: the first cell's arm A also in fp32.
+            wanted += [(s, self.cells[0].a, "fp32") for s in chunk if s in check]
+        return wanted
+
+
+def plan_study(store, spec, batch):
+    """Register the study (refused if its name holds another grid) and list the missing samples."""
+    cells = spec.cells()
+    store.open_study(spec.study_id, spec.name, spec.to_json())
+    arms = list(dict.fromkeys(c for cell in cells for c in (cell.a, cell.b)))
+    counts = store.study_sample_counts(spec.study_id)
+    todo = [s for s in spec.samples() if counts.get((s.prompt, s.seed), 0) < len(cells)]
+    total = len(spec.samples()) * len(cells)
+    return Plan(spec, cells, arms, [todo[i:i + batch] for i in range(0, len(todo), batch)], total,
+                total - len(todo) * len(cells))
+
+
+def known_references(store, plan, chunk):
+    """{(sample, config, precision): Reference} of a chunk's references that the store holds."""
+    wanted = plan.references_wanted(chunk)
+    out = {}
+    for precision in dict.fromkeys(p for *_, p in wanted):
+        found = stored_references(store, plan.spec.model, [(s, c) for s, c, p in wanted if p == precision], precision)
+        out.update({(s, c, precision): ref for (s, c), ref in found.items()})
+    return out
+
+
+@dataclass
+class ChunkResult:
+    """Everything one chunk produced, for the one process that writes the store."""
+    chunk: list
+    new_references: dict  # (sample, config, precision) -> (Reference, seconds per image)
+    images: list          # PIL image per (sample, arm), sample-major
+    sigmas: dict          # arm config -> schedule as sampled
+    measured: list        # (cell, sample index, arm A index, arm B index, pair metrics, study row)
+    network_batches: list
+
+
+def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
+    """Sample and measure one chunk: references it lacks, every arm, every cell. Writes nothing."""
+    spec = plan.spec
+    new = {}
+    wanted = [w for w in plan.references_wanted(chunk) if w not in known]
+    for precision in dict.fromkeys(p for *_, p in wanted):
+        computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision)
+        new.update({(s, c, precision): v for (s, c), v in computed.items()})
+    refs = {**known, **{k: ref for k, (ref, _) in new.items()}}
+    step_stats = {}
+    out = sample_arms(model, plan.arms, chunk, progress=progress, precision=spec.precision, stats=step_stats)
+    n_s, n_k = out.shape[:2]
+    floats = model.decode_float(out.flatten(0, 1))
+    images, units = to_pil(floats), unit_images(floats)
+    arrays = [np.asarray(im) for im in images]
+    at = lambda s, k: s * n_k + k  # noqa: E731
+    ref_of = [refs[(smp, spec.reference, spec.precision)] for smp in chunk]
+    to_ref = lpips_metric.batch(arrays, [np.asarray(ref_of[i // n_k].image) for i in range(len(arrays))])
+    rmse_ref = [rmse(units[i], ref_of[i // n_k].unit) for i in range(len(arrays))]
+    faithful = [model.faithful(chunk[i // n_k].prompt, images[i])
+                for i in range(len(arrays))]
+    index = {cfg: k for k, cfg in enumerate(plan.arms)}
+    pairs = [(s, index[c.a], index[c.b], c) for s in range(n_s) for c in plan.cells]
+    ab = lpips_metric.batch([arrays[at(s, a)] for s, a, _, _ in pairs], [arrays[at(s, b)] for s, _, b, _ in pairs])
+    measured = []
+    for (s, a, b, cell), lpips_ab in zip(pairs, ab):
+        smp, ia, ib = chunk[s], at(s, a), at(s, b)
+        diff = max_abs_diff(arrays[ia], arrays[ib])
+        metrics = {"lpips": lpips_ab, "psnr": psnr(arrays[ia], arrays[ib]), "max_abs_diff": diff,
+                   "lpips_a_ref": to_ref[ia], "lpips_b_ref": to_ref[ib]}
+        row = dict(question=cell.question, sampler=cell.sampler, steps=cell.steps, prompt=smp.prompt,
+                   seed=smp.seed, ref_key=ref_of[s].key, lpips_a_ref=to_ref[ia], lpips_b_ref=to_ref[ib],
+                   rmse_a_ref=rmse_ref[ia], rmse_b_ref=rmse_ref[ib], lpips_ab=lpips_ab, max_abs_diff=diff,
+                   faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]))
+        measured.append((cell, s, a, b, metrics, row))
+    return ChunkResult(chunk, new, images, plan.arm_sigmas(model), measured,
+                       step_stats.get("batch_sizes", []))
+
+
+def store_chunk(store, plan, result):
+    """Write one chunk: new references, arm images, then every pair and row in one transaction."""
+    spec = plan.spec
+    for precision in dict.fromkeys(p for *_, p in result.new_references):
+        record_references(store, spec.model, {(s, c): v for (s, c, p), v in result.new_references.items()
+                                              if p == precision}, precision)
+    n_k = len(plan.arms)
+    paths = [store.save_image(result.images[s * n_k + k], {
+        "model": spec.model, "prompt": smp.prompt, "seed": smp.seed, "config": plan.arms[k].to_json(),
+        "study": spec.name, "sigmas": result.sigmas[plan.arms[k]]})
+        for s, smp in enumerate(result.chunk) for k in range(n_k)]
+    items = []
+    for cell, s, a, b, metrics, row in result.measured:
+        smp = result.chunk[s]
+        pair = dict(pairing=cell.question, model=spec.model, prompt=smp.prompt, seed=smp.seed, config_a=cell.a,
+                    config_b=cell.b, image_a=paths[s * n_k + a], image_b=paths[s * n_k + b], metrics=metrics,
+                    sigmas_a=result.sigmas[cell.a], sigmas_b=result.sigmas[cell.b], lockstep=True, seconds=0.0)
+        items.append((pair, row))
+    return store.record_study_chunk(spec.study_id, items)
+
+
+def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_chunk=None):
+    """Run the samples the store lacks, `batch` samples at a time (each chunk one transaction).
+
+    `progress(rows_done, rows_total)` is called as work proceeds; `after_chunk(n)` after each stored chunk.
+    """
+    started = time.perf_counter()
+    plan = plan_study(store, spec, batch)
+    done_rows = plan.rows_done
+    if progress:
+        progress(done_rows, plan.rows_total)
+    run = StudyRun(spec)
+    per_sample = len(plan.cells)
+    for n, chunk in enumerate(plan.chunks):
+        def tick(d, t, base=done_rows, rows=len(chunk) * per_sample):
+            if progress:
+                progress(base + rows * d / t * 0.9, plan.rows_total)
+
+        result = compute_chunk(model, lpips_metric, plan, chunk, known_references(store, plan, chunk), tick)
+        run.network_batches.extend(result.network_batches)
+        run.rows_written += store_chunk(store, plan, result)
+        run.samples_run += len(chunk)
+        run.images += len(chunk) * len(plan.arms)
+        done_rows += len(chunk) * per_sample
+        if progress:
+            progress(done_rows, plan.rows_total)
+        if after_chunk:
+            after_chunk(n)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _bool(value):
+    return None if value is None else int(bool(value))
+
+
