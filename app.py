@@ -17,35 +17,27 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from comparisons.analysis.charts import lpips_figure, win_rate_figure  # noqa: E402
-from comparisons.analysis.leaderboard import leaderboard  # noqa: E402
-from comparisons.analysis.stats import by_question  # noqa: E402
 from comparisons.core.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
 from comparisons.errors import (  # noqa: E402
     DuplicateVote,
     StoreError,
-    UsageError,  # noqa: E402
     clip,  # noqa: E402
 )
-from comparisons.results.export import export_csv, pairs_frame, votes_frame  # noqa: E402
 from comparisons.results.store import DEFAULT_PATH  # noqa: E402
-from comparisons.specs import study_spec  # noqa: E402
 from comparisons.workflows.blind import cast_vote, next_campaign_pair  # noqa: E402
 from comparisons.workflows.campaign import definition_of as campaign_definition  # noqa: E402
 from comparisons.workflows.lab import Lab  # noqa: E402
-from comparisons.workflows.report import campaigns_frame, study_view  # noqa: E402
-from comparisons.workflows.study import run_study  # noqa: E402
-from sampler_lib import SAMPLERS  # noqa: E402
 from ui import views  # noqa: E402
 from ui.compare import build_compare_tab, serve_pair  # noqa: E402
 from ui.errors import run_checked, user_error  # noqa: E402
 from ui.inputs import preset_configs  # noqa: E402
 from ui.limits import GenerationGate, HostedLimits, RateLimiter, check_caps, check_text, client_address  # noqa: E402
+from ui.results_tab import build_results_tab, export_files  # noqa: E402
+from ui.study_tab import build_study_tab  # noqa: E402
 from ui.vote_view import SEEN_ALL, build_vote_tab  # noqa: E402
 
 STATIC = Path(__file__).resolve().parent / "static"
 HOSTED_RESULTS = Path("/data") / "results" / "results.db"  # the persistent volume of a Space
-MAX_APP_STUDY_SAMPLES = 64  # a study started from the app stays small; the CLI runs the big ones
 
 
 class Settings:
@@ -121,176 +113,6 @@ def open_stored_pair(lab, settings, pair_id):
     labels = ("A", "B")
     return (views.pair_html(a, b, labels), views.flicker_html(a, b, labels=labels), views.slider_images(a, b),
             views.stored_pair_markdown(pair, lab.store.study_row(pair_id)))
-
-
-# ---- Study tab -------------------------------------------------------------------------------------
-
-def study_names(lab):
-    return [s["name"] for s in lab.store.studies()]
-
-
-def show_study(lab, name):
-    """Header, verdict table, plots and examples of a stored study."""
-    if not name:
-        return "No study selected. Run one below or with `python -m comparisons study`.", None, "", ""
-    view = run_checked(study_view, lab.store, name)
-    return view["header"], view["table"], view["plots"], view["examples"]
-
-
-def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, progress):
-    """Run a small study (at most MAX_APP_STUDY_SAMPLES samples) and show it."""
-    if settings.hosted:
-        raise user_error(ValueError("studies are not started in the hosted demo; run them locally"))
-    model = lab.model(settings.model)
-
-    def build():
-        spec = study_spec(model, name=name, model_name=settings.model, questions=",".join(questions or []),
-                          samplers=",".join(samplers or []), steps=str(steps), seeds=str(seeds),
-                          prompts=str(prompts))
-        if len(spec.samples()) > MAX_APP_STUDY_SAMPLES:
-            raise UsageError(f"the app runs studies of at most {MAX_APP_STUDY_SAMPLES} samples (prompts x seeds; "
-                             f"asked {len(spec.samples())}); use fewer seeds, or python -m comparisons study")
-        return spec
-
-    spec = run_checked(build)
-    run_checked(run_study, lab.store, model, lab.lpips(), spec, batch=16,
-                progress=lambda done, total: progress(done / max(total, 1), desc=f"study {spec.name}"))
-    return (gr.update(choices=study_names(lab), value=spec.name), *show_study(lab, spec.name))
-
-
-def build_study_tab(lab, settings):
-    with gr.Tab("Study") as tab:
-        gr.Markdown("A study answers a question over many seeds, step counts and samplers: every cell compares "
-                    "A and B against a converged reference of the same sample. Open an example to see that pair "
-                    "in the flicker view.")
-        with gr.Row():
-            choice = gr.Dropdown(study_names(lab), value=None, label="stored studies", elem_id="study-choice",
-                                 scale=3)
-            refresh = gr.Button("Refresh", elem_id="refresh-studies", scale=0, min_width=100)
-        header = gr.Markdown(elem_id="study-header")
-        table = gr.Dataframe(elem_id="study-table", interactive=False)
-        plots = gr.HTML(elem_id="study-plots")
-        examples = gr.HTML(elem_id="study-examples")
-        outputs = [header, table, plots, examples]
-        if not settings.hosted:
-            with gr.Accordion(f"Run a small study (at most {MAX_APP_STUDY_SAMPLES} samples)", open=False):
-                with gr.Row():
-                    name = gr.Textbox("app-study", label="name", elem_id="study-name")
-                    questions = gr.Dropdown(list(PAIRINGS), value=["final-zero", "sigma-min-vs-model"],
-                                            multiselect=True, label="questions")
-                    samplers = gr.Dropdown(list(SAMPLERS), value=["heun"], multiselect=True, label="samplers")
-                with gr.Row():
-                    steps = gr.Textbox("4,10", label="steps (comma-separated)")
-                    seeds = gr.Textbox("0-7", label="seeds (e.g. 0-7 or 0,3,5)")
-                    prompts = gr.Textbox("a red circle", label="prompts (comma-separated)")
-                run = gr.Button("Run study", variant="primary", elem_id="run-study")
-
-            def on_run(progress=gr.Progress(), *values):
-                return start_study_ui(lab, settings, *values, progress=progress)
-
-            run.click(on_run, [name, questions, samplers, steps, seeds, prompts], [choice, *outputs],
-                      concurrency_id="generate", concurrency_limit=settings.max_concurrent,
-                      api_visibility="private")
-    show = functools.partial(show_study, lab)
-    choice.change(show, choice, outputs, api_visibility="private")
-    refresh.click(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
-    tab.select(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
-
-
-# ---- Results tab -----------------------------------------------------------------------------------
-
-PER_PAGE = 50
-# Saves the file a DownloadButton was just given (its value: FileData with url and orig_name).
-DOWNLOAD_JS = """(file) => { if (!file || !file.url) return; const a = document.createElement('a');
-a.href = file.url; a.download = file.orig_name || 'download.csv';
-document.body.appendChild(a); a.click(); a.remove(); }"""
-
-
-def export_files(lab, settings, export_dir):
-    """pairs.csv and votes.csv; hosted: session ids as salted hashes and no notes (unless --export-notes)."""
-    hosted = settings.hosted is not None
-    return export_csv(lab.store, export_dir, salt=lab.store.salt() if hosted else None,
-                      notes=settings.export_notes or not hosted)
-
-
-def csv_download(lab, settings, export_dir, index):
-    """Write both CSVs now and give the download button file `index` (0: pairs.csv, 1: votes.csv)."""
-    return str(export_files(lab, settings, export_dir)[index])
-
-
-def refresh_results(lab, settings, pairs_page=1, votes_page=1):
-    """{output name: value}: statistics, charts and the leaderboard for everyone; locally also one page of
-    pairs and of votes. Nothing is written: the CSVs are made when a download button is pressed."""
-    votes = lab.store.votes()
-    rows = by_question(votes)
-    board = leaderboard(votes)
-    out = {"stats": views.stats_frame(rows),
-           "charts": views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
-           + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"),
-           "leaderboard": views.leaderboard_frame(board), "leaderboard_note": views.leaderboard_note(board),
-           "campaigns": campaigns_frame(lab.store),
-           "pairs": None, "votes": None, "pairs_note": "", "votes_note": ""}
-    if settings.hosted:
-        return out  # a public demo shows aggregates only
-    pairs, n_pairs = lab.store.pairs_page(_page(pairs_page) - 1, PER_PAGE)
-    page_votes, n_votes = lab.store.votes_page(_page(votes_page) - 1, PER_PAGE)
-    out["pairs"] = pairs_frame(pairs)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
-                                       "max_abs_diff", "created"]]
-    out["votes"] = votes_frame(page_votes)
-    out["pairs_note"] = views.page_note(_page(pairs_page), PER_PAGE, n_pairs, "pairs")
-    out["votes_note"] = views.page_note(_page(votes_page), PER_PAGE, n_votes, "votes")
-    return out
-
-
-def _page(value):
-    try:
-        return max(1, int(value or 1))
-    except (TypeError, ValueError):
-        return 1
-
-
-def build_results_tab(lab, settings, export_dir):
-    with gr.Tab("Results") as tab:
-        refresh = gr.Button("Refresh", elem_id="refresh-results")
-        gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
-        stats = gr.Dataframe(elem_id="stats-table", interactive=False)
-        gr.Markdown(views.STATS_LEGEND, elem_id="stats-legend")
-        charts = gr.HTML(elem_id="results-charts")
-        gr.Markdown("#### Leaderboard: every config that met another in a vote")
-        board_note = gr.Markdown(elem_id="leaderboard-note")
-        board = gr.Dataframe(elem_id="leaderboard", interactive=False)
-        gr.Markdown("#### Vote campaigns: votes per cell beside the study's LPIPS verdict")
-        campaigns = gr.Dataframe(elem_id="campaign-stats", interactive=False)
-        with gr.Row():
-            csv_buttons = {name: gr.DownloadButton(f"{name}.csv", elem_id=f"download-{name}")
-                           for name in ("pairs", "votes")}
-        # A public demo shows aggregates only: no pair ids, sessions or other people's notes.
-        with gr.Column(visible=settings.hosted is None):
-            gr.Markdown("#### Pairs made here and by sweep (a study's pairs are in the Study tab)")
-            pairs_page = gr.Number(1, label="pairs page", precision=0, elem_id="pairs-page")
-            pairs_note = gr.Markdown(elem_id="pairs-page-note")
-            pairs = gr.Dataframe(elem_id="pairs-table", interactive=False)
-            gr.Markdown("#### Votes")
-            votes_page = gr.Number(1, label="votes page", precision=0, elem_id="votes-page")
-            votes_note = gr.Markdown(elem_id="votes-page-note")
-            votes = gr.Dataframe(elem_id="votes-table", interactive=False)
-    outputs = {"stats": stats, "charts": charts, "leaderboard": board, "leaderboard_note": board_note,
-               "campaigns": campaigns,
-               "pairs": pairs, "votes": votes, "pairs_note": pairs_note, "votes_note": votes_note}
-
-    def handler(pairs_page, votes_page):
-        values = refresh_results(lab, settings, pairs_page, votes_page)
-        return {outputs[name]: value for name, value in values.items()}
-    for trigger in (refresh.click, tab.select, pairs_page.submit, votes_page.submit):
-        trigger(handler, [pairs_page, votes_page], list(outputs.values()), api_visibility="private",
-                concurrency_id="read", concurrency_limit=16)
-    for index, (name, button) in enumerate(csv_buttons.items()):
-        # A button holds no file at rest, so a click downloads nothing stale: the click writes the CSVs, the
-        # page downloads the fresh one, and the button is emptied again.
-        button.click(functools.partial(csv_download, lab, settings, export_dir, index), None, button,
-                     api_visibility="private", concurrency_id="read", concurrency_limit=16) \
-            .then(None, button, None, js=DOWNLOAD_JS, api_visibility="private") \
-            .then(lambda: None, None, button, api_visibility="private", show_progress="hidden")
 
 
 # ---- API ------------------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ def test_flood_from_one_address_leaves_another_address_served(tmp_path):
 
 def test_page_payload_with_1000_pairs_and_5000_votes(tmp_path):
     import app
+    from ui import results_tab
     store = ResultsStore(tmp_path / "r.db")
     pids = [_pair(store) for _ in range(1000)]
     with store._transaction() as conn:
@@ -163,10 +164,10 @@ def test_page_payload_with_1000_pairs_and_5000_votes(tmp_path):
         settings = app.Settings(app.parse_args(["--results", str(store.path)] + (["--hosted"] if hosted else [])))
         lab = type("L", (), {"store": store})()
         started = time.perf_counter()
-        out = app.refresh_results(lab, settings, 1, 1)
+        out = results_tab.refresh_results(lab, settings, 1, 1)
         export = tmp_path / f"export-{hosted}"
         assert not export.exists()  # a refresh writes nothing: the CSVs are made on a download click
-        app.export_files(lab, settings, export)
+        results_tab.export_files(lab, settings, export)
         seconds = time.perf_counter() - started
         size = sum(len(v.to_json()) if hasattr(v, "to_json") else len(json.dumps(v, default=str))
                    for v in out.values())
