@@ -39,6 +39,35 @@ def toy_eps(x, t, **_):
     return torch.tanh(x * (0.5 + t / 1000)) + 0.05 * torch.sin(t / 37.0)
 
 
+def run_cli(args, subprocess_=False):
+    """`python -m comparisons ARGS`: (exit code, stdout, stderr lines that are not warnings).
+
+    In this process by default (the same main() the module runs, without paying for a new interpreter and
+    torch); in a real subprocess with `subprocess_=True`, offline, for the entry point itself and for
+    anything that would reach for the network (loading an unknown model).
+    """
+    import contextlib
+    import io
+    import os
+    import subprocess
+    import sys
+    if subprocess_:
+        proc = subprocess.run([sys.executable, "-m", "comparisons", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        from comparisons.cli import main
+        out_buf, err_buf = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err_buf):
+            try:
+                code = main(list(args), out=out_buf)
+            except SystemExit as exc:  # argparse's own refusals
+                code = exc.code
+        out, err = out_buf.getvalue(), err_buf.getvalue()
+    assert "Traceback" not in err, err[-3000:]
+    return code, out, [line for line in err.splitlines() if "warn" not in line.lower()]
+
+
 def free_port():
     import socket
     with socket.socket() as s:

@@ -22,7 +22,7 @@ from comparisons.results.store import ResultsStore
 from comparisons.specs import parse_seeds
 from comparisons.workflows.lab import Lab
 from sampler_lib import DiscreteEpsDenoiser
-from tests.conftest import ROOT, SHARED
+from tests.conftest import SHARED, run_cli
 from tests.fakes import FakeModel, cond_eps
 
 FIXTURES = SHARED / "fixtures" / "lpips"
@@ -342,11 +342,9 @@ def test_parse_seeds():
 ])
 def test_cli_bad_input_one_line_no_traceback_nothing_written(tmp_path, args, message):
     results = tmp_path / "sub" / "results.db"
-    proc = subprocess.run([sys.executable, "-m", "comparisons", *args, "--results", str(results)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    err = [line for line in proc.stderr.splitlines() if "warn" not in line.lower()]
-    assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    # The first case runs the real entry point (python -m comparisons); the rest call the same main() here.
+    code, _, err = run_cli([*args, "--results", str(results)], subprocess_=message == "unknown pairing")
+    assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "sub").exists()
 
 

@@ -1,11 +1,9 @@
-"""The hosted demo: Dockerfile lint, its install/start steps without Docker, caps, rate limits, persistence."""
+"""The hosted demo: Dockerfile lint, caps, rate limits, persistence. The image itself is built, served, voted on
+and restarted for real by `make docker-test`, which CI runs after the suite (.ci/run)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -35,65 +33,6 @@ def test_dockerfile_passes_hadolint():
     assert text.index("chown 1000:1000 /data /home/user/app") < text.index("USER 1000")
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", "bench", ".ci", "results", ".pytest_cache", ".ruff_cache", ".hypothesis"} <= set(ignored)
-
-
-def dockerfile_steps():
-    """The RUN lines that install the app (venv, pip, python) and the CMD, as the image runs them."""
-    runs, cmd = [], None
-    for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith("RUN ") and line.split()[1] in ("python", "pip"):
-            runs.append(line[4:])
-        elif line.startswith("CMD "):
-            cmd = json.loads(line[4:])
-    return runs, cmd
-
-
-def test_image_install_and_start_steps_without_docker(tmp_path):
-    """The Dockerfile's own commands in a fresh virtual environment, then app.py --hosted on loopback."""
-    app_dir = tmp_path / "app"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
-        if (ROOT / rel).is_file():
-            (app_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, app_dir / rel)
-    venv = tmp_path / "venv"
-    env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PIP_NO_CACHE_DIR": "1"}
-    env.pop("PYTHONPATH", None)
-    runs, cmd = dockerfile_steps()
-    assert [r.split()[:3] for r in runs][0] == ["python", "-m", "venv"]
-    for run in runs:
-        run = run.replace("/home/user/venv", str(venv))
-        exe = sys.executable if run.startswith("python -m venv") else None
-        command = run.replace("python", exe, 1) if exe else run
-        proc = subprocess.run(command, shell=True, cwd=app_dir, env=env, capture_output=True, text=True,
-                              timeout=1500)
-        assert proc.returncode == 0, f"{run}: {proc.stderr[-2000:]}"
-    port = free_port()
-    cmd = [str(venv / "bin" / "python") if c == "python" else c for c in cmd]
-    cmd[cmd.index("--port") + 1] = str(port)
-    cmd[cmd.index("--host") + 1] = "127.0.0.1"
-    log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen(cmd + ["--results", str(tmp_path / "data" / "results.db")], cwd=app_dir, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
-            "a red circle", 0, "final-zero", 3, "heun", api_name="/generate_pair")
-        assert out["pair_id"]
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
-        shutil.rmtree(venv, ignore_errors=True)  # several GB
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from comparisons.specs import questions_from
 from comparisons.workflows.report import SUMMARY_COLUMNS
 from comparisons.workflows.study import run_study
 from sampler_lib import SAMPLERS, BrownianNoiseSampler, DiscreteEpsDenoiser, get_sigmas_karras
-from tests.conftest import ROOT, toy_eps
+from tests.conftest import ROOT, run_cli, toy_eps
 from tests.fakes import FakeModel
 
 
@@ -358,10 +358,8 @@ def test_study_bad_input_one_line_nothing_written(tmp_path, change, message):
             args[args.index(flag) + 1] = value
         else:
             args += [flag, value]
-    proc = subprocess.run([sys.executable, "-m", "comparisons", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    err = [line for line in proc.stderr.splitlines() if "warn" not in line.lower()]
-    assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr[-3000:]
+    code, _, err = run_cli(args, subprocess_="--model" in change)  # a model name is looked up offline
+    assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "res").exists() and not (tmp_path / "out").exists()
 
 
