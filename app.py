@@ -20,15 +20,14 @@ import gradio as gr  # noqa: E402
 from comparisons.core.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
 from comparisons.errors import (  # noqa: E402
     DuplicateVote,
-    StoreError,
-    clip,  # noqa: E402
+    StoreError,  # noqa: E402
 )
 from comparisons.results.store import DEFAULT_PATH  # noqa: E402
 from comparisons.workflows.blind import cast_vote, next_campaign_pair  # noqa: E402
 from comparisons.workflows.campaign import definition_of as campaign_definition  # noqa: E402
 from comparisons.workflows.lab import Lab  # noqa: E402
 from ui import views  # noqa: E402
-from ui.compare import build_compare_tab, serve_pair  # noqa: E402
+from ui.compare import build_compare_tab, open_stored_pair, serve_pair, stored_pair_outputs  # noqa: E402
 from ui.errors import run_checked, user_error  # noqa: E402
 from ui.inputs import preset_configs  # noqa: E402
 from ui.limits import GenerationGate, HostedLimits, RateLimiter, check_caps, check_text, client_address  # noqa: E402
@@ -94,25 +93,6 @@ class Settings:
         check_text("note", note, self.max_note)
         if self.hosted:
             self.vote_limit.check(self.address(request), "votes from your address")
-
-
-def open_stored_pair(lab, settings, pair_id):
-    """`/?pair=PAIR_ID`: the stored pair in the pair and flicker views, A left and B right, not blind."""
-    pair_id = (pair_id or "").strip()
-    if not pair_id:
-        return [gr.update()] * 4
-    if settings.hosted:
-        # A public demo serves pairs blind only: a link must not reveal which config made which image.
-        return gr.update(), gr.update(), gr.update(), "Stored pairs open by link in a local app only."
-    pair = lab.store.pair(pair_id)
-    if pair is None:
-        return gr.update(), gr.update(), gr.update(), f"No stored pair `{clip(pair_id)}` in this results file."
-    from PIL import Image
-    root = lab.store.path.parent
-    a, b = (Image.open(root / pair[k]).convert("RGB") for k in ("image_a", "image_b"))
-    labels = ("A", "B")
-    return (views.pair_html(a, b, labels), views.flicker_html(a, b, labels=labels), views.slider_images(a, b),
-            views.stored_pair_markdown(pair, lab.store.study_row(pair_id)))
 
 
 # ---- API ------------------------------------------------------------------------------------------
@@ -202,8 +182,8 @@ def build_app(lab, settings):
         demo.load(None, None, pair_param, js="() => new URLSearchParams(window.location.search).get('pair') || ''",
                   api_visibility="private")
         if compare is not None:
-            pair_param.change(functools.partial(open_stored_pair, lab, settings), pair_param,
-                              [compare["pair"], compare["flicker"], compare["slider"], compare["reveal"]],
+            pair_param.change(functools.partial(open_stored_pair, lab, settings, compare), pair_param,
+                              stored_pair_outputs(compare),
                               api_visibility="private", concurrency_id="read", concurrency_limit=16,
                               show_progress="hidden")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)

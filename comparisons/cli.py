@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .core.config import CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
+from .core.visibility import FLIP_VISIBLE
 from .errors import ConfigError, StoreError, UsageError
 from .results.store import DEFAULT_PATH, ResultsStore
 from .specs import parse_cells, parse_seeds, study_spec
@@ -45,8 +46,10 @@ def _study_parser(sub):
     s.add_argument("--guidance", type=float, default=SamplerConfig.guidance_scale)
     s.add_argument("--precision", default="fp32", help="fp32, or bf16 (network under bfloat16 autocast)")
     s.add_argument("--compile", action="store_true", help="torch.compile the network (a GPU fast path)")
-    s.add_argument("--visible-lpips", type=float, default=0.01,
-                   help="LPIPS(A, B) at which a pair counts as visibly different")
+    s.add_argument("--visible-flip", type=float, default=FLIP_VISIBLE,
+                   help="FLIP error (0-1] at which a pair counts as visibly different (README: 'When is a "
+                        "difference visible?')")
+    s.add_argument("--visible-lpips", type=float, help=argparse.SUPPRESS)  # the rule before FLIP; refused below
     s.add_argument("--reference-check", type=int, default=8,
                    help="samples whose reference is also computed in paper mode (the reference's uncertainty)")
     s.add_argument("--app-url", default="http://127.0.0.1:7860", help="where the report's example links point")
@@ -96,6 +99,8 @@ def _campaign_parser(sub):
     v.add_argument("--per-cell", type=int, default=40, help="samples per cell at most (default 40)")
     v.add_argument("--only-visible", action="store_true", help="skip pairs below visibility (counted per cell)")
     v.add_argument("--seed", type=int, default=0, help="seed of the per-cell pick (default 0)")
+    v.add_argument("--checks", type=float, default=0.1,
+                   help="attention checks (an image against itself) per pair, 0 to 1 (default 0.1: one in ten)")
     v.add_argument("--results", default=str(DEFAULT_PATH))
     v = verbs.add_parser("export", help="write a campaign's pairs, images and definition as a zip")
     v.add_argument("name")
@@ -125,13 +130,15 @@ def cmd_campaign(args, out):
         if not Path(args.results).is_file():
             raise UsageError(f"no results file at {args.results}; run the study first or pass --results")
         cells = parse_cells(args.cells) if args.cells is not None else None
+        campaign.check_rate(args.checks)  # before the results file is opened (and migrated)
         definition = campaign.create(ResultsStore(args.results), args.name, args.study, cells, args.per_cell,
-                                     args.only_visible, args.seed)
+                                     args.only_visible, args.seed, args.checks)
         for c in definition["cells"]:
             skipped = f", {c['skipped_invisible']} below visibility skipped" if definition["only_visible"] else ""
             print(f"  {c['question']}:{c['sampler']}:{c['steps']}: {c['pairs']} of {c['available']} pairs{skipped}",
                   file=out)
-        print(f"campaign {args.name}: {sum(c['pairs'] for c in definition['cells'])} pairs from study "
+        print(f"campaign {args.name}: {sum(c['pairs'] for c in definition['cells'])} pairs and "
+              f"{definition['n_checks']} attention checks from study "
               f"{args.study}; serve it with: python app.py --campaign {args.name} --results {args.results}", file=out)
     elif args.verb == "export":
         campaign.definition_of(store, args.name)
@@ -247,6 +254,7 @@ def cmd_study(args, out):
     from .analysis.cells import cell_stats
     from .core.metrics import LPIPS
     from .workflows.report import precision_floor, reference_uncertainty, verdict_text, write_outputs
+    from .workflows.study import fill_flip
     # Everything is checked before the results file or the output folder exists.
     check_writable(args.out, "output folder", "--out")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -254,8 +262,11 @@ def cmd_study(args, out):
     check_writable(args.results, "results file", "--results")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1 (got {args.batch})")
-    if not 0 <= args.visible_lpips <= 1:
-        raise UsageError(f"--visible-lpips must be between 0 and 1 (got {args.visible_lpips})")
+    if args.visible_lpips is not None:
+        raise UsageError("--visible-lpips no longer decides visibility: FLIP does; use --visible-flip (default "
+                         f"{FLIP_VISIBLE:g})")
+    if not (math.isfinite(args.visible_flip) and 0 < args.visible_flip <= 1):
+        raise UsageError(f"--visible-flip must be above 0 and at most 1 (got {args.visible_flip})")
     model = load_model_or_fail(args.model)
     spec = study_spec(model, name=args.name or Path(args.out).absolute().name, model_name=args.model,
                       questions=args.questions, questions_file=args.questions_file, samplers=args.samplers,
@@ -278,7 +289,8 @@ def cmd_study(args, out):
             ray.shutdown()
     study = store.study(spec.name)
     rows = store.study_rows(study["study_id"])
-    cells = cell_stats(spec, rows, args.visible_lpips)
+    rows = fill_flip(store, rows)
+    cells = cell_stats(spec, rows, args.visible_flip)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     paths = write_outputs(args.out, store, spec, cells, rows, reference_uncertainty(store, spec.model, spec, metric),
                           precision_floor(store, spec, rows, metric), args.app_url, created)

@@ -37,6 +37,28 @@ def test_generate_vote_duplicate_export(live_app):
     assert mine["left_config"].iloc[0] == vote["reveal"]["left"]
 
 
+def test_visibility_is_decided_by_flip_on_the_cases_a_person_can_check(live_app):
+    """The issue's reproduction (max |delta| 64/255, the ring visibly thicker) is visible; the discretization preset
+    at 25 steps (max |delta| 1/255) is below visibility. Both through /generate_pair, with FLIP's figures."""
+    c = client(live_app)
+    ring = c.predict("a blue ring", 334963728, "sigma-min-vs-model", 10, "heun", api_name="/generate_pair")
+    v = ring["visibility"]
+    assert not v["below"] and v["max_abs_diff"] == 64 and v["flip_max"] >= v["flip_threshold"] == 0.1
+    assert v["sentence"].startswith("Visible") and "FLIP" in v["rule"] and v["ppd"] == 67
+    flat = c.predict("a red circle", 0, "discretization", 25, "heun", api_name="/generate_pair")["visibility"]
+    assert flat["below"] and flat["max_abs_diff"] == 1 and flat["flip_max"] < 0.1
+    assert flat["sentence"].startswith("Below visibility")
+    # Every vote's row in votes.csv is complete, for a Compare vote as for a campaign vote.
+    c.predict(ring["pair_id"], "left", "", api_name="/vote")
+    votes = pd.read_csv(c.predict(api_name="/export_votes"))
+    row = votes[votes["session"] == c.session_hash].iloc[0]
+    assert (row["model"], row["prompt"], row["seed"], row["pairing"]) == ("embedded", "a blue ring", 334963728,
+                                                                           "sigma-min-vs-model")
+    assert (row["sampler"], row["steps"], row["visible"]) == ("heun", 10, "visible") and row["lpips"] > 0
+    assert row["a_sigma_min_rule"] == "penultimate_steps_plus_1" and row["b_sigma_min_rule"] == "model"
+    assert row["left_config"] in ("A", "B") and row["winner"] == row["left_config"] and row["created"]
+
+
 @pytest.mark.parametrize("args, message", [
     (("a red circle", 1, "discretization", 0, "heun"), "steps must be ≥ 1"),
     (("a red circle", 1, "discretization", 1001, "heun"), "steps must be ≤ 1000"),

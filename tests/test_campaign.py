@@ -7,6 +7,7 @@ import zipfile
 import pandas as pd
 import pytest
 
+from comparisons.analysis.cells import ALL_CELLS
 from comparisons.cli import main as cli_main
 from comparisons.errors import VoteRefused
 from comparisons.results.store import ResultsStore
@@ -44,15 +45,20 @@ def cli(*args):
 def test_create_picks_per_cell_seeded_and_counts_skipped(study_store, tmp_path):
     db = fresh_copy(study_store, tmp_path / "a")
     code, text = cli("campaign", "create", "c1", "--study", "tiny", "--per-cell", "3", "--results", str(db))
-    assert code == 0 and "c1: 12 pairs" in text
+    assert code == 0 and "c1: 12 pairs and 1 attention checks" in text
     store = ResultsStore(db)
     pairs = store.campaign_pairs("c1")
-    assert len(pairs) == 12 and {(p["question"], p["steps"]) for p in pairs} == {
+    checks = [p for p in pairs if p["is_check"]]
+    assert len(pairs) == 13 and {(p["question"], p["steps"]) for p in pairs} == {
         (q, s) for q in ("final-zero", "discretization") for s in (2, 3)}
+    # The default rate, one check per ten pairs: one image against itself, served like any other pair.
+    assert len(checks) == 1 and checks[0]["image_a"] == checks[0]["image_b"] and checks[0]["pairing"] == \
+        "attention-check" and checks[0]["config_a"] == checks[0]["config_b"] and checks[0]["flip_max"] == 0
     # Seeded: the same command in another copy picks the same pairs.
     db2 = fresh_copy(study_store, tmp_path / "b")
     assert cli("campaign", "create", "c1", "--study", "tiny", "--per-cell", "3", "--results", str(db2))[0] == 0
-    assert [p["pair_id"] for p in ResultsStore(db2).campaign_pairs("c1")] == [p["pair_id"] for p in pairs]
+    assert [p["pair_id"] for p in ResultsStore(db2).campaign_pairs("c1") if not p["is_check"]] == [
+        p["pair_id"] for p in pairs if not p["is_check"]]
     # --only-visible: the discretization pairs on the embedded model are below visibility, and it says so.
     code, text = cli("campaign", "create", "vis", "--study", "tiny", "--only-visible", "--results", str(db))
     definition = campaign.definition_of(store, "vis")
@@ -68,6 +74,9 @@ def test_create_picks_per_cell_seeded_and_counts_skipped(study_store, tmp_path):
     (["create", "x", "--study", "tiny", "--cells", "final-zero-heun"], "malformed cell"),
     (["create", "x", "--study", "tiny", "--cells", "discretization:heun:2", "--only-visible"], "selection is empty"),
     (["create", "../x", "--study", "tiny"], "campaign name"),
+    (["create", "x", "--study", "tiny", "--checks", "1.5"], "--checks must be a rate from 0 to 1"),
+    (["create", "x", "--study", "tiny", "--checks", "nan"], "--checks must be a rate from 0 to 1"),
+    (["create", "x", "--study", "tiny", "--checks", "-0.1"], "--checks must be a rate from 0 to 1"),
     (["stats", "nope"], "no campaign named 'nope'"),
     (["export", "nope", "--out", "{tmp}/b.zip"], "no campaign named 'nope'"),
 ])
@@ -85,7 +94,7 @@ def test_bad_campaign_input_is_one_line_and_writes_nothing(study_store, tmp_path
 def test_serving_is_balanced_without_repeats_and_votes_are_session_bound(study_store, tmp_path):
     db = fresh_copy(study_store, tmp_path / "a")
     assert cli("campaign", "create", "four", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "4",
-               "--results", str(db))[0] == 0
+               "--checks", "0", "--results", str(db))[0] == 0
     lab = Lab(db)
     # 12 votes over 4 pairs from 12 different sessions: 3 each.
     for i in range(12):
@@ -108,7 +117,7 @@ def test_serving_is_balanced_without_repeats_and_votes_are_session_bound(study_s
 def test_stats_against_hand_counted_votes_and_csv_columns(study_store, tmp_path):
     db = fresh_copy(study_store, tmp_path / "a")
     cli("campaign", "create", "c", "--study", "tiny", "--cells", "final-zero:heun:2,final-zero:heun:3",
-        "--per-cell", "4", "--results", str(db))
+        "--per-cell", "4", "--checks", "0", "--results", str(db))
     lab = Lab(db)
     # Hand-made tallies: cell steps=2 gets A, A, B, tie; steps=3 gets both_bad only.
     plan = {2: ["A", "A", "B", "tie"], 3: ["both_bad"]}
@@ -124,7 +133,8 @@ def test_stats_against_hand_counted_votes_and_csv_columns(study_store, tmp_path)
             choice = {"A": "left" if served["shown_left"] == "A" else "right",
                       "B": "right" if served["shown_left"] == "A" else "left"}.get(winner, winner)
             cast_vote(lab.store, out["serve_id"], choice, session)
-    rows = {r["steps"]: r for r in campaign.stats(lab.store, "c")}
+    rows = {r["steps"]: r for r in campaign.stats(lab.store, "c") if r["voters"] == "all"
+            and r["question"] != ALL_CELLS}
     two, three = rows[2], rows[3]
     assert (two["votes"], two["a"], two["b"], two["tie"], two["both_bad"]) == (4, 2, 1, 1, 0)
     assert two["a_win_rate"] == pytest.approx(2 / 3) and two["p_value"] == pytest.approx(1.0)
@@ -136,11 +146,75 @@ def test_stats_against_hand_counted_votes_and_csv_columns(study_store, tmp_path)
     votes = pd.read_csv(export_csv(lab.store, tmp_path / "csv")[1])
     assert set(votes["campaign"]) == {"c"} and set(votes["steps"]) == {2, 3} and set(votes["question"]) == {
         "final-zero"} and set(votes["sampler"]) == {"heun"}
+    # Complete rows: the pair, its model, prompt and seed, both configs field by field, LPIPS and the verdict.
+    assert votes[["pair_id", "model", "prompt", "seed", "lpips", "flip_max", "visible", "left_config",
+                  "winner", "session", "created"]].notna().all().all()
+    assert set(votes["a_final_zero"]) == {True} and set(votes["b_final_zero"]) == {False}
+    assert set(votes["visible"]) <= {"visible", "below"} and not votes["attention_check"].any()
     # The study's report gains the campaign when its command is rerun (nothing is recomputed).
     out = tmp_path / "tiny"
     assert cli_main([*STUDY, "--results", str(db), "--out", str(out), "--name", "tiny"], out=io.StringIO()) == 0
     report = (out / "report.html").read_text()
     assert "Campaign c (8 pairs)" in report and "agreement" in report
+
+
+def serve_and_vote(lab, name, session, pick):
+    """Serve `session` its next pair of campaign `name` and vote `pick(served pair row, shown_left)`; the row."""
+    out = next_campaign_pair(lab, name, session)
+    served = lab.store.served(out["serve_id"])
+    row = next(p for p in lab.store.campaign_pairs(name) if p["pair_id"] == served["pair_id"])
+    cast_vote(lab.store, out["serve_id"], pick(row, served["shown_left"]), session)
+    return row, served["shown_left"]
+
+
+def test_sixteen_servings_of_one_pair_put_a_left_exactly_eight_times(study_store, tmp_path):
+    db = fresh_copy(study_store, tmp_path / "a")
+    assert cli("campaign", "create", "one", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "1",
+               "--checks", "0", "--results", str(db))[0] == 0
+    lab = Lab(db)
+    sides = [lab.store.served(next_campaign_pair(lab, "one", f"s{i}")["serve_id"])["shown_left"] for i in range(16)]
+    assert sides.count("A") == 8 and all(a != b for a, b in zip(sides, sides[1:]))  # alternating from the start
+
+
+def test_side_rates_and_side_corrected_estimate_against_hand_counted_votes(study_store, tmp_path):
+    """Voters who always press "left": the left rate is 1 (p small) while A's side-corrected rate is 1/2."""
+    db = fresh_copy(study_store, tmp_path / "a")
+    assert cli("campaign", "create", "c", "--study", "tiny", "--cells", "discretization:heun:3", "--per-cell", "4",
+               "--checks", "0", "--results", str(db))[0] == 0
+    lab = Lab(db)
+    shown = [serve_and_vote(lab, "c", f"s{i}", lambda row, left: "left")[1] for i in range(16)]
+    a_left = shown.count("A")
+    assert a_left == 8  # 4 pairs x 4 servings, each pair's sides alternating
+    cell, overall = [r for r in campaign.stats(lab.store, "c") if r["voters"] == "all"]
+    # By hand: A won exactly when A was on the left: raw A rate 8/16; A's rate when left 8/8, when right 0/8.
+    assert (cell["a"], cell["b"], cell["left_rate"]) == (8, 8, 1.0)
+    assert cell["left_p"] == pytest.approx(2 * 0.5 ** 16) and cell["a_win_rate"] == 0.5
+    assert (cell["a_rate_a_left"], cell["a_rate_a_right"], cell["a_win_rate_corrected"]) == (1.0, 0.0, 0.5)
+    assert overall["question"] == ALL_CELLS and overall["left_rate"] == 1.0 and overall["votes"] == 16
+    code, text = cli("campaign", "stats", "c", "--results", str(db))
+    assert code == 0 and "left rate" in text and "side-corr." in text and "1.000" in text
+
+
+def test_attention_checks_flag_a_session_that_always_votes_left(study_store, tmp_path):
+    db = fresh_copy(study_store, tmp_path / "a")
+    assert cli("campaign", "create", "c", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "4",
+               "--checks", "0.5", "--results", str(db))[0] == 0
+    lab = Lab(db)
+    pairs = lab.store.campaign_pairs("c")
+    assert sum(p["is_check"] for p in pairs) == 2 and len(pairs) == 6
+    # "lazy" presses left on everything; "careful" calls the checks a tie and prefers B elsewhere.
+    for _ in range(6):
+        serve_and_vote(lab, "c", "lazy", lambda row, left: "left")
+        serve_and_vote(lab, "c", "careful", lambda row, left: "tie" if row["is_check"] else
+                       ("right" if left == "A" else "left"))
+    rows = campaign.stats(lab.store, "c")
+    everyone, trusted = ([r for r in rows if r["voters"] == v and r["question"] != ALL_CELLS][0]
+                         for v in campaign.VOTERS)
+    assert everyone["flagged"] == 1 and everyone["sessions"] == 2
+    assert everyone["votes"] == 8  # 4 pairs x 2 sessions; the 4 check votes never count toward the cell
+    assert trusted["votes"] == 4 and (trusted["a"], trusted["b"]) == (0, 4)  # the lazy session's votes dropped
+    report = campaign.stats_text("c", rows)
+    assert "1 flagged" in report and "votes: without flagged" in report
 
 
 def test_bundle_round_trip_is_idempotent_and_refuses_bad_zips(study_store, tmp_path):
@@ -150,19 +224,20 @@ def test_bundle_round_trip_is_idempotent_and_refuses_bad_zips(study_store, tmp_p
     assert cli("campaign", "export", "c", "--out", str(bundle), "--results", str(db))[0] == 0
     space = tmp_path / "space" / "r.db"
     code, text = cli("campaign", "import", str(bundle), "--results", str(space))
-    assert code == 0 and "8 pairs imported" in text
+    assert code == 0 and "9 pairs imported" in text  # 8 and the attention check
     src, dst = ResultsStore(db), ResultsStore(space)
 
     def digest(store, name):
         return sorted((p["pair_id"], hashlib.sha256((store.path.parent / p["image_a"]).read_bytes()).hexdigest(),
                        hashlib.sha256((store.path.parent / p["image_b"]).read_bytes()).hexdigest(),
-                       p["config_a"], p["config_b"], p["question"], p["steps"]) for p in store.campaign_pairs(name))
+                       p["config_a"], p["config_b"], p["question"], p["steps"], p["is_check"], p["flip_max"])
+                      for p in store.campaign_pairs(name))
     assert digest(src, "c") == digest(dst, "c")
     assert campaign.definition_of(src, "c") == campaign.definition_of(dst, "c")
     before = (space.read_bytes(), sorted(p.name for p in space.parent.rglob("*.png")))
     code, text = cli("campaign", "import", str(bundle), "--results", str(space))
     assert code == 0 and "nothing changed" in text
-    assert len(dst.pairs()) == 8 and sorted(p.name for p in space.parent.rglob("*.png")) == before[1]
+    assert len(dst.pairs()) == 9 and sorted(p.name for p in space.parent.rglob("*.png")) == before[1]
 
     def bad_zip(name, entries):
         path = tmp_path / name
@@ -198,7 +273,7 @@ def test_vote_view_in_the_browser(study_store, tmp_path):
     from tests.conftest import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
     db = fresh_copy(study_store, tmp_path / "a")
     cli("campaign", "create", "web", "--study", "tiny", "--cells", "final-zero:heun:3", "--per-cell", "3",
-        "--results", str(db))
+        "--checks", "0", "--results", str(db))
     app = LiveApp(db, "--campaign", "web")
     try:
         with sync_playwright() as pw:

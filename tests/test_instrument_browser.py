@@ -50,7 +50,7 @@ def wait_pair(page, seed=None):
     """Until a fresh pair is on screen and votable (and, when given, made with `seed`)."""
     page.wait_for_function("""() => {
         const imgs = document.querySelectorAll('#pair img.zoom-img');
-        return imgs.length === 2 && [...imgs].every(i => i.complete && i.naturalWidth > 0)
+        return imgs.length === 2 && [...imgs].every(i => i.complete && i.naturalWidth > 0 && !i.dataset.old)
             && !document.querySelector('#vote-left').disabled;
     }""", timeout=120_000)
     if seed is not None:
@@ -62,6 +62,8 @@ def generate(page, pairing="final-zero", steps=4, seed=0):
     if pairing != "custom":
         fill(page, "steps", steps)
     fill(page, "seed", seed)
+    # The pair on screen is marked, so waiting cannot mistake it for the new one before the page clears it.
+    page.evaluate("() => document.querySelectorAll('#pair img').forEach(i => { i.dataset.old = '1'; })")
     page.click("#generate")
     wait_pair(page)
 
@@ -235,7 +237,8 @@ def test_zoom_pan_readout_colour_bar_and_visibility(browser, app):
     page.locator("#diff-gain label", has_text=re.compile(r"^\s*1\s*$")).click()
     page.wait_for_function("() => document.querySelector('#diff-colorbar').innerText.includes('255/255')")
     assert "0.5" in page.inner_text("#lpips-colorbar")
-    assert page.locator("#diff-maps img").count() == 3
+    assert page.locator("#diff-maps img").count() == 4  # |Δ|, amplified, LPIPS and FLIP
+    assert "visible from 0.1" in page.inner_text("#flip-colorbar")
     # The slider shows both images at their own (integer-upscaled) size, never rescaled to fit its box.
     slider = page.evaluate("""() => [...document.querySelectorAll('#slider img')]
         .map(i => [i.naturalWidth, getComputedStyle(i).objectFit])""")

@@ -9,9 +9,17 @@ from PIL import Image
 
 from comparisons.analysis.leaderboard import bradley_terry, config_label, leaderboard, matches
 from comparisons.core.config import EXPLANATIONS, PAIRINGS, SamplerConfig
-from comparisons.core.visibility import amplified_difference, difference_heatmap, visibility
+from comparisons.core.visibility import (
+    DISPLAY_MAX,
+    FLIP_VISIBLE,
+    amplified_difference,
+    difference_heatmap,
+    flip_map,
+    visibility,
+)
 from comparisons.errors import ConfigError
 from comparisons.results.export import pair_zip, pairs_frame
+from ui import views
 from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
 
 PANEL = {"sampler": "heun", "steps": "4", "schedule": "karras", "rho": "7", "sigma_min_rule": "model",
@@ -70,9 +78,38 @@ def test_visibility_line():
     big[:16] = 140                          # half the pixels by 40/255
     v = visibility(Image.fromarray(base), Image.fromarray(big), lpips=0.2)
     assert not v["below"] and v["visible_share"] == 0.5 and v["max_abs_diff"] == 40
-    # A large pixel difference but LPIPS under the floor still reads as below visibility.
-    assert visibility(Image.fromarray(base), Image.fromarray(big), lpips=0.001)["below"]
-    assert visibility(Image.fromarray(base), Image.fromarray(base), lpips=0.0)["sentence"].startswith("The two")
+    # FLIP decides, not LPIPS: a large pixel difference is visible whatever LPIPS says.
+    assert not visibility(Image.fromarray(base), Image.fromarray(big), lpips=0.001)["below"]
+    same = visibility(Image.fromarray(base), Image.fromarray(base), lpips=0.0)
+    assert same["sentence"].startswith("The two") and same["below"] and same["flip_max"] == 0
+
+
+def _embedded_images():
+    from comparisons.core.engine import Sample, sample_arms
+    from sampler_lib.models import load_model
+    from sampler_lib.models.shapes import COLORS
+    model = load_model("embedded", device="cpu")
+    out = sample_arms(model, [SamplerConfig(sampler="heun", steps=10)], [Sample(f"a {c} ring", 3) for c in COLORS])
+    return [np.asarray(im) for im in model.decode(out[:, 0])]
+
+
+def test_flip_rule_on_cases_a_person_can_check():
+    """+-1/255 anywhere (noise, or a uniform shift) is below visibility on every colour; +-3/255 noise and one
+    pixel off by 64/255 are visible (+-2/255 noise straddles the threshold: 0.09-0.14). The figures the
+    threshold sits between are in core/visibility.py and the README."""
+    rng = np.random.default_rng(0)
+    for image in _embedded_images():
+        a = image.astype(np.int16)
+        changed = {"pm1": a + rng.choice([-1, 1], a.shape), "plus1": a + 1, "pm3": a + rng.choice([-3, 3], a.shape)}
+        pixel = a.copy()
+        pixel[16, 16] += 64
+        changed["pixel64"] = pixel
+        v = {k: visibility(image, np.clip(b, 0, 255).astype(np.uint8), lpips=0.0) for k, b in changed.items()}
+        assert v["pm1"]["below"] and v["plus1"]["below"], v
+        assert not v["pm3"]["below"] and not v["pixel64"]["below"], v
+        assert v["pm1"]["flip_max"] < FLIP_VISIBLE <= v["pm3"]["flip_max"]
+    # The map is computed on the images as displayed: a 32x32 image is shown 8x, so the map is 256x256.
+    assert flip_map(image, image).shape == (DISPLAY_MAX, DISPLAY_MAX)
 
 
 def test_difference_map_is_in_absolute_units():
@@ -120,16 +157,51 @@ def test_leaderboard_ranks_configs_with_intervals_and_counts():
     a, b, c = (SamplerConfig(steps=n) for n in (4, 8, 16))
     votes = ([_vote(a, b, "A")] * 2 + [_vote(a, b, "B")] + [_vote(b, c, "A")] * 2 + [_vote(b, c, "B")]
              + [_vote(a, c, "both_bad")] + [_vote(a, a, "A")])
-    rows = leaderboard(votes, resamples=100, seed=1)
+    rows = leaderboard(votes, min_decisive=3)
     assert [r["label"] for r in rows] == ["heun 4 steps", "heun 8 steps", "heun 16 steps"]
     top = rows[0]
     assert top["elo"] == pytest.approx(1000 + 400 * math.log10(2), abs=0.01)  # ln2 on the Elo scale
     assert top["votes"] == 4 and top["wins"] == 2 and top["losses"] == 1  # both-bad counted as a vote only
     assert all(r["elo_low"] <= r["elo"] <= r["elo_high"] for r in rows) and not top["regularized"]
-    assert rows == leaderboard(votes, resamples=100, seed=1)  # seeded bootstrap
+    assert [r["rank"] for r in rows] == [1, 2, 3] and {r["group"] for r in rows} == {1}
     # An undefeated config would have infinite strength: a weak prior keeps it finite, and says so.
-    rows = leaderboard([_vote(a, b, "A")] * 3, resamples=20)
+    rows = leaderboard([_vote(a, b, "A")] * 3)
     assert rows[0]["regularized"] and math.isfinite(rows[0]["elo"]) and rows[0]["elo"] > rows[1]["elo"]
+
+
+def test_leaderboard_one_table_per_group_and_honest_sparse_intervals():
+    a, b, c, d, e, f = (SamplerConfig(steps=n) for n in (4, 5, 10, 12, 25, 30))
+    # {a, b, c} met each other often; {d, e} met once (d won); f never met anyone but itself.
+    votes = ([_vote(a, b, "A")] * 6 + [_vote(a, b, "B")] * 3 + [_vote(b, c, "A")] * 6 + [_vote(b, c, "B")] * 3
+             + [_vote(a, c, "A")] * 4 + [_vote(a, c, "B")] * 2 + [_vote(d, e, "A")] + [_vote(f, f, "B")])
+    rows = leaderboard(votes)
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r["label"])
+    assert groups == {1: ["heun 4 steps", "heun 5 steps", "heun 10 steps"], 2: ["heun 12 steps", "heun 25 steps"]}
+    one = next(r for r in rows if r["label"] == "heun 12 steps")
+    # A single win: listed, not ranked, and its interval includes the average (1000), as a single vote should.
+    assert one["rank"] is None and not one["ranked"] and one["elo_low"] < 1000 < one["elo_high"]
+    assert one["elo_high"] - one["elo_low"] > 800
+    # Hand-computed: with the prior of half a win and half a loss against the average (strength 1), the winner's
+    # score equation is 1 + 0.5 = p/(p+q) + 2 * 0.5 * p/(p+1), the loser's 0.5 = q/(p+q) + q/(q+1); adding them
+    # gives q = 1/p, so the log-strengths are s and -s with 1.5 = 1/(1+e^(-2s)) + 1/(1+e^(-s)). The information
+    # is P(1-P) per game (P = 1/(1+e^(-2s))) plus 2 * 0.5 * Q(1-Q) from the prior (Q = 1/(1+e^(-s))).
+    from scipy.optimize import brentq
+    s = brentq(lambda x: 1 / (1 + math.exp(-2 * x)) + 1 / (1 + math.exp(-x)) - 1.5, 0, 10)
+    big_p, q = 1 / (1 + math.exp(-2 * s)), 1 / (1 + math.exp(-s))
+    info = np.array([[big_p * (1 - big_p) + q * (1 - q), -big_p * (1 - big_p)],
+                     [-big_p * (1 - big_p), big_p * (1 - big_p) + q * (1 - q)]])
+    se = math.sqrt(np.linalg.inv(info)[0, 0])
+    elo = 400 / math.log(10)
+    assert one["elo"] == pytest.approx(1000 + elo * s, abs=0.01)
+    assert (one["elo_low"], one["elo_high"]) == pytest.approx((1000 + elo * (s - 1.959964 * se),
+                                                               1000 + elo * (s + 1.959964 * se)), abs=0.05)
+    # The well-voted group is ranked (>= 5 decisive votes each) and on its own scale.
+    assert [r["rank"] for r in rows if r["group"] == 1] == [1, 2, 3]
+    html = views.leaderboard_html(rows)
+    assert html.count("<table") == 2 and "unranked" in html
+    assert "separate tables (2 here)" in views.leaderboard_note(rows)
     assert matches([_vote(a, b, "tie")]) == [(a.to_json(), b.to_json(), 0.5), (b.to_json(), a.to_json(), 0.5)]
     assert config_label(SamplerConfig(quantize="paper").to_json()) == "heun 25 steps, quantize=paper"
 

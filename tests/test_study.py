@@ -191,13 +191,15 @@ def test_bootstrap_is_seeded_and_sensible():
 
 def test_paired_cell_and_verdicts():
     rows = [{"lpips_a_ref": 0.1, "lpips_b_ref": 0.2, "lpips_ab": 0.05, "rmse_a_ref": 0.1, "rmse_b_ref": 0.2,
-             "max_abs_diff": 9, "faithful_a": 1, "faithful_b": 0}] * 10
-    rows += [{**rows[0], "lpips_a_ref": 0.3}, {**rows[0], "lpips_a_ref": 0.2, "lpips_ab": 0.001}]
+             "max_abs_diff": 9, "faithful_a": 1, "faithful_b": 0, "flip_max": 0.3}] * 10
+    # Visibility is FLIP's: the last row is below it (0.05 < 0.1) whatever its LPIPS.
+    rows += [{**rows[0], "lpips_a_ref": 0.3}, {**rows[0], "lpips_a_ref": 0.2, "lpips_ab": 0.5, "flip_max": 0.05}]
     cell = paired_cell(rows)
     assert (cell["n"], cell["a_closer"], cell["b_closer"], cell["equal"]) == (12, 10, 1, 1)
     assert cell["p_value"] == pytest.approx(binomtest(10, 11).pvalue)
     assert cell["visible_share"] == pytest.approx(11 / 12) and cell["faithful_a"] == 1.0
-    flat = paired_cell([{**rows[0], "lpips_a_ref": 0.2, "lpips_ab": 0.0}] * 5)
+    flat = paired_cell([{**rows[0], "lpips_a_ref": 0.2, "lpips_ab": 0.0, "flip_max": 0.0}] * 5)
+    assert paired_cell(rows, visible_flip=0.5)["visible_share"] == 0  # the threshold is the caller's
     from comparisons.analysis.stats import verdicts
     out = verdicts([cell, flat])
     # A cell with no decisive sample has no test, so Holm counts one test here.
@@ -303,6 +305,36 @@ def test_tiny_study_end_to_end(tmp_path):
     assert (out / "summary.csv").read_text() == first
 
 
+def test_study_visibility_is_flips(tmp_path, embedded, lpips_metric):
+    """Through a study: the issue's reproduction row is visible, a 25-step discretization row differing by 1/255
+    is not, and each cell's visible_share is the share of its rows FLIP calls visible; a store made before FLIP
+    gets its verdicts filled in."""
+    spec = StudySpec(name="vis", model="embedded", questions=questions_from("sigma-min-vs-model,discretization"),
+                     samplers=("heun",), steps=(10, 25), prompts=("a blue ring", "a red circle"),
+                     seeds=(0, 334963728), reference=SamplerConfig.from_dict({"steps": 12}, REFERENCE),
+                     reference_check=0)
+    store = ResultsStore(tmp_path / "r.db")
+    run_study(store, embedded, lpips_metric, spec)
+    rows = {(r["question"], r["steps"], r["prompt"], r["seed"]): r for r in store.study_rows(spec.study_id)}
+    repro = rows[("sigma-min-vs-model", 10, "a blue ring", 334963728)]
+    flat = rows[("discretization", 25, "a red circle", 0)]
+    assert repro["max_abs_diff"] == 64 and repro["flip_max"] >= 0.1
+    assert flat["max_abs_diff"] == 1 and flat["flip_max"] < 0.1
+    for c in cell_stats(spec, list(rows.values())):
+        mine = [r for k, r in rows.items() if k[:2] == (c["question"], c["steps"])]
+        assert c["visible_share"] == sum(r["flip_max"] >= 0.1 for r in mine) / len(mine)
+        assert c["verdict"].endswith("invisible") == (c["visible_share"] < 0.05)
+    # Rows stored before FLIP (flip_max NULL) are measured from their PNGs once, and written back.
+    with store._transaction() as conn:
+        conn.execute("UPDATE study_rows SET flip_max = NULL")
+        conn.execute("UPDATE pairs SET flip_max = NULL")
+    from comparisons.workflows.study import fill_flip
+    filled = fill_flip(store, store.study_rows(spec.study_id))
+    assert {r["pair_id"]: r["flip_max"] for r in filled} == pytest.approx(
+        {r["pair_id"]: r["flip_max"] for r in rows.values()})
+    assert all(r["flip_max"] is not None for r in store.study_rows(spec.study_id))
+
+
 def test_study_killed_after_first_chunk_resumes(tmp_path):
     args = _study_args(tmp_path, out="killed")
     args[args.index("--batch") + 1] = "2"
@@ -347,6 +379,9 @@ def test_study_killed_after_first_chunk_resumes(tmp_path):
     ({"--prompts": "a pink circle"}, "pink"),
     ({"--prompts": " , "}, "--prompts is empty"),
     ({"--precision": "fp8"}, "unknown --precision"),
+    ({"--visible-flip": "0"}, "--visible-flip must be above 0 and at most 1"),
+    ({"--visible-flip": "nan"}, "--visible-flip must be above 0 and at most 1"),
+    ({"--visible-lpips": "0.01"}, "--visible-lpips no longer decides visibility: FLIP does"),
     ({"--out": "BLOCKER/out"}, "cannot be created"),
 ])
 def test_study_bad_input_one_line_nothing_written(tmp_path, change, message):

@@ -34,8 +34,21 @@ def test_pair_link_opens_the_stored_pair_not_blind(study_app, page):
     reveal = page.inner_text("#reveal")
     assert pair_id in reveal and "final-zero" in reveal and "LPIPS to the reference" in reveal
     assert page.is_disabled("#vote-left")  # a stored pair is not voted on from a link
+    # Everything a fresh pair shows: the visibility line, metrics, every map with its colour bar, the schedules;
+    # and the form holds the pair's own settings, read-only.
+    seed = str(sqlite3.connect(study_app.results).execute("SELECT seed FROM pairs WHERE pair_id = ?",
+                                                          (pair_id,)).fetchone()[0])
+    page.wait_for_function("s => document.querySelector('#seed textarea, #seed input')?.value === s", arg=seed)
+    assert page.locator("#seed textarea, #seed input").first.is_disabled()
+    assert page.locator("#steps textarea, #steps input").first.input_value() == "3"
+    assert "FLIP" in page.inner_text("#visibility") and page.locator("#visibility .sentence").count() == 1
+    assert page.locator("#diff-maps img.map-img").count() == 4 and page.locator("#flip-colorbar").count() == 1
+    assert "LPIPS" in page.inner_text("#pair-metrics") and page.is_disabled("#generate")
+    page.get_by_text("Sigma schedules").click()
+    page.wait_for_selector("#schedule-chart", state="visible")
+    assert "— continuous:" in page.inner_text("body")  # the sigma lists of both arms beside the plot
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "study-pair-link.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "study-pair-link.png"), full_page=True)  # after the schedules open
     page.goto(f"{study_app.url}?pair=nonexistent")
     page.wait_for_function("() => document.querySelector('#reveal')?.innerText.includes('No stored pair')")
 

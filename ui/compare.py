@@ -14,16 +14,23 @@ from comparisons.core.config import (
     SCHEDULES,
     SIGMA_MIN_RULES,
     SamplerConfig,
+    make_pair,
 )
+from comparisons.core.metrics import pair_metrics
+from comparisons.core.pairs import ArmRun, arm_schedule
 from comparisons.core.visibility import (
+    FLIP_VISIBLE,
     GAINS,
     LPIPS_MAP_MAX,
     amplified_difference,
     colour_ramp,
     difference_heatmap,
+    flip_heatmap,
+    flip_map,
     lpips_heatmap,
+    visibility,
 )
-from comparisons.errors import DuplicateVote
+from comparisons.errors import DuplicateVote, clip
 from comparisons.results.export import pair_zip
 from comparisons.workflows.blind import cast_vote, new_pair
 from sampler_lib import SAMPLERS
@@ -63,7 +70,8 @@ def shown(current, gain):
     """The difference maps of the pair on screen at this gain."""
     left, right = current["left"], current["right"]
     return views.diff_panel_html(difference_heatmap(left, right, gain), amplified_difference(left, right, gain),
-                                 lpips_heatmap(current["spatial"]), gain, LPIPS_MAP_MAX, colour_ramp())
+                                 lpips_heatmap(current["spatial"]), gain, LPIPS_MAP_MAX, colour_ramp(),
+                                 flip_heatmap(current["flip"]), FLIP_VISIBLE)
 
 
 def cleared(w, status=""):
@@ -72,6 +80,7 @@ def cleared(w, status=""):
                                                             "Generate a pair to compare."),
             w["flicker"]: views.empty_html("The flicker view appears with the pair."), w["visibility"]: "",
             w["maps"]: "", w["slider"]: None, w["metrics"]: "", w["reveal"]: "", w["status"]: status,
+            w["plot"]: "", w["schedules"]: "",
             w["download"]: gr.update(value=None, interactive=False),
             **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
 
@@ -84,12 +93,12 @@ def generate(lab, settings, w, data, request, progress, seed=None):
                      cfg_a, cfg_b, progress=lambda done, total: progress(done / total, desc="sampling both arms"))
     left, right, vis = out["left"], out["right"], out["visibility"]
     current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right,
-               "spatial": out["maps"]["lpips_spatial"]}
+               "spatial": out["maps"]["lpips_spatial"], "flip": out["maps"]["flip"]}
     return {w["current"]: current, w["pair"]: views.pair_html(left, right),
             w["flicker"]: views.flicker_html(left, right), w["visibility"]: views.visibility_html(vis),
             w["maps"]: shown(current, data[w["gain"]]), w["slider"]: views.slider_images(left, right),
             w["metrics"]: views.metrics_markdown(out["metrics"]),
-            w["plot"]: views.schedule_frame(out["arms"]), w["schedules"]: views.schedule_markdown(out["arms"]),
+            w["plot"]: views.schedule_html(out["arms"]), w["schedules"]: views.schedule_markdown(out["arms"]),
             w["reveal"]: "", w["status"]: views.vote_prompt(vis), w["download"]: gr.update(value=None,
                                                                                               interactive=False),
             **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
@@ -123,6 +132,66 @@ def vote(lab, settings, w, choice, current, note, request, export_dir):
             w["flicker"]: views.flicker_html(current["left"], current["right"], labels=labels),
             w["download"]: gr.update(value=str(zip_path), interactive=True),
             **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+
+
+FORM = ("prompt", "seed", "model", "pairing", "steps", "sampler", "guidance")
+
+
+def stored_pair_outputs(w):
+    """Everything the /?pair= view fills: the views of a fresh pair, the form, and the buttons it locks."""
+    return [w[k] for k in ("current", "pair", "flicker", "slider", "reveal", "visibility", "metrics", "maps", "plot",
+                           "schedules", "generate", "next", *FORM)] + \
+        [w[f"{n}:{f}"] for n in ("A", "B") for f, _, _ in CUSTOM_FIELDS]
+
+
+def open_stored_pair(lab, settings, w, pair_id):
+    """`/?pair=PAIR_ID`: a stored pair as a fresh one is shown (A left, B right, not blind: the visibility line,
+    metrics, every map, the schedules) with the form holding its own settings, read-only. Local apps only."""
+    pair_id = (pair_id or "").strip()
+    if not pair_id:
+        return {w["reveal"]: gr.update()}  # nothing changes (Gradio wants at least one output named)
+    if settings.hosted:
+        # A public demo serves pairs blind only: a link must not reveal which config made which image.
+        return {w["reveal"]: "Stored pairs open by link in a local app only."}
+    pair = lab.store.pair(pair_id)
+    if pair is None:
+        return {w["reveal"]: f"No stored pair `{clip(pair_id)}` in this results file."}
+    from PIL import Image
+    root = lab.store.path.parent
+    a, b = (Image.open(root / pair[k]).convert("RGB") for k in ("image_a", "image_b"))
+    cfg_a, cfg_b = (SamplerConfig.from_json(pair[k]) for k in ("config_a", "config_b"))
+    model = lab.model(pair["model"]) if pair["model"] in settings.models else None
+    arms = {name: ArmRun(cfg, *arm_schedule(model, cfg), image) for name, cfg, image in (("A", cfg_a, a),
+                                                                                         ("B", cfg_b, b))} \
+        if model is not None else None
+    metrics, maps = pair_metrics(lab.lpips(), a, b)
+    fmap = flip_map(a, b)
+    current = {"serve_id": None, "pair_id": pair_id, "left": a, "right": b, "spatial": maps["lpips_spatial"],
+               "flip": fmap}
+    labels = ("A", "B")
+    locked = gr.update(interactive=False)
+    preset = pair["pairing"] in PAIRINGS and make_pair(pair["pairing"], cfg_a) == (cfg_a, cfg_b)
+    out = {w["current"]: current, w["pair"]: views.pair_html(a, b, labels),
+           w["flicker"]: views.flicker_html(a, b, labels=labels), w["slider"]: views.slider_images(a, b),
+           w["reveal"]: views.stored_pair_markdown(pair, lab.store.study_row(pair_id)),
+           w["visibility"]: views.visibility_html(visibility(a, b, metrics["lpips"], flip=fmap)),
+           w["metrics"]: views.metrics_markdown(metrics), w["maps"]: shown(current, 8),
+           w["plot"]: views.schedule_html(arms) if arms else "",
+           w["schedules"]: views.schedule_markdown(arms) if arms else f"Model {pair['model']} is not loaded here.",
+           w["generate"]: locked, w["next"]: locked,
+           w["prompt"]: gr.update(value=pair["prompt"] or UNCONDITIONAL, interactive=False),
+           w["seed"]: gr.update(value=str(pair["seed"]), interactive=False),
+           w["model"]: gr.update(value=pair["model"], interactive=False),
+           w["pairing"]: gr.update(value=pair["pairing"] if preset else CUSTOM, interactive=False),
+           w["steps"]: gr.update(value=str(cfg_a.steps), interactive=False),
+           w["sampler"]: gr.update(value=cfg_a.sampler, interactive=False),
+           w["guidance"]: gr.update(value=str(cfg_a.guidance_scale), interactive=False)}
+    for name, cfg in (("A", cfg_a), ("B", cfg_b)):
+        for field, _, kind in CUSTOM_FIELDS:
+            value = getattr(cfg, field)
+            value = value if kind in ("choice", "bool") else ("" if value is None else str(value))
+            out[w[f"{name}:{field}"]] = gr.update(value=value, interactive=False)
+    return out
 
 
 def config_panel(name, defaults, w):
@@ -194,7 +263,7 @@ def build_compare_tab(lab, settings, export_dir):
         w["slider"] = gr.ImageSlider(label="slider (left | right)", type="pil", format="png", elem_id="slider",
                                      buttons=["fullscreen"])
         with gr.Accordion("Sigma schedules (A and B; sides stay hidden until you vote)", open=False):
-            w["plot"] = gr.LinePlot(x="step", y="log10 sigma", color="schedule", label="log10 sigma per step")
+            w["plot"] = gr.HTML(elem_id="schedule-plot")
             w["schedules"] = gr.Markdown()
     wire(lab, settings, w, custom, export_dir)
     return w

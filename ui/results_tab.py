@@ -47,7 +47,7 @@ def aggregates(lab):
     out = {"stats": views.stats_frame(rows),
            "charts": views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
            + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"),
-           "leaderboard": views.leaderboard_frame(board), "leaderboard_note": views.leaderboard_note(board),
+           "leaderboard": views.leaderboard_html(board), "leaderboard_note": views.leaderboard_note(board),
            "campaigns": campaigns_frame(lab.store)}
     return out
 
@@ -57,8 +57,11 @@ def table_page(lab, which, page):
     page = _page(page)
     if which == "pairs":
         rows, n = lab.store.pairs_page(page - 1, PER_PAGE)
-        table = pairs_frame(rows)[["pair_id", "pairing", "model", "prompt", "seed", "lpips", "psnr", "ssim",
-                                   "max_abs_diff", "created"]]
+        table = pairs_frame(rows)
+        for field in ("sampler", "steps"):
+            table[field] = [a if a == b else f"{a} / {b}" for a, b in zip(table[f"a_{field}"], table[f"b_{field}"])]
+        table = table[["pair_id", "pairing", "sampler", "steps", "model", "prompt", "seed", "lpips", "flip_max",
+                       "psnr", "ssim", "max_abs_diff", "created"]]
     else:
         rows, n = lab.store.votes_page(page - 1, PER_PAGE)
         table = votes_frame(rows)
@@ -81,7 +84,7 @@ def build_results_tab(lab, settings, export_dir):
         charts = gr.HTML(elem_id="results-charts")
         gr.Markdown("#### Leaderboard: every config that met another in a vote")
         board_note = gr.Markdown(elem_id="leaderboard-note")
-        board = gr.Dataframe(elem_id="leaderboard", interactive=False)
+        board = gr.HTML(elem_id="leaderboard")
         gr.Markdown("#### Vote campaigns: votes per cell beside the study's LPIPS verdict")
         campaigns = gr.Dataframe(elem_id="campaign-stats", interactive=False)
         with gr.Row():

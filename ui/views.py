@@ -7,6 +7,9 @@ import math
 
 import pandas as pd
 
+from comparisons.analysis.leaderboard import MIN_DECISIVE
+from comparisons.core.visibility import DISPLAY_MAX
+
 
 def data_url(image):
     """A PNG data URL of a PIL image, without any metadata (nothing tells the sides apart)."""
@@ -15,7 +18,6 @@ def data_url(image):
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-DISPLAY_MAX = 256  # CSS px of one image at zoom 1 in the app's pair views (static/viewer.js fits it)
 
 
 def array_url(array):
@@ -73,8 +75,9 @@ def colour_bar(bar_id, low, high, caption, ramp):
             f'</div><div class="bar-caption">{html.escape(caption)}</div></div>')
 
 
-def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp):
-    """The difference heat map (absolute 8-bit units, gain), the amplified difference, and the LPIPS map."""
+def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp, flip_map=None, flip_visible=None):
+    """The difference heat map (absolute 8-bit units, gain), the amplified difference, the LPIPS map and the
+    FLIP map (the images as displayed; the colour bar marks the visibility threshold)."""
     top = 255 / gain
     top_text = f"≥ {top:g}/255" if gain > 1 else "255/255"
     cell = lambda title, arr, bar: (  # noqa: E731
@@ -87,16 +90,23 @@ def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp):
             + cell(f"amplified difference |L − R| × {gain}", amplified, "")
             + cell("LPIPS spatial map (fixed scale)", lpips_map,
                    colour_bar("lpips-colorbar", "0", f"≥ {lpips_max:g}", "LPIPS per position", ramp))
+            + ("" if flip_map is None else cell(
+                "FLIP error as displayed (decides visibility)", flip_map,
+                colour_bar("flip-colorbar", "0", "1", f"FLIP per displayed pixel; visible from {flip_visible:g}",
+                           ramp)))
             + "</div>")
 
 
 def visibility_html(v):
-    """The visibility line shown with every pair."""
+    """The visibility line shown with every pair: FLIP's verdict first, the figures beside it, the rule on hover."""
     cls = "below" if v["below"] else "visible"
-    return (f'<div class="visibility {cls}"><span>max |Δ| <b>{v["max_abs_diff"]}/255</b></span>'
+    return (f'<div class="visibility {cls}" title="{html.escape(v["rule"])}">'
+            f'<span>FLIP max <b>{v["flip_max"]:.3f}</b> (visible from {v["flip_threshold"]:g})</span>'
+            f'<span>max |Δ| <b>{v["max_abs_diff"]}/255</b></span>'
             f'<span><b>{v["visible_share"]:.1%}</b> of pixels differ by ≥ 3/255</span>'
-            f'<span>LPIPS <b>{v["lpips"]:.4g}</b> (visibility floor {v["lpips_floor"]:g})</span>'
-            f'<span class="sentence">{html.escape(v["sentence"])}</span></div>')
+            f'<span>LPIPS <b>{v["lpips"]:.4g}</b></span>'
+            f'<span class="sentence">{html.escape(v["sentence"])}</span>'
+            f'<span class="rule">{html.escape(v["rule"])}.</span></div>')
 
 
 def vote_prompt(v):
@@ -123,14 +133,11 @@ def metrics_markdown(metrics):
             f"**max |Δ|** {metrics['max_abs_diff']} / 255")
 
 
-def schedule_frame(arms):
-    """Long table for the schedule plot: log10 sigma per step for A and B, before and after rounding."""
-    rows = []
-    for name, arm in arms.items():
-        for label, sigmas in ((name, arm.sigmas), (f"{name} discretized", arm.sigmas_discretized)):
-            rows += [{"step": i, "log10 sigma": math.log10(s), "schedule": label}
-                     for i, s in enumerate(sigmas) if s > 0]
-    return pd.DataFrame(rows)
+def schedule_html(arms):
+    """The schedule plot of A and B, every point including a final 0 (analysis.charts.schedule_figure)."""
+    from comparisons.analysis.charts import schedule_figure
+    png = schedule_figure({name: (arm.sigmas, arm.sigmas_discretized) for name, arm in arms.items()})
+    return image_html(png, "schedule-chart", "sigma per step of A and B, with their discretized versions")
 
 
 def schedule_markdown(arms):
@@ -187,23 +194,41 @@ def stats_frame(rows):
     return pd.DataFrame(out, columns=STATS_COLUMNS)
 
 
-def leaderboard_frame(rows):
-    """Bradley–Terry leaderboard rows as a table (Elo scale, 1000 = the average config)."""
-    columns = ["rank", "config", "score", "95% CI", "votes", "wins", "losses", "ties"]
-    out = [{"rank": r["rank"], "config": r["label"], "score": round(r["elo"]),
-            "95% CI": "" if math.isnan(r["elo_low"]) else f"[{r['elo_low']:.0f}, {r['elo_high']:.0f}]",
-            "votes": r["votes"], "wins": r["wins"], "losses": r["losses"], "ties": r["ties"]} for r in rows]
-    return pd.DataFrame(out, columns=columns)
+def leaderboard_html(rows):
+    """The leaderboard as one table per group of configs that met (directly or through others): scores compare
+    only within a table. Unranked configs (too few decisive votes) are listed under the ranked ones."""
+    if not rows:
+        return '<p class="leaderboard-empty">No votes between different configs yet.</p>'
+    head = "".join(f"<th>{h}</th>" for h in ("rank", "config", "score", "95% interval", "votes", "wins", "losses",
+                                               "ties"))
+    tables = []
+    for group in dict.fromkeys(r["group"] for r in rows):
+        mine = [r for r in rows if r["group"] == group]
+        body = "".join(
+            f'<tr class="{"ranked" if r["ranked"] else "unranked"}"><td>{r["rank"] or "unranked"}</td>'
+            f'<td>{html.escape(r["label"])}</td><td>{r["elo"]:.0f}</td>'
+            f'<td>[{r["elo_low"]:.0f}, {r["elo_high"]:.0f}]</td><td>{r["votes"]}</td><td>{r["wins"]}</td>'
+            f'<td>{r["losses"]}</td><td>{r["ties"]}</td></tr>' for r in mine)
+        caption = (f"Group {group}: {len(mine)} configs compared with each other"
+                   + (" (a weak prior keeps scores finite: some config never won or never lost)"
+                      if mine[0]["regularized"] else ""))
+        tables.append(f'<table class="leaderboard-group" data-group="{group}"><caption>{html.escape(caption)}'
+                      f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return "".join(tables)
 
 
 def leaderboard_note(rows):
     if not rows:
         return "No votes between different configs yet."
-    note = ("Bradley–Terry strengths from every vote between two configs (ties count half a win each way, both-bad "
-            "votes are left out), on the Elo scale (1000 = average; +400 = 10:1 odds), with bootstrap 95% intervals.")
-    if rows[0]["regularized"]:
-        note += " Some config never won or never lost, so a weak prior keeps its score finite."
-    return note
+    groups = len({r["group"] for r in rows})
+    return ("Bradley–Terry strengths from every vote between two configs (ties count half a win each way, both-bad "
+            "votes are left out), on the Elo scale (1000 = the group's average config; +400 = 10:1 odds). "
+            "The 95% intervals come from the curvature of the likelihood with a weak prior of half a win and half a "
+            "loss against an average config, so a config with few votes gets a wide interval. A config with fewer "
+            f"than {MIN_DECISIVE} decisive votes is listed but not ranked. "
+            + (f"Configs that never met, directly or through others, are in separate tables ({groups} here): no "
+               "vote compares them, so their scores do not either." if groups > 1 else
+               "Every config here met the others, directly or through others: one scale."))
 
 
 def image_html(png_bytes, elem_id, alt):

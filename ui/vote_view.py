@@ -29,7 +29,7 @@ def serve_next(lab, settings, w, request, status=""):
 def build_vote_tab(lab, settings, export_dir, definition):
     """Lay out and wire the Vote tab; returns (widgets by name, the page-load handler and its outputs)."""
     w = {}
-    n_pairs = sum(c["pairs"] for c in definition["cells"])
+    n_pairs = sum(c["pairs"] for c in definition["cells"]) + definition.get("n_checks", 0)
     with gr.Tab("Vote"):
         gr.Markdown(f"**Campaign {definition['name']}** · {n_pairs} pairs from study {definition['study']}. "
                     "Which image is better? Sides are random and hidden until you vote; the next pair comes "

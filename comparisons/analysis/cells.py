@@ -3,17 +3,20 @@
 import math
 
 from ..core.grid import cell_key
+from ..core.visibility import FLIP_VISIBLE
 from .stats import binomial_two_sided_p, paired_cell, verdicts, wilson_interval
 
+ALL_CELLS = "(all cells)"  # the campaign row over every cell
 
-def cell_stats(spec, rows, visible_lpips=0.01, invisible_share=0.05):
+
+def cell_stats(spec, rows, visible_flip=FLIP_VISIBLE, invisible_share=0.05):
     """One dict per cell of the spec, in grid order, with its verdict (Holm across the cells)."""
     by_cell = {}
     for r in rows:
         by_cell.setdefault(cell_key(r), []).append(r)
     cells = []
     for cell in spec.cells():
-        stats = paired_cell(by_cell.get(cell.key, []), visible_lpips, invisible_share)
+        stats = paired_cell(by_cell.get(cell.key, []), visible_flip, invisible_share)
         cells.append({"question": cell.question, "sampler": cell.sampler, "steps": cell.steps, **stats})
     return verdicts(cells)
 
@@ -29,8 +32,32 @@ def agreement(votes_verdict, lpips_verdict):
     return "agree" if same else "disagree"
 
 
+def flagged_sessions(check_votes):
+    """Sessions that picked a side (A or B, not tie or both bad) on most of the attention checks they answered:
+    an attention check shows one image twice, so a side there is a guess."""
+    sided = {}
+    for v in check_votes:
+        sided.setdefault(v["session"], []).append(v["winner"] in ("A", "B"))
+    return {s for s, picks in sided.items() if 2 * sum(picks) > len(picks)}
+
+
+def side_numbers(votes):
+    """Position bias of decisive votes: how often the left image won (with its sign test), and A's win rate
+    when A was shown left and when shown right; their mean is A's side-corrected win rate (each side's bias
+    cancels when the sides are balanced)."""
+    decisive = [v for v in votes if v["winner"] in ("A", "B")]
+    left_won = sum(v["winner"] == v["left_config"] for v in decisive)
+    by_side = {side: [v["winner"] == "A" for v in decisive if v["left_config"] == side] for side in ("A", "B")}
+    rate = {side: sum(won) / len(won) if won else math.nan for side, won in by_side.items()}
+    return {"left_rate": left_won / len(decisive) if decisive else math.nan,
+            "left_p": binomial_two_sided_p(left_won, len(decisive)),
+            "a_rate_a_left": rate["A"], "a_rate_a_right": rate["B"],
+            "a_win_rate_corrected": (rate["A"] + rate["B"]) / 2}
+
+
 def campaign_cells(cells, votes, alpha=0.05):
-    """Per campaign cell: vote counts, A's win rate (Wilson 95%), sign test, and the cell's LPIPS verdict."""
+    """Per campaign cell, then over all cells: vote counts, A's win rate (Wilson 95%), sign test, the side
+    numbers (side_numbers), and the cell's LPIPS verdict beside the votes' own."""
     rows = []
     for cell in cells:
         mine = [v for v in votes if cell_key(v) == cell_key(cell)]
@@ -43,5 +70,15 @@ def campaign_cells(cells, votes, alpha=0.05):
                      "a": n["A"], "b": n["B"], "tie": n["tie"], "both_bad": n["both_bad"],
                      "a_win_rate": n["A"] / decisive if decisive else math.nan, "ci_low": lo, "ci_high": hi,
                      "p_value": p, "votes_verdict": verdict, "lpips_verdict": cell["lpips_verdict"],
-                     "agreement": agreement(verdict, cell["lpips_verdict"]) if decisive else "no decisive votes yet"})
+                     "agreement": agreement(verdict, cell["lpips_verdict"]) if decisive else "no decisive votes yet",
+                     **side_numbers(mine)})
+    counted = [v for v in votes if any(cell_key(v) == cell_key(c) for c in cells)]
+    n = {w: sum(v["winner"] == w for v in counted) for w in ("A", "B", "tie", "both_bad")}
+    # Over all cells only the side numbers mean something: the cells ask different questions.
+    rows.append({"question": ALL_CELLS, "sampler": "", "steps": "", "pairs": sum(c["pairs"] for c in cells),
+                 "votes": len(counted), "a": n["A"], "b": n["B"], "tie": n["tie"], "both_bad": n["both_bad"],
+                 "a_win_rate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
+                 "votes_verdict": "", "lpips_verdict": "", "agreement": "", **side_numbers(counted),
+                 "a_rate_a_left": math.nan, "a_rate_a_right": math.nan, "a_win_rate_corrected": math.nan})
     return rows
+

@@ -72,7 +72,7 @@ def lpips_figure(pairs):
     values = [v for vs in groups.values() for v in vs] + [VISIBLE_LPIPS]
     ax.set_xlim(min(values) / 2, max(values) * 2)  # room around the data and the floor, never a zero-width axis
     ax.axvline(VISIBLE_LPIPS, color="grey", lw=1, ls="--")
-    ax.set_xlabel(f"LPIPS(A, B) per pair (log; dashed: visibility floor {VISIBLE_LPIPS})")
+    ax.set_xlabel(f"LPIPS(A, B) per pair (log; dashed: LPIPS {VISIBLE_LPIPS}, for reference: FLIP decides visibility)")
     return figure_png(fig)
 
 
@@ -118,3 +118,24 @@ def question_figure(question, cells, rows):
 
 def _nan0(values, fallback):
     return [f if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v, f in zip(values, fallback)]
+
+
+def schedule_figure(arms):
+    """Every sigma of each arm's schedule against the step, on a symmetric-log axis so the final 0 is drawn
+    (linear below 0.01); A solid, B dashed, each one's discretized version in markers only. `arms`:
+    {'A': (sigmas, discretized), 'B': ...}. PNG bytes."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for (name, (sigmas, discretized)), colour, style in zip(arms.items(), ("C0", "C1"), ("-", "--")):
+        ax.plot(range(len(sigmas)), sigmas, style, marker="o", ms=4, color=colour, label=f"{name} ({len(sigmas) - 1} "
+                f"steps{', ends at 0' if sigmas[-1] == 0 else ''})")
+        ax.plot(range(len(discretized)), discretized, ls="none", marker="x" if name == "A" else "+", ms=8,
+                color=colour, label=f"{name} discretized (on the training grid)")
+    ax.set_yscale("symlog", linthresh=0.01, linscale=0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xlabel("step")
+    ax.set_ylabel("sigma (symlog: linear below 0.01)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return figure_png(fig)

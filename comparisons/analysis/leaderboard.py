@@ -1,8 +1,8 @@
 """Bradley–Terry strengths of configs from pairwise votes (Bradley & Terry 1952; MM fit of Hunter 2004)."""
 import math
-import random
 
 from ..core.config import SamplerConfig
+from .stats import Z95
 
 ELO_SCALE = 400 / math.log(10)  # arenas report log-strengths on the Elo scale: 400 log10(p) points
 
@@ -66,32 +66,68 @@ def needs_prior(games):
     return bool((won | lost) - (won & lost))
 
 
-def leaderboard(votes, resamples=200, seed=0, prior=0.5):
-    """One row per config that met another in a vote: Elo-scale strength, bootstrap 95% interval, counts.
+MIN_DECISIVE = 5   # a config with fewer decisive votes is listed, not ranked
+PRIOR = 0.5        # virtual wins and losses against an average config: keeps every strength and interval finite
 
-    Strengths use the plain maximum likelihood when every config both won and lost, else a weak `prior`
-    (said in the row). The interval resamples votes with replacement (seeded); a resample in which some
-    config never won or never lost is fitted with the prior too.
+
+def connected_groups(games):
+    """Configs that met, directly or through others, as lists (largest group first): only configs in one group
+    share a scale; between groups no vote says anything."""
+    parent = {}
+
+    def root(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for w, lo, _ in games:
+        parent[root(w)] = root(lo)
+    groups = {}
+    for x in list(parent):
+        groups.setdefault(root(x), []).append(x)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g))
+
+
+def standard_errors(games, strengths, prior=PRIOR):
+    """Standard errors of log-strengths from the curvature of the Bradley–Terry log-likelihood plus the weak
+    prior (Laplace approximation): the observed information of game i-j is p(1 - p), of the prior's virtual
+    win and loss against the average 2 * prior * q(1 - q), q the config's win chance against it."""
+    import numpy as np
+
+    names = sorted(strengths)
+    at = {q: k for k, q in enumerate(names)}
+    info = np.zeros((len(names), len(names)))
+    for w, lo, weight in games:
+        p = 1 / (1 + math.exp(strengths[lo] - strengths[w]))
+        i, j = at[w], at[lo]
+        info[i, i] += weight * p * (1 - p)
+        info[j, j] += weight * p * (1 - p)
+        info[i, j] -= weight * p * (1 - p)
+        info[j, i] -= weight * p * (1 - p)
+    for q, k in at.items():
+        pq = 1 / (1 + math.exp(-strengths[q]))
+        info[k, k] += 2 * prior * pq * (1 - pq)
+    cov = np.linalg.inv(info)
+    return {q: math.sqrt(max(cov[k, k], 0.0)) for q, k in at.items()}
+
+
+def leaderboard(votes, prior=PRIOR, min_decisive=MIN_DECISIVE):
+    """One row per config that met another in a vote, grouped by connected_groups: Elo-scale strength (1000 = its
+    group's average), a 95% interval, counts, and a rank within the group once it has `min_decisive` decisive
+    votes.
+
+    Strengths are the plain maximum likelihood when every config of the group both won and lost, else they use
+    the weak `prior` (said in the row). Intervals are +-1.96 standard errors (standard_errors): a config with a
+    single vote has an interval far wider than its distance from the average.
     """
     votes = [v for v in votes if v["config_a"] != v["config_b"]]
     games = matches(votes)
-    if not games:
-        return []
-    use_prior = prior if needs_prior(games) else 0.0
-    point = bradley_terry(games, prior=use_prior)
-    rng = random.Random(seed)
-    draws = {q: [] for q in point}
-    for _ in range(resamples):
-        sample = [votes[rng.randrange(len(votes))] for _ in votes]
-        games_b = matches(sample)
-        fit = bradley_terry(games_b, prior=prior if needs_prior(games_b) else use_prior, iterations=500, tol=1e-8)
-        for q in point:
-            if q in fit:
-                draws[q].append(fit[q])
-    counts = {q: {"votes": 0, "wins": 0, "losses": 0, "ties": 0} for q in point}
+    counts = {}
     for v in votes:
         for side, cfg in (("A", v["config_a"]), ("B", v["config_b"])):
-            c = counts[cfg]
+            c = counts.setdefault(cfg, {"votes": 0, "wins": 0, "losses": 0, "ties": 0})
             c["votes"] += 1
             if v["winner"] == side:
                 c["wins"] += 1
@@ -100,16 +136,22 @@ def leaderboard(votes, resamples=200, seed=0, prior=0.5):
             elif v["winner"] == "tie":
                 c["ties"] += 1
     rows = []
-    for q, s in point.items():
-        d = sorted(draws[q])
-        lo = d[int(0.025 * (len(d) - 1))] if d else math.nan
-        hi = d[int(math.ceil(0.975 * (len(d) - 1)))] if d else math.nan
-        rows.append({"config": q, "label": config_label(q), "strength": s, "elo": 1000 + ELO_SCALE * s,
-                     "elo_low": 1000 + ELO_SCALE * lo, "elo_high": 1000 + ELO_SCALE * hi,
-                     "regularized": use_prior > 0, **counts[q]})
-    rows.sort(key=lambda r: -r["strength"])
-    for rank, r in enumerate(rows, 1):
-        r["rank"] = rank
+    for number, group in enumerate(connected_groups(games), 1):
+        mine = [g for g in games if g[0] in group]
+        use_prior = prior if needs_prior(mine) else 0.0
+        point = bradley_terry(mine, prior=use_prior)
+        se = standard_errors(mine, point, prior)
+        group_rows = [{"config": q, "label": config_label(q), "group": number, "strength": s,
+                       "elo": 1000 + ELO_SCALE * s, "elo_low": 1000 + ELO_SCALE * (s - Z95 * se[q]),
+                       "elo_high": 1000 + ELO_SCALE * (s + Z95 * se[q]), "regularized": use_prior > 0,
+                       "ranked": counts[q]["wins"] + counts[q]["losses"] >= min_decisive, **counts[q]}
+                      for q, s in point.items()]
+        group_rows.sort(key=lambda r: (not r["ranked"], -r["strength"], r["label"]))
+        rank = 0
+        for r in group_rows:
+            rank += r["ranked"]
+            r["rank"] = rank if r["ranked"] else None
+        rows += group_rows
     return rows
 
 

@@ -2,6 +2,8 @@
 import math
 from statistics import NormalDist
 
+from ..core.visibility import FLIP_VISIBLE, is_below
+
 Z95 = NormalDist().inv_cdf(0.975)
 
 
@@ -110,11 +112,12 @@ def bootstrap_mean_interval(values, seed=0, resamples=2000, level=0.95):
     return mean, float(lo), float(hi)
 
 
-def paired_cell(rows, visible_lpips=0.01, invisible_share=0.05, seed=0):
-    """Statistics of one study cell from its rows (each with lpips_a_ref, lpips_b_ref, lpips_ab, ...).
+def paired_cell(rows, visible_flip=FLIP_VISIBLE, invisible_share=0.05, seed=0):
+    """Statistics of one study cell from its rows (each with lpips_a_ref, lpips_b_ref, lpips_ab, flip_max, ...).
 
-    A is closer when LPIPS(A, ref) < LPIPS(B, ref); exact ties are left out of the sign test. `p_holm`
-    and the verdict are filled in across cells by `verdicts`.
+    A is closer when LPIPS(A, ref) < LPIPS(B, ref); exact ties are left out of the sign test. A pair is visibly
+    different by the one rule of core.visibility (FLIP). `p_holm` and the verdict are filled in across cells by
+    `verdicts`.
     """
     d = [r["lpips_a_ref"] - r["lpips_b_ref"] for r in rows]
     a_closer, b_closer = sum(x < 0 for x in d), sum(x > 0 for x in d)
@@ -122,7 +125,7 @@ def paired_cell(rows, visible_lpips=0.01, invisible_share=0.05, seed=0):
     lo, hi = wilson_interval(a_closer, decisive)
     mean_diff, diff_lo, diff_hi = bootstrap_mean_interval(d, seed=seed)
     lpips_ab = [r["lpips_ab"] for r in rows]
-    visible = sum(x >= visible_lpips for x in lpips_ab)
+    visible = sum(not is_below(r["flip_max"], visible_flip) for r in rows)
 
     def rate(key):
         known = [r[key] for r in rows if r.get(key) is not None]

@@ -1,7 +1,7 @@
 """A study's grid: questions x samplers x step counts x (prompt, seed) samples, its cells and its identity.
 
 Every cell is a paired comparison of arm A and arm B against a converged reference of the same sample
-(docs/ARCHITECTURE.md, "A study").
+(docs/ARCHITECTURE.md, "How data flows").
 """
 import hashlib
 import json

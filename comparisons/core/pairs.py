@@ -33,18 +33,20 @@ def can_lockstep(cfg_a, cfg_b):
     return lockstep_key(cfg_a) == lockstep_key(cfg_b)
 
 
+def arm_schedule(model, cfg):
+    """(the schedule a config asks for, as the sampler used it, every nonzero sigma on the training grid)."""
+    den = model.denoiser("off")
+    s = schedule(cfg, float(den.sigma_min), float(den.sigma_max))
+    arm_den = model.denoiser(cfg.quantize)
+    return s.tolist(), round_sigmas(arm_den, s).tolist(), arm_den.quantize_sigma(s).cpu().tolist()
+
+
 def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
     """Sample both arms from the same seed (the study engine, one sample and two arms)."""
     started = time.perf_counter()
     outputs = sample_arms(model, [cfg_a, cfg_b], [Sample(prompt, seed)], progress=progress, lockstep=lockstep)[0]
     images = model.decode(outputs)
-    den = model.denoiser("off")
-    arms = []
-    for cfg, image in zip((cfg_a, cfg_b), images):
-        s = schedule(cfg, float(den.sigma_min), float(den.sigma_max))
-        arm_den = model.denoiser(cfg.quantize)
-        arms.append(ArmRun(cfg, s.tolist(), round_sigmas(arm_den, s).tolist(), arm_den.quantize_sigma(s).cpu().tolist(),
-                           image))
+    arms = [ArmRun(cfg, *arm_schedule(model, cfg), image) for cfg, image in zip((cfg_a, cfg_b), images)]
     return PairRun(arms[0], arms[1], seed, prompt, lockstep and can_lockstep(cfg_a, cfg_b),
                    time.perf_counter() - started, extra={"outputs": outputs})
 

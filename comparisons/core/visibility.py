@@ -1,13 +1,53 @@
-"""Is a pair's difference visible at all? The visibility line, and difference images in absolute units."""
+"""Is a pair's difference visible at all? One rule decides, for the app, the studies and the campaigns: NVIDIA's
+FLIP (Andersson et al. 2020, "FLIP: A Difference Evaluator for Alternating Images") on the two images as the
+app displays them. Also the difference images in absolute units and the FLIP map with its scale."""
 import numpy as np
 
 from ..errors import ConfigError
 from .metrics import heatmap, to_array
 
-VISIBLE_LPIPS = 0.01    # below this LPIPS(A, B) a pair reads as identical (the studies' visibility threshold)
-VISIBLE_DELTA = 3       # 8-bit steps; a difference of 1-2/255 is under what a screen shows a viewer
+# The rule. FLIP's own default viewing condition: 67 pixels per degree, a 0.7 m wide 3840-pixel monitor seen
+# from 0.7 m. A pair is visibly different when some displayed pixel's FLIP error reaches FLIP_VISIBLE. The
+# threshold sits between what a person can check (README, "When is a difference visible?"): any +-1/255 change
+# of an embedded image scores at most 0.084 (+-2/255 noise 0.09-0.14, at the threshold), +-3/255 noise at least
+# 0.17, one pixel off by 64/255 0.73, the blue-ring reproduction of sigma-min-vs-model (max |delta| 64/255)
+# 0.65; identical images score 0.
+FLIP_PPD = 67.0
+FLIP_VISIBLE = 0.1
+DISPLAY_MAX = 256       # CSS px of an image's longer side at zoom 1 in the app's views (static/viewer.js)
+VISIBLE_LPIPS = 0.01    # LPIPS(A, B) under which the old rule called a pair invisible; shown for reference only
+VISIBLE_DELTA = 3       # 8-bit steps; the visibility line reports the share of pixels differing by this much
 LPIPS_MAP_MAX = 0.5     # fixed top of the LPIPS map's colour bar, so maps of different pairs compare
 GAINS = (1, 2, 4, 8, 16, 32, 64)
+RULE = (f"Visible when FLIP (NVIDIA's difference evaluator for alternating images) reaches {FLIP_VISIBLE:g} at "
+        f"some pixel of the images as shown (upscaled to {DISPLAY_MAX} px, viewed at {FLIP_PPD:g} pixels per degree)")
+
+
+def display_scale(height, width):
+    """The whole-number factor the app upscales an image by (nearest neighbour) to show it."""
+    return max(1, DISPLAY_MAX // max(height, width))
+
+
+def flip_map(left, right, ppd=FLIP_PPD):
+    """FLIP error per displayed pixel, float32 (H*k, W*k) in [0, 1], of the two images as the app shows them."""
+    import flip_evaluator
+
+    a, b = to_array(left), to_array(right)
+    if a.shape != b.shape:
+        raise ValueError(f"images must have equal sizes to be compared (got {a.shape[:2]} and {b.shape[:2]})")
+    if np.array_equal(a, b):
+        k = display_scale(*a.shape[:2])
+        return np.zeros((a.shape[0] * k, a.shape[1] * k), np.float32)
+    k = display_scale(*a.shape[:2])
+    shown = [np.repeat(np.repeat(x.astype(np.float32) / 255, k, 0), k, 1) for x in (a, b)]
+    error, _, _ = flip_evaluator.evaluate(shown[0], shown[1], "LDR", applyMagma=False, computeMeanError=False,
+                                          parameters={"ppd": float(ppd)})
+    return np.asarray(error, np.float32).reshape(shown[0].shape[:2])
+
+
+def is_below(flip_max, threshold=FLIP_VISIBLE):
+    """The one rule: below visibility when no displayed pixel's FLIP error reaches the threshold."""
+    return flip_max < threshold
 
 
 def abs_delta(left, right):
@@ -18,25 +58,32 @@ def abs_delta(left, right):
     return np.abs(a - b)
 
 
-def visibility(left, right, lpips):
-    """max |Δ|, the share of pixels differing by >= VISIBLE_DELTA/255, LPIPS against VISIBLE_LPIPS, and a verdict.
-
-    Below visibility: no pixel differs by VISIBLE_DELTA or more, or LPIPS(A, B) is under VISIBLE_LPIPS.
-    """
+def visibility(left, right, lpips, flip=None, threshold=FLIP_VISIBLE):
+    """The visibility line: FLIP's verdict (`below`), its figures, max |delta|, the share of pixels differing by
+    VISIBLE_DELTA/255 or more, and LPIPS beside them. `flip` is the FLIP map if already computed, or a stored
+    max FLIP error (a number)."""
     delta = abs_delta(left, right).max(-1)
     max_delta = int(delta.max())
     share = float((delta >= VISIBLE_DELTA).mean())
-    below = max_delta < VISIBLE_DELTA or lpips < VISIBLE_LPIPS
+    if max_delta == 0:
+        flip_max = flip_mean = 0.0
+    elif flip is not None and np.ndim(flip) == 0:
+        flip_max, flip_mean = float(flip), None  # a stored figure; the map itself was not kept
+    else:
+        fmap = flip_map(left, right) if flip is None else flip
+        flip_max, flip_mean = float(fmap.max()), float(fmap.mean())
+    below = is_below(flip_max, threshold)
     if max_delta == 0:
         sentence = "The two images are identical, pixel for pixel."
     elif below:
-        sentence = (f"Below visibility: the images differ by at most {max_delta}/255"
-                    + (f" and LPIPS is under {VISIBLE_LPIPS}" if lpips < VISIBLE_LPIPS else "")
-                    + "; a viewer cannot tell them apart.")
+        sentence = (f"Below visibility: FLIP stays under {threshold:g} everywhere (at most {flip_max:.3f}; the images "
+                    f"differ by at most {max_delta}/255); a viewer cannot tell them apart.")
     else:
-        sentence = f"Visible: {share:.1%} of pixels differ by {VISIBLE_DELTA}/255 or more."
-    return {"max_abs_diff": max_delta, "visible_share": share, "lpips": float(lpips),
-            "lpips_floor": VISIBLE_LPIPS, "below": bool(below), "sentence": sentence}
+        sentence = (f"Visible: FLIP reaches {flip_max:.3f} (threshold {threshold:g}); {share:.1%} of pixels differ "
+                    f"by {VISIBLE_DELTA}/255 or more.")
+    return {"max_abs_diff": max_delta, "visible_share": share, "lpips": float(lpips), "lpips_floor": VISIBLE_LPIPS,
+            "flip_max": flip_max, "flip_mean": flip_mean, "flip_threshold": threshold, "ppd": FLIP_PPD,
+            "below": bool(below), "sentence": sentence, "rule": RULE}
 
 
 def check_gain(gain):
@@ -63,6 +110,11 @@ def amplified_difference(left, right, gain=1):
 def lpips_heatmap(spatial):
     """The LPIPS spatial map on a fixed 0..LPIPS_MAP_MAX scale (larger values saturate)."""
     return heatmap(np.asarray(spatial), vmax=LPIPS_MAP_MAX)
+
+
+def flip_heatmap(fmap):
+    """The FLIP map on its fixed 0..1 scale."""
+    return heatmap(np.asarray(fmap), vmax=1.0)
 
 
 def colour_ramp(steps=64):

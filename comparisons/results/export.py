@@ -9,13 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.config import SamplerConfig
+from ..core.visibility import is_below
 from ..files import replacing
 from .store import METRICS
 
 PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "config_a", "config_b", *METRICS,
                 "image_a", "image_b", "lockstep", "seconds", "created"]
 VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "session", "note", "created",
-                "config_a", "config_b", "campaign", "question", "sampler", "steps"]
+                "config_a", "config_b", "campaign", "question", "sampler", "steps", "model", "prompt", "seed",
+                "lpips", "flip_max", "max_abs_diff", "visible", "attention_check"]
 FORMULA_START = ("=", "+", "-", "@")
 CONFIG_FIELDS = [f.name for f in fields(SamplerConfig)]
 
@@ -47,9 +49,8 @@ def _frame(rows, columns):
     return escaped(frame)
 
 
-def pairs_frame(pairs):
-    """ResultsStore.pairs() rows as the pairs.csv table, with one column per config field of A and of B."""
-    frame = _frame(pairs, PAIR_COLUMNS)
+def with_configs(frame):
+    """One column per config field of A and of B (a_steps, b_quantize, ...) beside the JSON ones."""
     for side in ("a", "b"):
         configs = [SamplerConfig.from_json(c).to_dict() for c in frame[f"config_{side}"]]
         for f in CONFIG_FIELDS:
@@ -57,9 +58,28 @@ def pairs_frame(pairs):
     return frame
 
 
+def pairs_frame(pairs):
+    """ResultsStore.pairs() rows as the pairs.csv table, with one column per config field of A and of B."""
+    return with_configs(_frame(pairs, PAIR_COLUMNS))
+
+
+def _both(a, b):
+    """A value A and B share, or 'a / b' where they differ."""
+    return a if a == b else f"{a} / {b}"
+
+
 def votes_frame(votes, salt=None, notes=True):
-    """ResultsStore.votes() rows as the votes.csv table; with `salt`, session ids as salted hashes."""
-    frame = _frame(votes, VOTE_COLUMNS)
+    """ResultsStore.votes() rows as the votes.csv table, every row complete (pair, model, prompt, seed, both
+    configs field by field, the side shown left, the winner, LPIPS and the visibility verdict, the session, the
+    time); with `salt`, session ids as salted hashes."""
+    votes = [{**v, "visible": "" if v.get("flip_max") is None else
+              ("below" if is_below(v["flip_max"]) else "visible"),
+              "attention_check": bool(v.get("is_check"))} for v in votes]
+    frame = with_configs(_frame(votes, VOTE_COLUMNS))
+    # Compare and sweep votes belong to no campaign cell: their sampler and steps come from the configs.
+    for field in ("sampler", "steps"):
+        own = [_both(a, b) for a, b in zip(frame[f"a_{field}"], frame[f"b_{field}"])]
+        frame[field] = [o if pd.isna(c) else c for c, o in zip(frame[field], own)]
     if salt is not None:
         frame["session"] = [hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in frame["session"]]
     return frame if notes else frame.drop(columns=["note"])

@@ -20,7 +20,7 @@ from ..files import replacing
 DEFAULT_PATH = Path("results") / "results.db"
 WINNERS = ("A", "B", "tie", "both_bad")
 SIDES = ("A", "B")
-METRICS = ("lpips", "psnr", "ssim", "max_abs_diff", "lpips_a_ref", "lpips_b_ref")
+METRICS = ("lpips", "psnr", "ssim", "max_abs_diff", "lpips_a_ref", "lpips_b_ref", "flip_max")
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
 MIGRATIONS = [
@@ -131,16 +131,24 @@ MIGRATIONS = [
     ALTER TABLE votes ADD COLUMN campaign TEXT;
     CREATE INDEX served_by_session ON served(session)
     """,
+    # v6: FLIP's verdict (the largest FLIP error of the pair as displayed) beside LPIPS; NULL for pairs stored
+    # before it, filled in when a study or campaign reads them. A campaign pair may be an attention check
+    # (identical images), which never counts toward a cell.
+    """
+    ALTER TABLE pairs ADD COLUMN flip_max REAL;
+    ALTER TABLE study_rows ADD COLUMN flip_max REAL;
+    ALTER TABLE campaign_pairs ADD COLUMN is_check INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
                     "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
-                    "faithful_b")
+                    "faithful_b", "flip_max")
 
 
 # Every vote with its pair's settings and, for campaign votes, its cell: the one query votes are read by.
-VOTES_SQL = ("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, cp.question, cp.sampler, "
-             "cp.steps FROM votes v JOIN pairs p USING (pair_id) LEFT JOIN campaign_pairs cp "
-             "ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id")
+VOTES_SQL = ("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, p.lpips, p.flip_max, "
+             "p.max_abs_diff, cp.question, cp.sampler, cp.steps, cp.is_check FROM votes v JOIN pairs p USING (pair_id) "
+             "LEFT JOIN campaign_pairs cp ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id")
 
 
 class ResultsStore:
@@ -369,12 +377,19 @@ class ResultsStore:
                     continue
                 pair_id = self._insert_pair(conn, **pair_fields)
                 values = {**row, "pair_id": pair_id, "study_id": study_id}
-                values = {k: _real(v) if k.startswith(("lpips", "rmse")) else v for k, v in values.items()}
+                values = {k: _real(v) if k.startswith(("lpips", "rmse", "flip")) else v for k, v in values.items()}
                 cols = ("study_id",) + STUDY_ROW_FIELDS
                 conn.execute(f"INSERT INTO study_rows ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                              [values[c] for c in cols])
                 written += 1
             return written
+
+    def set_flip(self, flips):
+        """Fill in FLIP's verdict {pair_id: max FLIP error} of pairs (and their study rows) stored without it."""
+        with self._transaction() as conn:
+            for table in ("pairs", "study_rows"):
+                conn.executemany(f"UPDATE {table} SET flip_max = ? WHERE pair_id = ? AND flip_max IS NULL",
+                                 [(float(v), k) for k, v in flips.items()])
 
     def record_vote(self, pair_id, winner, left, session, note="", campaign=None):
         """Append a vote: winner A/B/tie/both_bad, which config was on the left, the voter's session."""
@@ -420,10 +435,10 @@ class ResultsStore:
                 raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
             return serve_id
 
-    def serve_next(self, campaign, session, shown_left):
+    def serve_next(self, campaign, session, side_of):
         """Serve `session` the campaign pair it has not seen with the fewest votes (then the fewest servings,
-        then at random); (serve_id, pair_id), or None when it has seen them all. One transaction, so two
-        visitors asking at once are balanced too."""
+        then at random), its left side `side_of(pair_id, servings so far)`; (serve_id, pair_id, shown_left), or
+        None when it has seen them all. One transaction, so two visitors asking at once are balanced too."""
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT cp.pair_id, "
@@ -434,14 +449,17 @@ class ResultsStore:
                 (campaign, session)).fetchone()
             if row is None:
                 return None
-            serve_id = secrets.token_hex(16)
+            serve_id, shown_left = secrets.token_hex(16), side_of(row[0], row[2])
+            if shown_left not in SIDES:
+                raise ValueError(f"shown_left must be 'A' or 'B' (got {shown_left!r})")
             conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created, campaign) "
                          "VALUES (?, ?, ?, ?, ?, ?)", (serve_id, row[0], session, shown_left, time.time(), campaign))
-            return serve_id, row[0]
+            return serve_id, row[0], shown_left
 
-    def add_campaign(self, name, study, definition, pairs):
-        """Create campaign `name` with its pairs [(pair_id, question, sampler, steps)]; False if it already
-        exists with the same definition (nothing written), StoreError if with another."""
+    def add_campaign(self, name, study, definition, pairs, checks=()):
+        """Create campaign `name` with its pairs [(pair_id, question, sampler, steps)] and its attention checks
+        [(pair fields for record_pair, (question, sampler, steps))], stored as new pairs; all in one transaction.
+        False if it already exists with the same definition (nothing written), StoreError if with another."""
         with self._transaction() as conn:
             row = conn.execute("SELECT definition FROM campaigns WHERE name = ?", (name,)).fetchone()
             if row:
@@ -453,6 +471,9 @@ class ResultsStore:
                          (name, study, definition, time.time()))
             conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps) "
                              "VALUES (?, ?, ?, ?, ?)", [(name, *p) for p in pairs])
+            conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps, is_check) "
+                             "VALUES (?, ?, ?, ?, ?, 1)",
+                             [(name, self._insert_pair(conn, **fields), *cell) for fields, cell in checks])
             return True
 
     def import_campaign(self, name, study, definition, pair_rows, cell_pairs):
@@ -466,28 +487,29 @@ class ResultsStore:
                 raise StoreError(f"a campaign named {name!r} exists in {self.path}; refused")
             conn.execute("INSERT INTO campaigns (name, study, definition, created) VALUES (?, ?, ?, ?)",
                          (name, study, definition, time.time()))
-            conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps) "
-                             "VALUES (?, ?, ?, ?, ?)", [(name, *p) for p in cell_pairs])
+            conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps, is_check) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", [(name, *p) for p in cell_pairs])
 
     def campaign(self, name):
         rows = self._read("SELECT * FROM campaigns WHERE name = ?", (name,))
         return rows[0] if rows else None
 
     def campaigns(self):
-        return self._read("SELECT c.*, (SELECT COUNT(*) FROM campaign_pairs p WHERE p.campaign = c.name) AS pairs "
-                          "FROM campaigns c ORDER BY created")
+        return self._read("SELECT c.*, (SELECT COUNT(*) FROM campaign_pairs p WHERE p.campaign = c.name "
+                          "AND NOT p.is_check) AS pairs FROM campaigns c ORDER BY created")
 
     def campaign_pairs(self, name):
-        """The campaign's pairs with their cell and stored pair columns, in cell order."""
-        return self._read("SELECT cp.question, cp.sampler, cp.steps, p.* FROM campaign_pairs cp "
+        """The campaign's pairs with their cell, whether each is an attention check, and the stored pair columns, in
+        cell order."""
+        return self._read("SELECT cp.question, cp.sampler, cp.steps, cp.is_check, p.* FROM campaign_pairs cp "
                           "JOIN pairs p USING (pair_id) WHERE cp.campaign = ? "
                           "ORDER BY cp.question, cp.sampler, cp.steps, p.pair_id", (name,))
 
     def campaign_votes(self, name):
-        """Votes cast through the campaign, with the cell of their pair."""
-        return self._read("SELECT v.*, cp.question, cp.sampler, cp.steps FROM votes v JOIN campaign_pairs cp "
-                          "ON cp.pair_id = v.pair_id AND cp.campaign = v.campaign WHERE v.campaign = ? "
-                          "ORDER BY v.vote_id", (name,))
+        """Votes cast through the campaign, with the cell of their pair and whether it is an attention check."""
+        return self._read("SELECT v.*, cp.question, cp.sampler, cp.steps, cp.is_check FROM votes v "
+                          "JOIN campaign_pairs cp ON cp.pair_id = v.pair_id AND cp.campaign = v.campaign "
+                          "WHERE v.campaign = ? ORDER BY v.vote_id", (name,))
 
     def served(self, serve_id):
         rows = self._read("SELECT * FROM served WHERE serve_id = ?", (serve_id,))

@@ -1,4 +1,5 @@
 """Blind A/B pairs for voters: sides randomized and hidden, configs revealed only after the vote."""
+import hashlib
 import secrets
 
 from ..core.config import SamplerConfig
@@ -30,22 +31,29 @@ def new_pair(lab, prompt, seed, cfg_a, cfg_b, pairing, session, model="embedded"
         "left": left,
         "right": right,
         "metrics": out["metrics"],
-        "visibility": visibility(left, right, out["metrics"]["lpips"]),
+        "visibility": visibility(left, right, out["metrics"]["lpips"], flip=out["maps"]["flip"]),
         "maps": out["maps"],
         "arms": arms,  # for the schedule view, labelled A and B only
     }
 
 
+def balanced_side(campaign, pair_id, n_served):
+    """The side A is shown on at a pair's next serving: its first side is drawn at random per pair (seeded by the
+    campaign and pair ids, so unknown to a voter), then the sides alternate, so 2n servings put A left n times."""
+    first = "A" if hashlib.sha256(f"{campaign}\0{pair_id}".encode()).digest()[0] & 1 else "B"
+    return first if n_served % 2 == 0 else other(first)
+
+
 def next_campaign_pair(lab, campaign, session):
-    """Serve `session` the next pair of `campaign` (fewest votes first, never one it has seen), sides at random;
-    the blind view (images as shown, metrics, visibility), or None when this session has seen every pair."""
+    """Serve `session` the next pair of `campaign` (fewest votes first, never one it has seen), its sides
+    balanced per pair (balanced_side); the blind view (images as shown, metrics, visibility), or None when this
+    session has seen every pair."""
     from PIL import Image
 
-    shown_left = "A" if secrets.randbelow(2) == 0 else "B"
-    served = lab.store.serve_next(campaign, session, shown_left)
+    served = lab.store.serve_next(campaign, session, lambda pair_id, n: balanced_side(campaign, pair_id, n))
     if served is None:
         return None
-    serve_id, pair_id = served
+    serve_id, pair_id, shown_left = served
     pair = lab.store.pair(pair_id)
     root = lab.store.path.parent
     arms = {side: Image.open(root / pair[f"image_{side.lower()}"]).convert("RGB") for side in ("A", "B")}
@@ -53,7 +61,7 @@ def next_campaign_pair(lab, campaign, session):
     metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
     metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]
     return {"serve_id": serve_id, "pair_id": pair_id, "left": left, "right": right, "metrics": metrics,
-            "visibility": visibility(left, right, pair["lpips"])}
+            "visibility": visibility(left, right, pair["lpips"], flip=pair["flip_max"])}
 
 
 def winner_of(choice, shown_left):

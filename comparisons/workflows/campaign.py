@@ -8,30 +8,41 @@ import math
 import random
 import re
 
-from ..analysis.cells import campaign_cells, cell_stats
+from ..analysis.cells import ALL_CELLS, campaign_cells, cell_stats, flagged_sessions
+from ..core.config import SamplerConfig
 from ..core.grid import StudySpec, cell_key
-from ..core.visibility import VISIBLE_DELTA, VISIBLE_LPIPS
+from ..core.visibility import is_below
 from ..errors import CampaignError, StoreError, clip
-from ..results.bundle import FORMAT, PAIR_FIELDS, VERSION, image_name, read_bundle, write_bundle
+from ..results.bundle import FORMAT, OPTIONAL_FIELDS, PAIR_FIELDS, VERSION, image_name, read_bundle, write_bundle
+from .study import fill_flip
+
+CHECK_PAIRING = "attention-check"  # the pairing of an attention check: one image against itself
+DEFAULT_CHECKS = 0.1
 
 
-def below_visibility(row):
-    """A study row's pair cannot be told apart (the app's visibility rule)."""
-    return (row["max_abs_diff"] or 0) < VISIBLE_DELTA or (row["lpips_ab"] or 0.0) < VISIBLE_LPIPS
+def check_rate(checks):
+    """Refuse an attention-check rate outside 0..1."""
+    if isinstance(checks, bool) or not isinstance(checks, (int, float)) or not (math.isfinite(checks)
+                                                                              and 0 <= checks <= 1):
+        raise CampaignError(f"--checks must be a rate from 0 to 1, e.g. 0.1 for one check per ten pairs "
+                            f"(got {clip(checks)})")
+    return checks
 
 
-def create(store, name, study_name, cells=None, per_cell=40, only_visible=False, seed=0):
-    """Pick up to `per_cell` samples per chosen cell of the study (seeded), store the campaign; its definition."""
+def create(store, name, study_name, cells=None, per_cell=40, only_visible=False, seed=0, checks=DEFAULT_CHECKS):
+    """Pick up to `per_cell` samples per chosen cell of the study (seeded), add `checks` x that many attention
+    checks (an image against itself), store the campaign; its definition."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
         raise CampaignError(f"campaign name {clip(repr(name))} must be 1-64 letters, digits, '.', '_' or '-'")
     if per_cell < 1:
         raise CampaignError(f"--per-cell must be at least 1 (got {per_cell})")
+    check_rate(checks)
     study = store.study(study_name)
     if study is None:
         known = ", ".join(s["name"] for s in store.studies()) or "none"
         raise CampaignError(f"no study named {clip(repr(study_name))} in {store.path}; studies here: {known}")
     spec = StudySpec.from_json(study["spec"])
-    rows = store.study_rows(study["study_id"])
+    rows = fill_flip(store, store.study_rows(study["study_id"]))
     stats = {cell_key(c): c for c in cell_stats(spec, rows)}
     wanted = list(stats) if cells is None else cells
     for cell in wanted:
@@ -41,13 +52,14 @@ def create(store, name, study_name, cells=None, per_cell=40, only_visible=False,
     by_cell = {}
     for r in rows:
         by_cell.setdefault(cell_key(r), []).append(r)
-    picked, cell_defs = [], []
+    picked, chosen_rows, cell_defs = [], [], []
     for cell in wanted:
         candidates = sorted(by_cell.get(cell, []), key=lambda r: (r["prompt"], r["seed"]))
-        visible = [r for r in candidates if not (only_visible and below_visibility(r))]
+        visible = [r for r in candidates if not (only_visible and is_below(r["flip_max"]))]
         rng = random.Random(f"{seed}:{':'.join(map(str, cell))}")
         chosen = sorted(rng.sample(visible, min(per_cell, len(visible))), key=lambda r: (r["prompt"], r["seed"]))
         picked += [(r["pair_id"], *cell) for r in chosen]
+        chosen_rows += chosen
         c = stats[cell]
         cell_defs.append({"question": cell[0], "sampler": cell[1], "steps": cell[2], "pairs": len(chosen),
                           "available": len(candidates), "skipped_invisible": len(candidates) - len(visible),
@@ -56,11 +68,30 @@ def create(store, name, study_name, cells=None, per_cell=40, only_visible=False,
     if not picked:
         raise CampaignError("the selection is empty: no pairs in the chosen cells"
                             + (" that are visible (try without --only-visible)" if only_visible else ""))
+    check_pairs = attention_checks(store, spec.model, chosen_rows, checks, seed)
     definition = {"format": FORMAT, "version": VERSION, "name": name, "study": study_name,
                   "study_id": study["study_id"], "model": spec.model, "per_cell": per_cell,
-                  "only_visible": bool(only_visible), "seed": seed, "cells": cell_defs}
-    store.add_campaign(name, study_name, json.dumps(definition, sort_keys=True), picked)
+                  "only_visible": bool(only_visible), "seed": seed, "cells": cell_defs, "checks": checks,
+                  "n_checks": len(check_pairs)}
+    store.add_campaign(name, study_name, json.dumps(definition, sort_keys=True), picked, check_pairs)
     return definition
+
+
+def attention_checks(store, model, rows, rate, seed):
+    """round(rate x pairs) attention checks (at least one when rate > 0), each a seeded pick of the chosen rows
+    shown as its A image against itself: [(pair fields, cell)] for ResultsStore.add_campaign."""
+    n = max(1, round(rate * len(rows))) if rate > 0 and rows else 0
+    picks = random.Random(f"{seed}:checks").sample(rows, min(n, len(rows)))
+    checks = []
+    for r in picks:
+        pair = store.pair(r["pair_id"])
+        cfg = SamplerConfig.from_json(pair["config_a"])
+        checks.append((dict(pairing=CHECK_PAIRING, model=model, prompt=r["prompt"], seed=r["seed"], config_a=cfg,
+                            config_b=cfg, image_a=pair["image_a"], image_b=pair["image_a"],
+                            metrics={"lpips": 0.0, "psnr": math.inf, "ssim": 1.0, "max_abs_diff": 0, "flip_max": 0.0},
+                            sigmas_a=json.loads(pair["sigmas_a"]), sigmas_b=json.loads(pair["sigmas_a"]),
+                            lockstep=True, seconds=0.0), cell_key(r)))
+    return checks
 
 
 def _finite(x):
@@ -81,8 +112,8 @@ def export_bundle(store, name, out):
     root = store.path.parent
     pairs, images = [], {}
     for p in store.campaign_pairs(name):
-        entry = {k: p[k] for k in PAIR_FIELDS}
-        entry.update(question=p["question"], sampler=p["sampler"], steps=p["steps"])
+        entry = {k: p[k] for k in PAIR_FIELDS + OPTIONAL_FIELDS}
+        entry.update(question=p["question"], sampler=p["sampler"], steps=p["steps"], check=bool(p["is_check"]))
         for side in ("image_a", "image_b"):
             data = (root / p[side]).read_bytes()
             arcname = image_name(data)
@@ -104,28 +135,56 @@ def import_bundle(store, path):
             raise StoreError(f"a campaign named {name!r} with other pairs exists in {store.path}; refused")
         return {"name": name, "pairs": len(pairs), "new": False}
     stored = {arcname: store.save_image_bytes(data) for arcname, data in images.items()}
-    rows = [{**{k: p[k] for k in PAIR_FIELDS}, "image_a": stored[p["image_a"]], "image_b": stored[p["image_b"]]}
-            for p in pairs]
+    rows = [{**{k: p[k] for k in PAIR_FIELDS}, **{k: p.get(k) for k in OPTIONAL_FIELDS},
+             "image_a": stored[p["image_a"]], "image_b": stored[p["image_b"]]} for p in pairs]
     store.import_campaign(name, definition["study"], text, rows,
-                          [(p["pair_id"], p["question"], p["sampler"], int(p["steps"])) for p in pairs])
+                          [(p["pair_id"], p["question"], p["sampler"], int(p["steps"]), int(bool(p.get("check"))))
+                           for p in pairs])
     return {"name": name, "pairs": len(pairs), "new": True}
 
 
+VOTERS = ("all", "without flagged")  # every vote; the votes of sessions their attention checks did not flag
+
+
 def stats(store, name, alpha=0.05):
-    """Per cell of campaign `name`: vote counts, A's win rate (Wilson 95%), sign test, the LPIPS verdict."""
-    return campaign_cells(definition_of(store, name)["cells"], store.campaign_votes(name), alpha)
+    """Per cell of campaign `name` and over all its cells (analysis.cells.campaign_cells), once over every vote
+    (`voters` 'all') and once without the sessions their attention checks flagged; each row also says how many
+    sessions were flagged."""
+    cells, votes = definition_of(store, name)["cells"], store.campaign_votes(name)
+    flagged = flagged_sessions([v for v in votes if v["is_check"]])
+    counted = [v for v in votes if not v["is_check"]]
+    rows = []
+    for voters, mine in zip(VOTERS, (counted, [v for v in counted if v["session"] not in flagged])):
+        rows += [{**r, "voters": voters, "flagged": len(flagged), "sessions": len({v["session"] for v in votes})}
+                 for r in campaign_cells(cells, mine, alpha)]
+    return rows
+
+
+def cell_name(row):
+    """'final-zero:heun:4', or '(all cells)' for the row over every cell."""
+    return row["question"] if row["question"] == ALL_CELLS else f"{row['question']}:{row['sampler']}:{row['steps']}"
 
 
 def stats_text(name, rows):
-    """The stats as a plain table for the command line."""
+    """The stats as plain tables for the command line: every vote, then without flagged sessions."""
     def fmt(x, d=3):
         return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
-    lines = [f"campaign {name}: {sum(r['votes'] for r in rows)} votes over {sum(r['pairs'] for r in rows)} pairs",
-             f"{'cell':<34}{'votes':>6}{'A':>5}{'B':>5}{'tie':>5}{'bad':>5}  {'A win rate [95% CI]':<22}"
-             f"{'p':>8}  {'votes say':<14}{'LPIPS says':<26}agreement"]
-    for r in rows:
-        cell = f"{r['question']}:{r['sampler']}:{r['steps']}"
-        rate = f"{fmt(r['a_win_rate'])} [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]"
-        lines.append(f"{cell:<34}{r['votes']:>6}{r['a']:>5}{r['b']:>5}{r['tie']:>5}{r['both_bad']:>5}  {rate:<22}"
-                     f"{fmt(r['p_value'], 4):>8}  {r['votes_verdict']:<14}{r['lpips_verdict']:<26}{r['agreement']}")
+    first = rows[0]
+    lines = [f"campaign {name}: {sum(r['votes'] for r in rows if r['voters'] == 'all' and r['question'] != ALL_CELLS)}"
+             f" votes over {sum(r['pairs'] for r in rows if r['voters'] == 'all' and r['question'] != ALL_CELLS)} "
+             f"pairs from {first['sessions']} sessions; {first['flagged']} flagged by their attention checks (a side "
+             "picked on most checks)"]
+    for voters in VOTERS:
+        lines += ["", f"votes: {voters}",
+                  f"{'cell':<34}{'votes':>6}{'A':>5}{'B':>5}{'tie':>5}{'bad':>5}  {'A win rate [95% CI]':<22}"
+                  f"{'p':>8}  {'side-corr.':>10}{'left rate':>10}{'side p':>8}  {'votes say':<14}{'LPIPS says':<26}"
+                  "agreement"]
+        for r in (r for r in rows if r["voters"] == voters):
+            rate = f"{fmt(r['a_win_rate'])} [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]"
+            lines.append(f"{cell_name(r):<34}{r['votes']:>6}{r['a']:>5}{r['b']:>5}{r['tie']:>5}{r['both_bad']:>5}  "
+                         f"{rate:<22}{fmt(r['p_value'], 4):>8}  {fmt(r['a_win_rate_corrected']):>10}"
+                         f"{fmt(r['left_rate']):>10}{fmt(r['left_p'], 4):>8}  {r['votes_verdict']:<14}"
+                         f"{r['lpips_verdict']:<26}{r['agreement']}")
+    lines.append("side-corr.: A's win rate averaged over A shown left and A shown right (a side preference cancels); "
+                 "left rate: how often the left image won, side p its sign test (small: voters favour a side)")
     return "\n".join(lines)

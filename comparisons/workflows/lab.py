@@ -9,6 +9,7 @@ from ..core.grid import REFERENCE
 from ..core.metrics import LPIPS, pair_metrics
 from ..core.pairs import run_pair
 from ..core.references import ensure_references
+from ..core.visibility import flip_map
 from ..results.store import DEFAULT_PATH, ResultsStore
 
 
@@ -41,6 +42,8 @@ class Lab:
         metric = self.lpips()
         run = run_pair(m, cfg_a, cfg_b, prompt, seed, progress=progress)
         metrics, maps = pair_metrics(metric, run.a.image, run.b.image)
+        maps["flip"] = flip_map(run.a.image, run.b.image)  # visibility's map, kept for the app's views
+        metrics["flip_max"] = float(maps["flip"].max())
         ref_image = None
         if reference:
             # The study's reference cache: a sample's reference is computed once per results file.

@@ -15,25 +15,27 @@ from ..analysis.charts import question_figure
 from ..core.grid import StudySpec, cell_key
 from ..core.metrics import max_abs_diff
 from ..core.references import reference_key
+from ..core.visibility import FLIP_VISIBLE, RULE
 from ..files import write_atomic
 from ..results.export import csv_text
+from .campaign import cell_name
 from .campaign import stats as campaign_stats
+from .study import fill_flip
 
 SUMMARY_COLUMNS = ["question", "sampler", "steps", "n", "a_closer", "b_closer", "equal", "a_closer_rate", "ci_low",
                    "ci_high", "p_value", "p_holm", "mean_diff", "diff_ci_low", "diff_ci_high", "mean_rmse_diff",
                    "lpips_a_ref", "lpips_b_ref", "lpips_ab", "max_abs_diff", "visible_share", "faithful_a",
                    "faithful_b", "verdict"]
 ROW_COLUMNS = ["question", "sampler", "steps", "prompt", "seed", "pair_id", "lpips_a_ref", "lpips_b_ref",
-               "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a", "faithful_b"]
+               "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "flip_max", "faithful_a", "faithful_b"]
 LEGEND = {
     "a_closer_rate": "share of samples (ties left out) where A is closer to the reference than B (LPIPS)",
     "ci_low/ci_high": "Wilson 95% interval of that share",
     "p_value / p_holm": "exact two-sided sign test; p_holm is Holm-corrected across the study's cells",
     "mean_diff": "mean of LPIPS(A, ref) - LPIPS(B, ref); negative: A closer; bootstrap 95% interval",
-    "lpips_ab / visible_share": "mean LPIPS(A, B), and the share of pairs with LPIPS(A, B) >= the visibility "
-                                "threshold",
+    "lpips_ab / visible_share": "mean LPIPS(A, B), and the share of pairs that are visibly different: " + RULE,
     "verdict": "A closer / B closer when p_holm < 0.05, else no difference; 'invisible' when fewer than 5% of "
-               "pairs are visibly different",
+               "pairs are visibly different (by FLIP, as visible_share)",
 }
 
 
@@ -168,15 +170,22 @@ img.plot {{ max-width: 100%; }}
 
 
 def campaign_frame(rows):
-    """Campaign stats rows (workflows.campaign.stats) as a readable table."""
-    return pd.DataFrame([{"cell": f"{r['question']}:{r['sampler']}:{r['steps']}", "pairs": r["pairs"],
-                          "votes": r["votes"], "A": r["a"], "B": r["b"], "tie": r["tie"], "both bad": r["both_bad"],
+    """Campaign stats rows (workflows.campaign.stats) as a readable table, every vote first, then without the
+    sessions flagged by their attention checks."""
+    return pd.DataFrame([{"cell": cell_name(r), "voters": r["voters"], "pairs": r["pairs"], "votes": r["votes"],
+                          "A": r["a"], "B": r["b"], "tie": r["tie"], "both bad": r["both_bad"],
                           "A win rate": _fmt(r["a_win_rate"]),
                           "95% CI": "" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
-                          "sign test p": _fmt(r["p_value"], 4), "votes say": r["votes_verdict"],
-                          "LPIPS says": r["lpips_verdict"], "agreement": r["agreement"]} for r in rows],
-                        columns=["cell", "pairs", "votes", "A", "B", "tie", "both bad", "A win rate", "95% CI",
-                                 "sign test p", "votes say", "LPIPS says", "agreement"])
+                          "sign test p": _fmt(r["p_value"], 4), "A win rate, side-corrected":
+                          _fmt(r["a_win_rate_corrected"]), "left rate": _fmt(r["left_rate"]),
+                          "side p": _fmt(r["left_p"], 4), "flagged sessions": r["flagged"],
+                          "votes say": r["votes_verdict"], "LPIPS says": r["lpips_verdict"],
+                          "agreement": r["agreement"]} for r in rows], columns=CAMPAIGN_COLUMNS)
+
+
+CAMPAIGN_COLUMNS = ["cell", "voters", "pairs", "votes", "A", "B", "tie", "both bad", "A win rate", "95% CI",
+                    "sign test p", "A win rate, side-corrected", "left rate", "side p", "flagged sessions",
+                    "votes say", "LPIPS says", "agreement"]
 
 
 def campaigns_frame(store):
@@ -198,9 +207,13 @@ def campaigns_html(store, study_name):
         parts.append(f"<h3>Campaign {html.escape(c['name'])} ({c['pairs']} pairs)</h3>{table}")
     if not parts:
         return ""
-    return ("<h2>Blind votes</h2><p>Human votes on the study's pairs (served blind, sides random), per cell, beside "
-            "the LPIPS verdict; “agree” when both find the same arm better (or both no difference). Rerun the "
-            "study's command (nothing is recomputed) to refresh this section.</p>" + "".join(parts))
+    return ("<h2>Blind votes</h2><p>Human votes on the study's pairs (served blind, each pair's sides alternating), "
+            "per cell, beside the LPIPS verdict; “agree” when both find the same arm better (or both no difference). "
+            "The side-corrected win rate averages A's win rate when shown left and when shown right, so a preference "
+            "for one side cancels; the left rate and its p-value show whether voters favour a side. Attention checks "
+            "(one image against itself) never count; a session that picked a side on most of its checks is flagged, "
+            "and every table is shown with and without flagged sessions. Rerun the study's command (nothing is "
+            "recomputed) to refresh this section.</p>" + "".join(parts))
 
 
 def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url, created):
@@ -220,14 +233,15 @@ def plots_html(spec, cells, rows):
                    f'{base64.b64encode(question_figure(q.name, cells, rows)).decode()}">' for q in spec.questions)
 
 
-def study_view(store, name, visible_lpips=0.01, app_url=""):
+def study_view(store, name, visible_flip=FLIP_VISIBLE, app_url=""):
     """What the app's Study tab shows of a stored study: header, verdict table, plots, examples."""
     study = store.study(name)
     if study is None:
         raise KeyError(f"no study named {name!r} in {store.path}")
     spec = StudySpec.from_json(study["spec"])
     rows = store.study_rows(study["study_id"])
-    cells = cell_stats(spec, rows, visible_lpips)
+    rows = fill_flip(store, rows)
+    cells = cell_stats(spec, rows, visible_flip)
     total = len(spec.cells()) * len(spec.samples())
     header = (f"**{html.escape(spec.name)}** · model {spec.model} · {len(rows)} of {total} rows"
               f"{'' if len(rows) == total else ' (incomplete: rerun its command to finish it)'} · samplers "

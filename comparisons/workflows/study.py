@@ -1,5 +1,5 @@
 """The study workflow: plan what a study lacks, compute it chunk by chunk on the engine, store each chunk in
-one transaction (docs/ARCHITECTURE.md, "A study"). The grid itself is core/grid.py."""
+one transaction (docs/ARCHITECTURE.md, "How data flows"). The grid itself is core/grid.py."""
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +13,7 @@ from ..core.engine import sample_arms
 from ..core.grid import StudySpec
 from ..core.metrics import max_abs_diff, psnr, rmse, unit_images
 from ..core.references import compute_references, record_references, stored_references
+from ..core.visibility import flip_map
 
 
 @dataclass
@@ -113,16 +114,18 @@ def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
     index = {cfg: k for k, cfg in enumerate(plan.arms)}
     pairs = [(s, index[c.a], index[c.b], c) for s in range(n_s) for c in plan.cells]
     ab = lpips_metric.batch([arrays[at(s, a)] for s, a, _, _ in pairs], [arrays[at(s, b)] for s, _, b, _ in pairs])
-    measured = []
+    measured, flips = [], {}
     for (s, a, b, cell), lpips_ab in zip(pairs, ab):
         smp, ia, ib = chunk[s], at(s, a), at(s, b)
         diff = max_abs_diff(arrays[ia], arrays[ib])
+        if (ia, ib) not in flips:  # two cells over the same two arms are measured once
+            flips[(ia, ib)] = float(flip_map(arrays[ia], arrays[ib]).max()) if diff else 0.0
         metrics = {"lpips": lpips_ab, "psnr": psnr(arrays[ia], arrays[ib]), "max_abs_diff": diff,
-                   "lpips_a_ref": to_ref[ia], "lpips_b_ref": to_ref[ib]}
+                   "lpips_a_ref": to_ref[ia], "lpips_b_ref": to_ref[ib], "flip_max": flips[(ia, ib)]}
         row = dict(question=cell.question, sampler=cell.sampler, steps=cell.steps, prompt=smp.prompt,
                    seed=smp.seed, ref_key=ref_of[s].key, lpips_a_ref=to_ref[ia], lpips_b_ref=to_ref[ib],
                    rmse_a_ref=rmse_ref[ia], rmse_b_ref=rmse_ref[ib], lpips_ab=lpips_ab, max_abs_diff=diff,
-                   faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]))
+                   faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]), flip_max=flips[(ia, ib)])
         measured.append((cell, s, a, b, metrics, row))
     return ChunkResult(chunk, new, images, plan.arm_sigmas(model), measured,
                        step_stats.get("batch_sizes", []))
@@ -184,3 +187,18 @@ def _bool(value):
     return None if value is None else int(bool(value))
 
 
+def fill_flip(store, rows):
+    """FLIP's verdict for study rows stored before it existed (flip_max NULL): computed from the stored PNGs,
+    written back once; the rows are returned with it filled in."""
+    from PIL import Image
+
+    missing = {r["pair_id"]: r for r in rows if r.get("flip_max") is None}
+    if not missing:
+        return rows
+    root, found = store.path.parent, {}
+    for pair_id, r in missing.items():
+        a, b = (np.asarray(Image.open(root / r[k]).convert("RGB")) for k in ("image_a", "image_b"))
+        found[pair_id] = float(flip_map(a, b).max()) if max_abs_diff(a, b) else 0.0
+    if not store.readonly:
+        store.set_flip(found)
+    return [{**r, "flip_max": found[r["pair_id"]]} if r["pair_id"] in found else r for r in rows]
