@@ -1,0 +1,1 @@
+"""Results on disk: the SQLite store, CSV export and campaign bundles."""
