@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -45,6 +46,7 @@ class Settings:
     def __init__(self, args):
         self.model = args.model
         self.trust_proxy = getattr(args, "trust_proxy", False)
+        self.proxy_hops = getattr(args, "proxy_hops", 1)
         self.export_notes = getattr(args, "export_notes", False)
         self.campaign = getattr(args, "campaign", None)
         self.hosted = HostedLimits() if args.hosted else None
@@ -56,7 +58,8 @@ class Settings:
             self.max_concurrent, self.queue_size = self.hosted.max_concurrent, self.hosted.queue_size
             # Keyed on the client address: a visitor picks their own session id, not their address.
             self.generate_limit = RateLimiter(self.hosted.generations_per_minute)
-            self.global_limit = RateLimiter(self.hosted.global_generations_per_minute)
+            # Overall, work is counted (steps x images), not requests: a 100-step pair costs ten 10-step ones.
+            self.global_limit = RateLimiter(self.hosted.global_work_per_minute)
             self.vote_limit = RateLimiter(self.hosted.votes_per_minute)
             # Campaign pairs served (images read, sides drawn): twice the vote rate covers skipping.
             self.serve_limit = RateLimiter(2 * self.hosted.votes_per_minute)
@@ -70,7 +73,7 @@ class Settings:
             self.generate_workers = args.max_concurrent
 
     def address(self, request):
-        return client_address(request, self.trust_proxy)
+        return client_address(request, self.trust_proxy, self.proxy_hops)
 
     def admit_generation(self, request, prompt, cfg_a, cfg_b):
         """Input limits everywhere; hosted caps and rate limits per address and overall."""
@@ -78,7 +81,8 @@ class Settings:
         if self.hosted:
             check_caps(self.hosted, cfg_a, cfg_b)
             self.generate_limit.check(self.address(request), "generations from your address")
-            self.global_limit.check("everyone", "generations in this demo overall")
+            self.global_limit.check("everyone", "sampling steps (steps x images) in this demo overall",
+                                    cost=cfg_a.steps + cfg_b.steps)
 
     def generation(self, request):
         """Hold a place among the generations running (at most a few per address); a context manager."""
@@ -90,7 +94,7 @@ class Settings:
             self.serve_limit.check(self.address(request), "pairs served to your address")
 
     def admit_vote(self, request, note):
-        check_text("note", note, self.max_note)
+        check_text("note", note, self.max_note, line_breaks=True)
         if self.hosted:
             self.vote_limit.check(self.address(request), "votes from your address")
 
@@ -200,6 +204,17 @@ def launch_kwargs():
     return dict(css_paths=[STATIC / "app.css"], head=scripts, theme=gr.themes.Default(font=font))
 
 
+def stop_now(demo, *_):
+    """SIGTERM (docker stop, a supervisor): stop within seconds. Every acknowledged vote is already committed
+    (one transaction each, before the answer), so none is lost; the export folder is removed."""
+    threading.Timer(3.0, os._exit, (0,)).start()  # whatever is still closing after 3 s is not waited for
+    try:
+        shutil.rmtree(demo.export_dir, ignore_errors=True)
+        demo.close()
+    finally:
+        os._exit(0)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Sampler A/B Lab")
     p.add_argument("--host", default="127.0.0.1")
@@ -214,12 +229,16 @@ def parse_args(argv=None):
     p.add_argument("--hosted", action="store_true",
                    help="public demo: steps <= 100, rate limits per client address, aggregates only, fixed model")
     p.add_argument("--trust-proxy", action="store_true",
-                   help="key rate limits on X-Forwarded-For's first address (only behind a proxy that sets it, "
-                        "such as Hugging Face Spaces)")
+                   help="key rate limits on the X-Forwarded-For address your proxy added (only behind a proxy that "
+                        "sets it, such as Hugging Face Spaces); without it no forwarded header is believed")
+    p.add_argument("--proxy-hops", type=int, default=1,
+                   help="with --trust-proxy: proxies in front of the app that each add to X-Forwarded-For (default 1)")
     p.add_argument("--export-notes", action="store_true", help="hosted: include voters' notes in exported votes")
     p.add_argument("--campaign", help="serve this vote campaign's pairs (a Vote view, no generation); see "
                    "python -m comparisons campaign")
     args = p.parse_args(argv)
+    if args.proxy_hops < 1:
+        p.error(f"--proxy-hops must be at least 1 (got {args.proxy_hops})")
     if args.results is None:
         args.results = str(HOSTED_RESULTS if args.hosted and HOSTED_RESULTS.parent.parent.is_dir() else DEFAULT_PATH)
     return args
@@ -240,8 +259,10 @@ def main(argv=None):
                     "(docker run -v ab-lab-data:/data ...) or `chown -R 1000:1000` the host folder")
         sys.exit(f"error: {exc}{hint}")
     demo = build_app(lab, Settings(args))
-    # SIGTERM (docker stop, a supervisor) exits like Ctrl-C, so exit handlers remove the export folder.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn believes X-Forwarded-For from loopback by default; here no proxy header is believed unless
+    # --trust-proxy says so, and then ui.limits.client_address reads it (a same-host proxy opens nothing).
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    signal.signal(signal.SIGTERM, functools.partial(stop_now, demo))
     # Threads for votes and page loads beyond the ones generations may hold while they wait their turn.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], max_threads=64,
                 prevent_thread_lock=True, **launch_kwargs())

@@ -61,8 +61,15 @@ def _study_parser(sub):
     s.add_argument("--ray-gpus-per-worker", type=float, help="GPUs each actor asks for (default 1 on a GPU cluster)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose refusals are one line (UsageError, exit 2), not a page of usage."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (python -m comparisons ... --help lists the options)")
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m comparisons", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m comparisons", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     _study_parser(sub)
     s = sub.add_parser("sweep", help="run paired configs over many seeds and record them")
@@ -119,10 +126,15 @@ def cmd_campaign(args, out):
     if args.verb == "import":
         if not Path(args.bundle).is_file():
             raise UsageError(f"no bundle at {args.bundle}; give the zip `campaign export` wrote")
-        definition = campaign.read_bundle(args.bundle)[0]  # checked before the results file is touched
+        checked = campaign.read_bundle(args.bundle)  # the whole bundle, before the results file is touched
         check_writable(args.results, "results file", "--results")
-        done = campaign.import_bundle(ResultsStore(args.results), args.bundle)
-        print(f"campaign {definition['name']}: {done['pairs']} pairs "
+        held = _readable_store(args.results)
+        if held is not None and held.campaign(checked[0]["name"]) is None:
+            # Pairs the file holds with other contents are refused while it is opened read-only (nothing migrated).
+            campaign.refuse_conflicts(held.pairs_with_ids([p["pair_id"] for p in checked[1]]), checked[1],
+                                      args.bundle)
+        done = campaign.import_bundle(ResultsStore(args.results), args.bundle, checked)
+        print(f"campaign {checked[0]['name']}: {done['pairs']} pairs "
               + ("imported" if done["new"] else "already here, nothing changed") + f" into {args.results}", file=out)
         return
     store = _existing_store(args.results) if args.verb in ("export", "stats") else None
@@ -164,6 +176,15 @@ def sweep_configs(args):
     if not (args.a and args.b):
         raise UsageError(f"give --pairing ({', '.join(PAIRINGS)}) or both --a and --b")
     return CUSTOM, SamplerConfig.from_json(args.a, base), SamplerConfig.from_json(args.b, base)
+
+
+def _readable_store(path):
+    """The results file opened read-only when it exists at this version's schema, else None (the writable open
+    then refuses a foreign file before touching it, and upgrades an older one)."""
+    try:
+        return ResultsStore(path, readonly=True) if Path(path).is_file() else None
+    except StoreError:
+        return None
 
 
 def _existing_store(path):
@@ -303,7 +324,10 @@ def cmd_study(args, out):
 
 def cmd_export(args, out):
     from .results.export import export_csv
-    paths = export_csv(_existing_store(args.results), args.out)
+    target = check_writable(args.out, "export folder", "--out")
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--out {target} is a file; name a folder")
+    paths = export_csv(_existing_store(args.results), target)
     print("wrote " + ", ".join(str(p) for p in paths), file=out)
 
 
@@ -325,12 +349,16 @@ def cmd_stats(args, out):
 
 
 def main(argv=None, out=sys.stdout):
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         {"study": cmd_study, "sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats,
          "campaign": cmd_campaign}[args.command](args, out)
-    except (UsageError, ConfigError, StoreError, ValueError, OSError) as exc:
+    except (UsageError, ConfigError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the system refused: said in words, not as [Errno n]
+        what = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{what}: {(exc.strerror or str(exc)).lower()}; choose another path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; every pair recorded so far is complete (rerun the same command to resume a study)",

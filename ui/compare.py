@@ -37,6 +37,7 @@ from sampler_lib import SAMPLERS
 from ui import views
 from ui.errors import USER_ERRORS, run_checked, user_error
 from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
+from ui.limits import check_text
 
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
@@ -50,10 +51,16 @@ def serve_pair(lab, settings, request, prompt, seed, model, pairing, cfg_a, cfg_
         raise user_error(ValueError(f"unknown model {model!r}; choose one of {', '.join(settings.models)}"))
 
     def run():
-        settings.admit_generation(request, prompt, cfg_a, cfg_b)
+        # Everything a visitor can get wrong is refused here, before the request spends a rate-limit budget or
+        # waits in the generation queue.
+        text, seed_value = parse_prompt(prompt), parse_seed(seed)
+        check_text("prompt", text, settings.max_prompt)
+        for cfg in (cfg_a, cfg_b):
+            lab.model(model).condition(text, cfg.guidance_scale)
+        settings.admit_generation(request, text, cfg_a, cfg_b)
         with settings.generation(request):
-            return new_pair(lab, parse_prompt(prompt), parse_seed(seed), cfg_a, cfg_b, pairing,
-                            request.session_hash, model=model, progress=progress)
+            return new_pair(lab, text, seed_value, cfg_a, cfg_b, pairing, request.session_hash, model=model,
+                            progress=progress)
     return run_checked(run)
 
 
@@ -106,9 +113,9 @@ def generate(lab, settings, w, data, request, progress, seed=None):
 
 def vote(lab, settings, w, choice, current, note, request, export_dir):
     """Record one blind vote, reveal the configs, relabel the views A/B, clear the note."""
-    if not current:
+    if not current or not current.get("serve_id"):
         gr.Info("Generate a pair first.")
-        return {}
+        return {w["status"]: "Nothing to vote on: generate a pair first."}
     try:
         settings.admit_vote(request, note)
         result = cast_vote(lab.store, current["serve_id"], choice, request.session_hash, note)

@@ -2,6 +2,7 @@
 import math
 import threading
 import time
+import unicodedata
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from comparisons.errors import InputError, RateLimited
 class HostedLimits:
     max_steps: int = 100                    # steps per arm in one request
     generations_per_minute: int = 6         # per client address (new sessions do not reset it)
-    global_generations_per_minute: int = 60  # all addresses together
+    global_work_per_minute: int = 12_000    # all addresses together, in steps x images (60 pairs of 100 steps)
     votes_per_minute: int = 30              # per client address
     generations_in_flight: int = 2          # queued or running generations per client address
     queue_size: int = 64                    # requests waiting at most, all kinds together
@@ -22,34 +23,54 @@ class HostedLimits:
     max_note: int = 500                     # characters
 
 
-def check_text(name, text, limit):
-    """Refuse over-long free text (prompt, note) before any work."""
-    if text is not None and len(str(text)) > limit:
-        raise InputError(f"the {name} is {len(str(text))} characters long; at most {limit} are allowed")
+def check_text(name, text, limit, line_breaks=False):
+    """Refuse free text (prompt, note) before any work: over-long, not storable as UTF-8 (a lone surrogate), or
+    holding control characters (a note may hold line breaks and tabs)."""
+    if text is None:
+        return text
+    text = str(text)
+    if len(text) > limit:
+        raise InputError(f"the {name} is {len(text)} characters long; at most {limit} are allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"the {name} holds a character that cannot be stored (at position {exc.start}); "
+                         "retype it") from None
+    allowed = "\n\t" if line_breaks else ""
+    bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in allowed), None)
+    if bad is not None:
+        raise InputError(f"the {name} holds the control character U+{ord(bad):04X}; remove it")
     return text
 
 
-def client_address(request, trust_proxy=False):
-    """Who is asking: the connecting address, or the first X-Forwarded-For entry behind a trusted proxy.
+def client_address(request, trust_proxy=False, hops=1):
+    """Who is asking: the connecting address, or, behind `hops` trusted proxies, the X-Forwarded-For entry the
+    outermost of them added (the `hops`-th from the right; entries left of it are whatever the client sent).
 
-    A visitor chooses their own session id, so limits are keyed on this instead. Trust the header only
-    behind a proxy that sets it (Hugging Face Spaces does); otherwise anyone could claim any address.
+    A visitor chooses their own session id, so limits are keyed on this instead. Without `trust_proxy` no
+    forwarded header changes who a client is, from any address (app.py also tells uvicorn to trust none).
     """
     if trust_proxy:
-        forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
-        if forwarded:
-            return forwarded[:64]
+        entries = [e.strip() for e in (request.headers.get("x-forwarded-for") or "").split(",") if e.strip()]
+        if entries:
+            return entries[-hops if len(entries) >= hops else 0][:64]
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"
 
 
 class GenerationGate:
-    """At most `per_address` generations queued or running per address; `slots` run at once, in turn."""
+    """At most `per_address` generations queued or running per address; `slots` run at once. Waiting
+    generations are served by address in turn (round robin), so a flood from some addresses delays another
+    visitor by at most one generation per flooding address, not by everything they queued."""
 
     def __init__(self, per_address=2, slots=1):
         self.per_address, self.slots = per_address, slots
         self._lock = threading.Condition()
-        self._in_flight, self._running, self._waiting = {}, 0, deque()
+        self._in_flight, self._running = {}, 0
+        self._queues, self._turns = {}, deque()  # address -> its waiting tickets; addresses in serving order
+
+    def _next(self):
+        return self._queues[self._turns[0]][0] if self._turns else None
 
     @contextmanager
     def enter(self, address):
@@ -59,10 +80,18 @@ class GenerationGate:
                                   "wait for yours to finish")
             self._in_flight[address] = self._in_flight.get(address, 0) + 1
             ticket = object()
-            self._waiting.append(ticket)
-            # First come, first served: a flood from one address holds at most `per_address` places.
-            self._lock.wait_for(lambda: self._waiting[0] is ticket and self._running < self.slots)
-            self._waiting.popleft()
+            if address not in self._queues:
+                self._queues[address] = deque()
+                self._turns.append(address)
+            self._queues[address].append(ticket)
+            self._lock.wait_for(lambda: self._next() is ticket and self._running < self.slots)
+            # Served: this address goes to the back of the line if it has more waiting.
+            self._turns.popleft()
+            self._queues[address].popleft()
+            if self._queues[address]:
+                self._turns.append(address)
+            else:
+                del self._queues[address]
             self._running += 1
             self._lock.notify_all()
         try:
@@ -77,30 +106,45 @@ class GenerationGate:
 
 
 class RateLimiter:
-    """Sliding-window limit of `limit` events per `window` seconds for each key; thread-safe."""
+    """Sliding-window limit of `limit` units per `window` seconds for each key (a request is one unit, or its
+    work); thread-safe."""
 
     def __init__(self, limit, window=60.0, clock=time.monotonic, max_keys=100_000):
         self.limit, self.window, self.clock, self.max_keys = limit, window, clock, max_keys
-        self._events, self._lock = {}, threading.Lock()
+        self._events, self._used, self._lock = {}, {}, threading.Lock()
 
-    def check(self, key, what="requests"):
-        """Count one event for `key`, or raise RateLimited without counting it."""
+    def check(self, key, what="requests", cost=1):
+        """Count `cost` units for `key` (a request is 1; work is steps x images), or raise RateLimited without
+        counting them."""
+        if cost > self.limit:
+            raise RateLimited(f"this request alone asks for {cost} of the {self.limit} {what} allowed per "
+                              f"{self.window:g} s in this demo; ask for less")
         now = self.clock()
         with self._lock:
             events = self._events.setdefault(key, deque())
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            if len(events) >= self.limit:
-                wait = math.ceil(events[0] + self.window - now)
+            used = self._used.get(key, 0)
+            while events and events[0][0] <= now - self.window:
+                used -= events.popleft()[1]
+            if used + cost > self.limit:
+                # Wait until enough of the oldest units leave the window for this request to fit.
+                free, wait = self.limit - used, 0.0
+                for at, units in events:
+                    free += units
+                    if free >= cost:
+                        wait = at + self.window - now
+                        break
+                self._used[key] = used
                 raise RateLimited(f"too many {what}: at most {self.limit} per {self.window:g} s in this demo; "
-                                  f"try again in {wait} s")
-            events.append(now)
+                                  f"try again in {max(1, math.ceil(wait))} s")
+            events.append((now, cost))
+            self._used[key] = used + cost
             if len(self._events) > self.max_keys:
                 self._prune(now)
 
     def _prune(self, now):
-        for key in [k for k, ev in self._events.items() if not ev or ev[-1] <= now - self.window]:
+        for key in [k for k, ev in self._events.items() if not ev or ev[-1][0] <= now - self.window]:
             del self._events[key]
+            self._used.pop(key, None)
 
 
 def check_caps(limits, *configs):

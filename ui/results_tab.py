@@ -87,7 +87,8 @@ def build_results_tab(lab, settings, export_dir):
         board = gr.HTML(elem_id="leaderboard")
         gr.Markdown("#### Vote campaigns: votes per cell beside the study's LPIPS verdict")
         campaigns = gr.Dataframe(elem_id="campaign-stats", interactive=False)
-        with gr.Row():
+        # Row-level CSVs (pair ids, sides, sessions) are a local app's; a public demo shows aggregates only.
+        with gr.Row(visible=settings.hosted is None):
             csv_buttons = {name: gr.DownloadButton(f"{name}.csv", elem_id=f"download-{name}")
                            for name in ("pairs", "votes")}
         # A public demo shows aggregates only: no pair ids, sessions or other people's notes.
@@ -115,6 +116,8 @@ def build_results_tab(lab, settings, export_dir):
         for which, number in (("pairs", pairs_page), ("votes", votes_page)):
             number.submit(functools.partial(table_page, lab, which), number,
                           [outputs[which], outputs[f"{which}_note"]], **read)
+    if settings.hosted:
+        return  # no handler at all: a public demo cannot be asked for row-level CSVs by a crafted request
     for index, (name, button) in enumerate(csv_buttons.items()):
         # A button holds no file at rest, so a click downloads nothing stale: the click writes the CSVs, the
         # page downloads the fresh one, and the button is emptied again.

@@ -18,12 +18,15 @@ def study_names(lab):
     return [s["name"] for s in lab.store.studies()]
 
 
-def show_study(lab, name):
-    """Header, verdict table, plots and examples of a stored study."""
+def show_study(lab, name, hosted=False):
+    """Header, verdict table, plots and examples of a stored study. Hosted: aggregates only, no example pairs
+    (their ids, links and labelled images would un-blind the pairs a campaign serves)."""
     if not name:
         return "No study selected. Run one below or with `python -m comparisons study`.", None, "", ""
     view = run_checked(study_view, lab.store, name)
-    return view["header"], view["table"], view["plots"], view["examples"]
+    examples = ("<p>Example pairs open in a local app only: this public demo shows aggregates.</p>" if hosted
+                else view["examples"])
+    return view["header"], view["table"], view["plots"], examples
 
 
 def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, progress):
@@ -80,7 +83,7 @@ def build_study_tab(lab, settings):
             run.click(on_run, [name, questions, samplers, steps, seeds, prompts], [choice, *outputs],
                       concurrency_id="generate", concurrency_limit=settings.max_concurrent,
                       api_visibility="private")
-    show = functools.partial(show_study, lab)
+    show = functools.partial(show_study, lab, hosted=settings.hosted is not None)
     choice.change(show, choice, outputs, api_visibility="private")
     refresh.click(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
     tab.select(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")

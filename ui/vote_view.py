@@ -1,4 +1,6 @@
 """The Vote tab of `app.py --campaign NAME`: a campaign's pairs served blind, one after another, no generation."""
+import html
+
 import gradio as gr
 
 from comparisons.workflows.blind import next_campaign_pair
@@ -31,7 +33,8 @@ def build_vote_tab(lab, settings, export_dir, definition):
     w = {}
     n_pairs = sum(c["pairs"] for c in definition["cells"]) + definition.get("n_checks", 0)
     with gr.Tab("Vote"):
-        gr.Markdown(f"**Campaign {definition['name']}** · {n_pairs} pairs from study {definition['study']}. "
+        gr.Markdown(f"**Campaign {html.escape(definition['name'])}** · {n_pairs} pairs from study "
+                    f"{html.escape(definition['study'])}. "
                     "Which image is better? Sides are random and hidden until you vote; the next pair comes "
                     "by itself.", elem_id="campaign-header")
         w["current"] = gr.State(None)

@@ -1,6 +1,7 @@
 """CSV export of pairs and votes (pandas), safe to open in a spreadsheet; one stored pair as a zip."""
 import hashlib
 import json
+import re
 import time
 import zipfile
 from dataclasses import fields
@@ -22,10 +23,19 @@ FORMULA_START = ("=", "+", "-", "@")
 CONFIG_FIELDS = [f.name for f in fields(SamplerConfig)]
 
 
+# Every line break a spreadsheet or a CSV reader might honour. Each becomes "\n", which the CSV writer quotes,
+# so no cell's text can end a row and start the next one with a formula of its own.
+LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def escape_cell(value):
-    """Prefix text a spreadsheet would run as a formula with a quote (OWASP CSV injection): its first
-    non-blank character is = + - @, or it starts with a tab or carriage return."""
-    if isinstance(value, str) and (value.startswith(("\t", "\r")) or value.lstrip().startswith(FORMULA_START)):
+    """Text made safe for a spreadsheet: line breaks normalised to \\n (quoted by the writer), and a quote before
+    text it would run as a formula (OWASP CSV injection): its first non-blank character is = + - @, or it
+    starts with a tab or a line break."""
+    if not isinstance(value, str):
+        return value
+    value = LINE_BREAKS.sub("\n", value)
+    if value.startswith(("\t", "\n")) or value.lstrip().startswith(FORMULA_START):
         return "'" + value
     return value
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import PngImagePlugin
 
-from ..errors import DuplicateVote, StoreError
+from ..errors import DuplicateVote, StoreError, clip
 from ..files import replacing
 
 DEFAULT_PATH = Path("results") / "results.db"
@@ -180,7 +180,27 @@ class ResultsStore:
                              "choose a writable --results path") from exc
         if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
             raise StoreError(f"results file {self.path} is not writable; choose another --results path")
+        self._refuse_foreign()
         self._migrate()
+
+    def _refuse_foreign(self):
+        """A file this tool did not make is never migrated: refused while it is still byte-for-byte as it was."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        uri = f"{self.path.absolute().as_uri()}?mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"results file {self.path} is not a usable results database ({exc}); "
+                             "move it away or choose another --results path") from exc
+        if (version == 0 and tables) or (version > 0 and not {"pairs", "votes"} <= tables):
+            raise StoreError(f"{self.path} is an SQLite file this tool did not make (tables: "
+                             f"{clip(', '.join(sorted(tables)) or 'none')}); choose another --results path")
 
     def _connect(self):
         if self.readonly:
@@ -290,14 +310,16 @@ class ResultsStore:
 
     def references(self, ref_keys):
         """{ref_key: row} of those of `ref_keys` that are stored, in one connection."""
-        keys = sorted(set(ref_keys))
+        return self._rows_by_key("refs", "ref_key", ref_keys)
+
+    def _rows_by_key(self, table, column, keys):
+        keys, found = sorted(set(keys)), {}
         conn = self._connect()
         try:
-            found = {}
             for i in range(0, len(keys), 500):  # under SQLite's limit on bound variables
                 part = keys[i:i + 500]
-                sql = f"SELECT * FROM refs WHERE ref_key IN ({', '.join('?' * len(part))})"
-                found.update({r["ref_key"]: dict(r) for r in conn.execute(sql, part)})
+                sql = f"SELECT * FROM {table} WHERE {column} IN ({', '.join('?' * len(part))})"
+                found.update({r[column]: dict(r) for r in conn.execute(sql, part)})
             return found
         finally:
             conn.close()
@@ -531,6 +553,10 @@ class ResultsStore:
             return [dict(r) for r in conn.execute(sql, params).fetchall()]
         finally:
             conn.close()
+
+    def pairs_with_ids(self, pair_ids):
+        """{pair_id: row} of those of `pair_ids` that are stored, in one connection."""
+        return self._rows_by_key("pairs", "pair_id", pair_ids)
 
     def pair(self, pair_id):
         rows = self._read("SELECT * FROM pairs WHERE pair_id = ?", (pair_id,))

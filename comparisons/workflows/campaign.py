@@ -7,13 +7,23 @@ import json
 import math
 import random
 import re
+from pathlib import PurePosixPath
 
 from ..analysis.cells import ALL_CELLS, campaign_cells, cell_stats, flagged_sessions
 from ..core.config import SamplerConfig
 from ..core.grid import StudySpec, cell_key
 from ..core.visibility import is_below
 from ..errors import CampaignError, StoreError, clip
-from ..results.bundle import FORMAT, OPTIONAL_FIELDS, PAIR_FIELDS, VERSION, image_name, read_bundle, write_bundle
+from ..results.bundle import (
+    FORMAT,
+    OPTIONAL_FIELDS,
+    PAIR_FIELDS,
+    VERSION,
+    bundle_images,
+    image_name,
+    read_bundle,
+    write_bundle,
+)
 from .study import fill_flip
 
 CHECK_PAIRING = "attention-check"  # the pairing of an attention check: one image against itself
@@ -112,7 +122,8 @@ def export_bundle(store, name, out):
     root = store.path.parent
     pairs, images = [], {}
     for p in store.campaign_pairs(name):
-        entry = {k: p[k] for k in PAIR_FIELDS + OPTIONAL_FIELDS}
+        # JSON has no infinity: an identical pair's PSNR travels as null, as the store reads it.
+        entry = {k: _finite(p[k]) for k in PAIR_FIELDS + OPTIONAL_FIELDS}
         entry.update(question=p["question"], sampler=p["sampler"], steps=p["steps"], check=bool(p["is_check"]))
         for side in ("image_a", "image_b"):
             data = (root / p[side]).read_bytes()
@@ -124,23 +135,43 @@ def export_bundle(store, name, out):
     return {"pairs": len(pairs), "images": len(images), "path": str(out)}
 
 
-def import_bundle(store, path):
-    """Load a bundle into `store`; {'name', 'pairs', 'new'}. Importing the same bundle again writes nothing."""
-    definition, pairs, images = read_bundle(path)
-    name = definition.get("name")
-    existing = store.campaign(name)
+def import_bundle(store, path, checked=None):
+    """Load a bundle into `store`; {'name', 'pairs', 'new'}. Importing the same bundle again writes nothing. The
+    bundle is checked whole first (results.bundle.read_bundle, or `checked` = its result), and pairs this store
+    already holds with other contents are refused before anything is written."""
+    definition, pairs = checked or read_bundle(path)
+    name = definition["name"]
     text = json.dumps(definition, sort_keys=True)
+    existing = store.campaign(name)
     if existing is not None:
         if existing["definition"] != text:
             raise StoreError(f"a campaign named {name!r} with other pairs exists in {store.path}; refused")
         return {"name": name, "pairs": len(pairs), "new": False}
-    stored = {arcname: store.save_image_bytes(data) for arcname, data in images.items()}
+    refuse_conflicts(store.pairs_with_ids([p["pair_id"] for p in pairs]), pairs, path)
+    stored = {arcname: store.save_image_bytes(data) for arcname, data in bundle_images(path)}
     rows = [{**{k: p[k] for k in PAIR_FIELDS}, **{k: p.get(k) for k in OPTIONAL_FIELDS},
              "image_a": stored[p["image_a"]], "image_b": stored[p["image_b"]]} for p in pairs]
     store.import_campaign(name, definition["study"], text, rows,
                           [(p["pair_id"], p["question"], p["sampler"], int(p["steps"]), int(bool(p.get("check"))))
                            for p in pairs])
     return {"name": name, "pairs": len(pairs), "new": True}
+
+
+# What must agree for a pair id the store already holds to be the bundle's pair (not merely the same id).
+SAME_PAIR = ("pairing", "model", "prompt", "seed", "config_a", "config_b", "sigmas_a", "sigmas_b")
+
+
+def refuse_conflicts(held, pairs, path):
+    """CampaignError for the first bundle pair whose id the store holds with other contents or other images."""
+    for p in pairs:
+        mine = held.get(p["pair_id"])
+        if mine is None:
+            continue
+        differs = [k for k in SAME_PAIR if mine[k] != p[k]]
+        differs += [side for side in ("image_a", "image_b") if PurePosixPath(mine[side]).stem != p[side][7:-4]]
+        if differs:
+            raise CampaignError(f"{path}: pair {p['pair_id']} already exists in this results file with another "
+                                f"{differs[0]}; refused (import into another results file)")
 
 
 VOTERS = ("all", "without flagged")  # every vote; the votes of sessions their attention checks did not flag
