@@ -64,8 +64,9 @@ class Settings:
             # Campaign pairs served (images read, sides drawn): twice the vote rate covers skipping.
             self.serve_limit = RateLimiter(2 * self.hosted.votes_per_minute)
             self.gate = GenerationGate(self.hosted.generations_in_flight, self.hosted.max_concurrent)
-            # Generation requests wait at the gate, not in Gradio's queue, so votes never queue behind them.
-            self.generate_workers = 8
+            # Generation requests wait at the gate, not in Gradio's queue: there they are served by address in
+            # turn, and votes never queue behind them. Enough workers for every place the gate can hold.
+            self.generate_workers = 32
         else:
             self.models = ["embedded"] + ([args.model] if args.model != "embedded" else [])
             self.max_concurrent, self.queue_size = args.max_concurrent, args.queue_size
@@ -264,7 +265,7 @@ def main(argv=None):
     os.environ["FORWARDED_ALLOW_IPS"] = ""
     signal.signal(signal.SIGTERM, functools.partial(stop_now, demo))
     # Threads for votes and page loads beyond the ones generations may hold while they wait their turn.
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], max_threads=64,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], max_threads=128,
                 prevent_thread_lock=True, **launch_kwargs())
     if args.share and not demo.share_url:
         demo.close()

@@ -25,7 +25,7 @@ class HostedLimits:
 
 def check_text(name, text, limit, line_breaks=False):
     """Refuse free text (prompt, note) before any work: over-long, not storable as UTF-8 (a lone surrogate), or
-    holding control characters (a note may hold line breaks and tabs)."""
+    holding control characters (a note may hold line breaks and tabs; the CSV export quotes them)."""
     if text is None:
         return text
     text = str(text)
@@ -36,7 +36,7 @@ def check_text(name, text, limit, line_breaks=False):
     except UnicodeEncodeError as exc:
         raise InputError(f"the {name} holds a character that cannot be stored (at position {exc.start}); "
                          "retype it") from None
-    allowed = "\n\t" if line_breaks else ""
+    allowed = "\n\r\t" if line_breaks else ""
     bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in allowed), None)
     if bad is not None:
         raise InputError(f"the {name} holds the control character U+{ord(bad):04X}; remove it")

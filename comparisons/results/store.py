@@ -198,6 +198,8 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"results file {self.path} is not a usable results database ({exc}); "
                              "move it away or choose another --results path") from exc
+        if version > len(MIGRATIONS):
+            return  # written by a newer version of this tool: _migrate refuses it in those words
         if (version == 0 and tables) or (version > 0 and not {"pairs", "votes"} <= tables):
             raise StoreError(f"{self.path} is an SQLite file this tool did not make (tables: "
                              f"{clip(', '.join(sorted(tables)) or 'none')}); choose another --results path")

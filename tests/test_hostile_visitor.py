@@ -1,0 +1,297 @@
+"""The hosted demo against an outside visitor, on loopback only with bounded loops: forwarded headers believed only
+when asked, a generation queue that serves addresses in turn, invalid requests refused before they queue, public
+pages that never un-blind a campaign, SIGTERM within seconds with every acknowledged vote kept."""
+import io
+import math
+import os
+import re
+import signal
+import sqlite3
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from gradio_client import Client
+
+from comparisons.cli import main as cli_main
+from comparisons.results.store import ResultsStore
+from tests.conftest import LiveApp, run_cli
+from tests.test_campaign import STUDY
+from ui.limits import GenerationGate, client_address
+
+
+def as_from(address):
+    return {"X-Forwarded-For": address}
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory):
+    """A hosted demo that trusts no proxy."""
+    app = LiveApp(tmp_path_factory.mktemp("hosted") / "r.db", "--hosted")
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """A hosted demo behind one trusted proxy: each test's visitors come from their own X-Forwarded-For addresses."""
+    app = LiveApp(tmp_path_factory.mktemp("proxied") / "r.db", "--hosted", "--trust-proxy")
+    yield app
+    app.stop()
+
+
+# -- forwarded headers ---------------------------------------------------------------------------
+
+def test_spoofed_forwarded_headers_from_loopback_change_nothing(hosted):
+    """Without --trust-proxy, 20 requests from 127.0.0.1 claiming 20 addresses are one address: 6 run."""
+    ran, refused = 0, 0
+    for i in range(20):
+        try:
+            Client(hosted.url, verbose=False, headers=as_from(f"203.0.113.{i}")).predict(
+                "a red circle", 1, "final-zero", 2, "euler", api_name="/generate_pair")
+            ran += 1
+        except Exception as exc:  # noqa: BLE001 - counted and checked below
+            assert "too many generations from your address" in str(exc)
+            refused += 1
+    assert ran <= 6 and refused >= 14
+
+
+def test_client_address_reads_only_the_configured_hops():
+    def req(xff, host="10.9.8.7"):
+        return SimpleNamespace(headers={"x-forwarded-for": xff}, client=SimpleNamespace(host=host))
+    # A client sends its own X-Forwarded-For; the trusted proxy appends the address it saw.
+    spoofed = req("1.1.1.1, 198.51.100.20")
+    assert client_address(spoofed) == "10.9.8.7"                       # not trusted: the connection
+    assert client_address(spoofed, trust_proxy=True) == "198.51.100.20"  # trusted: the proxy's entry, not the spoof
+    assert client_address(req("1.1.1.1, 198.51.100.20, 10.0.0.2"), True, hops=2) == "198.51.100.20"
+    assert client_address(req(""), trust_proxy=True) == "10.9.8.7"
+
+
+# -- the queue -----------------------------------------------------------------------------------
+
+def test_the_gate_serves_addresses_in_turn():
+    gate, order, hold = GenerationGate(per_address=2, slots=1), [], threading.Event()
+
+    def run(address):
+        with gate.enter(address):
+            order.append(address)
+            if address == "first":
+                hold.wait(5)
+
+    threads = [threading.Thread(target=run, args=("first",))]
+    threads[0].start()
+    while not order:
+        time.sleep(0.01)
+    for n in range(8):  # eight flooding addresses queue two each, then a visitor asks once
+        for _ in range(2):
+            threads.append(threading.Thread(target=run, args=(f"flood{n}",)))
+            threads[-1].start()
+            time.sleep(0.02)
+    threads.append(threading.Thread(target=run, args=("visitor",)))
+    threads[-1].start()
+    time.sleep(0.1)
+    hold.set()
+    for t in threads:
+        t.join(10)
+    # In turn: each flooding address once, then the visitor, before any address's second request.
+    assert order.index("visitor") == 9 and order[1:9] == [f"flood{n}" for n in range(8)]
+
+
+def test_a_flood_from_eight_addresses_leaves_a_visitor_served_within_15_s(proxied):
+    """Eight addresses each keep their two generations in flight (within their limits) for up to 30 s; a ninth
+    visitor's 10-step generation is answered within 15 s. In arrival order it would wait behind all 16."""
+    stop, ran = time.time() + 30, []
+
+    def flood(address):
+        c = Client(proxied.url, verbose=False, headers=as_from(address))
+        for _ in range(3):  # 2 threads x 3 = the address's 6 a minute
+            if time.time() > stop:
+                return
+            try:
+                c.predict("a blue ring", 1, "final-zero", 15, "heun", api_name="/generate_pair")
+                ran.append(address)
+            except Exception:  # noqa: BLE001 - a refusal is the flood's problem, not the visitor's
+                pass
+
+    threads = [threading.Thread(target=flood, args=(f"203.0.113.{n}",)) for n in range(8) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(4)  # the queue is full of the flood
+    visitor = Client(proxied.url, verbose=False, headers=as_from("198.51.100.99"))
+    started = time.perf_counter()
+    out = visitor.predict("a green square", 5, "final-zero", 10, "heun", api_name="/generate_pair")
+    waited = time.perf_counter() - started
+    for t in threads:
+        t.join(60)
+    assert out["pair_id"] and waited < 15, waited
+    assert len(ran) >= 8  # the flood really ran
+
+
+def test_flood_from_one_address_leaves_another_address_served(proxied):
+    """One address keeps 10 generation requests going for up to 15 s; another address's 20 votes answer
+    within 2 s (p95) and its own generation is served in turn. Loopback only, bounded in count and time."""
+    from tests.test_integrity import _pair
+    visitor = Client(proxied.url, verbose=False, headers=as_from("198.51.100.7"))
+    visitor.predict("a red circle", 1, "final-zero", 4, "euler", api_name="/generate_pair")
+    # 20 stored pairs served to the visitor's session, so p95 is measured over 20 votes.
+    store = ResultsStore(proxied.results)
+    pairs = [{"pair_id": store.serve(_pair(store), visitor.session_hash, "A")} for _ in range(20)]
+    stop, flooded = time.time() + 15, []  # the votes below take a few seconds; the flood outlasts them
+
+    def flood():
+        c = Client(proxied.url, verbose=False, headers=as_from("203.0.113.200"))
+        for _ in range(40):
+            if time.time() > stop:
+                return
+            try:
+                c.predict("a blue ring", 1, "final-zero", 12, "heun", api_name="/generate_pair")
+                flooded.append("ran")
+            except Exception as exc:  # noqa: BLE001 - the flood is refused, that is the point
+                flooded.append(str(exc)[:60])
+
+    threads = [threading.Thread(target=flood) for _ in range(10)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    latencies = []
+    for p in pairs:
+        started = time.perf_counter()
+        visitor.predict(p["pair_id"], "left", "", api_name="/vote")
+        latencies.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    visitor.predict("a green square", 9, "final-zero", 4, "euler", api_name="/generate_pair")
+    turn = time.perf_counter() - started
+    for t in threads:
+        t.join(60)
+    p95 = sorted(latencies)[math.ceil(0.95 * len(latencies)) - 1]
+    assert p95 < 2.0, latencies
+    assert turn < 30, turn  # at most the flood's two places and its own run ahead of it
+    assert flooded.count("ran") <= 6 and len(flooded) > 6  # per-address cap held against the flood
+
+
+def test_invalid_requests_are_refused_before_they_spend_a_budget(proxied):
+    c = Client(proxied.url, verbose=False, headers=as_from("198.51.100.50"))
+    for _ in range(10):  # more than the address's 6 a minute, all refused for what they are
+        with pytest.raises(Exception, match="pink"):
+            c.predict("a pink circle", 1, "final-zero", 3, "euler", api_name="/generate_pair")
+        with pytest.raises(Exception, match="seed must be a whole number"):
+            c.predict("a red circle", 1.5, "final-zero", 3, "euler", api_name="/generate_pair")
+    assert c.predict("a red circle", 1, "final-zero", 3, "euler", api_name="/generate_pair")["pair_id"]
+
+
+def test_bad_text_in_a_note_is_a_message_not_a_crash(proxied):
+    c = Client(proxied.url, verbose=False, headers=as_from("198.51.100.51"))
+    out = c.predict("a red circle", 2, "final-zero", 3, "euler", api_name="/generate_pair")
+    with pytest.raises(Exception, match="control character U\\+0007"):
+        c.predict(out["pair_id"], "left", "ok\x07", api_name="/vote")
+    vote = c.predict(out["pair_id"], "left", "two\nlines\r=ok", api_name="/vote")  # line breaks are fine
+    assert vote["winner"] in ("A", "B")
+
+
+def test_text_that_cannot_be_stored_is_refused_with_a_message():
+    """A lone surrogate (gradio_client cannot even send one; a raw JSON request can) never reaches the store."""
+    from comparisons.errors import InputError
+    from ui.limits import check_text
+    with pytest.raises(InputError, match="holds a character that cannot be stored"):
+        check_text("note", "fine \ud800", 500, line_breaks=True)
+    with pytest.raises(InputError, match="control character U\\+000D"):
+        check_text("prompt", "a red\rcircle", 500)
+    assert check_text("note", "two\nlines\tand a tab", 500, line_breaks=True)
+
+
+# -- hosted pages never un-blind --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def campaign_app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("campaign")
+    db = root / "r.db"
+    out = io.StringIO()
+    assert cli_main([*STUDY, "--results", str(db), "--out", str(root / "tiny")], out=out) == 0
+    assert cli_main(["campaign", "create", "pub", "--study", "tiny", "--results", str(db)], out=out) == 0
+    app = LiveApp(db, "--campaign", "pub", "--hosted")
+    yield app
+    app.stop()
+
+
+def test_a_hosted_campaign_shows_no_pair_id_link_or_labelled_pair_on_any_tab(campaign_app, browser):
+    ids = [r[0] for r in sqlite3.connect(campaign_app.results).execute("SELECT pair_id FROM pairs")]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(campaign_app.url)
+    page.wait_for_selector("#vote-left:not([disabled])", timeout=60_000)
+    seen = [page.content()]
+    for tab in ("Study", "Results"):
+        page.get_by_role("tab", name=tab).click()
+        if tab == "Study":
+            page.locator("#study-choice input").click()
+            page.get_by_role("option", name="tiny").click()
+            page.wait_for_function("() => document.querySelectorAll('#study-plots img').length >= 1",
+                                   timeout=60_000)
+        else:
+            page.wait_for_function("() => document.querySelector('#campaign-stats')?.innerText.includes('pub')",
+                                   timeout=60_000)
+            downloads = [page.locator(f"#download-{n}").is_visible() for n in ("pairs", "votes")]
+        seen.append(page.content())
+    page.close()
+    html = "\n".join(seen)
+    assert not [i for i in ids if i in html], "a stored pair id is on a public page"
+    assert "?pair=" not in html and "open in the app" not in html
+    assert not re.search(r"<figcaption>\s*(A|B|reference)\s*</figcaption>", html)
+    assert downloads == [False, False]  # no row-level CSV to download
+    assert "aggregates" in html  # the Study tab says why the examples are not shown
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--pairing", "final-zero", "--seeds", "-3"], "malformed seed range"),
+    (["sweep", "--pairing", "final-zero", "--bogus", "1"], "unrecognized arguments: --bogus"),
+    (["study", "--seeds", "0-1"], "required: --out"),
+    (["campaign"], "required: verb"),
+])
+def test_argparse_refusals_are_one_line(tmp_path, args, message):
+    code, _, err = run_cli(args)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_an_unwritable_export_folder_is_named_in_words(tmp_path):
+    db = tmp_path / "r.db"
+    ResultsStore(db)
+    code, _, err = run_cli(["export", "--results", str(db), "--out", "/proc/no-such-place"])
+    assert code == 2 and len(err) == 1 and "[Errno" not in err[0] and "/proc/no-such-place" in err[0], err
+
+
+# -- stopping ---------------------------------------------------------------------------------------
+
+def test_sigterm_stops_within_5_s_and_every_acknowledged_vote_is_kept(tmp_path):
+    app = LiveApp(tmp_path / "r.db")
+    acked, stop = [], threading.Event()
+
+    def voter(n):
+        c = Client(app.url, verbose=False)
+        while not stop.is_set():
+            try:
+                out = c.predict("a red circle", n, "final-zero", 2, "euler", api_name="/generate_pair")
+                vote = c.predict(out["pair_id"], "left", "", api_name="/vote")
+                acked.append(vote["vote_id"])
+                n += 100
+            except Exception:  # noqa: BLE001 - the server going away mid-request is expected here
+                return
+
+    threads = [threading.Thread(target=voter, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 60
+    while len(acked) < 5 and time.time() < deadline:
+        time.sleep(0.1)
+    started = time.perf_counter()
+    os.kill(app.proc.pid, signal.SIGTERM)
+    app.proc.wait(10)
+    stopped = time.perf_counter() - started
+    stop.set()
+    for t in threads:
+        t.join(30)
+    app.log.close()
+    stored = {v["vote_id"] for v in ResultsStore(app.results).votes()}
+    assert stopped < 5, stopped
+    assert len(acked) >= 5 and set(acked) <= stored  # acknowledged = stored
