@@ -16,7 +16,7 @@ from gradio_client import Client
 
 from comparisons.cli import main as cli_main
 from comparisons.results.store import ResultsStore
-from tests.conftest import LiveApp, run_cli
+from tests.conftest import ARTIFACTS, LiveApp, run_cli
 from tests.test_campaign import STUDY
 from ui.limits import GenerationGate, client_address
 
@@ -124,6 +124,9 @@ def test_a_flood_from_eight_addresses_leaves_a_visitor_served_within_15_s(proxie
     waited = time.perf_counter() - started
     for t in threads:
         t.join(60)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "fairness.txt").write_text(f"visitor's 10-step pair under an 8-address flood: {waited:.1f} s; "
+                                            f"{len(ran)} flood generations ran\n")
     assert out["pair_id"] and waited < 15, waited
     assert len(ran) >= 8  # the flood really ran
 
@@ -295,3 +298,12 @@ def test_sigterm_stops_within_5_s_and_every_acknowledged_vote_is_kept(tmp_path):
     stored = {v["vote_id"] for v in ResultsStore(app.results).votes()}
     assert stopped < 5, stopped
     assert len(acked) >= 5 and set(acked) <= stored  # acknowledged = stored
+
+
+def test_a_vote_without_a_pair_is_a_message_not_an_empty_answer():
+    """Gradio rejects an empty answer; a vote before any pair (or on a stored pair opened by link) says why."""
+    from ui.compare import vote
+    w = {"status": "status-widget"}
+    out = vote(None, None, w, "left", None, "", None, None)
+    assert out == {"status-widget": "Nothing to vote on: generate a pair first."}
+    assert vote(None, None, w, "left", {"serve_id": None, "pair_id": "p"}, "", None, None) == out

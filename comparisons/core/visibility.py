@@ -32,17 +32,22 @@ def flip_map(left, right, ppd=FLIP_PPD):
     """FLIP error per displayed pixel, float32 (H*k, W*k) in [0, 1], of the two images as the app shows them."""
     import flip_evaluator
 
-    a, b = to_array(left), to_array(right)
-    if a.shape != b.shape:
-        raise ValueError(f"images must have equal sizes to be compared (got {a.shape[:2]} and {b.shape[:2]})")
-    if np.array_equal(a, b):
-        k = display_scale(*a.shape[:2])
-        return np.zeros((a.shape[0] * k, a.shape[1] * k), np.float32)
+    a, b = same_size(left, right)
     k = display_scale(*a.shape[:2])
+    if np.array_equal(a, b):
+        return np.zeros((a.shape[0] * k, a.shape[1] * k), np.float32)
     shown = [np.repeat(np.repeat(x.astype(np.float32) / 255, k, 0), k, 1) for x in (a, b)]
     error, _, _ = flip_evaluator.evaluate(shown[0], shown[1], "LDR", applyMagma=False, computeMeanError=False,
                                           parameters={"ppd": float(ppd)})
     return np.asarray(error, np.float32).reshape(shown[0].shape[:2])
+
+
+def same_size(left, right):
+    """Both images as uint8 arrays, or ValueError when their sizes differ."""
+    a, b = to_array(left), to_array(right)
+    if a.shape != b.shape:
+        raise ValueError(f"images must have equal sizes to be compared (got {a.shape[:2]} and {b.shape[:2]})")
+    return a, b
 
 
 def is_below(flip_max, threshold=FLIP_VISIBLE):
@@ -52,10 +57,8 @@ def is_below(flip_max, threshold=FLIP_VISIBLE):
 
 def abs_delta(left, right):
     """|left - right| per pixel and channel, int16 (H, W, 3)."""
-    a, b = to_array(left).astype(np.int16), to_array(right).astype(np.int16)
-    if a.shape != b.shape:
-        raise ValueError(f"images must have equal sizes to be compared (got {a.shape[:2]} and {b.shape[:2]})")
-    return np.abs(a - b)
+    a, b = same_size(left, right)
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
 
 
 def visibility(left, right, lpips, flip=None, threshold=FLIP_VISIBLE):
