@@ -2,7 +2,6 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--results results/results.db] [--model embedded] [--share]
 """
-import argparse
 import atexit
 import functools
 import math
@@ -19,11 +18,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from comparisons.core.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
-from comparisons.errors import (  # noqa: E402
-    DuplicateVote,
-    StoreError,  # noqa: E402
-)
+from comparisons.errors import DuplicateVote, StoreError, UsageError  # noqa: E402
 from comparisons.results.store import DEFAULT_PATH  # noqa: E402
+from comparisons.specs import OneLineParser  # noqa: E402
 from comparisons.workflows.blind import cast_vote, next_campaign_pair  # noqa: E402
 from comparisons.workflows.campaign import definition_of as campaign_definition  # noqa: E402
 from comparisons.workflows.lab import Lab  # noqa: E402
@@ -217,7 +214,16 @@ def stop_now(demo, *_):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Sampler A/B Lab")
+    """The command line; a bad flag is one line and exit 2."""
+    try:
+        return _parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parse_args(argv):
+    p = OneLineParser(prog="app.py", description="Sampler A/B Lab")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--results", help=f"SQLite results file (default {DEFAULT_PATH}; hosted: {HOSTED_RESULTS} "

@@ -10,7 +10,7 @@ from .core.config import CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, 
 from .core.visibility import FLIP_VISIBLE
 from .errors import ConfigError, StoreError, UsageError
 from .results.store import DEFAULT_PATH, ResultsStore
-from .specs import parse_cells, parse_seeds, study_spec
+from .specs import OneLineParser, parse_cells, parse_seeds, study_spec
 
 
 def check_writable(path, what, flag):
@@ -61,15 +61,8 @@ def _study_parser(sub):
     s.add_argument("--ray-gpus-per-worker", type=float, help="GPUs each actor asks for (default 1 on a GPU cluster)")
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse whose refusals are one line (UsageError, exit 2), not a page of usage."""
-
-    def error(self, message):
-        raise UsageError(f"{message} (python -m comparisons ... --help lists the options)")
-
-
 def _parser():
-    p = Parser(prog="python -m comparisons", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m comparisons", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     _study_parser(sub)
     s = sub.add_parser("sweep", help="run paired configs over many seeds and record them")

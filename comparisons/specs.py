@@ -1,5 +1,6 @@
 """Text into specs: seeds, step counts, lists, questions, campaign cells and whole study specs, as the CLI's
 flags and the app's fields give them. Both front ends call this; neither parses on its own."""
+import argparse
 import json
 import re
 
@@ -11,6 +12,13 @@ from .core.grid import REFERENCE, Question, StudySpec
 from .errors import CampaignError, ConfigError, UsageError, clip
 
 MAX_SEEDS = 100_000
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line (UsageError), not a page of usage."""
+
+    def error(self, message):
+        raise UsageError(f"{message} ({self.prog} --help lists the options)")
 
 
 def parse_seeds(text):

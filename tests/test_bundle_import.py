@@ -115,6 +115,7 @@ def test_json_that_is_not_a_bundle(bundle, target, tmp_path, capsys):
     refused(write(tmp_path / "nan.zip", text, images), target, capsys, "NaN is not a number")
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the duplicate entry is the point
 def test_zip_entries_that_are_not_plain_images(bundle, target, tmp_path, capsys):
     manifest, images = contents(bundle)
     link = zipfile.ZipInfo(next(iter(images)))
