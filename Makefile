@@ -45,5 +45,6 @@ bench: $(STAMP) lpips-weights
 	$(PY) bench/bench_pair_cost_by_width.py
 	$(PY) bench/bench_embedded.py --no-card
 	$(PY) bench/bench_app.py
+	$(PY) bench/bench_visibility.py
 	$(PY) bench/bench_study.py
 	$(PY) bench/bench_study.py --ray
