@@ -128,7 +128,8 @@ def cmd_campaign(args, out):
                                       args.bundle)
         done = campaign.import_bundle(ResultsStore(args.results), args.bundle, checked)
         print(f"campaign {checked[0]['name']}: {done['pairs']} pairs "
-              + ("imported" if done["new"] else "already here, nothing changed") + f" into {args.results}", file=out)
+              + (f"imported into {args.results}" if done["new"] else f"already in {args.results}, nothing changed"),
+              file=out)
         return
     store = _existing_store(args.results) if args.verb in ("export", "stats") else None
     if args.verb == "create":

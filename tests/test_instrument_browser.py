@@ -210,6 +210,7 @@ def test_zoom_pan_readout_colour_bar_and_visibility(browser, app):
     page.mouse.wheel(0, -100)
     page.mouse.wheel(0, -100)
     page.wait_for_function("() => window.abViewer.state.zoom === 4")
+    assert page.inner_text("#zoom-level") == "zoom ×4"  # the zoom is shown, not only applied
     zoomed = box_state(page)
     for b, b0 in zip(zoomed, before):
         assert b["px"] == 4 * b0["px"] and b["px"] == int(b["px"])  # whole CSS pixels per image pixel

@@ -296,6 +296,7 @@ def test_tiny_study_end_to_end(tmp_path):
     linked = set(__import__("re").findall(r"\?pair=([0-9a-f]{32})", report))
     assert len(linked) == 4 * 3 and all(store.pair(p) for p in linked)
     assert "paper</code> mode differs from it by LPIPS" in report and "Precision: <b>fp32</b>" in report
+    assert '<meta name="viewport" content="width=device-width' in report  # readable on a phone
     assert oct((out / "report.html").stat().st_mode & 0o777) == "0o644"
     # Rerunning the same command computes nothing new and writes the same summary.
     first = (out / "summary.csv").read_text()

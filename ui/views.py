@@ -42,7 +42,8 @@ def pair_html(left, right, labels=("left", "right")):
         f'<figcaption>{html.escape(label)}</figcaption></figure>'
         for side, label, img in (("left", labels[0], left), ("right", labels[1], right)))
     return (f'<div class="pair-row">{cells}</div>'
-            '<div class="viewer-bar"><span id="pixel-readout">hover for pixel values</span>'
+            '<div class="viewer-bar"><span id="zoom-level">zoom ×1</span>'
+            '<span id="pixel-readout">hover for pixel values</span>'
             '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
 
 

@@ -139,7 +139,8 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
                  f"max |Δ| {floor['max_abs_diff']}/255. Effects below it are not measurable at this precision.")
     legend = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in LEGEND.items())
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Study {html.escape(spec.name)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Study {html.escape(spec.name)}</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }}
 table.verdicts {{ border-collapse: collapse; font-size: 0.85rem; }}
