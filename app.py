@@ -160,6 +160,13 @@ def build_app(lab, settings):
     with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations; sides are "
                     "randomized and hidden until you vote.", elem_id="title")
+        if settings.hosted:
+            # The caps are said up front, not only once a visitor runs into one.
+            h = settings.hosted
+            gr.Markdown(f"This public demo allows up to {h.max_steps} steps per image, {h.generations_per_minute} "
+                        f"pairs and {h.votes_per_minute} votes a minute per visitor, {h.generations_in_flight} "
+                        "pairs waiting at a time; visitors are served in turn. Run the app locally for more.",
+                        elem_id="hosted-caps")
         # One export folder per server, rewritten in place and removed at exit.
         export_dir = Path(tempfile.mkdtemp(prefix="ab-lab-export-"))
         atexit.register(shutil.rmtree, export_dir, ignore_errors=True)

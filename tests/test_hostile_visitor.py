@@ -242,6 +242,7 @@ def test_a_hosted_campaign_shows_no_pair_id_link_or_labelled_pair_on_any_tab(cam
     assert "?pair=" not in html and "open in the app" not in html
     assert not re.search(r"<figcaption>\s*(A|B|reference)\s*</figcaption>", html)
     assert downloads == [False, False]  # no row-level CSV to download
+    assert "pairs and 30 votes a minute per visitor" in html  # the caps are stated before anyone hits one
     assert "aggregates" in html  # the Study tab says why the examples are not shown
 
 

@@ -285,3 +285,14 @@ def test_statistics_ignore_nothing_a_forger_could_add(tmp_path):
     served = {(r["pair_id"], r["session"]) for r in store._read("SELECT pair_id, session FROM served")}
     assert all((v["pair_id"], v["session"]) in served for v in store.votes())
     assert statistics.mean(v["winner"] == "A" for v in store.votes()) == pytest.approx(3 / 5)
+
+
+def test_an_identical_pairs_psnr_reads_infinite_not_blank(tmp_path):
+    from ui import results_tab
+    store = ResultsStore(tmp_path / "r.db")
+    pid = _pair(store)
+    with store._transaction() as conn:
+        conn.execute("UPDATE pairs SET psnr = ? WHERE pair_id = ?", (float("inf"), pid))
+    lab = type("L", (), {"store": store})()
+    table = results_tab.table_page(lab, "pairs", 1)["pairs"]
+    assert list(table["psnr"]) == ["∞ (identical)"]

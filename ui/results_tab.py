@@ -60,6 +60,8 @@ def table_page(lab, which, page):
         table = pairs_frame(rows)
         for field in ("sampler", "steps"):
             table[field] = [a if a == b else f"{a} / {b}" for a, b in zip(table[f"a_{field}"], table[f"b_{field}"])]
+        # An identical pair's PSNR is infinite, which JSON (and so the page) would show as blank.
+        table["psnr"] = ["∞ (identical)" if p is not None and p == float("inf") else p for p in table["psnr"]]
         table = table[["pair_id", "pairing", "sampler", "steps", "model", "prompt", "seed", "lpips", "flip_max",
                        "psnr", "ssim", "max_abs_diff", "created"]]
     else:

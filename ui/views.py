@@ -80,14 +80,15 @@ def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp, flip_
     """The difference heat map (absolute 8-bit units, gain), the amplified difference, the LPIPS map and the
     FLIP map (the images as displayed; the colour bar marks the visibility threshold)."""
     top = 255 / gain
-    top_text = f"≥ {top:g}/255" if gain > 1 else "255/255"
+    top_text = f"≥ {top:.3g}/255" if gain > 1 else "255/255"  # 255/8 reads 31.9, not 31.875
     cell = lambda title, arr, bar: (  # noqa: E731
         f'<figure class="map-cell"><figcaption>{title}</figcaption>'
         f'<img class="pixelated map-img" src="{array_url(arr)}" width="{arr.shape[1]}" height="{arr.shape[0]}" '
         f'alt="{html.escape(title)}">{bar}</figure>')
     return ('<div class="maps-row">'
             + cell(f"|Δ| per pixel (largest channel), gain ×{gain}", diff_map,
-                   colour_bar("diff-colorbar", "0", top_text, f"8-bit difference; bright = {top:g}/255 or more", ramp))
+                   colour_bar("diff-colorbar", "0", top_text, f"8-bit difference; bright = {top:.3g}/255 or more",
+                              ramp))
             + cell(f"amplified difference |L − R| × {gain}", amplified, "")
             + cell("LPIPS spatial map (fixed scale)", lpips_map,
                    colour_bar("lpips-colorbar", "0", f"≥ {lpips_max:g}", "LPIPS per position", ramp))
