@@ -389,3 +389,15 @@ def test_arms_with_different_sigma_max_share_one_noise_path():
     apart = run_pair(model, a, b, "a red circle", 7, lockstep=False)
     for x, y in ((together.a, apart.a), (together.b, apart.b)):
         assert np.abs(np.asarray(x.image, dtype=int) - np.asarray(y.image, dtype=int)).max() <= 1
+
+
+def test_sign_test_equals_the_math_comb_sum_exactly():
+    """The recurrence gives the very same float as summing fresh binomial coefficients (exact integers both)."""
+    import random
+    rng = random.Random(7)
+    for _ in range(400):
+        n = rng.randint(1, 600)
+        k = rng.randint(0, n)
+        tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1))
+        assert binomial_two_sided_p(k, n) == min(1.0, 2 * (tail / 2 ** n))
+    assert binomial_two_sided_p(9000, 18000) > 0 and math.isnan(binomial_two_sided_p(0, 0))

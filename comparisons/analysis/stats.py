@@ -18,11 +18,18 @@ def wilson_interval(wins, n, z=Z95):
 
 
 def binomial_two_sided_p(k, n):
-    """Exact two-sided binomial (sign) test of p = 1/2: 2 * P(X <= min(k, n - k)), capped at 1."""
+    """Exact two-sided binomial (sign) test of p = 1/2: 2 * P(X <= min(k, n - k)), capped at 1.
+
+    The tail's binomial coefficients come from one another (C(n, i+1) = C(n, i) (n - i) / (i + 1), exact in
+    integers), one small multiply and divide per term instead of a fresh math.comb each: the same exact sum,
+    at 20,000 votes in milliseconds rather than seconds."""
     if n == 0:
         return math.nan
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    term = total = 1  # C(n, 0)
+    for i in range(min(k, n - k)):
+        term = term * (n - i) // (i + 1)
+        total += term
+    return min(1.0, 2 * total / 2 ** n)
 
 
 def votes_needed(rate, alpha=0.05, power=0.8):
