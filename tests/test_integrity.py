@@ -296,3 +296,24 @@ def test_an_identical_pairs_psnr_reads_infinite_not_blank(tmp_path):
     lab = type("L", (), {"store": store})()
     table = results_tab.table_page(lab, "pairs", 1)["pairs"]
     assert list(table["psnr"]) == ["∞ (identical)"]
+
+
+def test_results_are_reused_until_a_vote_arrives(tmp_path, monkeypatch):
+    """The Results tab computes once per state of the store: a second refresh reuses it, a new vote is seen at once."""
+    import app
+    from comparisons.workflows import results as results_module
+    from ui import results_tab
+    store = ResultsStore(tmp_path / "r.db")
+    pids = [_pair(store) for _ in range(3)]
+    cast_vote(store, store.serve(pids[0], "s1", "A"), "left", "s1")
+    settings = app.Settings(app.parse_args(["--results", str(store.path)]))
+    lab = type("L", (), {"store": store})()
+    computed = []
+    real = results_module.by_question
+    monkeypatch.setattr(results_module, "by_question", lambda votes: computed.append(len(votes)) or real(votes))
+    first = results_tab.refresh_results(lab, settings, 1, 1)
+    again = results_tab.refresh_results(lab, settings, 1, 1)
+    assert computed == [1] and again["stats"].equals(first["stats"])  # the second refresh computed nothing
+    cast_vote(store, store.serve(pids[1], "s2", "A"), "right", "s2")
+    after = results_tab.refresh_results(lab, settings, 1, 1)
+    assert computed == [1, 2] and int(after["stats"]["decisive"].iloc[0]) == 2  # the new vote counts at once

@@ -4,11 +4,8 @@ import functools
 
 import gradio as gr
 
-from comparisons.analysis.charts import lpips_figure, win_rate_figure
-from comparisons.analysis.leaderboard import leaderboard
-from comparisons.analysis.stats import by_question
 from comparisons.results.export import export_csv, pairs_frame, votes_frame
-from comparisons.workflows.report import campaigns_frame
+from comparisons.workflows.results import results
 from ui import views
 
 PER_PAGE = 50
@@ -40,16 +37,14 @@ def refresh_results(lab, settings, pairs_page=1, votes_page=1):
 
 
 def aggregates(lab):
-    """What everyone may see: statistics per question, charts, the leaderboard, the campaign tables."""
-    votes = lab.store.votes()
-    rows = by_question(votes)
-    board = leaderboard(votes)
-    out = {"stats": views.stats_frame(rows),
-           "charts": views.image_html(win_rate_figure(rows), "win-rate-chart", "A's win rate per question")
-           + views.image_html(lpips_figure(lab.store.pairs()), "lpips-chart", "LPIPS(A, B) per question"),
-           "leaderboard": views.leaderboard_html(board), "leaderboard_note": views.leaderboard_note(board),
-           "campaigns": campaigns_frame(lab.store)}
-    return out
+    """What everyone may see: statistics per question, charts, the leaderboard, the campaign tables (computed
+    once per state of the store: workflows.results)."""
+    n = results(lab.store)
+    return {"stats": views.stats_frame(n["rows"]),
+            "charts": views.image_html(n["win_rate_png"], "win-rate-chart", "A's win rate per question")
+            + views.image_html(n["lpips_png"], "lpips-chart", "LPIPS(A, B) per question"),
+            "leaderboard": views.leaderboard_html(n["board"]), "leaderboard_note": views.leaderboard_note(n["board"]),
+            "campaigns": n["campaigns"]}
 
 
 def table_page(lab, which, page):

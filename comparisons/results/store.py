@@ -556,6 +556,13 @@ class ResultsStore:
         finally:
             conn.close()
 
+    def version(self):
+        """What the Results tab's numbers depend on, in one row: the last vote, the pairs, the campaigns."""
+        row = self._read("SELECT (SELECT MAX(vote_id) FROM votes) AS votes, (SELECT COUNT(*) FROM pairs) AS pairs, "
+                         "(SELECT COUNT(*) FROM campaign_pairs) AS campaign_pairs, "
+                         "(SELECT COUNT(*) FROM campaigns) AS campaigns")[0]
+        return tuple(row.values())
+
     def pairs_with_ids(self, pair_ids):
         """{pair_id: row} of those of `pair_ids` that are stored, in one connection."""
         return self._rows_by_key("pairs", "pair_id", pair_ids)
