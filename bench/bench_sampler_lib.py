@@ -1,4 +1,5 @@
-"""sampler_lib figures for BENCHMARKS.md: round_sigma vs k-diffusion's argmin, sampler overhead per step.
+"""sampler_lib figures for BENCHMARKS.md: round_sigma vs k-diffusion's argmin, sampler overhead per step
+(interleaved rounds, wall and CPU time, batch 1 and 32).
 
     .venv/bin/python bench/bench_sampler_lib.py
 """
@@ -37,19 +38,38 @@ def main():
     print(f"round 200,000 sigmas: ours {t_ours * 1e3:.2f} ms, k-diffusion argmin {t_theirs * 1e3:.1f} ms, "
           f"speed-up {t_theirs / t_ours:.0f}x")
 
+    overhead(kd)
+
+
+def overhead(kd, rounds=7, steps=100):
+    """Per-step sampler overhead, ours against k-diffusion's, with a trivial model: rounds interleaved (ours,
+    theirs, ours, ...) so that drift of the machine falls on both alike; wall and CPU time; batch 1 and 32."""
     trivial = lambda x, sigma: x * 0.5  # noqa: E731
-    x = torch.randn(1, 4, 64, 64)
-    steps = 200
     s = get_sigmas_karras(steps, 0.0292, 14.6146)
-    # Stochastic samplers get the same cheap noise source on both sides, so only overhead is timed.
-    gen = torch.Generator().manual_seed(0)
-    noise = lambda sigma, sigma_next: torch.randn(x.shape, generator=gen)  # noqa: E731
-    for name in ("euler", "heun", "dpm_2", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde"):
-        kw = {"noise_sampler": noise} if name in ("euler_ancestral", "dpmpp_2m_sde") else {}
-        ours_t = best_of(lambda: SAMPLERS[name](trivial, x, s, disable=True, **kw))[1] / steps
-        kd_t = best_of(lambda: getattr(kd, "sample_" + name)(trivial, x, s, disable=True, **kw))[1] / steps
-        print(f"{name}: per step ours {ours_t * 1e6:.0f} us, k-diffusion {kd_t * 1e6:.0f} us "
-              f"(ratio {ours_t / kd_t:.2f}), trivial model, 1x4x64x64, {steps} steps, median of 7")
+    for batch in (1, 32):
+        x = torch.randn(batch, 4, 64, 64)
+        draw = best_of(lambda: torch.randn_like(x), repeats=50)[1]
+        print(f"batch {batch}: one torch.randn_like(x) costs {draw * 1e6:.0f} us; k-diffusion's euler, heun and "
+              "dpm_2 draw one every step even without churn (unused), ours draw none")
+        for name in ("euler", "heun", "dpm_2", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde"):
+            times = {"ours": [], "k-diffusion": []}
+            cpu = {"ours": [], "k-diffusion": []}
+            for _ in range(rounds):
+                for side in ("ours", "k-diffusion"):
+                    # Stochastic samplers get the same cheap noise source on both sides: only overhead is timed.
+                    gen = torch.Generator().manual_seed(0)
+                    noise = lambda sigma, sigma_next, gen=gen: torch.randn(x.shape, generator=gen)  # noqa: E731
+                    kw = {"noise_sampler": noise} if name in ("euler_ancestral", "dpmpp_2m_sde") else {}
+                    fn = SAMPLERS[name] if side == "ours" else getattr(kd, "sample_" + name)
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    fn(trivial, x, s, disable=True, **kw)
+                    times[side].append((time.perf_counter() - w0) / steps)
+                    cpu[side].append((time.process_time() - c0) / steps)
+            o, k = statistics.median(times["ours"]), statistics.median(times["k-diffusion"])
+            oc, kc = statistics.median(cpu["ours"]), statistics.median(cpu["k-diffusion"])
+            print(f"  {name}: per step ours {o * 1e6:.0f} us (CPU {oc * 1e6:.0f}), k-diffusion {k * 1e6:.0f} us "
+                  f"(CPU {kc * 1e6:.0f}), ratio {o / k:.2f} (CPU {oc / kc:.2f}); {steps} steps, {rounds} "
+                  "interleaved rounds, median")
 
 
 if __name__ == "__main__":
