@@ -4,7 +4,7 @@ import functools
 
 import gradio as gr
 
-from comparisons.results.export import export_csv, pairs_frame, votes_frame
+from comparisons.results.export import both, export_csv, pairs_frame, votes_frame
 from comparisons.workflows.results import results
 from ui import views
 
@@ -54,7 +54,7 @@ def table_page(lab, which, page):
         rows, n = lab.store.pairs_page(page - 1, PER_PAGE)
         table = pairs_frame(rows)
         for field in ("sampler", "steps"):
-            table[field] = [a if a == b else f"{a} / {b}" for a, b in zip(table[f"a_{field}"], table[f"b_{field}"])]
+            table[field] = [both(a, b) for a, b in zip(table[f"a_{field}"], table[f"b_{field}"])]
         # An identical pair's PSNR is infinite, which JSON (and so the page) would show as blank.
         table["psnr"] = ["∞ (identical)" if p is not None and p == float("inf") else p for p in table["psnr"]]
         table = table[["pair_id", "pairing", "sampler", "steps", "model", "prompt", "seed", "lpips", "flip_max",

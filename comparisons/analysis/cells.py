@@ -55,13 +55,20 @@ def side_numbers(votes):
             "a_win_rate_corrected": (rate["A"] + rate["B"]) / 2}
 
 
+def _tally(votes):
+    return {w: sum(v["winner"] == w for v in votes) for w in ("A", "B", "tie", "both_bad")}
+
+
 def campaign_cells(cells, votes, alpha=0.05):
     """Per campaign cell, then over all cells: vote counts, A's win rate (Wilson 95%), sign test, the side
     numbers (side_numbers), and the cell's LPIPS verdict beside the votes' own."""
+    by_cell = {}
+    for v in votes:  # one pass: each vote to its cell
+        by_cell.setdefault(cell_key(v), []).append(v)
     rows = []
     for cell in cells:
-        mine = [v for v in votes if cell_key(v) == cell_key(cell)]
-        n = {w: sum(v["winner"] == w for v in mine) for w in ("A", "B", "tie", "both_bad")}
+        mine = by_cell.get(cell_key(cell), [])
+        n = _tally(mine)
         decisive = n["A"] + n["B"]
         lo, hi = wilson_interval(n["A"], decisive)
         p = binomial_two_sided_p(n["A"], decisive)
@@ -72,8 +79,8 @@ def campaign_cells(cells, votes, alpha=0.05):
                      "p_value": p, "votes_verdict": verdict, "lpips_verdict": cell["lpips_verdict"],
                      "agreement": agreement(verdict, cell["lpips_verdict"]) if decisive else "no decisive votes yet",
                      **side_numbers(mine)})
-    counted = [v for v in votes if any(cell_key(v) == cell_key(c) for c in cells)]
-    n = {w: sum(v["winner"] == w for v in counted) for w in ("A", "B", "tie", "both_bad")}
+    counted = [v for c in dict.fromkeys(cell_key(c) for c in cells) for v in by_cell.get(c, [])]
+    n = _tally(counted)
     # Over all cells only the side numbers mean something: the cells ask different questions.
     rows.append({"question": ALL_CELLS, "sampler": "", "steps": "", "pairs": sum(c["pairs"] for c in cells),
                  "votes": len(counted), "a": n["A"], "b": n["B"], "tie": n["tie"], "both_bad": n["both_bad"],
@@ -81,4 +88,3 @@ def campaign_cells(cells, votes, alpha=0.05):
                  "votes_verdict": "", "lpips_verdict": "", "agreement": "", **side_numbers(counted),
                  "a_rate_a_left": math.nan, "a_rate_a_right": math.nan, "a_win_rate_corrected": math.nan})
     return rows
-

@@ -71,12 +71,14 @@ def read_bundle(path):
 
 
 def bundle_images(path):
-    """(arcname, PNG bytes) of every image, checked again as it is read (the file may have changed since)."""
+    """(arcname, PNG bytes) of every image read_bundle checked. Each is named by its SHA-256, so bytes that still
+    match their name are the very bytes it decoded (a file changed since is refused, not decoded again)."""
     with zipfile.ZipFile(path) as z:
         for info in z.infolist():
             if info.filename != "campaign.json":
                 data = read_entry(path, z, info)
-                check_image(path, info.filename, data)
+                if image_name(data) != info.filename:
+                    raise BundleError(f"{path}: {info.filename} changed since it was checked; refused")
                 yield info.filename, data
 
 

@@ -73,7 +73,7 @@ def pairs_frame(pairs):
     return with_configs(_frame(pairs, PAIR_COLUMNS))
 
 
-def _both(a, b):
+def both(a, b):
     """A value A and B share, or 'a / b' where they differ."""
     return a if a == b else f"{a} / {b}"
 
@@ -88,7 +88,7 @@ def votes_frame(votes, salt=None, notes=True):
     frame = with_configs(_frame(votes, VOTE_COLUMNS))
     # Compare and sweep votes belong to no campaign cell: their sampler and steps come from the configs.
     for field in ("sampler", "steps"):
-        own = [_both(a, b) for a, b in zip(frame[f"a_{field}"], frame[f"b_{field}"])]
+        own = [both(a, b) for a, b in zip(frame[f"a_{field}"], frame[f"b_{field}"])]
         frame[field] = [o if pd.isna(c) else c for c, o in zip(frame[field], own)]
     if salt is not None:
         frame["session"] = [hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in frame["session"]]

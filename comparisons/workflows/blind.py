@@ -60,8 +60,11 @@ def next_campaign_pair(lab, campaign, session):
     left, right = arms[shown_left], arms[other(shown_left)]
     metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
     metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]
+    seen = visibility(left, right, pair["lpips"], flip=pair["flip_max"])
+    if pair["flip_max"] is None:  # a pair stored before FLIP (an old bundle): measured once, kept for next time
+        lab.store.set_flip({pair_id: seen["flip_max"]})
     return {"serve_id": serve_id, "pair_id": pair_id, "left": left, "right": right, "metrics": metrics,
-            "visibility": visibility(left, right, pair["lpips"], flip=pair["flip_max"])}
+            "visibility": seen}
 
 
 def winner_of(choice, shown_left):

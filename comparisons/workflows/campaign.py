@@ -184,9 +184,10 @@ def stats(store, name, alpha=0.05):
     cells, votes = definition_of(store, name)["cells"], store.campaign_votes(name)
     flagged = flagged_sessions([v for v in votes if v["is_check"]])
     counted = [v for v in votes if not v["is_check"]]
+    sessions = len({v["session"] for v in votes})
     rows = []
     for voters, mine in zip(VOTERS, (counted, [v for v in counted if v["session"] not in flagged])):
-        rows += [{**r, "voters": voters, "flagged": len(flagged), "sessions": len({v["session"] for v in votes})}
+        rows += [{**r, "voters": voters, "flagged": len(flagged), "sessions": sessions}
                  for r in campaign_cells(cells, mine, alpha)]
     return rows
 

@@ -107,8 +107,9 @@ def examples_html(store, rows, ref_images, app_url):
 
 def reference_images(store, rows):
     """{ref_key: the reference's image path} of every row, read in one query."""
-    found = store.references({r["ref_key"] for r in rows})
-    return {key: found[key]["image"] if key in found else None for key in {r["ref_key"] for r in rows}}
+    keys = {r["ref_key"] for r in rows}
+    found = store.references(keys)
+    return {key: found[key]["image"] if key in found else None for key in keys}
 
 
 # ---- the whole report ------------------------------------------------------------------------------
