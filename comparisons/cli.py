@@ -326,8 +326,8 @@ def cmd_export(args, out):
 
 
 def cmd_stats(args, out):
-    from .analysis.stats import by_question
-    rows = by_question(_existing_store(args.results).votes())
+    from .analysis.stats import by_question_tally
+    rows = by_question_tally(_existing_store(args.results).vote_tally())
     if not rows:
         print("no votes yet", file=out)
         return

@@ -260,8 +260,8 @@ def test_results_show_columns_legend_charts_and_leaderboard(browser, app):
     page.get_by_role("tab", name="Results").click()   # opening the tab fills it
     page.wait_for_function("() => document.querySelector('#leaderboard').innerText.includes('heun 4 steps')",
                            timeout=60_000)
+    page.wait_for_selector("#win-rate-chart", timeout=60_000)  # the charts follow the tables
     page.wait_for_function("() => !document.querySelector('#results-charts .pending, #leaderboard .pending')")
-    time.sleep(0.5)
     stats = page.inner_text("#stats-table")
     for column in ("sampler", "steps", "guidance", "prompt"):
         assert column in stats

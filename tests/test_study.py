@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.stats import binomtest
 
 from comparisons.analysis.cells import cell_stats
@@ -123,6 +124,23 @@ def test_study_batch_equals_per_pair_runs(which, atol, embedded):
             pair = run_pair(model, a, b, smp.prompt, smp.seed).extra["outputs"]
             torch.testing.assert_close(out[s, arms.index(a)], pair[0], rtol=0, atol=atol)
             torch.testing.assert_close(out[s, arms.index(b)], pair[1], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("sampler", ["heun", "euler_ancestral"])
+def test_slices_of_samples_give_the_outputs_of_one_batch(sampler):
+    """A group's samples run in slices of at most max_batch items (the CPU's best batch, engine.network_batch):
+    every item keeps its seed's noise, so the outputs are those of one batch and no call exceeds the limit."""
+    model = FakeModel()
+    arms = list(make_pair("discretization", SamplerConfig(sampler=sampler, steps=4)))
+    samples = [Sample("a red circle", seed) for seed in range(7)]
+    whole, sliced = {}, {}
+    one = sample_arms(model, arms, samples, stats=whole, max_batch=None)
+    parts = sample_arms(model, arms, samples, stats=sliced, max_batch=4)
+    torch.testing.assert_close(parts, one, rtol=0, atol=1e-6)
+    assert max(whole["batch_sizes"]) == 14 and max(sliced["batch_sizes"]) == 4  # 2 samples x 2 arms a call
+    assert len(sliced["batch_sizes"]) == 4 * len(whole["batch_sizes"])          # 7 samples in 4 slices
+    from comparisons.core.engine import CPU_BATCH, network_batch
+    assert network_batch("cpu") == CPU_BATCH and network_batch("cuda") is None
 
 
 def test_stochastic_arms_share_noise_per_sample_in_a_batch():
@@ -258,6 +276,37 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path, lpips_metric):
     before = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM refs").fetchone()[0]
     run_study(store, model, lpips_metric, more.__class__(**{**more.__dict__, "name": "more"}), batch=6)
     assert sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM refs").fetchone()[0] == before
+
+
+def _network_items(run):
+    return sum(run.network_batches)
+
+
+@pytest.mark.parametrize("sampler", ["heun", "euler_ancestral"])
+def test_adding_a_step_count_samples_only_the_new_arms(tmp_path, lpips_metric, sampler):
+    """A study of steps 3,5,8 over the samples of a stored 3,5 study samples only its 8-step arms: the network
+    sees exactly what an 8-step study alone makes it see, and the reused cells' rows equal the first study's."""
+    model = FakeModel()
+
+    def spec(name, steps):
+        base = _spec(name=name, steps=steps)
+        return base.__class__(**{**base.__dict__, "samplers": (sampler,)})
+
+    store = ResultsStore(tmp_path / "r.db")
+    first = run_study(store, model, lpips_metric, spec("first", (3, 5)), batch=4)
+    second = run_study(store, model, lpips_metric, spec("second", (3, 5, 8)), batch=4)
+    alone = run_study(ResultsStore(tmp_path / "alone.db"), model, lpips_metric, spec("alone", (8,)), batch=4)
+    assert _network_items(first) > 0 and _network_items(second) == _network_items(alone)
+    assert second.network_batches == alone.network_batches
+    rows = lambda name: {(r["question"], r["steps"], r["seed"]): r  # noqa: E731
+                         for r in store.study_rows(store.study(name)["study_id"])}
+    before, after = rows("first"), rows("second")
+    assert len(after) == len(before) * 3 // 2
+    for key, row in before.items():
+        for field in ("lpips_a_ref", "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "flip_max"):
+            assert after[key][field] == pytest.approx(row[field], abs=1e-6), (key, field)
+        for side in ("image_a", "image_b"):  # the same pixels (the PNGs' text names their study)
+            assert np.array_equal(*(np.asarray(Image.open(store.path.parent / r[side])) for r in (after[key], row)))
 
 
 def test_a_name_holds_one_grid(tmp_path, lpips_metric):

@@ -5,7 +5,7 @@ import functools
 import gradio as gr
 
 from comparisons.results.export import both, export_csv, pairs_frame, votes_frame
-from comparisons.workflows.results import results
+from comparisons.workflows.results import charts, results
 from ui import views
 
 PER_PAGE = 50
@@ -28,8 +28,9 @@ def csv_download(lab, settings, export_dir, index):
 
 
 def refresh_results(lab, settings, pairs_page=1, votes_page=1):
-    """{output name: value}: statistics, charts and the leaderboard for everyone; locally also one page of
-    pairs and of votes. Nothing is written: the CSVs are made when a download button is pressed."""
+    """{output name: value}: statistics and the leaderboard for everyone; locally also one page of pairs and of
+    votes. Nothing is written: the CSVs are made when a download button is pressed; the charts come after
+    (charts_html), so the tables never wait for matplotlib."""
     out = aggregates(lab)
     if settings.hosted:
         return {**out, "pairs": None, "votes": None, "pairs_note": "", "votes_note": ""}  # aggregates only
@@ -37,14 +38,19 @@ def refresh_results(lab, settings, pairs_page=1, votes_page=1):
 
 
 def aggregates(lab):
-    """What everyone may see: statistics per question, charts, the leaderboard, the campaign tables (computed
-    once per state of the store: workflows.results)."""
+    """What everyone may see: statistics per question, the leaderboard, the campaign tables (computed once per
+    state of the store: workflows.results)."""
     n = results(lab.store)
     return {"stats": views.stats_frame(n["rows"]),
-            "charts": views.image_html(n["win_rate_png"], "win-rate-chart", "A's win rate per question")
-            + views.image_html(n["lpips_png"], "lpips-chart", "LPIPS(A, B) per question"),
             "leaderboard": views.leaderboard_html(n["board"]), "leaderboard_note": views.leaderboard_note(n["board"]),
             "campaigns": n["campaigns"]}
+
+
+def charts_html(lab):
+    """A's win rate per question and LPIPS(A, B) per pairing, as two inline PNGs (drawn once per store state)."""
+    n = charts(lab.store)
+    return (views.image_html(n["win_rate_png"], "win-rate-chart", "A's win rate per question")
+            + views.image_html(n["lpips_png"], "lpips-chart", "LPIPS(A, B) per question"))
 
 
 def table_page(lab, which, page):
@@ -78,7 +84,7 @@ def build_results_tab(lab, settings, export_dir):
         gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
         stats = gr.Dataframe(elem_id="stats-table", interactive=False)
         gr.Markdown(views.STATS_LEGEND, elem_id="stats-legend")
-        charts = gr.HTML(elem_id="results-charts")
+        chart_box = gr.HTML(elem_id="results-charts")
         gr.Markdown("#### Leaderboard: every config that met another in a vote")
         board_note = gr.Markdown(elem_id="leaderboard-note")
         board = gr.HTML(elem_id="leaderboard")
@@ -98,7 +104,7 @@ def build_results_tab(lab, settings, export_dir):
             votes_page = gr.Number(1, label="votes page", precision=0, elem_id="votes-page")
             votes_note = gr.Markdown(elem_id="votes-page-note")
             votes = gr.Dataframe(elem_id="votes-table", interactive=False)
-    outputs = {"stats": stats, "charts": charts, "leaderboard": board, "leaderboard_note": board_note,
+    outputs = {"stats": stats, "leaderboard": board, "leaderboard_note": board_note,
                "campaigns": campaigns,
                "pairs": pairs, "votes": votes, "pairs_note": pairs_note, "votes_note": votes_note}
 
@@ -107,7 +113,8 @@ def build_results_tab(lab, settings, export_dir):
         return {outputs[name]: value for name, value in values.items()}
     read = dict(api_visibility="private", concurrency_id="read", concurrency_limit=16)
     for trigger in (refresh.click, tab.select):
-        trigger(handler, [pairs_page, votes_page], list(outputs.values()), **read)
+        trigger(handler, [pairs_page, votes_page], list(outputs.values()), **read) \
+            .then(functools.partial(charts_html, lab), None, chart_box, **read)
     if not settings.hosted:
         # A page turn reads that one page; the statistics and the leaderboard stay as they are.
         for which, number in (("pairs", pairs_page), ("votes", votes_page)):

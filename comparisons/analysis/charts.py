@@ -51,13 +51,15 @@ def win_rate_figure(rows):
     return figure_png(fig)
 
 
-def lpips_figure(pairs):
-    """LPIPS(A, B) of the pairs per question (box plot with the points), on a log axis; the visibility floor."""
+def lpips_figure(by_pairing):
+    """LPIPS(A, B) of the pairs per question (box plot with the points), on a log axis; the visibility floor.
+    `by_pairing`: {pairing: [LPIPS of each pair]} (ResultsStore.lpips_by_pairing)."""
     plt = _plt()
     groups = {}
-    for p in pairs:
-        if p.get("lpips") is not None and math.isfinite(p["lpips"]):
-            groups.setdefault(p["pairing"], []).append(max(p["lpips"], 1e-6))
+    for pairing, values in by_pairing.items():
+        kept = [max(v, 1e-6) for v in values if v is not None and math.isfinite(v)]
+        if kept:
+            groups[pairing] = kept
     names = sorted(groups)
     fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(names), 1) + 1.1))
     if names:

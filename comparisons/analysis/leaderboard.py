@@ -2,25 +2,21 @@
 import math
 
 from ..core.config import SamplerConfig
-from .stats import Z95
+from .stats import Z95, tally
 
 ELO_SCALE = 400 / math.log(10)  # arenas report log-strengths on the Elo scale: 400 log10(p) points
 
 
-def matches(votes):
-    """Votes -> (winner, loser, weight) over config JSON; a tie is half a win each way, both-bad is left out."""
-    out = []
-    for v in votes:
-        a, b = v["config_a"], v["config_b"]
+def matches(counts):
+    """stats.tally() counts -> [(winner, loser, weight)] over config JSON, one entry per ordered pair of configs
+    (weights summed); a tie is half a win each way, both-bad is left out."""
+    out = {}
+    for (_, a, b, _, winner, _), n in counts.items():
         if a == b:
             continue  # a config against itself says nothing about its strength
-        if v["winner"] == "A":
-            out.append((a, b, 1.0))
-        elif v["winner"] == "B":
-            out.append((b, a, 1.0))
-        elif v["winner"] == "tie":
-            out += [(a, b, 0.5), (b, a, 0.5)]
-    return out
+        for w, lo, weight in {"A": [(a, b, 1.0)], "B": [(b, a, 1.0)], "tie": [(a, b, 0.5), (b, a, 0.5)]}.get(winner, []):
+            out[(w, lo)] = out.get((w, lo), 0.0) + weight * n
+    return [(w, lo, weight) for (w, lo), weight in sorted(out.items())]
 
 
 def bradley_terry(games, iterations=2000, tol=1e-10, prior=0.0):
@@ -114,6 +110,11 @@ def standard_errors(games, strengths, prior=PRIOR):
 
 
 def leaderboard(votes, prior=PRIOR, min_decisive=MIN_DECISIVE):
+    """leaderboard_tally() of a list of votes (each with config_a, config_b, winner)."""
+    return leaderboard_tally(tally(votes), prior, min_decisive)
+
+
+def leaderboard_tally(counts, prior=PRIOR, min_decisive=MIN_DECISIVE):
     """One row per config that met another in a vote, grouped by connected_groups: Elo-scale strength (1000 = its
     group's average), a 95% interval, counts, and a rank within the group once it has `min_decisive` decisive
     votes.
@@ -122,19 +123,20 @@ def leaderboard(votes, prior=PRIOR, min_decisive=MIN_DECISIVE):
     the weak `prior` (said in the row). Intervals are +-1.96 standard errors (standard_errors): a config with a
     single vote has an interval far wider than its distance from the average.
     """
-    votes = [v for v in votes if v["config_a"] != v["config_b"]]
-    games = matches(votes)
-    counts = {}
-    for v in votes:
-        for side, cfg in (("A", v["config_a"]), ("B", v["config_b"])):
-            c = counts.setdefault(cfg, {"votes": 0, "wins": 0, "losses": 0, "ties": 0})
-            c["votes"] += 1
-            if v["winner"] == side:
-                c["wins"] += 1
-            elif v["winner"] in ("A", "B"):
-                c["losses"] += 1
-            elif v["winner"] == "tie":
-                c["ties"] += 1
+    games = matches(counts)
+    per_config = {}
+    for (_, a, b, _, winner, _), n in counts.items():
+        if a == b:
+            continue
+        for side, cfg in (("A", a), ("B", b)):
+            c = per_config.setdefault(cfg, {"votes": 0, "wins": 0, "losses": 0, "ties": 0})
+            c["votes"] += n
+            if winner == side:
+                c["wins"] += n
+            elif winner in ("A", "B"):
+                c["losses"] += n
+            elif winner == "tie":
+                c["ties"] += n
     rows = []
     for number, group in enumerate(connected_groups(games), 1):
         mine = [g for g in games if g[0] in group]
@@ -144,7 +146,7 @@ def leaderboard(votes, prior=PRIOR, min_decisive=MIN_DECISIVE):
         group_rows = [{"config": q, "label": config_label(q), "group": number, "strength": s,
                        "elo": 1000 + ELO_SCALE * s, "elo_low": 1000 + ELO_SCALE * (s - Z95 * se[q]),
                        "elo_high": 1000 + ELO_SCALE * (s + Z95 * se[q]), "regularized": use_prior > 0,
-                       "ranked": counts[q]["wins"] + counts[q]["losses"] >= min_decisive, **counts[q]}
+                       "ranked": per_config[q]["wins"] + per_config[q]["losses"] >= min_decisive, **per_config[q]}
                       for q, s in point.items()]
         group_rows.sort(key=lambda r: (not r["ranked"], -r["strength"], r["label"]))
         rank = 0

@@ -43,16 +43,37 @@ def votes_needed(rate, alpha=0.05, power=0.8):
     return math.ceil(((z_a * 0.5 + z_b * math.sqrt(rate * (1 - rate))) / (rate - 0.5)) ** 2)
 
 
+TALLY_KEYS = ("pairing", "config_a", "config_b", "prompt", "winner", "left_config")
+
+
+def tally(votes):
+    """Votes -> {(pairing, config A, config B, prompt, winner, left side): count}: all the statistics below read
+    (ResultsStore.vote_tally gives the same counts from SQL, so nothing is read vote by vote)."""
+    out = {}
+    for v in votes:
+        key = tuple(v.get(k) for k in TALLY_KEYS)
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def summarize(votes):
     """Statistics of votes on one config pair; each vote has 'winner' and 'left_config'."""
-    count = {w: sum(v["winner"] == w for v in votes) for w in ("A", "B", "tie", "both_bad")}
+    counts = {}
+    for v in votes:
+        counts[(v["winner"], v["left_config"])] = counts.get((v["winner"], v["left_config"]), 0) + 1
+    return summarize_counts(counts)
+
+
+def summarize_counts(counts):
+    """summarize() from {(winner, left side): votes}: win rate, Wilson interval, sign tests, votes still needed."""
+    count = {w: sum(n for (winner, _), n in counts.items() if winner == w) for w in ("A", "B", "tie", "both_bad")}
     n = count["A"] + count["B"]
     rate = count["A"] / n if n else math.nan
     lo, hi = wilson_interval(count["A"], n)
-    chose_left = sum(v["winner"] == v["left_config"] for v in votes if v["winner"] in ("A", "B"))
+    chose_left = sum(k for (winner, left), k in counts.items() if winner in ("A", "B") and winner == left)
     needed = votes_needed(rate)
     return {
-        "votes": len(votes), "decisive": n, "a_wins": count["A"], "b_wins": count["B"],
+        "votes": sum(counts.values()), "decisive": n, "a_wins": count["A"], "b_wins": count["B"],
         "ties": count["tie"], "both_bad": count["both_bad"],
         "a_win_rate": rate, "ci_low": lo, "ci_high": hi,
         "p_value": binomial_two_sided_p(count["A"], n),
@@ -64,19 +85,24 @@ def summarize(votes):
 
 def by_question(votes):
     """summarize() per (pairing, config A, config B): one row per question asked."""
+    return by_question_tally(tally(votes))
+
+
+def by_question_tally(counts):
+    """by_question() from tally() counts (or ResultsStore.vote_tally()): cost grows with the questions and
+    prompts, not with the votes."""
     groups = {}
-    for v in votes:
-        groups.setdefault((v["pairing"], v["config_a"], v["config_b"]), []).append(v)
-    return [{"pairing": p, "config_a": a, "config_b": b, "prompts": _counts(v.get("prompt") for v in vs),
-             **summarize(vs)} for (p, a, b), vs in sorted(groups.items())]
+    for (pairing, a, b, prompt, winner, left), n in counts.items():
+        g = groups.setdefault((pairing, a, b), ({}, {}))
+        g[0][(winner, left)] = g[0].get((winner, left), 0) + n
+        g[1][prompt] = g[1].get(prompt, 0) + n
+    return [{"pairing": p, "config_a": a, "config_b": b, "prompts": _most_first(prompts), **summarize_counts(c)}
+            for (p, a, b), (c, prompts) in sorted(groups.items())]
 
 
-def _counts(values):
+def _most_first(counts):
     """{value: count}, most frequent first."""
-    out = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
 
 
 def mean_interval(values):

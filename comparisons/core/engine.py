@@ -20,6 +20,16 @@ from .config import schedule
 # Churn raises sigma by at most sqrt(2); the Brownian path must reach that far.
 NOISE_HEADROOM = 1.5
 PRECISIONS = ("fp32", "bf16")
+# Items per network call where the device does best. On a 2-core CPU the embedded network costs 9.9 ms per item
+# at 32, 12.1 at 64 and 14.3 from 128 on (cache effects; BENCHMARKS.md, "Network batch on the CPU"), so a
+# group's samples go through in slices of about 32 items, and a study's cost grows linearly with its seeds.
+# GPUs keep one batch per group (they gain from width; the H200 figures were measured that way).
+CPU_BATCH = 32
+
+
+def network_batch(device):
+    """Items per network call for `device` (None: no limit)."""
+    return CPU_BATCH if torch.device(device).type == "cpu" else None
 
 
 @dataclass(frozen=True)
@@ -108,11 +118,14 @@ def noise_ceiling(model_sigma_max, schedules):
     return max([float(model_sigma_max)] + [float(s.max()) for s in schedules]) * NOISE_HEADROOM
 
 
-def sample_arms(model, configs, samples, progress=None, lockstep=True, precision="fp32", stats=None):
+def sample_arms(model, configs, samples, progress=None, lockstep=True, precision="fp32", stats=None,
+                max_batch="device", noise_max=None):
     """Float outputs (len(samples), len(configs), *latent_shape) of every arm on every sample.
 
     `progress(done, total)` is called after each network step of each group. `stats`, a dict, receives
-    the network batch sizes.
+    the network batch sizes. A group runs its samples in slices of at most `max_batch` items (samples x arms;
+    "device": network_batch(model.device), None: all at once); every item has its own seed, so slicing
+    changes no output. `noise_max`: the Brownian noise's range (None: noise_ceiling of these configs).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -121,39 +134,51 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
     s_min, s_max = float(probe.sigma_min), float(probe.sigma_max)
     distinct = list(dict.fromkeys(configs))
     schedules = {cfg: schedule(cfg, s_min, s_max) for cfg in distinct}
-    noise_max = noise_ceiling(s_max, schedules.values())
+    noise_max = noise_ceiling(s_max, schedules.values()) if noise_max is None else noise_max
     # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
     conditions = {(p, g): model.condition(p, g)
                   for p in dict.fromkeys(x.prompt for x in samples) for g in {c.guidance_scale for c in distinct}}
     noise = torch.stack([initial_noise(model.latent_shape, x.seed) for x in samples])
     groups = arm_groups(distinct, lockstep)
-    total, done = sum(distinct[g[0]].steps for g in groups), [0]
-    results = {}
+    limit = network_batch(device) if max_batch == "device" else max_batch
+    slices = []
     for group in groups:
+        per = len(samples) if limit is None else max(1, limit // len(group))
+        slices += [(group, range(i, min(i + per, len(samples)))) for i in range(0, len(samples), per)]
+    # Progress counts network steps of every slice, so a bar moves evenly through a long group.
+    total, done = sum(distinct[g[0]].steps for g, _ in slices), [0]
+
+    def tick(_info):
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    results = {}
+    for group, part in slices:
         arms = [distinct[i] for i in group]
-        cfg, n_s, n_k = arms[0], len(samples), len(arms)
-        sig = torch.stack([schedules[a] for a in arms], 1)                       # (N+1, K)
-        sigmas = sig.repeat(1, n_s).to(device)                                    # (N+1, S*K), sample-major
-        x = (noise[:, None] * sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1).to(device)
-        den = model.denoiser(tuple(a.quantize for a in arms) * n_s)
-        batch_den = BatchDenoiser(den, n_s, n_k, precision)
-        extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])
-        seeds = [smp.seed for smp in samples for _ in arms]
-
-        def tick(_info):
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
-
-        out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
-                                    noise_sampler=BrownianNoiseSampler(x, seeds, noise_max),
-                                    **cfg.sampler_kwargs())
-        if stats is not None:
-            stats.setdefault("batch_sizes", []).extend(batch_den.batch_sizes)
-        out = out.float().reshape(n_s, n_k, *out.shape[1:]).cpu()
+        smps = [samples[i] for i in part]
+        out = _run_group(model, arms, smps, schedules, conditions, noise[part.start:part.stop], noise_max, precision,
+                         tick, stats)
         for k, arm in enumerate(arms):
-            results[arm] = out[:, k]
-    return torch.stack([results[cfg] for cfg in configs], 1)
+            results.setdefault(arm, []).append(out[:, k])
+    return torch.stack([torch.cat(results[cfg]) for cfg in configs], 1)
+
+
+def _run_group(model, arms, samples, schedules, conditions, noise, noise_max, precision, tick, stats):
+    """One lockstep group of arms on some samples, in one batch: (len(samples), len(arms), *latent_shape)."""
+    cfg, n_s, n_k = arms[0], len(samples), len(arms)
+    sig = torch.stack([schedules[a] for a in arms], 1)                       # (N+1, K)
+    sigmas = sig.repeat(1, n_s).to(model.device)                              # (N+1, S*K), sample-major
+    x = (noise[:, None] * sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1).to(model.device)
+    den = model.denoiser(tuple(a.quantize for a in arms) * n_s)
+    batch_den = BatchDenoiser(den, n_s, n_k, precision)
+    extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])
+    seeds = [smp.seed for smp in samples for _ in arms]
+    out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
+                                noise_sampler=BrownianNoiseSampler(x, seeds, noise_max), **cfg.sampler_kwargs())
+    if stats is not None:
+        stats.setdefault("batch_sizes", []).extend(batch_den.batch_sizes)
+    return out.float().reshape(n_s, n_k, *out.shape[1:]).cpu()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
-"""The reference cache: a converged image per (model, prompt, seed, config, precision), computed once per
-results file and shared by studies, sweeps and the app. The store is passed in; nothing here opens a file
-by itself."""
+"""The sample caches of a results file, both keyed by (model, prompt, seed, config, precision): references (a
+converged image, shared by studies, sweeps and the app) and arm outputs (every arm a study sampled, so a later
+study over the same samples samples only what it adds). The store is passed in; nothing here opens a file by
+itself."""
 import hashlib
 import json
 import time
@@ -80,3 +81,33 @@ def ensure_references(store, model, model_name, samples, configs_by_sample, prec
     computed = compute_references(model, model_name, [w for w in wanted if w not in found], precision)
     record_references(store, model_name, computed, precision)
     return {**found, **{k: ref for k, (ref, _) in computed.items()}}
+
+
+def arm_key(model, sample, cfg, precision, noise_from=None):
+    """Cache key of a sampled arm: a reference's key, plus the largest explicit sigma_max among the arms it was
+    sampled with (None: the model's), which sets the Brownian noise's range (engine.noise_ceiling) and so the
+    noise a stochastic sampler drew."""
+    text = json.dumps([model, sample.prompt, sample.seed, cfg.to_json(), precision, noise_from])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def noise_from(configs):
+    """What of a set of arms decides their shared noise range: the largest explicit sigma_max (None: none set)."""
+    explicit = [c.sigma_max for c in configs if c.sigma_max is not None]
+    return max(explicit) if explicit else None
+
+
+def stored_arms(store, model_name, wanted, precision="fp32", noise=None):
+    """{(sample, config): the sampler's float output (a tensor)} of the `wanted` arms the store holds, sampled with
+    noise range `noise` (noise_from of their arms)."""
+    import torch
+    keys = {w: arm_key(model_name, *w, precision, noise) for w in wanted}
+    rows = store.arm_outputs(keys.values())
+    return {w: torch.from_numpy(store.load_array(rows[key]["output"])) for w, key in keys.items() if key in rows}
+
+
+def record_arms(store, model_name, outputs, precision="fp32", noise=None):
+    """Keep sampled arm outputs {(sample, config): float tensor} for later studies (each key once)."""
+    store.record_arm_outputs([{"arm_key": arm_key(model_name, smp, cfg, precision, noise), "model": model_name,
+                               "prompt": smp.prompt, "seed": smp.seed, "config": cfg.to_json(), "precision": precision,
+                               "output": store.save_array(out.numpy())} for (smp, cfg), out in outputs.items()])

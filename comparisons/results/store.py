@@ -139,6 +139,20 @@ MIGRATIONS = [
     ALTER TABLE study_rows ADD COLUMN flip_max REAL;
     ALTER TABLE campaign_pairs ADD COLUMN is_check INTEGER NOT NULL DEFAULT 0
     """,
+    # v7: every arm a study samples, kept like a reference (same key: model, prompt, seed, config, precision) as
+    # the sampler's float output, so a later study over the same samples samples only the arms it adds.
+    """
+    CREATE TABLE arm_outputs (
+        arm_key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        output TEXT NOT NULL,
+        created REAL NOT NULL
+    )
+    """,
 ]
 STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
                     "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
@@ -332,6 +346,18 @@ class ResultsStore:
                     "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (ref_key, model, prompt, int(seed), config, precision, image, output, float(seconds),
                      time.time()))
+
+    def arm_outputs(self, arm_keys):
+        """{arm_key: row} of those of `arm_keys` whose sampled output is stored, in one connection."""
+        return self._rows_by_key("arm_outputs", "arm_key", arm_keys)
+
+    def record_arm_outputs(self, rows):
+        """Insert sampled arm outputs [{arm_key, model, prompt, seed, config, precision, output}] in one
+        transaction; a key already stored is kept as it is."""
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO arm_outputs (arm_key, model, prompt, seed, config, precision, "
+                             "output, created) VALUES (:arm_key, :model, :prompt, :seed, :config, :precision, "
+                             ":output, :created)", [{**r, "created": time.time()} for r in rows])
 
     def open_study(self, study_id, name, spec):
         """The study `name` with this spec: created if new; refused if the name holds another spec."""
@@ -576,6 +602,22 @@ class ResultsStore:
 
     def votes(self):
         return self._read(f"{VOTES_SQL} ORDER BY v.vote_id")
+
+    def vote_tally(self):
+        """{(pairing, config A, config B, prompt, winner, left side): votes}, counted by SQLite (GROUP BY): what
+        analysis.stats.tally() makes of votes(), read as one row per distinct key rather than one per vote."""
+        rows = self._read("SELECT p.pairing, p.config_a, p.config_b, p.prompt, v.winner, v.left_config, COUNT(*) AS n "
+                          "FROM votes v JOIN pairs p USING (pair_id) "
+                          "GROUP BY p.pairing, p.config_a, p.config_b, p.prompt, v.winner, v.left_config")
+        return {tuple(r.values())[:-1]: r["n"] for r in rows}
+
+    def lpips_by_pairing(self):
+        """{pairing: [LPIPS(A, B) of each pair with one]}: what the LPIPS chart draws, without the pairs' other
+        columns."""
+        out = {}
+        for r in self._read("SELECT pairing, lpips FROM pairs WHERE lpips IS NOT NULL ORDER BY created, pair_id"):
+            out.setdefault(r["pairing"], []).append(r["lpips"])
+        return out
 
 
 def _real(value):

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from ..core.grid import StudySpec
 from ..errors import RayUnavailable
-from .study import Plan, StudyRun, compute_chunk, known_references, plan_study, store_chunk
+from .study import Plan, StudyRun, compute_chunk, known_outputs, plan_study, store_chunk
 
 
 def _reachable(address, timeout=5.0):
@@ -128,7 +128,7 @@ def run_study_ray(ray, store, spec, batch, lpips_weights=None, workers=None, gpu
                 if chunk is None:
                     break
                 worker = idle.pop()
-                futures[worker.run.remote(chunk, known_references(store, plan, chunk))] = (worker, chunk)
+                futures[worker.run.remote(chunk, known_outputs(store, plan, chunk))] = (worker, chunk)
             if not futures:
                 break
             ready, _ = ray.wait(list(futures), num_returns=1)

@@ -4,15 +4,17 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from sampler_lib import round_sigmas
 from sampler_lib.models.guidance import to_pil
 
 from ..core.config import schedule
-from ..core.engine import sample_arms
+from ..core.engine import noise_ceiling, sample_arms
 from ..core.grid import StudySpec
 from ..core.metrics import max_abs_diff, psnr, rmse, unit_images
-from ..core.references import compute_references, record_references, stored_references
+from ..core.references import (compute_references, noise_from, record_arms, record_references, stored_arms,
+                               stored_references)
 from ..core.visibility import flip_map
 
 
@@ -69,14 +71,56 @@ def plan_study(store, spec, batch):
                 total - len(todo) * len(cells))
 
 
-def known_references(store, plan, chunk):
-    """{(sample, config, precision): Reference} of a chunk's references that the store holds."""
+@dataclass
+class Known:
+    """What the store already holds for a chunk: references {(sample, config, precision): Reference} and sampled
+    arm outputs {(sample, config): float tensor} at the study's precision."""
+    references: dict
+    arms: dict
+
+
+def known_outputs(store, plan, chunk):
+    """Known references and arm outputs of a chunk (one query each)."""
     wanted = plan.references_wanted(chunk)
-    out = {}
+    refs = {}
     for precision in dict.fromkeys(p for *_, p in wanted):
         found = stored_references(store, plan.spec.model, [(s, c) for s, c, p in wanted if p == precision], precision)
-        out.update({(s, c, precision): ref for (s, c), ref in found.items()})
-    return out
+        refs.update({(s, c, precision): ref for (s, c), ref in found.items()})
+    arms = stored_arms(store, plan.spec.model, [(s, c) for s in chunk for c in plan.arms], plan.spec.precision,
+                       noise_from(plan.arms))
+    return Known(refs, arms)
+
+
+def sample_missing(model, plan, chunk, known_arms, progress=None, stats=None):
+    """(outputs (len(chunk), len(plan.arms), ...), {(sample, config): output} newly sampled): arms the store holds
+    are reused; the rest are sampled, arms lacking the same samples together."""
+    spec = plan.spec
+    # Every call shares the noise range of the whole arm set, so an arm sampled now sees the noise it would have
+    # seen beside all the others (and beside those a store already holds).
+    probe = model.denoiser("off")
+    noise_max = noise_ceiling(float(probe.sigma_max),
+                              [schedule(c, float(probe.sigma_min), float(probe.sigma_max)) for c in plan.arms])
+    missing = {}
+    for cfg in plan.arms:
+        smps = tuple(s for s in chunk if (s, cfg) not in known_arms)
+        if smps:
+            missing.setdefault(smps, []).append(cfg)
+    new = {}
+    total = sum(len(smps) * sum(c.steps for c in cfgs) for smps, cfgs in missing.items())
+    done = 0
+    for smps, cfgs in missing.items():
+        work = len(smps) * sum(c.steps for c in cfgs)
+
+        def tick(d, t, base=done, work=work):
+            if progress:
+                progress(base + work * d / t, total)
+
+        out = sample_arms(model, cfgs, list(smps), progress=tick, precision=spec.precision, stats=stats,
+                          noise_max=noise_max)
+        new.update({(smp, cfg): out[i, k] for i, smp in enumerate(smps) for k, cfg in enumerate(cfgs)})
+        done += work
+    have = {**known_arms, **new}
+    return torch.stack([torch.stack([have[(s, c)] for c in plan.arms]) for s in chunk]), new
 
 
 @dataclass
@@ -84,6 +128,7 @@ class ChunkResult:
     """Everything one chunk produced, for the one process that writes the store."""
     chunk: list
     new_references: dict  # (sample, config, precision) -> (Reference, seconds per image)
+    new_arms: dict        # (sample, config) -> sampled float output, for later studies
     images: list          # PIL image per (sample, arm), sample-major
     sigmas: dict          # arm config -> schedule as sampled
     measured: list        # (cell, sample index, arm A index, arm B index, pair metrics, study row)
@@ -91,16 +136,17 @@ class ChunkResult:
 
 
 def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
-    """Sample and measure one chunk: references it lacks, every arm, every cell. Writes nothing."""
+    """Sample and measure one chunk: the references and arm outputs it lacks (`known`: what the store holds), every
+    cell. Writes nothing."""
     spec = plan.spec
     new = {}
-    wanted = [w for w in plan.references_wanted(chunk) if w not in known]
+    wanted = [w for w in plan.references_wanted(chunk) if w not in known.references]
     for precision in dict.fromkeys(p for *_, p in wanted):
         computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision)
         new.update({(s, c, precision): v for (s, c), v in computed.items()})
-    refs = {**known, **{k: ref for k, (ref, _) in new.items()}}
+    refs = {**known.references, **{k: ref for k, (ref, _) in new.items()}}
     step_stats = {}
-    out = sample_arms(model, plan.arms, chunk, progress=progress, precision=spec.precision, stats=step_stats)
+    out, new_arms = sample_missing(model, plan, chunk, known.arms, progress, step_stats)
     n_s, n_k = out.shape[:2]
     floats = model.decode_float(out.flatten(0, 1))
     images, units = to_pil(floats), unit_images(floats)
@@ -127,7 +173,7 @@ def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
                    rmse_a_ref=rmse_ref[ia], rmse_b_ref=rmse_ref[ib], lpips_ab=lpips_ab, max_abs_diff=diff,
                    faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]), flip_max=flips[(ia, ib)])
         measured.append((cell, s, a, b, metrics, row))
-    return ChunkResult(chunk, new, images, plan.arm_sigmas(model), measured,
+    return ChunkResult(chunk, new, new_arms, images, plan.arm_sigmas(model), measured,
                        step_stats.get("batch_sizes", []))
 
 
@@ -137,6 +183,7 @@ def store_chunk(store, plan, result):
     for precision in dict.fromkeys(p for *_, p in result.new_references):
         record_references(store, spec.model, {(s, c): v for (s, c, p), v in result.new_references.items()
                                               if p == precision}, precision)
+    record_arms(store, spec.model, result.new_arms, spec.precision, noise_from(plan.arms))
     n_k = len(plan.arms)
     paths = [store.save_image(result.images[s * n_k + k], {
         "model": spec.model, "prompt": smp.prompt, "seed": smp.seed, "config": plan.arms[k].to_json(),
@@ -169,7 +216,7 @@ def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_c
             if progress:
                 progress(base + rows * d / t * 0.9, plan.rows_total)
 
-        result = compute_chunk(model, lpips_metric, plan, chunk, known_references(store, plan, chunk), tick)
+        result = compute_chunk(model, lpips_metric, plan, chunk, known_outputs(store, plan, chunk), tick)
         run.network_batches.extend(result.network_batches)
         run.rows_written += store_chunk(store, plan, result)
         run.samples_run += len(chunk)
