@@ -231,7 +231,8 @@ def load_model_or_fail(name):
 
 
 def _run_study(args, ray, store, model, metric, spec):
-    """The study's missing samples, here or on the Ray cluster, with one progress bar."""
+    """The study's missing samples, here or on the Ray cluster: a bar of shards on Ray; here, what is cached, then one
+    bar for the references and one for the arms, in item-steps (samples x steps) with rates and ETA."""
     from tqdm import tqdm
 
     from .core.engine import compiled
@@ -249,18 +250,30 @@ def _run_study(args, ray, store, model, metric, spec):
                                  args.ray_gpus_per_worker, progress=shards, compile_network=args.compile)
         finally:
             bar.close()
-    bar = tqdm(total=len(spec.cells()) * len(spec.samples()), desc=f"study {spec.name}", unit="row",
-               file=sys.stderr, smoothing=0.1)
+    bars = {}
 
-    def rows(done, _total):
-        bar.n = round(done, 1)
-        bar.refresh()
+    def progress(event, amount=None):
+        if amount is None:  # the census, before any work: say what is cached, open one bar per phase
+            c = event
+            if c.rows_done == c.rows_total:
+                print(f"study {spec.name}: all {c.rows_total} rows are stored; nothing to sample", file=sys.stderr)
+                return
+            print(f"study {spec.name}: {c.rows_done} of {c.rows_total} rows stored; to sample: references "
+                  f"{c.references_cached} of {c.references} cached, arm outputs {c.arms_cached} of {c.arms} cached",
+                  file=sys.stderr)
+            for position, (phase, work) in enumerate((("references", c.reference_work), ("arms", c.arm_work))):
+                if work:
+                    bars[phase] = tqdm(total=work, desc=f"{phase:<10}", unit=" item-steps",
+                                       position=position, file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
+        elif event in bars:
+            bars[event].update(amount)
 
     try:
         with compiled(model) if args.compile else contextlib.nullcontext():
-            return run_study(store, model, metric, spec, batch=args.batch, progress=rows)
+            return run_study(store, model, metric, spec, batch=args.batch, progress=progress)
     finally:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
 
 
 def cmd_study(args, out):

@@ -80,3 +80,15 @@ def test_sql_counts_equal_the_row_by_row_statistics_on_random_stores(tmp_path_fa
     assert store.vote_tally() == tally(rows)
     same(by_question_tally(store.vote_tally()), by_question(rows))
     same(leaderboard_tally(store.vote_tally()), leaderboard(rows))
+
+
+def test_win_rate_chart_draws_the_most_voted_questions_in_table_order():
+    from comparisons.analysis.charts import chart_questions, win_rate_figure
+    rows = [{"decisive": n, "name": i} for i, n in enumerate([3, 0, 9, 1, 7, 2])]
+    kept, asked = chart_questions(rows, limit=3)
+    assert asked == 5 and [r["name"] for r in kept] == [0, 2, 4]  # 3, 9 and 7 votes, as the table orders them
+    rows = BEFORE["mixed"]["by_question"]
+    png = win_rate_figure(rows)  # 232 questions: 30 drawn, a figure of a readable height
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(png)).height < 2000

@@ -355,6 +355,27 @@ def test_tiny_study_end_to_end(tmp_path):
     assert (out / "summary.csv").read_text() == first
 
 
+def test_cli_progress_says_what_is_cached_and_counts_each_phase(tmp_path):
+    """The study's progress: a census line (what is cached), then one bar for the references and one for the arms,
+    in item-steps, each reaching its total; a later study over the same samples has every reference and the
+    stored arms cached, and shows no reference bar."""
+    args = lambda steps, out: ["study", "--questions", "final-zero", "--samplers", "euler", "--steps", steps,  # noqa: E731
+                               "--seeds", "0-2", "--prompts", "a red circle", "--results", str(tmp_path / "r.db"),
+                               "--out", str(tmp_path / out), "--reference", '{"steps": 20}', "--reference-check", "0"]
+    code, _, err = run_cli(args("3", "first"))
+    text = "\n".join(err)
+    assert code == 0
+    assert "0 of 3 rows stored; to sample: references 0 of 3 cached, arm outputs 0 of 6 cached" in text
+    # 3 references x 20 steps; 3 samples x 2 arms x 3 steps: the bars end at their totals.
+    assert "60/60" in text and "18/18" in text and "item-steps" in text
+    code, _, err = run_cli(args("3,5", "second"))
+    text = "\n".join(err)
+    assert code == 0 and "references 3 of 3 cached, arm outputs 6 of 12 cached" in text
+    assert "30/30" in text and "/60" not in text   # only the 5-step arms: 3 x 2 x 5
+    code, _, err = run_cli(args("3,5", "second"))
+    assert code == 0 and "all 6 rows are stored; nothing to sample" in "\n".join(err)
+
+
 def test_study_visibility_is_flips(tmp_path, embedded, lpips_metric):
     """Through a study: the issue's reproduction row is visible, a 25-step discretization row differing by 1/255
     is not, and each cell's visible_share is the share of its rows FLIP calls visible; a store made before FLIP

@@ -31,10 +31,22 @@ def question_label(row):
     return f"{row['pairing']} · {part('sampler')} {part('steps')} steps · g {part('guidance_scale')}"
 
 
-def win_rate_figure(rows):
-    """A's win rate per question with its Wilson 95% interval and the vote count; 0.5 marked."""
-    plt = _plt()
+CHART_ROWS = 30  # a chart taller than a screen or two is read by nobody: the table holds every question
+
+
+def chart_questions(rows, limit=CHART_ROWS):
+    """(the questions a win-rate chart draws, how many have decisive votes): at most `limit`, those with the most
+    decisive votes, in table order."""
     rows = [r for r in rows if r["decisive"] > 0]
+    kept = {id(r) for r in sorted(rows, key=lambda r: -r["decisive"])[:limit]}
+    return [r for r in rows if id(r) in kept], len(rows)
+
+
+def win_rate_figure(rows, limit=CHART_ROWS):
+    """A's win rate per question with its Wilson 95% interval and the vote count; 0.5 marked. At most `limit`
+    questions (chart_questions), and the title says so."""
+    plt = _plt()
+    rows, asked = chart_questions(rows, limit)
     fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(rows), 1) + 1.1))
     for i, r in enumerate(rows):
         ax.errorbar(r["a_win_rate"], i, xerr=[[r["a_win_rate"] - r["ci_low"]], [r["ci_high"] - r["a_win_rate"]]],
@@ -46,6 +58,8 @@ def win_rate_figure(rows):
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
     ax.invert_yaxis()
     ax.set_xlabel("A's win rate among decisive votes (95% Wilson interval)")
+    if asked > len(rows):
+        ax.set_title(f"the {len(rows)} questions with the most votes, of {asked} (all are in the table)", fontsize=9)
     if not rows:
         ax.text(0.5, 0, "no decisive votes yet", ha="center", va="center")
     return figure_png(fig)

@@ -122,8 +122,8 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
                 max_batch="device", noise_max=None):
     """Float outputs (len(samples), len(configs), *latent_shape) of every arm on every sample.
 
-    `progress(done, total)` is called after each network step of each group. `stats`, a dict, receives
-    the network batch sizes. A group runs its samples in slices of at most `max_batch` items (samples x arms;
+    `progress(done, total)`, in item-steps (samples x arms x steps), is called after each step of each group.
+    `stats`, a dict, receives the network batch sizes. A group runs its samples in slices of at most `max_batch` items (samples x arms;
     "device": network_batch(model.device), None: all at once); every item has its own seed, so slicing
     changes no output. `noise_max`: the Brownian noise's range (None: noise_ceiling of these configs).
     """
@@ -145,23 +145,35 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
     for group in groups:
         per = len(samples) if limit is None else max(1, limit // len(group))
         slices += [(group, range(i, min(i + per, len(samples)))) for i in range(0, len(samples), per)]
-    # Progress counts network steps of every slice, so a bar moves evenly through a long group.
-    total, done = sum(distinct[g[0]].steps for g, _ in slices), [0]
-
-    def tick(_info):
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], total)
-
+    # Progress counts item-steps (samples x arms x steps), so a bar moves evenly through slices and groups.
+    total, done = sum(len(part) * len(g) * distinct[g[0]].steps for g, part in slices), [0]
     results = {}
     for group, part in slices:
         arms = [distinct[i] for i in group]
         smps = [samples[i] for i in part]
+
+        def tick(_info, items=len(part) * len(group)):
+            done[0] += items
+            if progress is not None:
+                progress(done[0], total)
+
         out = _run_group(model, arms, smps, schedules, conditions, noise[part.start:part.stop], noise_max, precision,
                          tick, stats)
         for k, arm in enumerate(arms):
             results.setdefault(arm, []).append(out[:, k])
     return torch.stack([torch.cat(results[cfg]) for cfg in configs], 1)
+
+
+def increments(report):
+    """A sample_arms progress(done, total) that calls report(item-steps since the last call); None stays None."""
+    if report is None:
+        return None
+    last = [0]
+
+    def progress(done, _total):
+        report(done - last[0])
+        last[0] = done
+    return progress
 
 
 def _run_group(model, arms, samples, schedules, conditions, noise, noise_max, precision, tick, stats):

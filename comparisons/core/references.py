@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sampler_lib.models.guidance import to_pil
 
-from .engine import sample_arms
+from .engine import increments, sample_arms
 from .metrics import unit_images
 
 
@@ -39,9 +39,10 @@ def stored_references(store, model_name, wanted, precision="fp32"):
     return found
 
 
-def compute_references(model, model_name, wanted, precision="fp32"):
+def compute_references(model, model_name, wanted, precision="fp32", progress=None):
     """{(sample, config): (Reference, seconds per image)} for `wanted`, samples that miss the same
-    configs in one batch (an 'off' and a 'paper' reference share it: the mode is per item)."""
+    configs in one batch (an 'off' and a 'paper' reference share it: the mode is per item). `progress(n)`: n more
+    item-steps done."""
     by_cfg = {}
     for smp, cfg in wanted:
         by_cfg.setdefault(cfg, []).append(smp)
@@ -51,7 +52,7 @@ def compute_references(model, model_name, wanted, precision="fp32"):
     out = {}
     for smps, cfgs in by_samples.items():
         started = time.perf_counter()
-        outputs = sample_arms(model, cfgs, list(smps), precision=precision)
+        outputs = sample_arms(model, cfgs, list(smps), precision=precision, progress=increments(progress))
         seconds = (time.perf_counter() - started) / (len(smps) * len(cfgs))
         for k, cfg in enumerate(cfgs):
             floats = model.decode_float(outputs[:, k])

@@ -10,11 +10,11 @@ from sampler_lib import round_sigmas
 from sampler_lib.models.guidance import to_pil
 
 from ..core.config import schedule
-from ..core.engine import noise_ceiling, sample_arms
+from ..core.engine import increments, noise_ceiling, sample_arms
 from ..core.grid import StudySpec
 from ..core.metrics import max_abs_diff, psnr, rmse, unit_images
-from ..core.references import (compute_references, noise_from, record_arms, record_references, stored_arms,
-                               stored_references)
+from ..core.references import (arm_key, compute_references, noise_from, record_arms, record_references,
+                               reference_key, stored_arms, stored_references)
 from ..core.visibility import flip_map
 
 
@@ -72,6 +72,32 @@ def plan_study(store, spec, batch):
 
 
 @dataclass
+class Census:
+    """What a study's missing samples need and what of it the store holds: counts, and the work left in item-steps
+    (samples x steps, one per item a network step sees) per phase, so progress can be shown honestly."""
+    rows_total: int
+    rows_done: int
+    references: int
+    references_cached: int
+    reference_work: int
+    arms: int
+    arms_cached: int
+    arm_work: int
+
+
+def census(store, plan):
+    """The Census of a plan: one query for the references and one for the arm outputs its chunks need."""
+    model, precision = plan.spec.model, plan.spec.precision
+    refs = {reference_key(model, s, c, p): c for chunk in plan.chunks for s, c, p in plan.references_wanted(chunk)}
+    noise = noise_from(plan.arms)
+    arms = {arm_key(model, s, c, precision, noise): c for chunk in plan.chunks for s in chunk for c in plan.arms}
+    have_refs, have_arms = set(store.references(refs)), set(store.arm_outputs(arms))
+    return Census(plan.rows_total, plan.rows_done, len(refs), len(have_refs),
+                  sum(c.steps for k, c in refs.items() if k not in have_refs), len(arms), len(have_arms),
+                  sum(c.steps for k, c in arms.items() if k not in have_arms))
+
+
+@dataclass
 class Known:
     """What the store already holds for a chunk: references {(sample, config, precision): Reference} and sampled
     arm outputs {(sample, config): float tensor} at the study's precision."""
@@ -93,7 +119,7 @@ def known_outputs(store, plan, chunk):
 
 def sample_missing(model, plan, chunk, known_arms, progress=None, stats=None):
     """(outputs (len(chunk), len(plan.arms), ...), {(sample, config): output} newly sampled): arms the store holds
-    are reused; the rest are sampled, arms lacking the same samples together."""
+    are reused; the rest are sampled, arms lacking the same samples together. `progress(item-steps)` as they go."""
     spec = plan.spec
     # Every call shares the noise range of the whole arm set, so an arm sampled now sees the noise it would have
     # seen beside all the others (and beside those a store already holds).
@@ -106,19 +132,10 @@ def sample_missing(model, plan, chunk, known_arms, progress=None, stats=None):
         if smps:
             missing.setdefault(smps, []).append(cfg)
     new = {}
-    total = sum(len(smps) * sum(c.steps for c in cfgs) for smps, cfgs in missing.items())
-    done = 0
     for smps, cfgs in missing.items():
-        work = len(smps) * sum(c.steps for c in cfgs)
-
-        def tick(d, t, base=done, work=work):
-            if progress:
-                progress(base + work * d / t, total)
-
-        out = sample_arms(model, cfgs, list(smps), progress=tick, precision=spec.precision, stats=stats,
-                          noise_max=noise_max)
+        out = sample_arms(model, cfgs, list(smps), progress=increments(progress), precision=spec.precision,
+                          stats=stats, noise_max=noise_max)
         new.update({(smp, cfg): out[i, k] for i, smp in enumerate(smps) for k, cfg in enumerate(cfgs)})
-        done += work
     have = {**known_arms, **new}
     return torch.stack([torch.stack([have[(s, c)] for c in plan.arms]) for s in chunk]), new
 
@@ -137,16 +154,18 @@ class ChunkResult:
 
 def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
     """Sample and measure one chunk: the references and arm outputs it lacks (`known`: what the store holds), every
-    cell. Writes nothing."""
+    cell. Writes nothing. `progress(phase, item-steps)` as work is done, phase 'references' or 'arms'."""
     spec = plan.spec
+    phase = (lambda name: (lambda n: progress(name, n))) if progress else (lambda name: None)  # noqa: E731
     new = {}
     wanted = [w for w in plan.references_wanted(chunk) if w not in known.references]
     for precision in dict.fromkeys(p for *_, p in wanted):
-        computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision)
+        computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision,
+                                      progress=phase("references"))
         new.update({(s, c, precision): v for (s, c), v in computed.items()})
     refs = {**known.references, **{k: ref for k, (ref, _) in new.items()}}
     step_stats = {}
-    out, new_arms = sample_missing(model, plan, chunk, known.arms, progress, step_stats)
+    out, new_arms = sample_missing(model, plan, chunk, known.arms, phase("arms"), step_stats)
     n_s, n_k = out.shape[:2]
     floats = model.decode_float(out.flatten(0, 1))
     images, units = to_pil(floats), unit_images(floats)
@@ -202,28 +221,24 @@ def store_chunk(store, plan, result):
 def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_chunk=None):
     """Run the samples the store lacks, `batch` samples at a time (each chunk one transaction).
 
-    `progress(rows_done, rows_total)` is called as work proceeds; `after_chunk(n)` after each stored chunk.
+    `progress`, if given, is called with the study's Census before any work, then as
+    progress(phase, item-steps done) for 'references' and 'arms', and progress('rows', rows stored) after each
+    chunk; `after_chunk(n)` after each stored chunk.
     """
     started = time.perf_counter()
     plan = plan_study(store, spec, batch)
-    done_rows = plan.rows_done
     if progress:
-        progress(done_rows, plan.rows_total)
+        progress(census(store, plan))
     run = StudyRun(spec)
-    per_sample = len(plan.cells)
     for n, chunk in enumerate(plan.chunks):
-        def tick(d, t, base=done_rows, rows=len(chunk) * per_sample):
-            if progress:
-                progress(base + rows * d / t * 0.9, plan.rows_total)
-
-        result = compute_chunk(model, lpips_metric, plan, chunk, known_outputs(store, plan, chunk), tick)
+        result = compute_chunk(model, lpips_metric, plan, chunk, known_outputs(store, plan, chunk), progress)
         run.network_batches.extend(result.network_batches)
-        run.rows_written += store_chunk(store, plan, result)
+        written = store_chunk(store, plan, result)
+        run.rows_written += written
         run.samples_run += len(chunk)
         run.images += len(chunk) * len(plan.arms)
-        done_rows += len(chunk) * per_sample
         if progress:
-            progress(done_rows, plan.rows_total)
+            progress("rows", written)
         if after_chunk:
             after_chunk(n)
     run.seconds = time.perf_counter() - started
