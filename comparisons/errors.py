@@ -14,7 +14,16 @@ def clip(text, limit=ECHO):
 
 
 class ConfigError(ValueError):
-    """A configuration a user wrote that cannot run."""
+    """A configuration a user wrote that cannot run. `field`, where one field is at fault: its form name ('seed',
+    'steps', 'guidance', 'prompt', 'pairing', 'model'; 'A:steps' for a custom panel's field, 'A' for the panel),
+    which the app marks."""
+    field = None
+
+
+def at_field(exc, field):
+    """`exc` with the form field at fault (ConfigError.field); returned, for `raise at_field(...)`."""
+    exc.field = field
+    return exc
 
 
 class UsageError(ValueError):

@@ -138,15 +138,38 @@
     document.querySelectorAll(".touch-hint").forEach((el) => { el.style.display = "inline"; });
   };
 
+  // A refused action names the field at fault (#form-error's data-field): that field alone is marked.
+  const markField = () => {
+    const err = document.querySelector("#form-error .form-error");
+    const want = err ? err.dataset.field || "" : "";
+    document.querySelectorAll(".field-error").forEach((el) => { if (el.id !== want) el.classList.remove("field-error"); });
+    const el = want && document.getElementById(want);
+    if (el && !el.classList.contains("field-error")) el.classList.add("field-error");
+    // A new message is brought into view (on a phone it sits below the buttons that caused it).
+    if (err && !err.dataset.shown) { err.dataset.shown = "1"; err.scrollIntoView({ block: "nearest" }); }
+  };
+
+  // On a narrow screen a new pair is brought into view (Generate sits far above it there).
+  const intoView = () => {
+    const pair = document.getElementById("pair");
+    if (!pair || window.innerWidth > 800) return;
+    const top = pair.getBoundingClientRect().top;
+    if (top < 0 || top > window.innerHeight * 0.5) pair.scrollIntoView({ block: "start" });
+  };
+
   // New images (a new pair, or the same pair relabelled after the vote): size them once loaded.
   new MutationObserver(() => {
     hints();
+    markField();
+    let fresh = false;
     for (const img of document.querySelectorAll(".zoom-box img")) {
       if (img.dataset.sized !== "1") {
         img.dataset.sized = "1";
+        fresh = fresh || img.closest("#pair") !== null;
         if (img.complete) apply(); else img.addEventListener("load", apply, { once: true });
       }
     }
+    if (fresh) intoView();
   }).observe(document.documentElement, { childList: true, subtree: true });
   window.addEventListener("resize", apply);
 })();

@@ -92,3 +92,25 @@ def test_win_rate_chart_draws_the_most_voted_questions_in_table_order():
     from PIL import Image
     import io
     assert Image.open(io.BytesIO(png)).height < 2000
+
+
+def test_lpips_chart_groups_by_step_count_and_counts_identical_pairs(tmp_path):
+    """The LPIPS chart's groups: a question at one step count (app pairs apart from a study's); identical pairs
+    (LPIPS 0) are counted, not drawn at a made-up value on the log axis."""
+    import io
+
+    from PIL import Image
+
+    from comparisons.analysis.charts import lpips_figure
+    store = ResultsStore(tmp_path / "r.db")
+    image = store.save_image(Image.new("RGB", (2, 2)), {})
+    with store._transaction() as conn:
+        for steps, lpips in ((4, 0.0), (4, 0.02), (10, 0.1)):
+            store._insert_pair(conn, pairing="final-zero", model="m", prompt="p", seed=0,
+                               config_a=SamplerConfig(steps=steps), config_b=SamplerConfig(steps=steps, final_zero=False),
+                               image_a=image, image_b=image, metrics={"lpips": lpips}, sigmas_a=[1.0], sigmas_b=[1.0],
+                               lockstep=True, seconds=0.0)
+    groups = store.lpips_groups()
+    assert groups == {"final-zero · 4 steps": [0.0, 0.02], "final-zero · 10 steps": [0.1]}
+    for chart in (groups, {"final-zero · 4 steps": [0.0, 0.0]}, {}):  # all identical, and nothing at all
+        assert Image.open(io.BytesIO(lpips_figure(chart))).width > 100

@@ -68,9 +68,16 @@ def generate(page, pairing="final-zero", steps=4, seed=0):
     wait_pair(page)
 
 
-def toast(page, text):
-    page.wait_for_function("t => [...document.querySelectorAll('.toast-body')].some(e => e.innerText.includes(t))",
-                           arg=text, timeout=60_000)
+def refusal(page, text, field):
+    """A refused action: exactly one message, under the controls, naming what to change; `field` (an element id,
+    or None) alone marked; no toast and no 'Error' badge on any output."""
+    page.wait_for_function("t => document.querySelector('#form-error')?.innerText.includes(t)", arg=text,
+                           timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('#pair .pending, #pair .generating')")
+    assert page.locator("#form-error .form-error").count() == 1 and page.locator(".toast-body").count() == 0
+    assert page.get_by_text("Error", exact=True).count() == 0
+    marked = page.evaluate("() => [...document.querySelectorAll('.field-error')].map(e => e.id)")
+    assert marked == ([field] if field else []), marked
 
 
 def error_toasts(page):
@@ -104,27 +111,30 @@ def test_custom_churn_is_sampled_and_wrong_inputs_name_the_field(browser, app):
 
     fill(page, "custom-b-steps", 0)
     page.click("#generate")
-    toast(page, "steps of config B must be ≥ 1")
+    refusal(page, "steps of config B must be ≥ 1", "custom-b-steps")
     # The failed generation took the old pair away: nothing stale to vote on.
     assert page.locator("#pair img").count() == 0 and page.is_disabled("#vote-left")
     fill(page, "custom-b-steps", 4)
     fill(page, "custom-a-s-tmax", 1)
     fill(page, "custom-a-s-tmin", 50)
     page.click("#generate")
-    toast(page, "config A: s_tmin (50.0) must not exceed s_tmax (1.0)")
+    refusal(page, "config A: s_tmin (50.0) must not exceed s_tmax (1.0)", "custom-a-s-tmin")
     fill(page, "custom-a-s-tmin", 0)
     fill(page, "seed", "3.7")
     page.click("#generate")
-    toast(page, "seed must be a whole number")
+    refusal(page, "seed must be a whole number", "seed")
+    shot(page, "refused-1280")
     fill(page, "seed", "1")
     fill(page, "prompt", "")
     page.click("#generate")
-    toast(page, "the prompt is empty")
+    refusal(page, "the prompt is empty", "prompt")
     n_pairs = len(ResultsStore(app.results).pairs())
     pick(page, "prompt", "(unconditional)")
     page.click("#generate")
     wait_pair(page)
     assert len(ResultsStore(app.results).pairs()) == n_pairs + 1 and last_pair(app)["prompt"] == ""
+    assert page.locator("#form-error .form-error").count() == 0  # the next action took the message away
+    assert page.evaluate("() => document.querySelectorAll('.field-error').length") == 0
     ctx.close()
 
 
@@ -263,14 +273,24 @@ def test_results_show_columns_legend_charts_and_leaderboard(browser, app):
     page.wait_for_selector("#win-rate-chart", timeout=60_000)  # the charts follow the tables
     page.wait_for_function("() => !document.querySelector('#results-charts .pending, #leaderboard .pending')")
     stats = page.inner_text("#stats-table")
-    for column in ("sampler", "steps", "guidance", "prompt"):
-        assert column in stats
+    # What tells questions apart (pairing, sampler, schedule, steps, guidance) and the verdict's numbers are
+    # columns; the rest (wins, ties, prompts, votes still needed) is under each row's "more".
+    for shown in ("final-zero · heun · karras · 4 steps · g 3.0", "A vs B", "decisive", "A win rate [95% CI]",
+                  "left rate"):
+        assert shown in stats
+    page.locator("#stats-rows summary").first.click()
+    assert "prompt" in page.inner_text("#stats-rows") and "votes still needed" in page.inner_text("#stats-rows")
     assert "sign test" in page.inner_text("#stats-legend")
     assert page.locator("#win-rate-chart").count() == 1 and page.locator("#lpips-chart").count() == 1
     board = page.inner_text("#leaderboard")
     assert "final_zero=False" in board
     shot(page, "results-1280")
-    page.set_viewport_size(PHONE)
+    for viewport in (DESK, PHONE):
+        page.set_viewport_size(viewport)
+        time.sleep(0.3)
+        for table in ("#stats-rows", "#leaderboard table"):
+            box = page.locator(table).first.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1, (table, box, viewport)
     shot(page, "results-390")
     ctx.close()
 

@@ -315,7 +315,8 @@ def test_results_are_reused_until_a_vote_arrives(tmp_path, monkeypatch):
                         lambda counts: computed.append(sum(counts.values())) or real(counts))
     first = results_tab.refresh_results(lab, settings, 1, 1)
     again = results_tab.refresh_results(lab, settings, 1, 1)
-    assert computed == [1] and again["stats"].equals(first["stats"])  # the second refresh computed nothing
+    assert computed == [1] and again["stats"] == first["stats"]  # the second refresh computed nothing
     cast_vote(store, store.serve(pids[1], "s2", "A"), "right", "s2")
     after = results_tab.refresh_results(lab, settings, 1, 1)
-    assert computed == [1, 2] and int(after["stats"]["decisive"].iloc[0]) == 2  # the new vote counts at once
+    assert computed == [1, 2] and results_module.results(store)["rows"][0]["decisive"] == 2  # counted at once
+    assert after["stats"] != first["stats"]

@@ -30,7 +30,7 @@ from comparisons.core.visibility import (
     lpips_heatmap,
     visibility,
 )
-from comparisons.errors import DuplicateVote, clip
+from comparisons.errors import ConfigError, DuplicateVote, at_field, clip
 from comparisons.results.export import pair_zip
 from comparisons.workflows.blind import cast_vote, new_pair
 from sampler_lib import SAMPLERS
@@ -48,7 +48,8 @@ CHOICES = {"sampler": list(SAMPLERS), "schedule": list(SCHEDULES), "sigma_min_ru
 def serve_pair(lab, settings, request, prompt, seed, model, pairing, cfg_a, cfg_b, progress=None):
     """The one way a pair is made for a visitor (UI and API): limits, the generation gate, then new_pair."""
     if model not in settings.models:
-        raise user_error(ValueError(f"unknown model {model!r}; choose one of {', '.join(settings.models)}"))
+        raise user_error(at_field(ConfigError(f"unknown model {clip(repr(model))}; choose one of "
+                                              f"{', '.join(settings.models)}"), "model"))
 
     def run():
         # Everything a visitor can get wrong is refused here, before the request spends a rate-limit budget or
@@ -81,23 +82,45 @@ def shown(current, gain):
                                  flip_heatmap(current["flip"]), FLIP_VISIBLE)
 
 
+def field_id(field):
+    """The element id of a form field named by ConfigError.field ('seed', 'A:s_tmin', 'A', …), or None."""
+    if not field:
+        return None
+    if ":" in field:
+        name, part = field.split(":", 1)
+        return f"custom-{name.lower()}-{part.replace('_', '-')}"
+    if field in ("A", "B"):
+        return f"custom-{field.lower()}-panel"
+    return field if field in FORM else None
+
+
+def refused(w, err):
+    """A refused generation: every view emptied (no stale pair, progress or schedule), one message under the
+    controls naming what to change, the field at fault marked."""
+    return {**cleared(w), w["error"]: views.form_error_html(err.message, field_id(getattr(err, "field", None)))}
+
+
 def cleared(w, status=""):
-    """Every view of the previous pair emptied, its state dropped and voting disabled."""
+    """Every view of the previous pair emptied, its state dropped, voting disabled and the last refusal gone."""
     return {w["current"]: None, w["pair"]: views.empty_html("Generating a pair…" if status else
                                                             "Generate a pair to compare."),
             w["flicker"]: views.empty_html("The flicker view appears with the pair."), w["visibility"]: "",
             w["maps"]: "", w["slider"]: None, w["metrics"]: "", w["reveal"]: "", w["status"]: status,
-            w["plot"]: "", w["schedules"]: "",
+            w["plot"]: "", w["schedules"]: "", w["error"]: "",
             w["download"]: gr.update(value=None, interactive=False),
             **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
 
 
 def generate(lab, settings, w, data, request, progress, seed=None):
-    """Run a pair from the form (with `seed` when given) and fill every view of it."""
+    """Run a pair from the form (with `seed` when given) and fill every view of it; a refusal (bad input, a limit)
+    empties the views and says why in one place (refused)."""
     seed = data[w["seed"]] if seed is None else seed
-    cfg_a, cfg_b = run_checked(configs_of, data, w)
-    out = serve_pair(lab, settings, request, data[w["prompt"]], seed, data[w["model"]], data[w["pairing"]],
-                     cfg_a, cfg_b, progress=lambda done, total: progress(done / total, desc="sampling both arms"))
+    try:
+        cfg_a, cfg_b = run_checked(configs_of, data, w)
+        out = serve_pair(lab, settings, request, data[w["prompt"]], seed, data[w["model"]], data[w["pairing"]],
+                         cfg_a, cfg_b, progress=lambda done, total: progress(done / total, desc="sampling both arms"))
+    except gr.Error as err:  # only user errors become gr.Error (ui/errors.py); a bug still fails loudly
+        return refused(w, err)
     left, right, vis = out["left"], out["right"], out["visibility"]
     current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right,
                "spatial": out["maps"]["lpips_spatial"], "flip": out["maps"]["flip"]}
@@ -114,19 +137,18 @@ def generate(lab, settings, w, data, request, progress, seed=None):
 def vote(lab, settings, w, choice, current, note, request, export_dir):
     """Record one blind vote, reveal the configs, relabel the views A/B, clear the note."""
     if not current or not current.get("serve_id"):
-        gr.Info("Generate a pair first.")
         return {w["status"]: "Nothing to vote on: generate a pair first."}
     try:
         settings.admit_vote(request, note)
         result = cast_vote(lab.store, current["serve_id"], choice, request.session_hash, note)
     except DuplicateVote:
         # A second click (or key) on a pair already voted: the first one counts, nothing else happens.
-        gr.Info("Your vote on this pair is already recorded; generate the next pair.")
-        return {w["status"]: "Vote already recorded.",
+        return {w["status"]: "Your vote on this pair is already recorded; generate the next pair.",
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
     except USER_ERRORS as exc:
-        gr.Warning(str(exc))
-        return {w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}
+        # Said beside the buttons (not a toast gone in seconds); the pair stays votable once the cause is gone.
+        return {w["status"]: f"**Vote not recorded:** {clip(str(exc), 400)}",
+                **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
     reveal = result["reveal"]
     labels = (reveal["left"], reveal["right"])
     # Kept with the pair so a pair served next (auto-next) can say what this one was.
@@ -203,7 +225,7 @@ def open_stored_pair(lab, settings, w, pair_id):
 
 def config_panel(name, defaults, w):
     """One column of custom-config widgets; every number is text, so an empty field stays empty."""
-    with gr.Column(min_width=200):
+    with gr.Column(min_width=200, elem_id=f"custom-{name.lower()}-panel"):
         gr.Markdown(f"#### Config {name}")
         for field, label, kind in CUSTOM_FIELDS:
             value = getattr(defaults, field)
@@ -218,6 +240,24 @@ def config_panel(name, defaults, w):
             w[f"{name}:{field}"] = widget
 
 
+def stage(w, pair_html, flicker_html):
+    """The pair, the flicker view and the vote column (buttons, visibility line, status, reveal) in one row: side
+    by side at 1280 px, so the whole vote loop fits one 1280x800 screen; stacked on a phone, the buttons straight
+    under the pair (static/app.css). Shared by the Compare tab and a campaign's Vote tab."""
+    with gr.Row(equal_height=False, elem_id="stage"):
+        with gr.Column(scale=2, min_width=300, elem_id="pair-col"):
+            w["pair"] = gr.HTML(pair_html, elem_id="pair")
+        with gr.Column(scale=1, min_width=240, elem_id="flicker-col"):
+            w["flicker"] = gr.HTML(flicker_html, elem_id="flicker")
+        with gr.Column(scale=1, min_width=260, elem_id="vote-col"):
+            with gr.Row(elem_id="vote-row"):
+                for choice, (label, eid) in VOTE_BUTTONS.items():
+                    w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=110)
+            w["visibility"] = gr.HTML("", elem_id="visibility")
+            w["status"] = gr.Markdown(elem_id="vote-status")
+            w["reveal"] = gr.Markdown("", elem_id="reveal")
+
+
 def build_compare_tab(lab, settings, export_dir):
     """Lay out the tab and wire it; returns the widgets by name."""
     model = lab.model(settings.model)
@@ -230,11 +270,13 @@ def build_compare_tab(lab, settings, export_dir):
                                       min_width=160)
             w["seed"] = gr.Textbox("0", label="seed", elem_id="seed", scale=1, max_lines=1, min_width=80)
             w["dice"] = gr.Button("New seed", scale=0, min_width=100, elem_id="dice")
-            w["model"] = gr.Dropdown(settings.models, value=settings.model, label="model", scale=1, min_width=130)
+            w["model"] = gr.Dropdown(settings.models, value=settings.model, label="model", scale=1, min_width=150,
+                                     elem_id="model")
             w["pairing"] = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing",
                                        elem_id="pairing", scale=2, min_width=150)
             w["steps"] = gr.Textbox("25", label="steps", elem_id="steps", scale=1, max_lines=1, min_width=70)
-            w["sampler"] = gr.Dropdown(list(SAMPLERS), value="heun", label="sampler", scale=1, min_width=110)
+            w["sampler"] = gr.Dropdown(list(SAMPLERS), value="heun", label="sampler", scale=1, min_width=110,
+                                       elem_id="sampler")
             w["guidance"] = gr.Textbox(str(SamplerConfig.guidance_scale), label="guidance", scale=1,
                                        max_lines=1, min_width=80, elem_id="guidance")
         w["explain"] = gr.Markdown(EXPLANATIONS["discretization"], elem_id="preset-explanation")
@@ -246,23 +288,15 @@ def build_compare_tab(lab, settings, export_dir):
             w["generate"] = gr.Button("Generate pair", variant="primary", elem_id="generate", scale=2)
             w["next"] = gr.Button("Next pair (n)", elem_id="next-pair", scale=1)
             w["auto_next"] = gr.Checkbox(False, label="next pair after voting", elem_id="auto-next", scale=1)
+        w["error"] = gr.HTML("", elem_id="form-error")
 
         w["current"] = gr.State(None)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=300):
-                w["pair"] = gr.HTML(views.empty_html("Generate a pair to compare."), elem_id="pair")
-            with gr.Column(scale=1, min_width=240):
-                w["flicker"] = gr.HTML(views.empty_html("The flicker view appears with the pair."),
-                                       elem_id="flicker")
-        with gr.Row(elem_id="vote-row"):
-            for choice, (label, eid) in VOTE_BUTTONS.items():
-                w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=120)
-        w["visibility"] = gr.HTML("", elem_id="visibility")
+        # The vote loop on one screen: the pair, the flicker view and, beside them, the buttons, the visibility
+        # line, the status and the reveal (views.stage lays them out; on a phone they stack, buttons first).
+        stage(w, views.empty_html("Generate a pair to compare."), views.empty_html("The flicker view appears with "
+                                                                                  "the pair."))
         gr.HTML(views.KEY_HINT)
-        with gr.Row(equal_height=True):
-            w["status"] = gr.Markdown(elem_id="vote-status")
-            w["note"] = gr.Textbox(label="note (optional)", max_lines=2, elem_id="vote-note", scale=2)
-        w["reveal"] = gr.Markdown("", elem_id="reveal")
+        w["note"] = gr.Textbox(label="note (optional, saved with your vote)", max_lines=2, elem_id="vote-note")
         w["download"] = gr.DownloadButton("Download this pair (zip)", elem_id="download-pair", interactive=False)
         w["metrics"] = gr.Markdown(elem_id="pair-metrics")
         w["gain"] = gr.Radio(list(GAINS), value=8, label="difference gain", elem_id="diff-gain")
@@ -280,11 +314,13 @@ def wire(lab, settings, w, custom, export_dir):
     form = {w[k] for k in ("prompt", "seed", "model", "pairing", "steps", "sampler", "guidance", "gain")} | \
         {w[f"{n}:{f}"] for n in ("A", "B") for f, _, _ in CUSTOM_FIELDS}
     views_out = [w[k] for k in ("current", "pair", "flicker", "visibility", "maps", "slider", "metrics", "plot",
-                                "schedules", "reveal", "status", "download", "note")] + \
+                                "schedules", "reveal", "status", "download", "note", "error")] + \
         [w[f"vote:{c}"] for c in VOTE_BUTTONS]
     buttons = [w[f"vote:{c}"] for c in VOTE_BUTTONS]
     private = dict(api_visibility="private")
-    gen = dict(concurrency_id="generate", concurrency_limit=settings.generate_workers, **private)
+    # One progress indicator per action: on the pair being made (not on each of a dozen outputs).
+    gen = dict(concurrency_id="generate", concurrency_limit=settings.generate_workers, show_progress_on=w["pair"],
+               **private)
 
     w["dice"].click(lambda: str(secrets.randbelow(2 ** 31)), None, w["seed"], queue=False, **private)
 
@@ -311,8 +347,9 @@ def wire(lab, settings, w, custom, export_dir):
         return {**out, w["status"]: f"{data[w['current']].get('revealed', '')} {out[w['status']]}"}
 
     clear = lambda: cleared(w, "Sampling…")  # noqa: E731 - shown at once, so a failure leaves no stale pair
-    w["generate"].click(clear, None, views_out, queue=False, **private).then(on_generate, form, views_out, **gen)
-    w["next"].click(clear, None, views_out, queue=False, **private).then(
+    w["generate"].click(clear, None, views_out, queue=False, show_progress="hidden", **private).then(
+        on_generate, form, views_out, **gen)
+    w["next"].click(clear, None, views_out, queue=False, show_progress="hidden", **private).then(
         on_next, form, views_out + [w["seed"]], **gen)
 
     def vote_handler(choice):
@@ -325,7 +362,7 @@ def wire(lab, settings, w, custom, export_dir):
         # trigger_mode="once": clicks while a vote is pending are dropped; the store refuses any later one.
         w[f"vote:{choice}"].click(vote_handler(choice), [w["current"], w["note"]], vote_out,
                                   concurrency_id="vote", concurrency_limit=64, trigger_mode="once",
-                                  **private).then(on_auto_next, form | {w["auto_next"], w["current"]},
+                                  show_progress_on=w["status"], **private).then(on_auto_next, form | {w["auto_next"], w["current"]},
                                                   views_out + [w["seed"]], **gen)
     w["gain"].change(lambda current, gain: shown(current, gain) if current else "", [w["current"], w["gain"]],
                      w["maps"], concurrency_id="read", concurrency_limit=16, **private)

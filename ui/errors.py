@@ -18,8 +18,12 @@ USER_ERRORS = (ConfigError, InputError, RateLimited, PromptError, StoreError, Vo
 
 
 def user_error(exc):
-    """A gr.Error with the message a user can act on (never more than a few lines)."""
-    return gr.Error(clip(str(exc), 400), print_exception=False)
+    """A gr.Error with the message a user can act on (never more than a few lines), and `field`: the form field at
+    fault where one is (ConfigError.field; the prompt for a prompt the model refuses)."""
+    err = gr.Error(clip(str(exc), 400), print_exception=False)
+    err.field = getattr(exc, "field", None) or ("prompt" if isinstance(exc, PromptError) or
+                                                str(exc).startswith("the prompt ") else None)
+    return err
 
 
 def run_checked(fn, *args, **kwargs):

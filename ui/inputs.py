@@ -5,7 +5,7 @@ Text in, never a widget's own number: an empty optional field is None (not 0), a
 import math
 
 from comparisons.core.config import CUSTOM, MAX_SEED, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair
-from comparisons.errors import ConfigError, clip
+from comparisons.errors import ConfigError, at_field, clip
 
 UNCONDITIONAL = "(unconditional)"  # the explicit choice of an empty prompt: the model's unconditional branch
 # (config field, label shown in the app, kind); kind: int, float, float? (empty = None), choice, bool
@@ -18,8 +18,16 @@ CUSTOM_FIELDS = [
 ]
 
 
-def parse_number(label, text, integer=False, optional=False, lo=None, hi=None):
-    """A number from a text field; None for an empty optional field. Messages name `label`."""
+def parse_number(label, text, integer=False, optional=False, lo=None, hi=None, field=None):
+    """A number from a text field; None for an empty optional field. Messages name `label`; a refusal carries
+    `field` (default: the label) for the app to mark."""
+    try:
+        return _number(label, text, integer, optional, lo, hi)
+    except ConfigError as exc:
+        raise at_field(exc, field or label) from None
+
+
+def _number(label, text, integer, optional, lo, hi):
     text = "" if text is None else str(text).strip()
     if not text:
         if optional:
@@ -52,7 +60,8 @@ def parse_prompt(text):
     if text.strip() == UNCONDITIONAL:
         return ""
     if not text.strip():
-        raise ConfigError(f"the prompt is empty: type one, or pick {UNCONDITIONAL} to sample without a prompt")
+        raise at_field(ConfigError(f"the prompt is empty: type one, or pick {UNCONDITIONAL} to sample without a "
+                                   "prompt"), "prompt")
     return text
 
 
@@ -78,18 +87,24 @@ def custom_config(name, values):
         try:
             data[field] = field_value(values.get(field), kind, label)
         except ConfigError as exc:
-            raise ConfigError(f"{label} of config {name} {str(exc).removeprefix(label + ' ')}") from None
+            raise at_field(ConfigError(f"{label} of config {name} {str(exc).removeprefix(label + ' ')}"),
+                           f"{name}:{field}") from None
     try:
         return SamplerConfig.from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"config {name}: {exc}") from None
+        raise at_field(ConfigError(f"config {name}: {exc}"), f"{name}:{exc.field}" if exc.field else name) from None
 
 
 def preset_configs(pairing, steps, sampler, guidance):
     """(A, B) of a preset pairing from the top-level fields (text)."""
     if pairing not in PAIRINGS:
-        raise ConfigError(f"unknown pairing {clip(repr(pairing))}; choose one of {', '.join(PAIRINGS)} or {CUSTOM}")
+        raise at_field(ConfigError(f"unknown pairing {clip(repr(pairing))}; choose one of {', '.join(PAIRINGS)} "
+                                   f"or {CUSTOM}"), "pairing")
     steps = parse_number("steps", steps, integer=True, lo=1, hi=MAX_STEPS)
-    guidance = parse_number("guidance scale", guidance)
-    return make_pair(pairing, SamplerConfig.from_dict({"steps": steps, "sampler": sampler,
-                                                       "guidance_scale": guidance}))
+    guidance = parse_number("guidance scale", guidance, field="guidance")
+    try:
+        return make_pair(pairing, SamplerConfig.from_dict({"steps": steps, "sampler": sampler,
+                                                           "guidance_scale": guidance}))
+    except ConfigError as exc:
+        # Only steps, sampler and guidance come from the form; the preset's own rules are about the step count.
+        raise at_field(exc, {"guidance_scale": "guidance", "sampler": "sampler"}.get(exc.field, "steps")) from None

@@ -41,9 +41,9 @@ def aggregates(lab):
     """What everyone may see: statistics per question, the leaderboard, the campaign tables (computed once per
     state of the store: workflows.results)."""
     n = results(lab.store)
-    return {"stats": views.stats_frame(n["rows"]),
+    return {"stats": views.stats_html(n["rows"]),
             "leaderboard": views.leaderboard_html(n["board"]), "leaderboard_note": views.leaderboard_note(n["board"]),
-            "campaigns": n["campaigns"]}
+            "campaigns": views.campaign_table_html(n["campaigns"])}
 
 
 def charts_html(lab):
@@ -82,14 +82,14 @@ def build_results_tab(lab, settings, export_dir):
     with gr.Tab("Results") as tab:
         refresh = gr.Button("Refresh", elem_id="refresh-results")
         gr.Markdown("#### Statistics per question (A's win rate; ties and both-bad excluded from the test)")
-        stats = gr.Dataframe(elem_id="stats-table", interactive=False)
+        stats = gr.HTML(elem_id="stats-table")
         gr.Markdown(views.STATS_LEGEND, elem_id="stats-legend")
         chart_box = gr.HTML(elem_id="results-charts")
         gr.Markdown("#### Leaderboard: every config that met another in a vote")
         board_note = gr.Markdown(elem_id="leaderboard-note")
         board = gr.HTML(elem_id="leaderboard")
         gr.Markdown("#### Vote campaigns: votes per cell beside the study's LPIPS verdict")
-        campaigns = gr.Dataframe(elem_id="campaign-stats", interactive=False)
+        campaigns = gr.HTML(elem_id="campaign-stats")
         # Row-level CSVs (pair ids, sides, sessions) are a local app's; a public demo shows aggregates only.
         with gr.Row(visible=settings.hosted is None):
             csv_buttons = {name: gr.DownloadButton(f"{name}.csv", elem_id=f"download-{name}")
@@ -113,7 +113,8 @@ def build_results_tab(lab, settings, export_dir):
         return {outputs[name]: value for name, value in values.items()}
     read = dict(api_visibility="private", concurrency_id="read", concurrency_limit=16)
     for trigger in (refresh.click, tab.select):
-        trigger(handler, [pairs_page, votes_page], list(outputs.values()), **read) \
+        # One progress indicator per action: on the statistics, then on the charts.
+        trigger(handler, [pairs_page, votes_page], list(outputs.values()), show_progress_on=stats, **read) \
             .then(functools.partial(charts_html, lab), None, chart_box, **read)
     if not settings.hosted:
         # A page turn reads that one page; the statistics and the leaderboard stay as they are.

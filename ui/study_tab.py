@@ -1,5 +1,6 @@
 """The Study tab: stored studies (verdicts, plots, examples), and a small study run from the app (not hosted)."""
 import functools
+import re
 
 import gradio as gr
 
@@ -9,28 +10,62 @@ from comparisons.specs import study_spec
 from comparisons.workflows.report import study_view
 from comparisons.workflows.study import run_study
 from sampler_lib import SAMPLERS
+from ui import views
 from ui.errors import run_checked, user_error
 
 MAX_APP_STUDY_SAMPLES = 64  # a study started from the app stays small; the CLI runs the big ones
+# The verdict table: what tells cells apart and the verdict; the rest of a cell under its "more".
+STUDY_MAIN = ["question", "sampler", "steps", "n", "A closer [95% CI]", "p_holm", "verdict"]
 
 
 def study_names(lab):
     return [s["name"] for s in lab.store.studies()]
 
 
-def show_study(lab, name, hosted=False):
-    """Header, verdict table, plots and examples of a stored study. Hosted: aggregates only, no example pairs
-    (their ids, links and labelled images would un-blind the pairs a campaign serves)."""
+def empty_state(lab, hosted=False, campaign=False):
+    """What the tab says when no study is shown: how many are stored and how to make or open one."""
+    names = study_names(lab)
+    if names:
+        return f"Pick one of the {len(names)} stored stud{'y' if len(names) == 1 else 'ies'} above."
+    if campaign:
+        return ("No studies in this results file: a campaign's pairs can arrive in a bundle without their study. "
+                "The campaign's votes are in the Results tab.")
+    if hosted:
+        return "No studies in this demo's results file yet."
+    return ("No studies in this results file yet. Run a small one below, or a big one with "
+            "`python -m comparisons study --out DIR` into the same results file: it is listed when you open this "
+            "tab.")
+
+
+def show_study(lab, name, hosted=False, campaign=False):
+    """Header, verdict table, plots and examples of a stored study; the empty state when none is picked. Hosted or
+    serving a campaign: the examples without links (a public demo shows aggregates only, and only the Compare
+    tab opens a stored pair)."""
     if not name:
-        return "No study selected. Run one below or with `python -m comparisons study`.", None, "", ""
+        return empty_state(lab, hosted, campaign), "", "", ""
     view = run_checked(study_view, lab.store, name)
-    examples = ("<p>Example pairs open in a local app only: this public demo shows aggregates.</p>" if hosted
-                else view["examples"])
-    return view["header"], view["table"], view["plots"], examples
+    if hosted:
+        examples = "<p>Example pairs open in a local app only: this public demo shows aggregates.</p>"
+    elif campaign:
+        examples = ("<p>Example pairs open in a local app without --campaign (the Compare tab shows a stored pair "
+                    "by its link).</p>")
+    else:
+        examples = view["examples"]
+    table = view["table"].copy()
+    table["A closer [95% CI]"] = [f"{r:.3f} [{lo:.2f}, {hi:.2f}]" if r == r else ""
+                                  for r, lo, hi in zip(table["a_closer_rate"], table["ci_low"], table["ci_high"])]
+    return view["header"], views.fitted_table(table, STUDY_MAIN, "study-rows", "This study has no rows yet."), \
+        view["plots"], examples
+
+
+def app_words(message):
+    """A study_spec message in the app's field names: '--steps' is the 'steps' field here."""
+    return re.sub(r"--(steps|seeds|prompts|samplers|questions|name)\b", r"\1", message)
 
 
 def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, progress):
-    """Run a small study (at most MAX_APP_STUDY_SAMPLES samples) and show it."""
+    """Run a small study (at most MAX_APP_STUDY_SAMPLES samples) and show it; a refusal is said under the Run
+    button in the app's field names (the first output), nothing stored."""
     if settings.hosted:
         raise user_error(ValueError("studies are not started in the hosted demo; run them locally"))
     model = lab.model(settings.model)
@@ -44,27 +79,41 @@ def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, promp
                              f"asked {len(spec.samples())}); use fewer seeds, or python -m comparisons study")
         return spec
 
-    spec = run_checked(build)
-    run_checked(run_study, lab.store, model, lab.lpips(), spec, batch=16,
-                progress=lambda done, total: progress(done / max(total, 1), desc=f"study {spec.name}"))
-    return (gr.update(choices=study_names(lab), value=spec.name), *show_study(lab, spec.name))
+    work = {"done": 0, "total": 1}
+
+    def advance(event, amount=None):
+        # One bar for the whole study: the references' and the arms' item-steps together (workflows.study).
+        if amount is None:
+            work["total"] = max(1, event.reference_work + event.arm_work)
+        elif event in ("references", "arms"):
+            work["done"] += amount
+            progress(min(1.0, work["done"] / work["total"]), desc=f"study {name}: {event}")
+
+    try:
+        spec = run_checked(build)
+        run_checked(run_study, lab.store, model, lab.lpips(), spec, batch=16, progress=advance)
+    except gr.Error as err:
+        return views.form_error_html(app_words(err.message)), gr.update(), gr.update(), gr.update(), gr.update(), \
+            gr.update()
+    return ("", gr.update(choices=study_names(lab), value=spec.name), *show_study(lab, spec.name))
 
 
 def build_study_tab(lab, settings):
+    hosted, campaign = settings.hosted is not None, bool(settings.campaign)
     with gr.Tab("Study") as tab:
         gr.Markdown("A study answers a question over many seeds, step counts and samplers: every cell compares "
-                    "A and B against a converged reference of the same sample. Open an example to see that pair "
-                    "in the flicker view.")
+                    "A and B against a converged reference of the same sample."
+                    + ("" if hosted or campaign else " Open an example to see that pair in the flicker view."))
         with gr.Row():
             choice = gr.Dropdown(study_names(lab), value=None, label="stored studies", elem_id="study-choice",
                                  scale=3)
             refresh = gr.Button("Refresh", elem_id="refresh-studies", scale=0, min_width=100)
-        header = gr.Markdown(elem_id="study-header")
-        table = gr.Dataframe(elem_id="study-table", interactive=False)
+        header = gr.Markdown(empty_state(lab, hosted, campaign), elem_id="study-header")
+        table = gr.HTML(elem_id="study-table")
         plots = gr.HTML(elem_id="study-plots")
         examples = gr.HTML(elem_id="study-examples")
         outputs = [header, table, plots, examples]
-        if not settings.hosted:
+        if not hosted:
             with gr.Accordion(f"Run a small study (at most {MAX_APP_STUDY_SAMPLES} samples)", open=False):
                 with gr.Row():
                     name = gr.Textbox("app-study", label="name", elem_id="study-name")
@@ -76,14 +125,22 @@ def build_study_tab(lab, settings):
                     seeds = gr.Textbox("0-7", label="seeds (e.g. 0-7 or 0,3,5)")
                     prompts = gr.Textbox("a red circle", label="prompts (comma-separated)")
                 run = gr.Button("Run study", variant="primary", elem_id="run-study")
+                status = gr.HTML("", elem_id="study-status")
 
             def on_run(progress=gr.Progress(), *values):
                 return start_study_ui(lab, settings, *values, progress=progress)
 
-            run.click(on_run, [name, questions, samplers, steps, seeds, prompts], [choice, *outputs],
-                      concurrency_id="generate", concurrency_limit=settings.max_concurrent,
-                      api_visibility="private")
-    show = functools.partial(show_study, lab, hosted=settings.hosted is not None)
-    choice.change(show, choice, outputs, api_visibility="private")
-    refresh.click(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
-    tab.select(lambda: gr.update(choices=study_names(lab)), None, choice, api_visibility="private")
+            run.click(lambda: "", None, status, queue=False, api_visibility="private").then(
+                on_run, [name, questions, samplers, steps, seeds, prompts], [status, choice, *outputs],
+                concurrency_id="generate", concurrency_limit=settings.max_concurrent, api_visibility="private",
+                show_progress_on=status)
+    show = functools.partial(show_study, lab, hosted=hosted, campaign=campaign)
+    read = dict(api_visibility="private", concurrency_id="read", concurrency_limit=16)
+    choice.change(show, choice, outputs, show_progress_on=header, **read)
+
+    def listed(current):
+        """The stored studies, read now (a study the CLI just made included); the newest shown if none is."""
+        names = study_names(lab)
+        return gr.update(choices=names, value=current if current in names else (names[-1] if names else None))
+    for trigger in (refresh.click, tab.select):
+        trigger(listed, choice, choice, **read)  # a new value shows that study (choice.change)

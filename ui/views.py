@@ -43,7 +43,8 @@ def pair_html(left, right, labels=("left", "right")):
         for side, label, img in (("left", labels[0], left), ("right", labels[1], right)))
     return (f'<div class="pair-row">{cells}</div>'
             '<div class="viewer-bar"><span id="zoom-level">zoom ×1</span>'
-            '<span id="pixel-readout">hover for pixel values</span>'
+            '<span id="pixel-readout"><span class="key-hint">hover for pixel values</span>'
+            '<span class="touch-hint">drag: pan, and read the pixel under your finger</span></span>'
             '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
 
 
@@ -124,6 +125,13 @@ KEY_HINT = ('<div class="key-hint" id="key-hint">Keys: <kbd>1</kbd> left · <kbd
             '<kbd>←</kbd> <kbd>→</kbd> one frame · <kbd>0</kbd> reset zoom</div>')
 
 
+def form_error_html(message, field_id=None):
+    """The one message of a refused action, shown under the controls until the next action; `field_id` is the
+    element static/viewer.js marks (the field at fault), when one is."""
+    mark = f' data-field="{html.escape(field_id)}"' if field_id else ""
+    return f'<div class="form-error" role="alert"{mark}>⚠ {html.escape(message)}</div>'
+
+
 def empty_html(message):
     return f'<div class="pair-empty">{html.escape(message)}</div>'
 
@@ -196,21 +204,86 @@ def stats_frame(rows):
     return pd.DataFrame(out, columns=STATS_COLUMNS)
 
 
+def fitted_table(frame, main, table_id, empty, optional=()):
+    """A table that fits a phone and a laptop alike: the `main` columns (those that tell rows apart and the
+    verdict), headers and cells wrapping, and every other column of `frame` in the row's own “more” (a <details>).
+    `optional` main columns leave the row for its “more” on a narrow screen (static/app.css). `empty`: the sentence
+    shown when there are no rows."""
+    if frame is None or len(frame) == 0:
+        return f'<p class="table-empty" id="{table_id}-empty">{html.escape(empty)}</p>'
+    rest = [c for c in frame.columns if c not in main]
+    opt = lambda c: ' class="opt"' if c in optional else ""  # noqa: E731
+    head = "".join(f"<th{opt(c)}>{html.escape(str(c))}</th>" for c in main) + ("<th>more</th>" if rest else "")
+    body = []
+    for record in frame.to_dict("records"):
+        cells = "".join(f"<td{opt(c)}>{html.escape(_cell(record[c]))}</td>" for c in main)
+        extra = [(c, ' class="opt-detail"') for c in main if c in optional] + [(c, "") for c in rest]
+        if rest:
+            items = "".join(f"<div{cls}><dt>{html.escape(str(c))}</dt> <dd>{html.escape(_cell(record[c]))}</dd></div>"
+                            for c, cls in extra)
+            cells += f"<td><details><summary>more</summary><dl>{items}</dl></details></td>"
+        body.append(f"<tr>{cells}</tr>")
+    return (f'<table class="fitted" id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _cell(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def stats_html(rows):
+    """stats_frame as a fitted table: the question (pairing, sampler, schedule, steps, guidance), what differs,
+    the decisive votes and the tests; wins, ties, prompts and votes still needed under “more”."""
+    frame = stats_frame(rows)
+    frame.insert(0, "question", [_question(r) for r in rows])
+    frame["A win rate [95% CI]"] = [f"{rate} {ci}".strip() for rate, ci in zip(frame["A win rate"], frame["95% CI"])]
+    frame = frame.rename(columns={"configs": "A vs B"}).drop(columns=["pairing", "sampler", "steps", "guidance",
+                                                                      "A win rate", "95% CI"])
+    return fitted_table(frame, ["question", "A vs B", "decisive", "A win rate [95% CI]", "p", "left rate"],
+                        "stats-rows", "No votes yet: vote on a pair in the Compare tab (or a campaign) and refresh.",
+                        optional=("A vs B", "left rate"))
+
+
+def _question(r):
+    """'final-zero · heun · karras · 4 steps · g 3.0' (A's value, or 'A / B' where they differ)."""
+    a, b = json.loads(r["config_a"]), json.loads(r["config_b"])
+    both = lambda k: str(a[k]) if a[k] == b[k] else f"{a[k]} / {b[k]}"  # noqa: E731
+    return (f"{r['pairing']} · {both('sampler')} · {both('schedule')} · {both('steps')} steps · "
+            f"g {both('guidance_scale')}")
+
+
+def campaign_table_html(frame):
+    """Every campaign's per-cell table (workflows.report.campaigns_frame) as a fitted table."""
+    if frame is not None and len(frame):
+        frame = frame.copy()
+        frame["A win rate [95% CI]"] = [f"{rate} {ci}".strip() for rate, ci in zip(frame["A win rate"],
+                                                                                   frame["95% CI"])]
+        frame = frame.drop(columns=["A win rate", "95% CI"])
+    return fitted_table(frame, ["campaign", "cell", "votes", "A win rate [95% CI]", "A win rate, side-corrected",
+                                "votes say", "LPIPS says"], "campaign-rows",
+                        "No campaigns in this results file: `python -m comparisons campaign create` makes one.",
+                        optional=("campaign", "A win rate, side-corrected", "LPIPS says"))
+
+
 def leaderboard_html(rows):
     """The leaderboard as one table per group of configs that met (directly or through others): scores compare
     only within a table. Unranked configs (too few decisive votes) are listed under the ranked ones."""
     if not rows:
         return '<p class="leaderboard-empty">No votes between different configs yet.</p>'
-    head = "".join(f"<th>{h}</th>" for h in ("rank", "config", "score", "95% interval", "votes", "wins", "losses",
-                                               "ties"))
+    # wins, losses and ties leave a phone's narrow table (the votes column stays).
+    opt = ' class="opt"'
+    head = "".join(f"<th{opt if h in ('wins', 'losses', 'ties') else ''}>{h}</th>"
+                   for h in ("rank", "config", "score", "95% interval", "votes", "wins", "losses", "ties"))
     tables = []
     for group in dict.fromkeys(r["group"] for r in rows):
         mine = [r for r in rows if r["group"] == group]
         body = "".join(
             f'<tr class="{"ranked" if r["ranked"] else "unranked"}"><td>{r["rank"] or "unranked"}</td>'
             f'<td>{html.escape(r["label"])}</td><td>{r["elo"]:.0f}</td>'
-            f'<td>[{r["elo_low"]:.0f}, {r["elo_high"]:.0f}]</td><td>{r["votes"]}</td><td>{r["wins"]}</td>'
-            f'<td>{r["losses"]}</td><td>{r["ties"]}</td></tr>' for r in mine)
+            f'<td>[{r["elo_low"]:.0f}, {r["elo_high"]:.0f}]</td><td>{r["votes"]}</td><td class="opt">{r["wins"]}</td>'
+            f'<td class="opt">{r["losses"]}</td><td class="opt">{r["ties"]}</td></tr>' for r in mine)
         caption = (f"Group {group}: {len(mine)} configs compared with each other"
                    + (" (a weak prior keeps scores finite: some config never won or never lost)"
                       if mine[0]["regularized"] else ""))

@@ -5,16 +5,20 @@ import gradio as gr
 
 from comparisons.workflows.blind import next_campaign_pair
 from ui import views
-from ui.compare import VOTE_BUTTONS, vote
+from ui.compare import VOTE_BUTTONS, stage, vote
 from ui.errors import run_checked
 
 SEEN_ALL = "You have seen every pair of this campaign: thank you. Your votes are recorded."
 
 
 def serve_next(lab, settings, w, request, status=""):
-    """Fill the views with the next campaign pair for this session, or say that it has seen them all."""
-    run_checked(settings.admit_serve, request)
-    out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
+    """Fill the views with the next campaign pair for this session, or say that it has seen them all; a refusal (a
+    rate limit) is said in the status line, the pair on screen kept."""
+    try:
+        run_checked(settings.admit_serve, request)
+        out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
+    except gr.Error as err:
+        return {w["status"]: f"**Not served:** {err.message}"}
     if out is None:
         return {w["current"]: None, w["pair"]: views.empty_html(SEEN_ALL), w["flicker"]: "",
                 w["visibility"]: "", w["status"]: f"{status} {SEEN_ALL}".strip(),
@@ -38,26 +42,17 @@ def build_vote_tab(lab, settings, export_dir, definition):
                     "Which image is better? Sides are random and hidden until you vote; the next pair comes "
                     "by itself.", elem_id="campaign-header")
         w["current"] = gr.State(None)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=300):
-                w["pair"] = gr.HTML(views.empty_html("Loading your first pair…"), elem_id="pair")
-            with gr.Column(scale=1, min_width=240):
-                w["flicker"] = gr.HTML("", elem_id="flicker")
-        with gr.Row(elem_id="vote-row"):
-            for choice, (label, eid) in VOTE_BUTTONS.items():
-                w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=120)
-        w["visibility"] = gr.HTML("", elem_id="visibility")
+        stage(w, views.empty_html("Loading your first pair…"), "")
         gr.HTML(views.KEY_HINT.replace("next pair", "skip this pair"))
         with gr.Row(equal_height=True):
-            w["status"] = gr.Markdown(elem_id="vote-status")
-            w["note"] = gr.Textbox(label="note (optional)", max_lines=2, elem_id="vote-note", scale=2)
+            w["note"] = gr.Textbox(label="note (optional, saved with your vote)", max_lines=2, elem_id="vote-note",
+                                   scale=3)
             w["next"] = gr.Button("Skip (n)", elem_id="next-pair", scale=0, min_width=100)
-        w["reveal"] = gr.Markdown("", elem_id="reveal")
         w["download"] = gr.DownloadButton("Download the last pair (zip)", elem_id="download-pair", interactive=False)
 
     shown = [w[k] for k in ("current", "pair", "flicker", "visibility", "status", "download")] + \
         [w[f"vote:{c}"] for c in VOTE_BUTTONS]
-    private = dict(api_visibility="private", concurrency_id="vote", concurrency_limit=64)
+    private = dict(api_visibility="private", concurrency_id="vote", concurrency_limit=64, show_progress_on=w["pair"])
 
     def on_load(request: gr.Request):
         return serve_next(lab, settings, w, request)

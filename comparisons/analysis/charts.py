@@ -65,27 +65,37 @@ def win_rate_figure(rows, limit=CHART_ROWS):
     return figure_png(fig)
 
 
-def lpips_figure(by_pairing):
-    """LPIPS(A, B) of the pairs per question (box plot with the points), on a log axis; the visibility floor.
-    `by_pairing`: {pairing: [LPIPS of each pair]} (ResultsStore.lpips_by_pairing)."""
+def lpips_figure(groups, limit=CHART_ROWS):
+    """LPIPS(A, B) per group of pairs (box plot with the points) on a log axis, the LPIPS 0.01 line for reference.
+    `groups`: {label: [LPIPS of each pair]} (ResultsStore.lpips_groups: a question at one step count, app pairs
+    apart from a study's). Identical pairs (LPIPS 0) have no place on a log axis: they are counted in the label,
+    never drawn at a made-up small value. At most `limit` groups, the largest."""
     plt = _plt()
-    groups = {}
-    for pairing, values in by_pairing.items():
-        kept = [max(v, 1e-6) for v in values if v is not None and math.isfinite(v)]
-        if kept:
-            groups[pairing] = kept
-    names = sorted(groups)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(names), 1) + 1.1))
-    if names:
-        ax.boxplot([groups[n] for n in names], orientation="horizontal", widths=0.5, showfliers=False)
-        for i, n in enumerate(names, 1):
-            ax.plot(groups[n], [i] * len(groups[n]), "|", color="C1", alpha=0.6)
-        ax.set_yticks(range(1, len(names) + 1), [f"{n} (n={len(groups[n])})" for n in names], fontsize=8)
-        ax.invert_yaxis()
+    data = {}
+    for label, values in groups.items():
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        if finite:
+            data[label] = ([v for v in finite if v > 0], sum(v <= 0 for v in finite))
+    shown = sorted(sorted(data, key=lambda k: -len(data[k][0]) - data[k][1])[:limit])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(shown), 1) + 1.1))
+    drawn = [i for i, n in enumerate(shown, 1) if data[n][0]]
+    if drawn:
+        ax.boxplot([data[shown[i - 1]][0] for i in drawn], positions=drawn, orientation="horizontal", widths=0.5,
+                   showfliers=False)
+        for i in drawn:
+            positive = data[shown[i - 1]][0]
+            ax.plot(positive, [i] * len(positive), "|", color="C1", alpha=0.6)
+    if shown:
+        labels = [f"{n} (n={len(data[n][0]) + data[n][1]}" + (f", {data[n][1]} identical" if data[n][1] else "") + ")"
+                  for n in shown]
+        ax.set_yticks(range(1, len(shown) + 1), labels, fontsize=8)
+        ax.set_ylim(len(shown) + 0.7, 0.3)
     else:
         ax.text(0.5, 0.5, "no pairs yet", ha="center", va="center", transform=ax.transAxes)
+    if len(data) > len(shown):
+        ax.set_title(f"the {len(shown)} largest of {len(data)} groups", fontsize=9)
     ax.set_xscale("log")
-    values = [v for vs in groups.values() for v in vs] + [VISIBLE_LPIPS]
+    values = [v for vs, _ in data.values() for v in vs] + [VISIBLE_LPIPS]
     ax.set_xlim(min(values) / 2, max(values) * 2)  # room around the data and the floor, never a zero-width axis
     ax.axvline(VISIBLE_LPIPS, color="grey", lw=1, ls="--")
     ax.set_xlabel(f"LPIPS(A, B) per pair (log; dashed: LPIPS {VISIBLE_LPIPS}, for reference: FLIP decides visibility)")

@@ -12,7 +12,7 @@ from sampler_lib import (
     penultimate_sigma_min,
 )
 
-from ..errors import ConfigError, clip
+from ..errors import ConfigError, at_field, clip
 
 SCHEDULES = ("karras", "exponential", "polyexponential")
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
@@ -89,14 +89,14 @@ def _number(cfg, name, lo=None, hi=None, integer=False, optional=False):
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number (got {clip(repr(value))})")
+        raise at_field(ConfigError(f"{name} must be a number (got {clip(repr(value))})"), name)
     if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite (got {value})")
+        raise at_field(ConfigError(f"{name} must be finite (got {value})"), name)
     if integer and int(value) != value:
-        raise ConfigError(f"{name} must be a whole number (got {value})")
+        raise at_field(ConfigError(f"{name} must be a whole number (got {value})"), name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{name} must be {bounds} (got {value})")
+        raise at_field(ConfigError(f"{name} must be {bounds} (got {value})"), name)
 
 
 def validate(cfg):
@@ -104,7 +104,8 @@ def validate(cfg):
     for name, allowed in (("sampler", tuple(SAMPLERS)), ("schedule", SCHEDULES),
                           ("sigma_min_rule", SIGMA_MIN_RULES), ("quantize", QUANTIZE_MODES)):
         if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"unknown {name} {clip(repr(getattr(cfg, name)))}; choose one of {', '.join(allowed)}")
+            raise at_field(ConfigError(f"unknown {name} {clip(repr(getattr(cfg, name)))}; choose one of "
+                                       f"{', '.join(allowed)}"), name)
     # Bounds chosen so that every config that validates samples: a finite, descending schedule for any
     # model whose sigmas span 1 (SD: 0.0292 .. 14.6; EDM: 0.002 .. 80), checked by a property test.
     _number(cfg, "steps", 1, MAX_STEPS, integer=True)
@@ -118,20 +119,22 @@ def validate(cfg):
     _number(cfg, "eta", 0, 10)
     _number(cfg, "guidance_scale", 0, 100)
     if cfg.schedule == "polyexponential" and cfg.rho > POLY_RHO_MAX:
-        raise ConfigError(f"rho must be at most {POLY_RHO_MAX} for the polyexponential schedule (got {cfg.rho}); "
-                          "steeper ramps put several steps on the same sigma")
+        raise at_field(ConfigError(f"rho must be at most {POLY_RHO_MAX} for the polyexponential schedule (got "
+                                   f"{cfg.rho}); steeper ramps put several steps on the same sigma"), "rho")
     if cfg.s_tmax is not None and cfg.s_tmin > cfg.s_tmax:
-        raise ConfigError(f"s_tmin ({cfg.s_tmin}) must not exceed s_tmax ({cfg.s_tmax}); churn acts for sigma in "
-                          "[s_tmin, s_tmax]")
+        raise at_field(ConfigError(f"s_tmin ({cfg.s_tmin}) must not exceed s_tmax ({cfg.s_tmax}); churn acts for "
+                                   "sigma in [s_tmin, s_tmax]"), "s_tmin")
     if not isinstance(cfg.final_zero, bool):
-        raise ConfigError(f"final_zero must be true or false (got {clip(repr(cfg.final_zero))})")
+        raise at_field(ConfigError(f"final_zero must be true or false (got {clip(repr(cfg.final_zero))})"),
+                       "final_zero")
     if cfg.sigma_min is not None and cfg.sigma_max is not None and cfg.sigma_min >= cfg.sigma_max:
-        raise ConfigError(f"sigma_min ({cfg.sigma_min}) must be smaller than sigma_max ({cfg.sigma_max})")
+        raise at_field(ConfigError(f"sigma_min ({cfg.sigma_min}) must be smaller than sigma_max ({cfg.sigma_max})"),
+                       "sigma_min")
     # The next-to-last point of a 2-point ramp is sigma_max itself: no schedule is left.
     least = {"penultimate_steps_plus_1": 2, "penultimate_steps": 3}.get(cfg.sigma_min_rule, 1)
     if cfg.steps < least:
-        raise ConfigError(f"sigma_min_rule {cfg.sigma_min_rule!r} needs steps >= {least} (got {cfg.steps}); its "
-                          "sigma_min would equal sigma_max")
+        raise at_field(ConfigError(f"sigma_min_rule {cfg.sigma_min_rule!r} needs steps >= {least} (got {cfg.steps}); "
+                                   "its sigma_min would equal sigma_max"), "steps")
 
 
 def check_seed(seed):

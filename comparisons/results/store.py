@@ -611,12 +611,17 @@ class ResultsStore:
                           "GROUP BY p.pairing, p.config_a, p.config_b, p.prompt, v.winner, v.left_config")
         return {tuple(r.values())[:-1]: r["n"] for r in rows}
 
-    def lpips_by_pairing(self):
-        """{pairing: [LPIPS(A, B) of each pair with one]}: what the LPIPS chart draws, without the pairs' other
-        columns."""
+    def lpips_groups(self):
+        """{'pairing · N steps' (+ ' · study' for a study's pairs): [LPIPS(A, B) of each pair]}: what the LPIPS
+        chart draws, a question at one step count per group and the app's pairs apart from a study's, without the
+        pairs' other columns."""
         out = {}
-        for r in self._read("SELECT pairing, lpips FROM pairs WHERE lpips IS NOT NULL ORDER BY created, pair_id"):
-            out.setdefault(r["pairing"], []).append(r["lpips"])
+        rows = self._read("SELECT pairing, json_extract(config_a, '$.steps') AS steps, lpips, "
+                          "pair_id IN (SELECT pair_id FROM study_rows) AS study FROM pairs "
+                          "WHERE lpips IS NOT NULL ORDER BY created, pair_id")
+        for r in rows:
+            out.setdefault(f"{r['pairing']} · {r['steps']} steps" + (" · study" if r["study"] else ""),
+                           []).append(r["lpips"])
         return out
 
 

@@ -146,10 +146,15 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }}
 table.verdicts {{ border-collapse: collapse; font-size: 0.85rem; }}
 table.verdicts td, table.verdicts th {{ border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }}
-.examples {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
-.example figure {{ display: inline-block; margin: 0 0.2rem; text-align: center; font-size: 0.75rem; }}
-.example img {{ image-rendering: pixelated; }}
+.examples {{ display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }}
+/* One card per example, all the same width: A | B | reference never wrap inside it, the caption wraps below. */
+.example {{ flex: 0 0 19.5rem; max-width: 100%; font-size: 0.8rem; }}
+.example > a {{ display: flex; gap: 0.3rem; text-decoration: none; color: inherit; }}
+.example figure {{ margin: 0; text-align: center; font-size: 0.75rem; }}
+.example img {{ image-rendering: pixelated; width: 96px; height: 96px; }}
 img.plot {{ max-width: 100%; }}
+@media (max-width: 600px) {{ body {{ margin: 0.75rem; }} .example img {{ width: 30vw; height: 30vw; }}
+  table.verdicts {{ display: block; overflow-x: auto; }} }}
 </style></head><body>
 <h1>Study {html.escape(spec.name)}</h1>
 <p>Model <b>{html.escape(spec.model)}</b>; {len(spec.prompts)} prompt(s) × {len(spec.seeds)} seed(s) =

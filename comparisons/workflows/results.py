@@ -34,6 +34,7 @@ def results(store):
 
 
 def charts(store):
-    """{'win_rate_png', 'lpips_png'}: A's win rate per question and LPIPS(A, B) per pairing, as PNG bytes."""
+    """{'win_rate_png', 'lpips_png'}: A's win rate per question and LPIPS(A, B) per question and step count, as
+    PNG bytes."""
     return _cached(store, "charts", lambda: {"win_rate_png": win_rate_figure(results(store)["rows"]),
-                                             "lpips_png": lpips_figure(store.lpips_by_pairing())})
+                                             "lpips_png": lpips_figure(store.lpips_groups())})
