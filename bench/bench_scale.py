@@ -77,8 +77,8 @@ def hosted_figures(path, memory_rounds, browser):
         for i in range(memory_rounds):
             add_vote(path, i)
             page.locator("#refresh-results").click()
-            page.wait_for_function(f"() => document.querySelector('#stats-table').innerText.includes('custom')"
-                                   f" && !document.querySelector('#stats-table .pending')", timeout=120_000)
+            page.wait_for_function("() => document.querySelector('#stats-table').innerText.includes('custom')"
+                                   " && !document.querySelector('#stats-table .pending')", timeout=120_000)
             page.wait_for_selector("#win-rate-chart", timeout=120_000)
             time.sleep(0.3)
             rss.append(rss_mib(live.proc.pid))
@@ -192,8 +192,7 @@ def main():
         ratio = f"{r['study_s'] / prev['study_s']:.2f} for {r['seeds'] // prev['seeds']}x" if prev else ""
         print(f"| {r['seeds']} | {r['study_s']:.1f} s ({r['study_cpu']:.1f} CPU-s) | {ratio} |")
     if memory:
-        print(f"\nhosted app RSS over 20 refreshes at 20,000 votes (MiB): first {memory[0]:.0f}, after 1 {memory[1]:.0f}, "
-              f"after 20 {memory[-1]:.0f}, max {max(memory):.0f}")
+        print("\nhosted app RSS over 20 refreshes at 20,000 votes (MiB): " + ", ".join(f"{m:.0f}" for m in memory))
     plot(vote_rows, study_rows, memory, ROOT / "docs" / "scale.png")
 
 

@@ -62,7 +62,10 @@ def vote_store(path, pairs=300, votes=1500, seed=0, one_question=False):
     with store._transaction() as conn:
         ids = []
         for i in range(pairs):
-            a, b = configs[:2] if one_question else (rng.sample(configs, 2) if rng.random() < 0.95 else [configs[3]] * 2)
+            if one_question:
+                a, b = configs[:2]
+            else:
+                a, b = rng.sample(configs, 2) if rng.random() < 0.95 else [configs[3]] * 2
             ids.append(store._insert_pair(
                 conn, pairing="custom" if one_question else rng.choice(["custom", "paper", "final-zero", "sigma-min"]),
                 model="embedded", prompt=rng.choice(prompts), seed=i, config_a=a, config_b=b, image_a=image,

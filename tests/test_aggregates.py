@@ -69,9 +69,10 @@ def test_sql_counts_equal_the_row_by_row_statistics_on_random_stores(tmp_path_fa
     store = ResultsStore(tmp_path_factory.mktemp("agg") / "r.db")
     image = store.save_image(Image.new("RGB", (2, 2)), {})
     with store._transaction() as conn:
-        ids = [store._insert_pair(conn, pairing=p, model="m", prompt=prompt, seed=0, config_a=SamplerConfig.from_json(a),
-                                  config_b=SamplerConfig.from_json(b), image_a=image, image_b=image, metrics={},
-                                  sigmas_a=[1.0], sigmas_b=[1.0], lockstep=True, seconds=0.0)
+        ids = [store._insert_pair(conn, pairing=p, model="m", prompt=prompt, seed=0,
+                                  config_a=SamplerConfig.from_json(a), config_b=SamplerConfig.from_json(b),
+                                  image_a=image, image_b=image, metrics={}, sigmas_a=[1.0], sigmas_b=[1.0],
+                                  lockstep=True, seconds=0.0)
                for p, a, b, prompt in pairs]
         conn.executemany("INSERT INTO votes (pair_id, winner, left_config, session, note, created) "
                          "VALUES (?, ?, ?, ?, '', 0)",
@@ -89,8 +90,9 @@ def test_win_rate_chart_draws_the_most_voted_questions_in_table_order():
     assert asked == 5 and [r["name"] for r in kept] == [0, 2, 4]  # 3, 9 and 7 votes, as the table orders them
     rows = BEFORE["mixed"]["by_question"]
     png = win_rate_figure(rows)  # 232 questions: 30 drawn, a figure of a readable height
-    from PIL import Image
     import io
+
+    from PIL import Image
     assert Image.open(io.BytesIO(png)).height < 2000
 
 
@@ -107,7 +109,8 @@ def test_lpips_chart_groups_by_step_count_and_counts_identical_pairs(tmp_path):
     with store._transaction() as conn:
         for steps, lpips in ((4, 0.0), (4, 0.02), (10, 0.1)):
             store._insert_pair(conn, pairing="final-zero", model="m", prompt="p", seed=0,
-                               config_a=SamplerConfig(steps=steps), config_b=SamplerConfig(steps=steps, final_zero=False),
+                               config_a=SamplerConfig(steps=steps),
+                               config_b=SamplerConfig(steps=steps, final_zero=False),
                                image_a=image, image_b=image, metrics={"lpips": lpips}, sigmas_a=[1.0], sigmas_b=[1.0],
                                lockstep=True, seconds=0.0)
     groups = store.lpips_groups()

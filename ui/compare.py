@@ -362,7 +362,7 @@ def wire(lab, settings, w, custom, export_dir):
         # trigger_mode="once": clicks while a vote is pending are dropped; the store refuses any later one.
         w[f"vote:{choice}"].click(vote_handler(choice), [w["current"], w["note"]], vote_out,
                                   concurrency_id="vote", concurrency_limit=64, trigger_mode="once",
-                                  show_progress_on=w["status"], **private).then(on_auto_next, form | {w["auto_next"], w["current"]},
-                                                  views_out + [w["seed"]], **gen)
+                                  show_progress_on=w["status"], **private).then(
+            on_auto_next, form | {w["auto_next"], w["current"]}, views_out + [w["seed"]], **gen)
     w["gain"].change(lambda current, gain: shown(current, gain) if current else "", [w["current"], w["gain"]],
                      w["maps"], concurrency_id="read", concurrency_limit=16, **private)

@@ -14,7 +14,8 @@ def matches(counts):
     for (_, a, b, _, winner, _), n in counts.items():
         if a == b:
             continue  # a config against itself says nothing about its strength
-        for w, lo, weight in {"A": [(a, b, 1.0)], "B": [(b, a, 1.0)], "tie": [(a, b, 0.5), (b, a, 0.5)]}.get(winner, []):
+        games = {"A": [(a, b, 1.0)], "B": [(b, a, 1.0)], "tie": [(a, b, 0.5), (b, a, 0.5)]}.get(winner, [])
+        for w, lo, weight in games:
             out[(w, lo)] = out.get((w, lo), 0.0) + weight * n
     return [(w, lo, weight) for (w, lo), weight in sorted(out.items())]
 

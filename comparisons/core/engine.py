@@ -123,9 +123,9 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
     """Float outputs (len(samples), len(configs), *latent_shape) of every arm on every sample.
 
     `progress(done, total)`, in item-steps (samples x arms x steps), is called after each step of each group.
-    `stats`, a dict, receives the network batch sizes. A group runs its samples in slices of at most `max_batch` items (samples x arms;
-    "device": network_batch(model.device), None: all at once); every item has its own seed, so slicing
-    changes no output. `noise_max`: the Brownian noise's range (None: noise_ceiling of these configs).
+    `stats`, a dict, receives the network batch sizes. A group runs its samples in slices of at most `max_batch`
+    items (samples x arms; "device": network_batch(model.device), None: all at once); every item has its own
+    seed, so slicing changes no output. `noise_max`: the Brownian noise's range (None: noise_ceiling of these configs).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")

@@ -13,8 +13,16 @@ from ..core.config import schedule
 from ..core.engine import increments, noise_ceiling, sample_arms
 from ..core.grid import StudySpec
 from ..core.metrics import max_abs_diff, psnr, rmse, unit_images
-from ..core.references import (arm_key, compute_references, noise_from, record_arms, record_references,
-                               reference_key, stored_arms, stored_references)
+from ..core.references import (
+    arm_key,
+    compute_references,
+    noise_from,
+    record_arms,
+    record_references,
+    reference_key,
+    stored_arms,
+    stored_references,
+)
 from ..core.visibility import flip_map
 
 
