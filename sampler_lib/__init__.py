@@ -1,4 +1,5 @@
 """sampler_lib: Karras schedules, samplers and model wrappers with EDM-style sigma discretization."""
+from .named_schedules import SCHEDULES
 from .noise import BrownianNoiseSampler, initial_noise
 from .samplers import (
                        SAMPLERS,
@@ -32,7 +33,7 @@ from .wrappers import (
 
 __all__ = [
     "BaseModelWrapper", "BrownianNoiseSampler", "DiscreteEpsDenoiser", "DiscreteSchedule",
-    "DiscreteVDenoiser", "QUANTIZE_MODES", "SAMPLERS", "append_dims", "append_zero", "discretize_sigmas",
+    "DiscreteVDenoiser", "QUANTIZE_MODES", "SAMPLERS", "SCHEDULES", "append_dims", "append_zero", "discretize_sigmas",
     "get_ancestral_step", "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_polyexponential",
     "initial_noise", "penultimate_sigma_min", "round_sigmas", "sample_dpm_2", "sample_dpmpp_2m",
     "sample_dpmpp_2m_sde", "sample_euler", "sample_euler_ancestral", "sample_heun",

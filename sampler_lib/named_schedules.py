@@ -1,0 +1,247 @@
+"""Every schedule practitioners pick from, by name, on a model's training sigmas: SCHEDULES[name](n, model_sigmas,
+**options) gives the n + 1 sigmas of n steps, descending, ending in 0. `model_sigmas` are the training sigmas,
+ascending (DiscreteSchedule.sigmas). Sources: Karras et al. 2022 eq. 5 (karras); k-diffusion (exponential,
+polyexponential, vp); ComfyUI's comfy/samplers.py (normal, sgm_uniform, simple, ddim_uniform, beta, linear_quadratic,
+kl_optimal); Sabour et al. 2024, "Align Your Steps" (tables for SD 1.5 and SDXL, log-linear interpolation as in
+ComfyUI's AlignYourStepsScheduler); diffusers' EulerDiscreteScheduler (timestep_spacing linspace, leading,
+trailing). A schedule that cannot give n distinct steps is refused with a ValueError saying what to change, never
+silently shortened."""
+import math
+
+import torch
+
+from .schedules import (
+    get_sigmas_exponential,
+    get_sigmas_karras,
+    get_sigmas_polyexponential,
+    nearest_index,
+)
+
+# Align Your Steps' published 10-step noise levels (Sabour et al. 2024, project page and ComfyUI's
+# AlignYourStepsScheduler), highest first; the last is the model's sigma_min and is replaced by 0.
+AYS = {
+    "SD1": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
+    "SDXL": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029],
+}
+
+
+def _grid(model_sigmas):
+    """Training sigmas as an ascending float64 tensor (checked)."""
+    grid = torch.as_tensor(model_sigmas, dtype=torch.float64).flatten()
+    if len(grid) < 2 or not bool(torch.isfinite(grid).all()) or bool((grid <= 0).any()):
+        raise ValueError("model_sigmas must hold at least two positive, finite training sigmas")
+    if bool((grid[1:] < grid[:-1]).any()):
+        raise ValueError("model_sigmas must be ascending (the model's training sigmas, smallest first)")
+    return grid
+
+
+def _steps(n):
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"steps must be a whole number >= 1 (got {n!r})")
+    return int(n)
+
+
+def _out(sigmas):
+    """Descending float32 sigmas with the final 0."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(torch.float32)
+
+
+def _ends(grid, sigma_min, sigma_max):
+    lo = float(grid[0]) if sigma_min is None else float(sigma_min)
+    hi = float(grid[-1]) if sigma_max is None else float(sigma_max)
+    return lo, hi
+
+
+def _distinct(name, n, sigmas, hint):
+    """Refuse a schedule whose n steps do not land on n distinct sigmas (two steps on one training timestep)."""
+    if len(sigmas) != n or bool((sigmas[1:] >= sigmas[:-1]).any()):
+        raise ValueError(f"the {name} schedule cannot make {n} distinct steps on this model's training timesteps; "
+                         f"{hint}")
+    return sigmas
+
+
+def karras(n, model_sigmas, sigma_min=None, sigma_max=None, rho=7.0):
+    """Karras et al. 2022 eq. 5 between the model's (or the given) sigma_min and sigma_max."""
+    lo, hi = _ends(_grid(model_sigmas), sigma_min, sigma_max)
+    return get_sigmas_karras(_steps(n), lo, hi, rho)
+
+
+def exponential(n, model_sigmas, sigma_min=None, sigma_max=None):
+    """Evenly spaced in log sigma (k-diffusion)."""
+    lo, hi = _ends(_grid(model_sigmas), sigma_min, sigma_max)
+    return get_sigmas_exponential(_steps(n), lo, hi)
+
+
+def polyexponential(n, model_sigmas, sigma_min=None, sigma_max=None, rho=1.0):
+    """log sigma on a polynomial ramp of degree rho (k-diffusion)."""
+    lo, hi = _ends(_grid(model_sigmas), sigma_min, sigma_max)
+    return get_sigmas_polyexponential(_steps(n), lo, hi, rho)
+
+
+def _sigma_at(grid, t):
+    """The sigma at fractional training timestep t: log sigma interpolated between neighbours (ComfyUI)."""
+    t = torch.as_tensor(t, dtype=torch.float64).clamp(0, len(grid) - 1)
+    low, high = t.floor().long(), t.ceil().long()
+    w = t - t.floor()
+    return ((1 - w) * grid.log()[low] + w * grid.log()[high]).exp()
+
+
+def _timestep_of(grid, sigma):
+    """The training timestep nearest to sigma in log space (ComfyUI's ModelSamplingDiscrete.timestep)."""
+    return float(nearest_index(torch.tensor([float(sigma)], dtype=torch.float64), grid.log())[0])
+
+
+def normal(n, model_sigmas, sigma_min=None, sigma_max=None):
+    """Uniform in training timestep from sigma_max's to sigma_min's, both ends included (ComfyUI 'normal')."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    lo, hi = _ends(grid, sigma_min, sigma_max)
+    t = torch.linspace(_timestep_of(grid, hi), _timestep_of(grid, lo), n, dtype=torch.float64)
+    return _out(_sigma_at(grid, t))
+
+
+def sgm_uniform(n, model_sigmas, sigma_min=None, sigma_max=None):
+    """Uniform in training timestep over n + 1 points, the last (sigma_min's) replaced by 0 (ComfyUI 'sgm_uniform',
+    the SGM/SDXL reference's spacing)."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    lo, hi = _ends(grid, sigma_min, sigma_max)
+    t = torch.linspace(_timestep_of(grid, hi), _timestep_of(grid, lo), n + 1, dtype=torch.float64)[:-1]
+    return _out(_sigma_at(grid, t))
+
+
+def simple(n, model_sigmas):
+    """Every (len/n)-th training sigma from the top (ComfyUI 'simple')."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    step = len(grid) / n
+    picked = grid[[len(grid) - 1 - int(x * step) for x in range(n)]]
+    return _out(_distinct("simple", n, picked, f"use at most {len(grid)} steps"))
+
+
+def ddim_uniform(n, model_sigmas):
+    """Every (len // n)-th training sigma from index 1 upward, reversed (ComfyUI 'ddim_uniform'). Where n does not
+    divide the timesteps that stride gives more than n steps (ComfyUI then runs them all): refused here."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    stride = max(len(grid) // n, 1)
+    picked = grid[list(range(1, len(grid), stride))].flip(0)
+    if len(picked) != n:
+        fits = [k for k in range(1, min(len(grid), 200)) if len(range(1, len(grid), max(len(grid) // k, 1))) == k]
+        near = sorted(fits, key=lambda k: (abs(k - n), k))[:3]
+        raise ValueError(f"ddim_uniform at {n} steps takes every {stride}th of {len(grid)} training sigmas, which "
+                         f"gives {len(picked)} steps, not {n}; choose {', '.join(map(str, sorted(near)))} steps")
+    return _out(picked)
+
+
+def beta(n, model_sigmas, alpha=0.6, beta=0.6):
+    """Training timesteps at the quantiles of a Beta(alpha, beta) distribution (Lee et al. 2024, arXiv:2407.12173;
+    ComfyUI 'beta'); duplicate timesteps are refused, not dropped."""
+    from scipy.stats import beta as beta_dist  # the Beta quantile function; imported only for this schedule
+
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"beta schedule: {name} must be a number above 0 (got {value!r})")
+    grid, n = _grid(model_sigmas), _steps(n)
+    q = 1 - torch.linspace(0, 1, n + 1, dtype=torch.float64)[:-1]
+    t = torch.as_tensor(beta_dist.ppf(q.numpy(), alpha, beta) * (len(grid) - 1)).round().long()
+    return _out(_distinct("beta", n, grid[t], f"use fewer steps, or alpha/beta closer to 1 (got {alpha}, {beta})"))
+
+
+def linear_quadratic(n, model_sigmas, threshold_noise=0.025, linear_steps=None):
+    """Linear then quadratic in sigma / sigma_max (Mochi's schedule; ComfyUI 'linear_quadratic')."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    if n == 1:
+        return torch.tensor([float(grid[-1]), 0.0])
+    linear_steps = n // 2 if linear_steps is None else int(linear_steps)
+    if not 0 < linear_steps < n:
+        raise ValueError(f"linear_quadratic: linear_steps must be between 1 and {n - 1} (got {linear_steps})")
+    diff = linear_steps - threshold_noise * n
+    quadratic_steps = n - linear_steps
+    quad = diff / (linear_steps * quadratic_steps ** 2)
+    lin = threshold_noise / linear_steps - 2 * diff / quadratic_steps ** 2
+    const = quad * linear_steps ** 2
+    ramp = [i * threshold_noise / linear_steps for i in range(linear_steps)]
+    ramp += [quad * i ** 2 + lin * i + const for i in range(linear_steps, n)]
+    sigmas = (1 - torch.tensor(ramp, dtype=torch.float64)) * float(grid[-1])
+    return _out(_distinct("linear_quadratic", n, sigmas, "use another threshold_noise"))
+
+
+def kl_optimal(n, model_sigmas, sigma_min=None, sigma_max=None):
+    """Evenly spaced in arctan(sigma) (the 'KL-optimal' schedule of A1111 PR 15608; ComfyUI 'kl_optimal')."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    lo, hi = _ends(grid, sigma_min, sigma_max)
+    w = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+    return _out((w * math.atan(lo) + (1 - w) * math.atan(hi)).tan())
+
+
+def align_your_steps(n, model_sigmas, model_type="SD1"):
+    """Align Your Steps' optimized levels for SD 1.5 or SDXL, interpolated log-linearly to n steps; the last level
+    becomes 0. Refused for a model whose training sigmas are not the SD range the tables were fitted on."""
+    grid, n = _grid(model_sigmas), _steps(n)
+    if model_type not in AYS:
+        raise ValueError(f"align_your_steps: model_type must be one of {', '.join(AYS)} (got {model_type!r})")
+    table = AYS[model_type]
+    if not (math.isclose(float(grid[-1]), table[0], rel_tol=0.01) and math.isclose(float(grid[0]), table[-1],
+                                                                                   rel_tol=0.05)):
+        raise ValueError(f"align_your_steps: its tables are for training sigmas {table[-1]}..{table[0]} (SD 1.x/2.x "
+                         f"eps, SDXL); this model's are {float(grid[0]):.4g}..{float(grid[-1]):.4g}")
+    levels = torch.tensor(table, dtype=torch.float64)
+    if n + 1 != len(levels):
+        # Log-linear interpolation over an even grid, as ComfyUI's loglinear_interp (numpy.interp) does.
+        xs = torch.linspace(0, 1, len(levels), dtype=torch.float64)
+        ys = levels.flip(0).log()
+        new = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+        idx = torch.searchsorted(xs, new, right=True).clamp(1, len(xs) - 1)
+        w = (new - xs[idx - 1]) / (xs[idx] - xs[idx - 1])
+        levels = (ys[idx - 1] + w * (ys[idx] - ys[idx - 1])).exp().flip(0)
+    return _out(levels[:-1])
+
+
+def vp(n, model_sigmas, beta_d=19.9, beta_min=0.1, eps_s=1e-3):
+    """The variance-preserving SDE's schedule (Song et al. 2021; k-diffusion get_sigmas_vp)."""
+    _grid(model_sigmas)
+    t = torch.linspace(1, eps_s, _steps(n), dtype=torch.float64)
+    return _out(torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1))
+
+
+def _diffusers(spacing, n, model_sigmas, steps_offset=0):
+    """diffusers' EulerDiscreteScheduler timesteps for `spacing`, sigma interpolated linearly between training
+    timesteps (its interpolation_type 'linear')."""
+    import numpy as np
+
+    grid, n = _grid(model_sigmas), _steps(n)
+    total = len(grid)
+    if n > total:
+        raise ValueError(f"{spacing} spacing: at most {total} steps (got {n})")
+    if spacing == "linspace":
+        t = np.linspace(0, total - 1, n, dtype=np.float32)[::-1].copy()
+    elif spacing == "leading":
+        t = (np.arange(0, n) * (total // n)).round()[::-1].copy().astype(np.float32) + steps_offset
+    else:
+        t = np.round(np.arange(total, 0, -total / n)).astype(np.float32) - 1
+    sigmas = np.interp(t, np.arange(total), grid.numpy())
+    return _out(_distinct(f"diffusers {spacing}", n, torch.as_tensor(sigmas), "use fewer steps"))
+
+
+def diffusers_linspace(n, model_sigmas):
+    """diffusers timestep_spacing='linspace': n timesteps evenly from the last training timestep to 0."""
+    return _diffusers("linspace", n, model_sigmas)
+
+
+def diffusers_leading(n, model_sigmas, steps_offset=1):
+    """diffusers timestep_spacing='leading' (SD 1.x's default, steps_offset 1): every (T // n)-th timestep."""
+    return _diffusers("leading", n, model_sigmas, steps_offset)
+
+
+def diffusers_trailing(n, model_sigmas):
+    """diffusers timestep_spacing='trailing': timesteps counted back from the last one (Lin et al. 2024)."""
+    return _diffusers("trailing", n, model_sigmas)
+
+
+SCHEDULES = {
+    "karras": karras, "exponential": exponential, "polyexponential": polyexponential, "normal": normal,
+    "sgm_uniform": sgm_uniform, "simple": simple, "ddim_uniform": ddim_uniform, "beta": beta,
+    "linear_quadratic": linear_quadratic, "kl_optimal": kl_optimal, "align_your_steps": align_your_steps, "vp": vp,
+    "diffusers_linspace": diffusers_linspace, "diffusers_leading": diffusers_leading,
+    "diffusers_trailing": diffusers_trailing,
+}
+# Schedules whose every sigma is a training sigma: 'paper' rounding leaves them unchanged.
+ON_TRAINING_SIGMAS = ("simple", "ddim_uniform", "beta")
