@@ -296,6 +296,21 @@ def test_vote_view_in_the_browser(study_store, tmp_path):
                                        timeout=60_000)
             page.wait_for_function("() => document.querySelector('#vote-status').innerText.includes('seen every')")
             assert len(set(seen)) == 3 and page.is_disabled("#vote-left")
+            # On a phone a visitor's pair and its four buttons share the first screen (buttons straight under it).
+            phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+            mobile = phone.new_page()
+            mobile.goto(app.url)
+            mobile.wait_for_function("""() => {
+                const imgs = document.querySelectorAll('#pair img.zoom-img');
+                return imgs.length === 2 && [...imgs].every(i => i.complete && i.naturalWidth > 0)
+                    && !document.querySelector('#vote-left').disabled; }""", timeout=60_000)
+            mobile.wait_for_timeout(300)
+            for selector in ("#pair", "#vote-left", "#vote-right", "#vote-tie", "#vote-both-bad"):
+                box = mobile.locator(selector).bounding_box()
+                assert box["y"] >= 0 and box["y"] + box["height"] <= 844 and box["x"] + box["width"] <= 391, \
+                    (selector, box)
+            mobile.screenshot(path=str(ARTIFACTS / "campaign-vote-390.png"), full_page=True)
+            phone.close()
             browser.close()
         votes = ResultsStore(db).campaign_votes("web")
         assert [v["winner"] for v in votes][2] == "both_bad" and len(votes) == 3
