@@ -66,7 +66,10 @@ def test_study_tab_shows_and_runs_studies(study_app, page):
     assert links >= 2 * 3
     page.screenshot(path=str(ARTIFACTS / "study-tab.png"), full_page=True)
 
-    # A small study from the app: progress, then its verdicts in the same view.
+    # A small study from the app: progress, then its verdicts in the same view. Opening the tab lists and shows the
+    # newest study: wait until nothing is pending, so no update lands while the fields are being filled.
+    page.wait_for_function("() => !document.querySelector('#study-header .pending, #study-choice .pending, "
+                           "#study-plots .pending, #study-table .pending')")
     page.get_by_text("Run a small study").click()
     page.wait_for_selector("#study-name textarea", state="visible")
     from playwright.sync_api import expect
@@ -74,7 +77,13 @@ def test_study_tab_shows_and_runs_studies(study_app, page):
     for field, value in ((page.locator("#study-name textarea"), "from-the-app"),
                          (page.get_by_label("steps (comma-separated)"), "3"),
                          (page.get_by_label("seeds (e.g. 0-7 or 0,3,5)"), "0-1")):
-        field.fill(value)
+        for _ in range(3):  # a field mounted late (the accordion's first opening) may take the first fill away
+            field.fill(value)
+            try:
+                expect(field).to_have_value(value, timeout=2_000)
+                break
+            except AssertionError:
+                continue
         expect(field).to_have_value(value)
     page.click("#run-study")
     page.wait_for_function(
