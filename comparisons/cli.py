@@ -32,6 +32,9 @@ def _study_parser(sub):
     s.add_argument("--questions", default="", help=f"comma-separated presets: {', '.join(PAIRINGS)}")
     s.add_argument("--questions-file", help='JSON {"name": [{A overrides}, {B overrides}]}')
     s.add_argument("--samplers", default="heun")
+    s.add_argument("--schedules", default="",
+                   help="comma-separated schedules (sampler_lib.SCHEDULES): every question under each, cells named "
+                        "question@schedule; the schedule question sets Karras against each")
     s.add_argument("--steps", default="4,7,10,25", help="comma-separated step counts")
     s.add_argument("--seeds", default="0-63", help="e.g. 0-255 or 0,3,7-9")
     s.add_argument("--prompts", default="a red circle",
@@ -198,7 +201,7 @@ def cmd_sweep(args, out):
     den = model.denoiser("off")
     for cfg in (cfg_a, cfg_b):
         model.condition(args.prompt, cfg.guidance_scale)  # bad prompt words fail before any file is made
-        schedule(cfg, float(den.sigma_min), float(den.sigma_max))  # so does a schedule that cannot be built
+        schedule(cfg, den.sigmas)  # so does a schedule that cannot be built
     check_writable(args.results, "results file", "--results")
     lab = Lab(args.results, lpips_weights=args.lpips_weights, load=lambda name: model)
     lab.lpips()
@@ -299,7 +302,8 @@ def cmd_study(args, out):
     spec = study_spec(model, name=args.name or Path(args.out).absolute().name, model_name=args.model,
                       questions=args.questions, questions_file=args.questions_file, samplers=args.samplers,
                       steps=args.steps, seeds=args.seeds, prompts=args.prompts, guidance=args.guidance,
-                      reference=args.reference, precision=args.precision, reference_check=args.reference_check)
+                      reference=args.reference, precision=args.precision, reference_check=args.reference_check,
+                      schedules=args.schedules)
     if args.ray_workers is not None and args.ray_workers < 1:
         raise UsageError(f"--ray-workers must be >= 1 (got {args.ray_workers})")
     if (args.ray_workers or args.ray_gpus_per_worker) and not args.ray:

@@ -6,9 +6,9 @@ import re
 
 from sampler_lib import SAMPLERS
 
-from .core.config import MAX_SEED, MAX_STEPS, PAIRINGS, SamplerConfig
+from .core.config import MAX_SEED, MAX_STEPS, PAIRINGS, SCHEDULES, SamplerConfig, schedule
 from .core.engine import PRECISIONS
-from .core.grid import REFERENCE, Question, StudySpec
+from .core.grid import REFERENCE, STUDY_QUESTIONS, Question, StudySpec
 from .errors import CampaignError, ConfigError, UsageError, clip
 
 MAX_SEEDS = 100_000
@@ -62,11 +62,12 @@ def parse_list(text, flag):
 def questions_from(names, path=None):
     """Preset names (comma-separated) and the questions of a JSON file {"name": [A overrides, B overrides]}."""
     questions = []
+    known = {**PAIRINGS, **STUDY_QUESTIONS}
     for name in [n.strip() for n in (names or "").split(",") if n.strip()]:
-        if name not in PAIRINGS:
-            raise ConfigError(f"unknown question {name!r}; choose from {', '.join(PAIRINGS)} or pass "
+        if name not in known:
+            raise ConfigError(f"unknown question {name!r}; choose from {', '.join(known)} or pass "
                               "--questions-file")
-        questions.append(Question.of(name, *PAIRINGS[name]))
+        questions.append(Question.of(name, *known[name]))
     if path:
         try:
             data = json.loads(open(path).read())
@@ -106,7 +107,7 @@ def parse_cells(text):
 
 def study_spec(model, *, name, model_name, questions="", questions_file=None, samplers="heun", steps="4,7,10,25",
                seeds="0-63", prompts="a red circle", guidance=SamplerConfig.guidance_scale, reference="{}",
-               precision="fp32", reference_check=8):
+               precision="fp32", reference_check=8, schedules=""):
     """The StudySpec of textual settings (the CLI's flags, the app's fields), validated before anything is written."""
     questions = questions_from(questions, questions_file)
     samplers = parse_list(samplers, "--samplers")
@@ -114,6 +115,10 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
     if unknown:
         raise UsageError(f"unknown sampler {unknown[0]!r}; choose from {', '.join(SAMPLERS)}")
     steps, seeds = parse_steps(steps), parse_seeds(seeds)
+    schedules = list(dict.fromkeys(parse_list(schedules, "--schedules"))) if str(schedules or "").strip() else []
+    unknown = [x for x in schedules if x not in SCHEDULES]
+    if unknown:
+        raise UsageError(f"unknown schedule {clip(repr(unknown[0]))}; choose from {', '.join(SCHEDULES)}")
     if prompts.strip() == "all":
         prompts = model.prompts()
         if prompts is None:
@@ -143,6 +148,15 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
         raise UsageError("a study needs a name; pass --name")
     spec = StudySpec(name=name.strip(), model=model_name, questions=questions, samplers=tuple(samplers),
                      steps=tuple(steps), prompts=tuple(prompts), seeds=tuple(seeds), guidance=guidance,
-                     reference=reference, precision=precision, reference_check=reference_check)
-    spec.cells()  # every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2)
+                     reference=reference, precision=precision, reference_check=reference_check,
+                     schedules=tuple(schedules))
+    # Every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2), and every schedule
+    # can be built on this model's training sigmas (ddim_uniform at 7 steps cannot), before anything is written.
+    grid = model.denoiser("off").sigmas
+    for cell in spec.cells():
+        for cfg in (cell.a, cell.b):
+            try:
+                schedule(cfg, grid)
+            except ConfigError as exc:
+                raise ConfigError(f"question {cell.question!r} at {cell.sampler}, {cell.steps} steps: {exc}") from exc
     return spec

@@ -92,21 +92,30 @@ def _timestep_of(grid, sigma):
     return float(nearest_index(torch.tensor([float(sigma)], dtype=torch.float64), grid.log())[0])
 
 
+def _timestep_range(name, grid, sigma_min, sigma_max):
+    """(timestep of sigma_max, timestep of sigma_min): both must lie on the model's training sigmas."""
+    lo, hi = _ends(grid, sigma_min, sigma_max)
+    if hi > float(grid[-1]) * (1 + 1e-6) or lo < float(grid[0]) * (1 - 1e-6):
+        raise ValueError(f"the {name} schedule spaces training timesteps: its sigma range must lie within the model's "
+                         f"training sigmas {float(grid[0]):.4g}..{float(grid[-1]):.4g} (got {lo:.4g}..{hi:.4g})")
+    return _timestep_of(grid, hi), _timestep_of(grid, lo)
+
+
 def normal(n, model_sigmas, sigma_min=None, sigma_max=None):
     """Uniform in training timestep from sigma_max's to sigma_min's, both ends included (ComfyUI 'normal')."""
     grid, n = _grid(model_sigmas), _steps(n)
-    lo, hi = _ends(grid, sigma_min, sigma_max)
-    t = torch.linspace(_timestep_of(grid, hi), _timestep_of(grid, lo), n, dtype=torch.float64)
-    return _out(_sigma_at(grid, t))
+    start, end = _timestep_range("normal", grid, sigma_min, sigma_max)
+    sigmas = _sigma_at(grid, torch.linspace(start, end, n, dtype=torch.float64))
+    return _out(_distinct("normal", n, sigmas, "use fewer steps or a wider sigma range"))
 
 
 def sgm_uniform(n, model_sigmas, sigma_min=None, sigma_max=None):
     """Uniform in training timestep over n + 1 points, the last (sigma_min's) replaced by 0 (ComfyUI 'sgm_uniform',
     the SGM/SDXL reference's spacing)."""
     grid, n = _grid(model_sigmas), _steps(n)
-    lo, hi = _ends(grid, sigma_min, sigma_max)
-    t = torch.linspace(_timestep_of(grid, hi), _timestep_of(grid, lo), n + 1, dtype=torch.float64)[:-1]
-    return _out(_sigma_at(grid, t))
+    start, end = _timestep_range("sgm_uniform", grid, sigma_min, sigma_max)
+    sigmas = _sigma_at(grid, torch.linspace(start, end, n + 1, dtype=torch.float64)[:-1])
+    return _out(_distinct("sgm_uniform", n, sigmas, "use fewer steps or a wider sigma range"))
 
 
 def simple(n, model_sigmas):

@@ -141,3 +141,18 @@ def live_app(tmp_path_factory):
     app = LiveApp(tmp_path_factory.mktemp("app") / "results.db")
     yield app
     app.stop()
+
+
+def fill_checked(field, value, tries=3):
+    """Fill a Playwright field and see the value stay: a field mounted late (an accordion's first opening) can take
+    the first fill away, and a lost value would run the default instead of what the test means."""
+    from playwright.sync_api import expect
+    for _ in range(tries - 1):
+        field.fill(value)
+        try:
+            expect(field).to_have_value(value, timeout=2_000)
+            return
+        except AssertionError:
+            continue
+    field.fill(value)
+    expect(field).to_have_value(value)

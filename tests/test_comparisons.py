@@ -63,13 +63,14 @@ def test_bad_configs(text, message):
 
 def test_presets_ask_the_three_questions():
     lo, hi = 0.0292, 14.6146
+    grid = torch.tensor([lo, hi])  # the Karras-family schedules read the model's two ends
     a, b = make_pair("discretization", SamplerConfig(steps=7))
     assert (a.quantize, b.quantize) == ("paper", "off")
     a, b = make_pair("final-zero", SamplerConfig(steps=7))
-    sa, sb = schedule(a, lo, hi), schedule(b, lo, hi)
+    sa, sb = schedule(a, grid), schedule(b, grid)
     assert len(sa) == len(sb) == 8 and float(sa[-1]) == 0 and float(sb[-1]) == pytest.approx(lo)
     a, b = make_pair("sigma-min", SamplerConfig(steps=7))
-    sa, sb = schedule(a, lo, hi), schedule(b, lo, hi)
+    sa, sb = schedule(a, grid), schedule(b, grid)
     assert float(sa[-2]) == pytest.approx(0.1072, abs=2e-4) and float(sb[-2]) == pytest.approx(0.1303, abs=2e-4)
     assert float(sa[-1]) == float(sb[-1]) == 0
     assert set(PAIRINGS) >= {"discretization", "final-zero", "sigma-min"}

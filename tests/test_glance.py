@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, LiveApp
+from tests.conftest import ARTIFACTS, ROOT, LiveApp, fill_checked
 from tests.test_instrument_browser import DESK, PHONE, fill, open_page, refusal, shot, wait_pair
 
 
@@ -120,7 +120,8 @@ def test_study_tab_states(app, browser, tmp_path):
     assert "final-zero" in page.inner_text("#study-table")
     # Messages use the app's field names, not the CLI's flags; shown under the Run button, nothing stored.
     page.get_by_text("Run a small study").click()
-    page.get_by_label("steps (comma-separated)").fill("4,,x")
+    page.wait_for_selector("#study-name textarea", state="visible")
+    fill_checked(page.get_by_label("steps (comma-separated)"), "4,,x")
     page.click("#run-study")
     page.wait_for_function("() => document.querySelector('#study-status')?.innerText.includes('malformed steps')",
                            timeout=60_000)

@@ -25,7 +25,7 @@ from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt,
 
 PANEL = {"sampler": "heun", "steps": "4", "schedule": "karras", "rho": "7", "sigma_min_rule": "model",
          "final_zero": True, "quantize": "off", "s_churn": "20", "s_tmin": "0", "s_tmax": "", "s_noise": "1",
-         "eta": "1", "guidance_scale": "3"}
+         "eta": "1", "guidance_scale": "3", "beta_alpha": "0.6", "beta_beta": "0.6", "ays_model": "SD1"}
 
 
 def test_an_empty_optional_field_is_none_not_zero():
@@ -44,12 +44,18 @@ def test_an_empty_optional_field_is_none_not_zero():
     ("s_churn", "nan", "s_churn of config B must be a finite number"),
     ("s_tmin", "50", "config B: s_tmin (50.0) must not exceed s_tmax (1.0)"),
     ("s_noise", "-1", "config B: s_noise must be between 0 and 10"),
+    ("beta_alpha", "0", "config B: beta_alpha must be between 0.01 and 100"),
+    ("sigma_min_rule", "penultimate_steps", None),  # refused with schedule=simple below
 ])
 def test_custom_fields_are_validated_with_the_field_and_config_named(field, value, message):
     values = {**PANEL, "s_tmax": "1", field: value}
+    if message is None:  # a sigma_min rule on a schedule of training timesteps: refused, naming the field
+        values["schedule"] = "simple"
+        message = "config B: sigma_min_rule applies to the schedules between a sigma_min and a sigma_max"
     with pytest.raises(ConfigError) as err:
         custom_config("B", values)
     assert message in str(err.value)
+    assert err.value.field in (f"B:{field}", "B")
 
 
 def test_seed_and_prompt_rules():

@@ -123,3 +123,106 @@ def test_paper_rounding_leaves_schedules_on_training_sigmas_unchanged():
 def test_schedules_refuse_what_they_cannot_make(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    from sampler_lib.models import load_model
+    return load_model("embedded", device="cpu")
+
+
+@pytest.mark.parametrize("sampler", sorted(__import__("sampler_lib").SAMPLERS))
+def test_every_sampler_schedule_and_mode_gives_a_finite_image(embedded, sampler):
+    """Through configs and the engine: each sampler on every named schedule in every discretization mode (2 steps,
+    every arm in one batch) gives a finite image; final_zero=False keeps `steps` intervals on every schedule."""
+    from comparisons.core.config import SCHEDULES as CONFIG_SCHEDULES
+    from comparisons.core.config import SamplerConfig, schedule
+    from comparisons.core.engine import Sample, sample_arms
+    from sampler_lib import QUANTIZE_MODES
+    assert CONFIG_SCHEDULES == tuple(SCHEDULES)
+    rho = {"polyexponential": 1.0}  # its degree (at most 2), not Karras' 7
+    arms = [SamplerConfig(sampler=sampler, steps=2, schedule=name, quantize=mode, rho=rho.get(name, 7.0))
+            for name in SCHEDULES for mode in QUANTIZE_MODES]
+    out = sample_arms(embedded, arms, [Sample("a red circle", 0)])
+    assert out.shape[:2] == (1, len(arms)) and bool(torch.isfinite(out).all())
+    images = embedded.decode_float(out[0])
+    assert bool(torch.isfinite(images).all())  # 2 steps are far from converged (Heun overshoots): finite is the bar
+    grid = embedded.denoiser("off").sigmas
+    for name in SCHEDULES:
+        cut = schedule(SamplerConfig(sampler=sampler, steps=2, schedule=name, final_zero=False,
+                                     rho=rho.get(name, 7.0)), grid)
+        assert len(cut) == 3 and float(cut[-1]) > 0, name
+
+
+def test_configs_stored_before_the_new_fields_keep_their_json():
+    """beta_alpha, beta_beta and ays_model appear in a config's JSON only when set: every config stored before
+    keeps its JSON, hence its reference key and its study's identity."""
+    from comparisons.core.config import SamplerConfig
+    assert SamplerConfig().to_json() == (
+        '{"eta": 1.0, "final_zero": true, "guidance_scale": 3.0, "quantize": "off", "rho": 7.0, "s_churn": 0.0, '
+        '"s_noise": 1.0, "s_tmax": null, "s_tmin": 0.0, "sampler": "heun", "schedule": "karras", "sigma_max": null, '
+        '"sigma_min": null, "sigma_min_rule": "model", "steps": 25}')
+    beta = SamplerConfig(schedule="beta", beta_alpha=0.5, ays_model="SDXL")
+    assert '"beta_alpha": 0.5' in beta.to_json() and '"beta_beta"' not in beta.to_json()
+    assert SamplerConfig.from_json(beta.to_json()) == beta
+
+
+def test_studies_stored_before_keep_their_identity():
+    """A spec without --schedules hashes as before the schedules (the value the pre-change code gave)."""
+    from comparisons.core.grid import StudySpec
+    from comparisons.specs import questions_from
+    spec = StudySpec(name="x", model="embedded", questions=questions_from("final-zero,discretization"),
+                     samplers=("heun",), steps=(4, 10), prompts=("a red circle",), seeds=(0, 1))
+    assert spec.study_id == "fec7bec7b30c94f6"
+    assert StudySpec.from_json(spec.to_json()) == spec
+
+
+def test_study_over_schedules_with_the_schedule_and_sampler_questions(tmp_path):
+    """`study --schedules karras,beta` asks every question under each schedule (cells question@schedule); the
+    schedule question sets Karras against each other schedule; the sampler question sets Heun at N steps against
+    Euler at 2N (equal network calls). End to end through the CLI on the embedded model."""
+    import csv
+    import json as jsonlib
+
+    from comparisons.results.store import ResultsStore
+    from tests.conftest import run_cli
+    args = ["study", "--questions", "final-zero,schedule,sampler", "--schedules", "karras,beta", "--samplers",
+            "heun", "--steps", "3", "--seeds", "0-1", "--results", str(tmp_path / "r.db"), "--out",
+            str(tmp_path / "out"), "--reference", '{"steps": 8}', "--reference-check", "0"]
+    code, printed, err = run_cli(args)
+    assert code == 0, err
+    with open(tmp_path / "out" / "summary.csv") as f:
+        cells = {r["question"]: r for r in csv.DictReader(f)}
+    assert set(cells) == {"final-zero@karras", "final-zero@beta", "schedule@beta", "sampler@karras", "sampler@beta"}
+    assert all(int(r["n"]) == 2 for r in cells.values())
+    store = ResultsStore(tmp_path / "r.db")
+    rows = store.study_rows(store.study("out")["study_id"])
+    arms = {r["question"]: (jsonlib.loads(r["config_a"]), jsonlib.loads(r["config_b"])) for r in rows}
+    a, b = arms["schedule@beta"]
+    assert (a["schedule"], b["schedule"]) == ("karras", "beta")
+    a, b = arms["sampler@beta"]
+    assert (a["sampler"], a["steps"], b["sampler"], b["steps"], b["schedule"]) == ("heun", 3, "euler", 6, "beta")
+    a, b = arms["final-zero@beta"]
+    assert (a["schedule"], b["schedule"], a["final_zero"], b["final_zero"]) == ("beta", "beta", True, False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--questions", "schedule"], "question schedule sets Karras against each schedule of --schedules"),
+    (["--schedules", "karras,nope"], "unknown schedule 'nope'; choose from karras"),
+    (["--questions", "sampler", "--samplers", "euler"], "the sampler question sets a second-order sampler"),
+    (["--questions", "sigma-min", "--schedules", "simple"], "sigma_min_rule applies to the schedules"),
+    (["--schedules", "ddim_uniform", "--steps", "7"], "ddim_uniform at 7 steps"),
+])
+def test_study_refuses_schedules_it_cannot_run(tmp_path, change, message):
+    from tests.conftest import run_cli
+    args = ["study", "--questions", "final-zero", "--samplers", "heun", "--steps", "3", "--seeds", "0",
+            "--results", str(tmp_path / "r.db"), "--out", str(tmp_path / "out"), "--reference", '{"steps": 8}',
+            "--reference-check", "0"]
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    code, _, err = run_cli(args)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "r.db").exists() and not (tmp_path / "out").exists()

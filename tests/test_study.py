@@ -90,12 +90,13 @@ def test_per_item_modes_must_cover_the_batch(sd_alphas_cumprod):
 
 def test_new_presets_ask_the_proposed_fixes():
     lo, hi = 0.0292, 14.6146
+    grid = torch.tensor([lo, hi])  # the Karras-family schedules read the model's two ends
     from comparisons.core.config import schedule
     a, b = make_pair("sigma-min-vs-model", SamplerConfig(steps=7))
-    assert float(schedule(a, lo, hi)[-2]) == pytest.approx(0.1072, abs=2e-4)
-    assert float(schedule(b, lo, hi)[-2]) == pytest.approx(lo, abs=1e-4) and a.final_zero and b.final_zero
+    assert float(schedule(a, grid)[-2]) == pytest.approx(0.1072, abs=2e-4)
+    assert float(schedule(b, grid)[-2]) == pytest.approx(lo, abs=1e-4) and a.final_zero and b.final_zero
     a, b = make_pair("zero-vs-raised-min", SamplerConfig(steps=7))
-    sa, sb = schedule(a, lo, hi), schedule(b, lo, hi)
+    sa, sb = schedule(a, grid), schedule(b, grid)
     assert len(sa) == len(sb) == 8 and float(sa[-1]) == pytest.approx(lo) and float(sb[-1]) == 0
     assert float(sb[-2]) == pytest.approx(0.1072, abs=2e-4)
 

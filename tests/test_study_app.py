@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, LiveApp
+from tests.conftest import ARTIFACTS, ROOT, LiveApp, fill_checked
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +72,11 @@ def test_study_tab_shows_and_runs_studies(study_app, page):
                            "#study-plots .pending, #study-table .pending')")
     page.get_by_text("Run a small study").click()
     page.wait_for_selector("#study-name textarea", state="visible")
-    from playwright.sync_api import expect
     # Each field is checked after filling: a value lost to a re-render would run the default (bigger) study.
     for field, value in ((page.locator("#study-name textarea"), "from-the-app"),
                          (page.get_by_label("steps (comma-separated)"), "3"),
                          (page.get_by_label("seeds (e.g. 0-7 or 0,3,5)"), "0-1")):
-        for _ in range(3):  # a field mounted late (the accordion's first opening) may take the first fill away
-            field.fill(value)
-            try:
-                expect(field).to_have_value(value, timeout=2_000)
-                break
-            except AssertionError:
-                continue
-        expect(field).to_have_value(value)
+        fill_checked(field, value)
     page.click("#run-study")
     page.wait_for_function(
         "() => document.querySelector('#study-header')?.innerText.includes('from-the-app · model')", timeout=240_000)

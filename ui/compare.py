@@ -7,10 +7,12 @@ import secrets
 import gradio as gr
 
 from comparisons.core.config import (
+    AYS_MODELS,
     CUSTOM,
     EXPLANATIONS,
     PAIRINGS,
     QUANTIZE_MODES,
+    SCHEDULE_NOTES,
     SCHEDULES,
     SIGMA_MIN_RULES,
     SamplerConfig,
@@ -41,7 +43,9 @@ from ui.limits import check_text
 
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
-CHOICES = {"sampler": list(SAMPLERS), "schedule": list(SCHEDULES), "sigma_min_rule": list(SIGMA_MIN_RULES),
+# The schedule menu says what each schedule is (label) and keeps its name as the value.
+CHOICES = {"sampler": list(SAMPLERS), "schedule": [(f"{s} — {SCHEDULE_NOTES[s]}", s) for s in SCHEDULES],
+           "ays_model": list(AYS_MODELS), "sigma_min_rule": list(SIGMA_MIN_RULES),
            "quantize": list(QUANTIZE_MODES)}
 
 

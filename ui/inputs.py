@@ -15,6 +15,8 @@ CUSTOM_FIELDS = [
     ("final_zero", "keep final zero", "bool"), ("quantize", "quantize", "choice"),
     ("s_churn", "s_churn", "float"), ("s_tmin", "s_tmin", "float"), ("s_tmax", "s_tmax", "float?"),
     ("s_noise", "s_noise", "float"), ("eta", "eta", "float"), ("guidance_scale", "guidance scale", "float"),
+    ("beta_alpha", "beta schedule alpha", "float"), ("beta_beta", "beta schedule beta", "float"),
+    ("ays_model", "AYS table", "choice"),
 ]
 
 

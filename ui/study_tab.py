@@ -60,7 +60,7 @@ def show_study(lab, name, hosted=False, campaign=False):
 
 def app_words(message):
     """A study_spec message in the app's field names: '--steps' is the 'steps' field here."""
-    return re.sub(r"--(steps|seeds|prompts|samplers|questions|name)\b", r"\1", message)
+    return re.sub(r"--(steps|seeds|prompts|samplers|schedules|questions|name)\b", r"\1", message)
 
 
 def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, progress):

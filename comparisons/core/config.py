@@ -3,18 +3,37 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from sampler_lib import (
-    QUANTIZE_MODES,
-    SAMPLERS,
-    get_sigmas_exponential,
-    get_sigmas_karras,
-    get_sigmas_polyexponential,
-    penultimate_sigma_min,
-)
+from sampler_lib import QUANTIZE_MODES, SAMPLERS, penultimate_sigma_min
+from sampler_lib import SCHEDULES as NAMED_SCHEDULES
 
 from ..errors import ConfigError, at_field, clip
 
-SCHEDULES = ("karras", "exponential", "polyexponential")
+SCHEDULES = tuple(NAMED_SCHEDULES)  # every named schedule of sampler_lib (sampler_lib/named_schedules.py)
+# Schedules between a sigma_min and a sigma_max (the config's, or the model's): the sigma_min rules and explicit
+# sigma_min / sigma_max apply to these. The others take their sigmas from the training timesteps or a table.
+RANGED_SCHEDULES = ("karras", "exponential", "polyexponential", "normal", "sgm_uniform", "kl_optimal")
+AYS_MODELS = ("SD1", "SDXL")
+# One line per schedule for the menus: what it spaces evenly, and whose it is.
+SCHEDULE_NOTES = {
+    "karras": "Karras et al. eq. 5: even in sigma^(1/rho)",
+    "exponential": "even in log sigma (k-diffusion)",
+    "polyexponential": "log sigma on a ramp of degree rho (k-diffusion)",
+    "normal": "even in training timestep (ComfyUI normal)",
+    "sgm_uniform": "even in timestep, last point 0 (ComfyUI sgm_uniform)",
+    "simple": "every (1000/n)-th training sigma (ComfyUI simple)",
+    "ddim_uniform": "every (1000//n)-th training sigma from 1 (ComfyUI ddim_uniform)",
+    "beta": "timesteps at Beta(alpha, beta) quantiles (ComfyUI beta)",
+    "linear_quadratic": "linear then quadratic in sigma (Mochi; ComfyUI)",
+    "kl_optimal": "even in arctan(sigma) (A1111 #15608; ComfyUI)",
+    "align_your_steps": "Align Your Steps' tables, log-linear (A1111, ComfyUI)",
+    "vp": "the VP SDE's schedule (k-diffusion get_sigmas_vp)",
+    "diffusers_linspace": "diffusers timestep_spacing=linspace",
+    "diffusers_leading": "diffusers timestep_spacing=leading (SD 1.x default)",
+    "diffusers_trailing": "diffusers timestep_spacing=trailing",
+}
+# Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
+# its JSON, and so its reference key and its study's identity.
+LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1"}
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000
 RHO_RANGE = (0.5, 50.0)            # Karras rho; polyexponential: the ramp's degree, at most POLY_RHO_MAX
@@ -28,7 +47,7 @@ MAX_SEED = 2 ** 63 - 1             # a seed is a non-negative int64 (torch.Gener
 class SamplerConfig:
     sampler: str = "heun"                 # a key of sampler_lib.SAMPLERS
     steps: int = 25                       # sampler steps (intervals of the schedule), 1..1000
-    schedule: str = "karras"              # karras | exponential | polyexponential
+    schedule: str = "karras"              # a name of sampler_lib.SCHEDULES
     rho: float = 7.0                      # Karras rho (polyexponential: the ramp's degree)
     sigma_min: float | None = None        # None: the model's smallest training sigma
     sigma_max: float | None = None        # None: the model's largest training sigma
@@ -41,12 +60,19 @@ class SamplerConfig:
     s_noise: float = 1.0                  # churn / ancestral noise scale
     eta: float = 1.0                      # ancestral / SDE noise amount (euler_ancestral, dpmpp_2m_sde)
     guidance_scale: float = 3.0           # classifier-free guidance
+    beta_alpha: float = 0.6               # the beta schedule's alpha and beta (Lee et al. 2024)
+    beta_beta: float = 0.6
+    ays_model: str = "SD1"                # align_your_steps: which published table (SD1 | SDXL)
 
     def __post_init__(self):
         validate(self)
 
     def to_json(self):
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return json.dumps(data, sort_keys=True)
 
     def to_dict(self):
         return asdict(self)
@@ -118,6 +144,19 @@ def validate(cfg):
     _number(cfg, "s_noise", 0, 10)
     _number(cfg, "eta", 0, 10)
     _number(cfg, "guidance_scale", 0, 100)
+    _number(cfg, "beta_alpha", 0.01, 100)
+    _number(cfg, "beta_beta", 0.01, 100)
+    if cfg.ays_model not in AYS_MODELS:
+        raise at_field(ConfigError(f"unknown ays_model {clip(repr(cfg.ays_model))}; choose one of "
+                                   f"{', '.join(AYS_MODELS)}"), "ays_model")
+    if cfg.schedule not in RANGED_SCHEDULES:
+        for name, unset in (("sigma_min", cfg.sigma_min is None), ("sigma_max", cfg.sigma_max is None),
+                            ("sigma_min_rule", cfg.sigma_min_rule == "model")):
+            if not unset:
+                raise at_field(ConfigError(
+                    f"{name} applies to the schedules between a sigma_min and a sigma_max "
+                    f"({', '.join(RANGED_SCHEDULES)}); the {cfg.schedule} schedule takes its sigmas from the model's "
+                    f"training timesteps or a table: leave {name} at its default or choose one of those"), name)
     if cfg.schedule == "polyexponential" and cfg.rho > POLY_RHO_MAX:
         raise at_field(ConfigError(f"rho must be at most {POLY_RHO_MAX} for the polyexponential schedule (got "
                                    f"{cfg.rho}); steeper ramps put several steps on the same sigma"), "rho")
@@ -145,22 +184,36 @@ def check_seed(seed):
     return int(seed)
 
 
-def schedule(cfg, model_sigma_min, model_sigma_max):
-    """The schedule this config asks for, before any discretization: `steps` intervals."""
-    sigma_max = cfg.sigma_max or model_sigma_max
-    sigma_min = cfg.sigma_min or model_sigma_min
-    if cfg.sigma_min_rule != "model":
-        n = cfg.steps + 1 if cfg.sigma_min_rule == "penultimate_steps_plus_1" else cfg.steps
-        sigma_min = penultimate_sigma_min(n, sigma_min, sigma_max, cfg.rho)
+def schedule(cfg, model_sigmas):
+    """The schedule this config asks for, before any discretization: `steps` intervals, from the model's training
+    sigmas (ascending, DiscreteSchedule.sigmas).
+
+    The three questions on any named schedule: final_zero=False is the schedule of steps + 1 intervals without its
+    final 0 (so still `steps` intervals, ending at its smallest sigma); the sigma_min rules raise the sigma_min of
+    the schedules between a sigma_min and a sigma_max (RANGED_SCHEDULES) to the next-to-last point of a Karras ramp;
+    discretization is the sampler's business (`paper` is the identity on schedules made of training sigmas).
+    """
+    grid = model_sigmas.detach().double().flatten().sort().values.cpu()
+    options = {}
+    if cfg.schedule in RANGED_SCHEDULES:
+        sigma_max = cfg.sigma_max or float(grid[-1])
+        sigma_min = cfg.sigma_min or float(grid[0])
+        if cfg.sigma_min_rule != "model":
+            n = cfg.steps + 1 if cfg.sigma_min_rule == "penultimate_steps_plus_1" else cfg.steps
+            sigma_min = penultimate_sigma_min(n, sigma_min, sigma_max, cfg.rho)
+        options = {"sigma_min": sigma_min, "sigma_max": sigma_max}
+        if cfg.schedule in ("karras", "polyexponential"):
+            options["rho"] = cfg.rho
+    elif cfg.schedule == "beta":
+        options = {"alpha": cfg.beta_alpha, "beta": cfg.beta_beta}
+    elif cfg.schedule == "align_your_steps":
+        options = {"model_type": cfg.ays_model}
     n = cfg.steps if cfg.final_zero else cfg.steps + 1
     try:
-        if cfg.schedule == "karras":
-            return get_sigmas_karras(n, sigma_min, sigma_max, cfg.rho, append_zero=cfg.final_zero)
-        if cfg.schedule == "exponential":
-            return get_sigmas_exponential(n, sigma_min, sigma_max, append_zero=cfg.final_zero)
-        return get_sigmas_polyexponential(n, sigma_min, sigma_max, cfg.rho, append_zero=cfg.final_zero)
+        sigmas = NAMED_SCHEDULES[cfg.schedule](n, grid, **options)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise at_field(ConfigError(str(exc)), "schedule") from exc
+    return sigmas if cfg.final_zero else sigmas[:-1]
 
 
 # Each preset: (A overrides, B overrides) over a base config; A is the "paper's way" arm.

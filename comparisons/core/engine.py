@@ -131,9 +131,9 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     device = model.device
     probe = model.denoiser("off")
-    s_min, s_max = float(probe.sigma_min), float(probe.sigma_max)
+    s_max = float(probe.sigma_max)
     distinct = list(dict.fromkeys(configs))
-    schedules = {cfg: schedule(cfg, s_min, s_max) for cfg in distinct}
+    schedules = {cfg: schedule(cfg, probe.sigmas) for cfg in distinct}
     noise_max = noise_ceiling(s_max, schedules.values()) if noise_max is None else noise_max
     # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
     conditions = {(p, g): model.condition(p, g)

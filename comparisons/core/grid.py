@@ -5,16 +5,21 @@ Every cell is a paired comparison of arm A and arm B against a converged referen
 """
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..errors import ConfigError
-from .config import SamplerConfig
+from .config import SCHEDULES, SamplerConfig
 from .engine import Sample
 
 # The converged image an arm is measured against: many Heun steps, continuous sigmas.
 REFERENCE = SamplerConfig(sampler="heun", steps=200, quantize="off")
 # The grid sets these; a question that changed them would mislabel its cells.
 GRID_FIELDS = ("sampler", "steps", "guidance_scale")
+# Study-only questions. `schedule`: Karras (A) against each schedule of --schedules (B). `sampler`: the grid's
+# sampler at N steps (A) against Euler at 2N (B), equal network calls when A is a second-order sampler, since
+# calls are what a practitioner pays.
+STUDY_QUESTIONS = {"schedule": ({"schedule": "karras"}, {}), "sampler": ({}, {})}
+SECOND_ORDER = {"heun": 2, "dpm_2": 2}  # network calls per step; every other sampler here makes one
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,16 @@ class StudySpec:
     reference: SamplerConfig = REFERENCE  # the converged image, guidance_scale = guidance
     precision: str = "fp32"   # fp32 | bf16 (network in bfloat16 autocast)
     reference_check: int = 8  # samples whose reference is also computed in 'paper' mode
+    schedules: tuple = ()     # --schedules: every question asked under each (cells named question@schedule)
 
     def grid(self):
         d = asdict(self)
         d.pop("name")
-        d["reference"] = self.reference.to_dict()
+        # As stored before the later fields: a config's JSON (later fields only when set), no empty --schedules;
+        # so every study stored before keeps its identity.
+        d["reference"] = json.loads(self.reference.to_json())
+        if not self.schedules:
+            d.pop("schedules")
         return d
 
     def to_json(self):
@@ -71,19 +81,37 @@ class StudySpec:
         return [Sample(p, s) for p in self.prompts for s in self.seeds]
 
     def cells(self):
-        """Every (question, sampler, steps) cell with its two configs."""
+        """Every (question, sampler, steps) cell with its two configs; with --schedules, every question under each
+        schedule (the schedule set on each side the question leaves it to), named question@schedule."""
+        if "schedule" in [q.name for q in self.questions] and not self.schedules:
+            raise ConfigError("question schedule sets Karras against each schedule of --schedules; pass "
+                              f"--schedules (e.g. beta,normal; any of {', '.join(SCHEDULES)})")
         out = []
         for q in self.questions:
-            for sampler in self.samplers:
-                for steps in self.steps:
-                    base = SamplerConfig.from_dict({"sampler": sampler, "steps": steps,
-                                                    "guidance_scale": self.guidance})
-                    try:
-                        a, b = q.configs(base)
-                    except ConfigError as exc:
-                        raise ConfigError(f"question {q.name!r} at {sampler}, {steps} steps: {exc}") from exc
-                    out.append(Cell(q.name, sampler, steps, a, b))
+            for schedule in self.schedules or (None,):
+                if q.name == "schedule" and schedule == "karras":
+                    continue  # Karras against itself answers nothing
+                name = q.name if schedule is None else f"{q.name}@{schedule}"
+                for sampler in self.samplers:
+                    for steps in self.steps:
+                        try:
+                            a, b = self._arms(q, schedule, sampler, steps)
+                        except ConfigError as exc:
+                            raise ConfigError(f"question {name!r} at {sampler}, {steps} steps: {exc}") from exc
+                        out.append(Cell(name, sampler, steps, a, b))
         return out
+
+    def _arms(self, q, schedule, sampler, steps):
+        base = {"sampler": sampler, "steps": steps, "guidance_scale": self.guidance}
+        if schedule is not None:
+            base["schedule"] = schedule  # a side that sets its own schedule (the schedule question's A) keeps it
+        a, b = q.configs(SamplerConfig.from_dict(base))
+        if q.name == "sampler" and q.a == () and q.b == ():
+            if sampler not in SECOND_ORDER:
+                raise ConfigError(f"the sampler question sets a second-order sampler ({', '.join(SECOND_ORDER)}) at "
+                                  f"N steps against euler at 2N; {sampler} makes one network call a step")
+            b = replace(a, sampler="euler", steps=steps * SECOND_ORDER[sampler])
+        return a, b
 
     def paper_reference(self):
         return SamplerConfig.from_dict({"quantize": "paper"}, self.reference)
@@ -94,7 +122,7 @@ class StudySpec:
         d["questions"] = tuple(Question(q["name"], tuple(map(tuple, q["a"])), tuple(map(tuple, q["b"])))
                                for q in d["questions"])
         d["reference"] = SamplerConfig.from_dict(d["reference"])
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # no schedules: ()
 
 
 @dataclass(frozen=True)

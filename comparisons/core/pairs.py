@@ -36,7 +36,7 @@ def can_lockstep(cfg_a, cfg_b):
 def arm_schedule(model, cfg):
     """(the schedule a config asks for, as the sampler used it, every nonzero sigma on the training grid)."""
     den = model.denoiser("off")
-    s = schedule(cfg, float(den.sigma_min), float(den.sigma_max))
+    s = schedule(cfg, den.sigmas)
     arm_den = model.denoiser(cfg.quantize)
     return s.tolist(), round_sigmas(arm_den, s).tolist(), arm_den.quantize_sigma(s).cpu().tolist()
 

@@ -50,9 +50,8 @@ class Plan:
     def arm_sigmas(self, model):
         """{arm config: its schedule as sampled}, built once per study (every chunk stores it)."""
         if self._sigmas is None:
-            den = model.denoiser("off")
-            lo, hi = float(den.sigma_min), float(den.sigma_max)
-            self._sigmas = {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, lo, hi)).tolist()
+            grid = model.denoiser("off").sigmas
+            self._sigmas = {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, grid)).tolist()
                             for cfg in self.arms}
         return self._sigmas
 
@@ -133,7 +132,7 @@ def sample_missing(model, plan, chunk, known_arms, progress=None, stats=None):
     # seen beside all the others (and beside those a store already holds).
     probe = model.denoiser("off")
     noise_max = noise_ceiling(float(probe.sigma_max),
-                              [schedule(c, float(probe.sigma_min), float(probe.sigma_max)) for c in plan.arms])
+                              [schedule(c, probe.sigmas) for c in plan.arms])
     missing = {}
     for cfg in plan.arms:
         smps = tuple(s for s in chunk if (s, cfg) not in known_arms)
