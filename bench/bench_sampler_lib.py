@@ -1,8 +1,11 @@
 """sampler_lib figures for BENCHMARKS.md: round_sigma vs k-diffusion's argmin, sampler overhead per step
 (interleaved rounds, wall and CPU time, batch 1 and 32).
 
-    .venv/bin/python bench/bench_sampler_lib.py
+    .venv/bin/python bench/bench_sampler_lib.py [--only lms,dpmpp_3m_sde] [--skip-rounding]
+
+Every sampler of sampler_lib.SAMPLERS that k-diffusion 0.1.1 also has is timed against it.
 """
+import argparse
 import statistics
 import sys
 import time
@@ -11,6 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from comparisons.core.config import STOCHASTIC  # noqa: E402
 from sampler_lib import SAMPLERS, DiscreteEpsDenoiser, get_sigmas_karras, scaled_linear_alphas_cumprod  # noqa: E402
 from tests.conftest import load_kdiffusion  # noqa: E402
 
@@ -25,8 +29,18 @@ def best_of(fn, repeats=7):
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="", help="comma-separated sampler names (default: every shared one)")
+    parser.add_argument("--skip-rounding", action="store_true")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     kd, ext = load_kdiffusion()
+    names = [n for n in SAMPLERS if hasattr(kd, "sample_" + n)]
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    if args.skip_rounding:
+        overhead(kd, names)
+        return
     ac = scaled_linear_alphas_cumprod()
     ours = DiscreteEpsDenoiser(lambda x, t: torch.zeros_like(x), ac, quantize="paper")
     theirs = ext.DiscreteEpsDDPMDenoiser(lambda x, t: torch.zeros_like(x), ac, quantize=True)
@@ -38,10 +52,10 @@ def main():
     print(f"round 200,000 sigmas: ours {t_ours * 1e3:.2f} ms, k-diffusion argmin {t_theirs * 1e3:.1f} ms, "
           f"speed-up {t_theirs / t_ours:.0f}x")
 
-    overhead(kd)
+    overhead(kd, names)
 
 
-def overhead(kd, rounds=7, steps=100):
+def overhead(kd, names, rounds=7, steps=100):
     """Per-step sampler overhead, ours against k-diffusion's, with a trivial model: rounds interleaved (ours,
     theirs, ours, ...) so that drift of the machine falls on both alike; wall and CPU time; batch 1 and 32."""
     trivial = lambda x, sigma: x * 0.5  # noqa: E731
@@ -51,7 +65,7 @@ def overhead(kd, rounds=7, steps=100):
         draw = best_of(lambda: torch.randn_like(x), repeats=50)[1]
         print(f"batch {batch}: one torch.randn_like(x) costs {draw * 1e6:.0f} us; k-diffusion's euler, heun and "
               "dpm_2 draw one every step even without churn (unused), ours draw none")
-        for name in ("euler", "heun", "dpm_2", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde"):
+        for name in names:
             times = {"ours": [], "k-diffusion": []}
             cpu = {"ours": [], "k-diffusion": []}
             for _ in range(rounds):
@@ -59,7 +73,7 @@ def overhead(kd, rounds=7, steps=100):
                     # Stochastic samplers get the same cheap noise source on both sides: only overhead is timed.
                     gen = torch.Generator().manual_seed(0)
                     noise = lambda sigma, sigma_next, gen=gen: torch.randn(x.shape, generator=gen)  # noqa: E731
-                    kw = {"noise_sampler": noise} if name in ("euler_ancestral", "dpmpp_2m_sde") else {}
+                    kw = {"noise_sampler": noise} if name in STOCHASTIC else {}
                     fn = SAMPLERS[name] if side == "ours" else getattr(kd, "sample_" + name)
                     w0, c0 = time.perf_counter(), time.process_time()
                     fn(trivial, x, s, disable=True, **kw)

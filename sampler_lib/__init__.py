@@ -1,8 +1,9 @@
 """sampler_lib: Karras schedules, samplers and model wrappers with EDM-style sigma discretization."""
+from .more_samplers import MORE_SAMPLERS
 from .named_schedules import SCHEDULES
 from .noise import BrownianNoiseSampler, initial_noise
 from .samplers import (
-                       SAMPLERS,
+                       CORE_SAMPLERS,
                        get_ancestral_step,
                        round_sigmas,
                        sample_dpm_2,
@@ -30,6 +31,9 @@ from .wrappers import (
                        DiscreteVDenoiser,
                        append_dims,
 )
+
+# Every sampler by name: fn(model, x, sigmas, **kwargs), per-item sigmas (N+1, B) (samplers.py, more_samplers.py).
+SAMPLERS = {**CORE_SAMPLERS, **MORE_SAMPLERS}
 
 __all__ = [
     "BaseModelWrapper", "BrownianNoiseSampler", "DiscreteEpsDenoiser", "DiscreteSchedule",

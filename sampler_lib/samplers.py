@@ -232,7 +232,8 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     return x
 
 
-SAMPLERS = {
+# The core samplers; sampler_lib.SAMPLERS adds more_samplers.MORE_SAMPLERS to these.
+CORE_SAMPLERS = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
     "heun": sample_heun,

@@ -226,3 +226,9 @@ def test_study_refuses_schedules_it_cannot_run(tmp_path, change, message):
     code, _, err = run_cli(args)
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "r.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_every_sampler_and_schedule_has_its_menu_line():
+    from comparisons.core.config import SAMPLER_NOTES, SCHEDULE_NOTES
+    from sampler_lib import SAMPLERS
+    assert set(SAMPLER_NOTES) == set(SAMPLERS) and set(SCHEDULE_NOTES) == set(SCHEDULES)

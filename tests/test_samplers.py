@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from comparisons.core.config import STOCHASTIC  # the samplers that draw fresh noise
 from sampler_lib import (
     SAMPLERS,
     BaseModelWrapper,
@@ -15,8 +16,6 @@ from sampler_lib import (
     round_sigmas,
 )
 from tests.conftest import load_kdiffusion, toy_eps
-
-STOCHASTIC = {"euler_ancestral", "dpmpp_2m_sde"}
 
 
 def schedule(den, n=8, zero=True):
@@ -266,3 +265,16 @@ def test_counter_hash_is_splitmix64():
     values = [0, 1, 7, 2 ** 40 + 3, 2 ** 62 + 12345, 2 ** 63 - 1]
     got = mix(torch.tensor(values)[:, None], torch.tensor([0, 1, 2, 3, 10 ** 6])[None])
     assert got.tolist() == [[_mix(a, b) for b in (0, 1, 2, 3, 10 ** 6)] for a in values]
+
+
+@pytest.mark.parametrize("name", ["lms", "dpmpp_3m_sde", "dpmpp_2s_ancestral", "dpm_2_ancestral"])
+def test_multistep_and_ancestral_samplers_survive_repeated_rounded_sigmas(name, sd_alphas_cumprod):
+    """Paper mode rounds a dense schedule onto 1000 training sigmas, so neighbours can coincide: a zero-length step
+    changes nothing, interpolation skips a repeated point, and the result stays finite."""
+    den = DiscreteEpsDenoiser(toy_eps, sd_alphas_cumprod, quantize="paper")
+    sigmas = get_sigmas_karras(300, float(den.sigma_min), float(den.sigma_max))
+    rounded = round_sigmas(den, sigmas)
+    assert bool((rounded[1:] == rounded[:-1]).any())  # the case under test really happens
+    x = start(den)
+    out = SAMPLERS[name](den, x, sigmas, disable=True, noise_sampler=BrownianNoiseSampler(x, [1, 2], 20.0))
+    assert bool(torch.isfinite(out).all())

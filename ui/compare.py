@@ -12,6 +12,7 @@ from comparisons.core.config import (
     EXPLANATIONS,
     PAIRINGS,
     QUANTIZE_MODES,
+    SAMPLER_NOTES,
     SCHEDULE_NOTES,
     SCHEDULES,
     SIGMA_MIN_RULES,
@@ -44,7 +45,8 @@ from ui.limits import check_text
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
 # The schedule menu says what each schedule is (label) and keeps its name as the value.
-CHOICES = {"sampler": list(SAMPLERS), "schedule": [(f"{s} — {SCHEDULE_NOTES[s]}", s) for s in SCHEDULES],
+SAMPLER_CHOICES = [(f"{s} — {SAMPLER_NOTES[s]}", s) for s in SAMPLERS]
+CHOICES = {"sampler": SAMPLER_CHOICES, "schedule": [(f"{s} — {SCHEDULE_NOTES[s]}", s) for s in SCHEDULES],
            "ays_model": list(AYS_MODELS), "sigma_min_rule": list(SIGMA_MIN_RULES),
            "quantize": list(QUANTIZE_MODES)}
 
@@ -279,7 +281,7 @@ def build_compare_tab(lab, settings, export_dir):
             w["pairing"] = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing",
                                        elem_id="pairing", scale=2, min_width=150)
             w["steps"] = gr.Textbox("25", label="steps", elem_id="steps", scale=1, max_lines=1, min_width=70)
-            w["sampler"] = gr.Dropdown(list(SAMPLERS), value="heun", label="sampler", scale=1, min_width=110,
+            w["sampler"] = gr.Dropdown(SAMPLER_CHOICES, value="heun", label="sampler", scale=1, min_width=110,
                                        elem_id="sampler")
             w["guidance"] = gr.Textbox(str(SamplerConfig.guidance_scale), label="guidance", scale=1,
                                        max_lines=1, min_width=80, elem_id="guidance")

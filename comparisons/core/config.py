@@ -13,6 +13,19 @@ SCHEDULES = tuple(NAMED_SCHEDULES)  # every named schedule of sampler_lib (sampl
 # sigma_min / sigma_max apply to these. The others take their sigmas from the training timesteps or a table.
 RANGED_SCHEDULES = ("karras", "exponential", "polyexponential", "normal", "sgm_uniform", "kl_optimal")
 AYS_MODELS = ("SD1", "SDXL")
+# One line per sampler and per schedule for the menus: what it is, and whose.
+SAMPLER_NOTES = {
+    "euler": "first order (Karras Alg. 2 without the correction)",
+    "heun": "second order, 2 calls a step (Karras Alg. 2)",
+    "dpm_2": "DPM-Solver-2: log-sigma midpoint, 2 calls a step",
+    "dpmpp_2m": "DPM-Solver++(2M): multistep, 1 call a step",
+    "lms": "linear multistep in sigma, order 4 (k-diffusion)",
+    "euler_ancestral": "Euler + fresh noise each step (eta)",
+    "dpm_2_ancestral": "DPM-Solver-2 + fresh noise, 2 calls a step",
+    "dpmpp_2s_ancestral": "DPM-Solver++(2S) + fresh noise, 2 calls a step",
+    "dpmpp_2m_sde": "DPM-Solver++(2M) SDE (eta)",
+    "dpmpp_3m_sde": "DPM-Solver++(3M) SDE (eta)",
+}
 # One line per schedule for the menus: what it spaces evenly, and whose it is.
 SCHEDULE_NOTES = {
     "karras": "Karras et al. eq. 5: even in sigma^(1/rho)",
@@ -33,6 +46,8 @@ SCHEDULE_NOTES = {
 }
 # Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
 # its JSON, and so its reference key and its study's identity.
+# Samplers that add fresh noise (eta, s_noise; the seeded Brownian path).
+STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_3m_sde")
 LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1"}
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000
@@ -58,7 +73,7 @@ class SamplerConfig:
     s_tmin: float = 0.0                   # churn only for sigma >= s_tmin
     s_tmax: float | None = None           # churn only for sigma <= s_tmax; None = no upper bound
     s_noise: float = 1.0                  # churn / ancestral noise scale
-    eta: float = 1.0                      # ancestral / SDE noise amount (euler_ancestral, dpmpp_2m_sde)
+    eta: float = 1.0                      # ancestral / SDE noise amount (config.STOCHASTIC samplers)
     guidance_scale: float = 3.0           # classifier-free guidance
     beta_alpha: float = 0.6               # the beta schedule's alpha and beta (Lee et al. 2024)
     beta_beta: float = 0.6
@@ -105,7 +120,7 @@ class SamplerConfig:
         if self.sampler in ("euler", "heun", "dpm_2"):
             return dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_noise=self.s_noise,
                         s_tmax=math.inf if self.s_tmax is None else self.s_tmax)
-        if self.sampler in ("euler_ancestral", "dpmpp_2m_sde"):
+        if self.sampler in STOCHASTIC:
             return dict(eta=self.eta, s_noise=self.s_noise)
         return {}
 

@@ -19,7 +19,8 @@ GRID_FIELDS = ("sampler", "steps", "guidance_scale")
 # sampler at N steps (A) against Euler at 2N (B), equal network calls when A is a second-order sampler, since
 # calls are what a practitioner pays.
 STUDY_QUESTIONS = {"schedule": ({"schedule": "karras"}, {}), "sampler": ({}, {})}
-SECOND_ORDER = {"heun": 2, "dpm_2": 2}  # network calls per step; every other sampler here makes one
+# Network calls per step; every other sampler here makes one.
+SECOND_ORDER = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,194 @@
+"""More of the samplers practitioners pick (k-diffusion's and ComfyUI's names), with this library's contract:
+per-item sigmas of shape (N+1, B), every discretization mode (a sigma that reaches the network is rounded in
+`paper` mode), the seeded Brownian noise for stochastic ones, the callback. Each matches k-diffusion 0.1.1 on the
+same sigmas and noise (tests/test_samplers.py)."""
+import numpy as np
+import torch
+from tqdm.auto import trange
+
+from .samplers import _need, _report, _setup, _t, _where, get_ancestral_step, round_sigmas, to_d
+from .wrappers import append_dims
+
+
+def _ancestral_plan(model, sigmas, eta):
+    """Schedule-only quantities of an ancestral step, for all steps at once: sigma_down, sigma_up, which items take
+    an Euler step (sigma_down = 0), and a safe sigma_down (sigma itself where it is 0) for the second stage."""
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta=eta)
+    euler = sigma_down == 0
+    safe_down = torch.where(euler, sigma, sigma_down)
+    return sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, euler.all(1).tolist(), euler.any(1).tolist()
+
+
+@torch.no_grad()
+def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                           noise_sampler=None):
+    """Ancestral sampling with DPM-Solver-2 steps to sigma_down (Lu et al. 2022; k-diffusion's dpm_2_ancestral):
+    a midpoint in log sigma, then fresh noise of size sigma_up; an Euler step where sigma_down is 0."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, all_euler, any_euler = _ancestral_plan(model, sigmas,
+                                                                                                      eta)
+    # The midpoint is a network input, so paper mode keeps it on the training grid.
+    sigma_mid = torch.stack([round_sigmas(model, row) for row in sigma.log().lerp(safe_down.log(), 0.5).exp()])
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    dt_down, dt_mid, noise_scale = dims(sigma_down - sigma), dims(sigma_mid - sigma), dims(sigma_up * s_noise)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        d = to_d(x, sigma[i], denoised)
+        if all_euler[i]:
+            x = x + d * dt_down[i]
+            continue
+        x_2 = x + d * dt_mid[i]
+        d_2 = to_d(x_2, sigma_mid[i], model(x_2, sigma_mid[i], **extra_args))
+        x_new = x + d_2 * dt_down[i] + _need(noise_sampler)(sigma[i], sigma_next[i]) * noise_scale[i]
+        x = _where(euler[i], x + d * dt_down[i], x_new) if any_euler[i] else x_new
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                              noise_sampler=None):
+    """Ancestral sampling with DPM-Solver++(2S) steps (Lu et al. 2022, single-step second order at r = 1/2) to
+    sigma_down, then fresh noise of size sigma_up; an Euler step where sigma_down is 0 (k-diffusion's)."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, all_euler, any_euler = _ancestral_plan(model, sigmas,
+                                                                                                      eta)
+    t, h = _t(sigma), _t(safe_down) - _t(sigma)
+    # The intermediate sigma is a network input: on the training grid in paper mode.
+    sigma_s = torch.stack([round_sigmas(model, row) for row in (t + h / 2).neg().exp()])
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    c_x2, c_d2 = dims(sigma_s / sigma), dims((t - _t(sigma_s)).expm1())
+    c_x, c_d = dims(safe_down / sigma), dims((-h).expm1())
+    dt_down = dims(sigma_down - sigma)
+    noisy = sigma_next > 0
+    any_noisy = noisy.any(1).tolist()
+    noise_scale = dims(torch.where(noisy, sigma_up, torch.zeros_like(sigma_up)) * s_noise)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        if all_euler[i]:
+            x_new = x + to_d(x, sigma[i], denoised) * dt_down[i]
+        else:
+            x_2 = c_x2[i] * x - c_d2[i] * denoised
+            x_new = c_x[i] * x - c_d[i] * model(x_2, sigma_s[i], **extra_args)
+            if any_euler[i]:
+                x_new = _where(euler[i], x + to_d(x, sigma[i], denoised) * dt_down[i], x_new)
+        if any_noisy[i]:
+            x_new = x_new + _need(noise_sampler)(sigma[i], sigma_next[i]) * noise_scale[i]
+        x = x_new
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None):
+    """DPM-Solver++(3M) SDE (k-diffusion's): exponential integrator with up to two past denoised outputs, noise of
+    size sigma_next sqrt(1 - exp(-2 h eta)); the step into sigma = 0 returns the denoised image. A zero-length step
+    (two equal rounded sigmas in paper mode) changes nothing and is not used as history."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    # Every coefficient depends only on the schedule: computed for all steps at once.
+    last = sigma_next == 0
+    safe_next = torch.where(last, sigma, sigma_next)
+    h = _t(safe_next) - _t(sigma)
+    moving = h > 0
+    h = torch.where(moving, h, torch.zeros_like(h))
+    h_safe = torch.where(moving, h, torch.ones_like(h))
+    h_1, h_2 = torch.roll(h, 1, 0), torch.roll(h, 2, 0)
+    h_1[:1], h_2[:2] = 0, 0
+    third = moving & (h_1 > 0) & (h_2 > 0)
+    second = moving & (h_1 > 0) & ~third
+    h_eta = h_safe * (eta + 1)
+    phi_2 = (-h_eta).expm1() / h_eta + 1
+    phi_3 = phi_2 / h_eta - 0.5
+    r0 = torch.where(third | second, h_1, h_safe) / h_safe
+    r1 = torch.where(third, h_2, h_safe) / h_safe
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    c_x, c_d = dims((-h_eta).exp()), dims((-h_eta).expm1().neg())
+    zero = torch.zeros_like(h)
+    c_d1, c_d2 = dims(torch.where(third, phi_2, zero)), dims(torch.where(third, phi_3, zero))
+    c_2 = dims(torch.where(second, phi_2, zero) / r0)
+    k_r = dims(r0 / (r0 + r1))
+    inv_r0, inv_r1, inv_rr = dims(1 / r0), dims(1 / r1), dims(1 / (r0 + r1))
+    noise_scale = dims(torch.where(moving, safe_next * (-2 * h_safe * eta).expm1().neg().sqrt(), zero) * s_noise)
+    flags = [m.tolist() for m in (last.all(1), last.any(1), moving.all(1), third.any(1), second.any(1))]
+    denoised_1 = denoised_2 = None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        all_last, any_last, all_moving, any_third, any_second = (f[i] for f in flags)
+        if all_last:
+            x = denoised
+        else:
+            x_new = c_x[i] * x + c_d[i] * denoised
+            if any_third:
+                d1_0 = (denoised - denoised_1) * inv_r0[i]
+                d1_1 = (denoised_1 - denoised_2) * inv_r1[i]
+                x_new = x_new + c_d1[i] * (d1_0 + (d1_0 - d1_1) * k_r[i]) - c_d2[i] * (d1_0 - d1_1) * inv_rr[i]
+            if any_second:
+                x_new = x_new + c_2[i] * (denoised - denoised_1)
+            if eta:
+                x_new = x_new + _need(noise_sampler)(sigma[i], safe_next[i]) * noise_scale[i]
+            if not all_moving:
+                x_new = _where(moving[i], x_new, x)
+            x = _where(last[i], denoised, x_new) if any_last else x_new
+        denoised_1, denoised_2 = denoised, denoised_1
+    return x
+
+
+def lms_coefficients(sigmas, order=4):
+    """(N, order, B) weights of linear multistep (Adams–Bashforth in sigma): the integral over [sigma_i, sigma_i+1]
+    of each Lagrange basis polynomial through the last min(i + 1, order) sigmas. The basis has degree < order, so
+    Gauss–Legendre with `order` nodes integrates it exactly; computed for every step at once, per distinct column."""
+    columns, inverse = torch.unique(sigmas.T.double().cpu(), dim=0, return_inverse=True)
+    n = sigmas.shape[0] - 1
+    nodes, node_weights = np.polynomial.legendre.leggauss(order)
+    out = np.zeros((len(columns), n, order))
+    steps = np.arange(n)
+    for c, t in enumerate(columns.numpy()):
+        half, mid = (t[1:] - t[:-1]) / 2, (t[1:] + t[:-1]) / 2
+        tau = mid[:, None] + half[:, None] * nodes[None]                      # (n, nodes)
+        # Point k of step i is t[i - k]; it takes part while k < min(i + 1, order) and the points before it are
+        # distinct (paper mode can round two sigmas to one: interpolation through a repeated point is undefined).
+        points = np.stack([t[np.clip(steps - k, 0, None)] for k in range(order)], 1)  # (n, order)
+        used = np.arange(order)[None] < np.minimum(steps + 1, order)[:, None]
+        used[:, 1:] &= points[:, 1:] != points[:, :-1]
+        used = np.cumprod(used, 1).astype(bool)
+        for j in range(order):
+            basis = np.ones_like(tau)
+            for k in range(order):
+                if k != j:
+                    both = used[:, k:k + 1] & used[:, j:j + 1]
+                    gap = np.where(both, points[:, j:j + 1] - points[:, k:k + 1], 1.0)
+                    basis *= np.where(both, (tau - points[:, k:k + 1]) / gap, 1.0)
+            out[c, :, j] = np.where(used[:, j], half * (basis * node_weights).sum(1), 0.0)
+    return torch.as_tensor(out[inverse.numpy()], dtype=sigmas.dtype).permute(1, 2, 0)
+
+
+@torch.no_grad()
+def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4, noise_sampler=None):
+    """Linear multistep (k-diffusion's lms): dx/dsigma from the last `order` steps, integrated exactly over each
+    step; deterministic, so noise_sampler is unused."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    coeffs = lms_coefficients(sigmas, order)
+    # One schedule for the whole batch (the usual case): plain Python weights, as cheap as k-diffusion's.
+    shared = bool((sigmas == sigmas[:, :1]).all())
+    weights = coeffs[:, :, 0].tolist() if shared else append_dims(coeffs.to(x.device), x.ndim + 2)
+    ds = []
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigmas[i], **extra_args)
+        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
+        ds.append(to_d(x, sigmas[i], denoised))
+        if len(ds) > order:
+            ds.pop(0)
+        x = x + sum(weights[i][j] * d for j, d in enumerate(reversed(ds)))
+    return x
+
+
+MORE_SAMPLERS = {
+    "lms": sample_lms,
+    "dpm_2_ancestral": sample_dpm_2_ancestral,
+    "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
+    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
+}
