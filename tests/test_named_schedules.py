@@ -232,3 +232,18 @@ def test_every_sampler_and_schedule_has_its_menu_line():
     from comparisons.core.config import SAMPLER_NOTES, SCHEDULE_NOTES
     from sampler_lib import SAMPLERS
     assert set(SAMPLER_NOTES) == set(SAMPLERS) and set(SCHEDULE_NOTES) == set(SCHEDULES)
+
+
+def test_the_app_study_form_takes_schedules_and_refuses_in_its_own_words(tmp_path):
+    """The Study tab's run form passes its schedules to the study; a refusal is one message in the app's words."""
+    import app
+    from comparisons.workflows.lab import Lab
+    from ui import study_tab
+    settings = app.Settings(app.parse_args(["--results", str(tmp_path / "r.db")]))
+    lab = Lab(tmp_path / "r.db")
+    out = study_tab.start_study_ui(lab, settings, "s", ["schedule"], ["heun"], "3", "0", "a red circle", [],
+                                   progress=lambda *a, **k: None)
+    assert "question schedule sets Karras against each schedule of schedules" in out[0] and "--" not in out[0]
+    out = study_tab.start_study_ui(lab, settings, "s", ["schedule"], ["heun"], "3", "0", "a red circle", ["beta"],
+                                   progress=lambda *a, **k: None)
+    assert out[0] == "" and "**s** · model" in out[2] and "1 of 1 rows" in out[2] and "schedule@beta" in out[3]

@@ -4,7 +4,8 @@ import re
 
 import gradio as gr
 
-from comparisons.core.config import PAIRINGS
+from comparisons.core.config import PAIRINGS, SCHEDULES
+from comparisons.core.grid import STUDY_QUESTIONS
 from comparisons.errors import UsageError
 from comparisons.specs import study_spec
 from comparisons.workflows.report import study_view
@@ -63,7 +64,7 @@ def app_words(message):
     return re.sub(r"--(steps|seeds|prompts|samplers|schedules|questions|name)\b", r"\1", message)
 
 
-def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, progress):
+def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, prompts, schedules, progress):
     """Run a small study (at most MAX_APP_STUDY_SAMPLES samples) and show it; a refusal is said under the Run
     button in the app's field names (the first output), nothing stored."""
     if settings.hosted:
@@ -73,7 +74,7 @@ def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, promp
     def build():
         spec = study_spec(model, name=name, model_name=settings.model, questions=",".join(questions or []),
                           samplers=",".join(samplers or []), steps=str(steps), seeds=str(seeds),
-                          prompts=str(prompts))
+                          prompts=str(prompts), schedules=",".join(schedules or []))
         if len(spec.samples()) > MAX_APP_STUDY_SAMPLES:
             raise UsageError(f"the app runs studies of at most {MAX_APP_STUDY_SAMPLES} samples (prompts x seeds; "
                              f"asked {len(spec.samples())}); use fewer seeds, or python -m comparisons study")
@@ -117,9 +118,12 @@ def build_study_tab(lab, settings):
             with gr.Accordion(f"Run a small study (at most {MAX_APP_STUDY_SAMPLES} samples)", open=False):
                 with gr.Row():
                     name = gr.Textbox("app-study", label="name", elem_id="study-name")
-                    questions = gr.Dropdown(list(PAIRINGS), value=["final-zero", "sigma-min-vs-model"],
-                                            multiselect=True, label="questions")
+                    questions = gr.Dropdown(list(PAIRINGS) + list(STUDY_QUESTIONS),
+                                            value=["final-zero", "sigma-min-vs-model"], multiselect=True,
+                                            label="questions")
                     samplers = gr.Dropdown(list(SAMPLERS), value=["heun"], multiselect=True, label="samplers")
+                    schedules = gr.Dropdown(list(SCHEDULES), value=[], multiselect=True, elem_id="study-schedules",
+                                            label="schedules (each question under each; none: Karras)")
                 with gr.Row():
                     steps = gr.Textbox("4,10", label="steps (comma-separated)")
                     seeds = gr.Textbox("0-7", label="seeds (e.g. 0-7 or 0,3,5)")
@@ -131,7 +135,7 @@ def build_study_tab(lab, settings):
                 return start_study_ui(lab, settings, *values, progress=progress)
 
             run.click(lambda: "", None, status, queue=False, api_visibility="private").then(
-                on_run, [name, questions, samplers, steps, seeds, prompts], [status, choice, *outputs],
+                on_run, [name, questions, samplers, steps, seeds, prompts, schedules], [status, choice, *outputs],
                 concurrency_id="generate", concurrency_limit=settings.max_concurrent, api_visibility="private",
                 show_progress_on=status)
     show = functools.partial(show_study, lab, hosted=hosted, campaign=campaign)

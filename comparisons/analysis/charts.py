@@ -137,8 +137,9 @@ def question_figure(question, cells, rows):
     right.set_ylim(-0.02, 1.02)
     right.set_ylabel("A closer (share, ties left out)")
     right.set_title(f"{question}: how often A is closer (Wilson 95%)", fontsize=9)
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:  # a cell whose every pair tied draws no line to name
+            ax.legend(fontsize=7)
     return figure_png(fig, dpi=110)
 
 
