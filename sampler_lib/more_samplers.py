@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import trange
 
-from .samplers import _need, _report, _setup, _t, _where, get_ancestral_step, round_sigmas, to_d
+from .samplers import _need, _report, _setup, _t, _where, get_ancestral_step, round_sigmas, sample_euler, to_d
 from .wrappers import append_dims
 
 
@@ -186,7 +186,16 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     return x
 
 
+@torch.no_grad()
+def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """DDIM with eta = 0 (Song et al. 2021). With x = x_t / sqrt(alpha_bar_t) and sigma = sqrt((1 - alpha_bar) /
+    alpha_bar), its update x' = D + (sigma' / sigma)(x - D) is exactly Euler's step on the probability-flow ODE
+    (Karras et al. 2022, sec. 3); ComfyUI's ddim is its euler too. Equal to diffusers' DDIMScheduler (tested)."""
+    return sample_euler(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable)
+
+
 MORE_SAMPLERS = {
+    "ddim": sample_ddim,
     "lms": sample_lms,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,

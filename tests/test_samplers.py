@@ -26,7 +26,11 @@ def start(den, batch=2, seed=0):
     return torch.stack([initial_noise((3, 8, 8), seed + i) for i in range(batch)]) * float(den.sigma_max)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+# Every sampler k-diffusion 0.1.1 also has (ddim is not there: it is checked against diffusers below).
+SHARED = sorted(n for n in SAMPLERS if hasattr(load_kdiffusion()[0], "sample_" + n))
+
+
+@pytest.mark.parametrize("name", SHARED)
 @pytest.mark.parametrize("quantize", ["off", "ingress"])
 @pytest.mark.parametrize("wrapper", ["eps", "v"])
 @pytest.mark.parametrize("zero", [True, False])
@@ -278,3 +282,23 @@ def test_multistep_and_ancestral_samplers_survive_repeated_rounded_sigmas(name, 
     x = start(den)
     out = SAMPLERS[name](den, x, sigmas, disable=True, noise_sampler=BrownianNoiseSampler(x, [1, 2], 20.0))
     assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("steps", [5, 20])
+def test_ddim_matches_diffusers_ddim_scheduler(steps, sd_alphas_cumprod):
+    """sampler_lib's ddim on diffusers DDIMScheduler's own timesteps (leading spacing, steps_offset 1, final alpha
+    = alphas_cumprod[0]) gives its trajectory's end, once x_t = x / sqrt(1 + sigma^2) (Song et al.'s scaling)."""
+    from diffusers import DDIMScheduler
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+    sched.set_timesteps(steps)
+    x_t = initial_noise((3, 8, 8), 4)[None]
+    theirs = x_t.clone()
+    for t in sched.timesteps:
+        theirs = sched.step(toy_eps(theirs, t.expand(1)), t, theirs).prev_sample
+    den = DiscreteEpsDenoiser(toy_eps, sd_alphas_cumprod)
+    sigma_of = lambda a: ((1 - a) / a) ** 0.5  # noqa: E731
+    sigmas = torch.stack([sigma_of(sd_alphas_cumprod[int(t)]) for t in sched.timesteps]
+                         + [sigma_of(sd_alphas_cumprod[0])])
+    ours = SAMPLERS["ddim"](den, x_t * (1 + sigmas[0] ** 2) ** 0.5, sigmas, disable=True)
+    torch.testing.assert_close(ours / (1 + sigmas[-1] ** 2) ** 0.5, theirs, rtol=1e-4, atol=1e-4)

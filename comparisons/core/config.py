@@ -20,6 +20,7 @@ SAMPLER_NOTES = {
     "dpm_2": "DPM-Solver-2: log-sigma midpoint, 2 calls a step",
     "dpmpp_2m": "DPM-Solver++(2M): multistep, 1 call a step",
     "lms": "linear multistep in sigma, order 4 (k-diffusion)",
+    "ddim": "DDIM, eta 0: Euler's step in sigma (as ComfyUI)",
     "euler_ancestral": "Euler + fresh noise each step (eta)",
     "dpm_2_ancestral": "DPM-Solver-2 + fresh noise, 2 calls a step",
     "dpmpp_2s_ancestral": "DPM-Solver++(2S) + fresh noise, 2 calls a step",
