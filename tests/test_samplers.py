@@ -271,7 +271,7 @@ def test_counter_hash_is_splitmix64():
     assert got.tolist() == [[_mix(a, b) for b in (0, 1, 2, 3, 10 ** 6)] for a in values]
 
 
-@pytest.mark.parametrize("name", ["lms", "dpmpp_3m_sde", "dpmpp_2s_ancestral", "dpm_2_ancestral"])
+@pytest.mark.parametrize("name", ["lms", "dpmpp_3m_sde", "dpmpp_2s_ancestral", "dpm_2_ancestral", "dpmpp_sde"])
 def test_multistep_and_ancestral_samplers_survive_repeated_rounded_sigmas(name, sd_alphas_cumprod):
     """Paper mode rounds a dense schedule onto 1000 training sigmas, so neighbours can coincide: a zero-length step
     changes nothing, interpolation skips a repeated point, and the result stays finite."""

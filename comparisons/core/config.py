@@ -24,6 +24,7 @@ SAMPLER_NOTES = {
     "euler_ancestral": "Euler + fresh noise each step (eta)",
     "dpm_2_ancestral": "DPM-Solver-2 + fresh noise, 2 calls a step",
     "dpmpp_2s_ancestral": "DPM-Solver++(2S) + fresh noise, 2 calls a step",
+    "dpmpp_sde": "DPM-Solver++ SDE: two noisy half-steps, 2 calls a step",
     "dpmpp_2m_sde": "DPM-Solver++(2M) SDE (eta)",
     "dpmpp_3m_sde": "DPM-Solver++(3M) SDE (eta)",
 }
@@ -48,7 +49,8 @@ SCHEDULE_NOTES = {
 # Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
 # its JSON, and so its reference key and its study's identity.
 # Samplers that add fresh noise (eta, s_noise; the seeded Brownian path).
-STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_3m_sde")
+STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
+              "dpmpp_3m_sde")
 LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1"}
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000

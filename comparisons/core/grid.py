@@ -20,7 +20,7 @@ GRID_FIELDS = ("sampler", "steps", "guidance_scale")
 # calls are what a practitioner pays.
 STUDY_QUESTIONS = {"schedule": ({"schedule": "karras"}, {}), "sampler": ({}, {})}
 # Network calls per step; every other sampler here makes one.
-SECOND_ORDER = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2}
+SECOND_ORDER = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2}
 
 
 @dataclass(frozen=True)
