@@ -63,7 +63,7 @@ def test_visibility_is_decided_by_flip_on_the_cases_a_person_can_check(live_app)
     (("a red circle", 1, "discretization", 0, "heun"), "steps must be ≥ 1"),
     (("a red circle", 1, "discretization", 1001, "heun"), "steps must be ≤ 1000"),
     (("", 1, "discretization", 5, "heun"), "prompt is empty"),
-    (("a red circle", 1, "discretization", 5, "ddim"), "unknown sampler"),
+    (("a red circle", 1, "discretization", 5, "plms"), "unknown sampler"),
     (("a red circle", 1, "best-one", 5, "heun"), "unknown pairing"),
     (("a pink circle", 1, "discretization", 5, "heun"), "pink"),
     (("a red circle", 1.5, "discretization", 5, "heun"), "seed must be a whole number"),

@@ -51,7 +51,7 @@ def test_config_json_round_trip_and_partial_json():
 
 @pytest.mark.parametrize("text, message", [
     ("{bad", "not valid JSON"), ("[1]", "JSON object"), ('{"colour": 1}', "unknown config field"),
-    ('{"sampler": "ddim"}', "unknown sampler"), ('{"steps": 0}', "steps must be between 1 and 1000"),
+    ('{"sampler": "plms"}', "unknown sampler"), ('{"steps": 0}', "steps must be between 1 and 1000"),
     ('{"steps": 1001}', "steps must be"), ('{"steps": 2.5}', "whole number"),
     ('{"quantize": "round"}', "unknown quantize"), ('{"rho": NaN}', "finite"),
     ('{"guidance_scale": -1}', "guidance_scale"), ('{"final_zero": "yes"}', "final_zero"),
@@ -335,7 +335,7 @@ def test_parse_seeds():
     (["sweep", "--pairing", "final-zero", "--steps", "1001"], "--steps must be between 1 and 1000"),
     (["sweep", "--pairing", "final-zero", "--seeds", "3-1"], "runs backwards"),
     (["sweep", "--pairing", "final-zero", "--seeds", "a-b"], "malformed seed range"),
-    (["sweep", "--pairing", "final-zero", "--sampler", "ddim"], "unknown sampler"),
+    (["sweep", "--pairing", "final-zero", "--sampler", "plms"], "unknown sampler"),
     (["sweep", "--a", "{oops", "--b", "{}"], "not valid JSON"),
     (["sweep", "--a", "{}"], "give --pairing"),
     (["sweep", "--pairing", "final-zero", "--prompt", "a pink circle"], "pink"),

@@ -438,7 +438,7 @@ def test_study_killed_after_first_chunk_resumes(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"--questions": "final-zero,nope"}, "unknown question 'nope'"),
-    ({"--samplers": "heun,ddim"}, "unknown sampler 'ddim'"),
+    ({"--samplers": "heun,plms"}, "unknown sampler 'plms'"),
     ({"--model": "no/such-model-here"}, "cannot load model"),
     ({"--steps": ""}, "malformed --steps"),
     ({"--steps": "4,x"}, "malformed --steps"),
