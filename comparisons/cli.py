@@ -255,25 +255,26 @@ def _run_study(args, ray, store, model, metric, spec):
             bar.close()
     bars = {}
 
-    def progress(event, amount=None):
-        if amount is None:  # the census, before any work: say what is cached, open one bar per phase
-            c = event
-            if c.rows_done == c.rows_total:
-                print(f"study {spec.name}: all {c.rows_total} rows are stored; nothing to sample", file=sys.stderr)
-                return
-            print(f"study {spec.name}: {c.rows_done} of {c.rows_total} rows stored; to sample: references "
-                  f"{c.references_cached} of {c.references} cached, arm outputs {c.arms_cached} of {c.arms} cached",
-                  file=sys.stderr)
-            for position, (phase, work) in enumerate((("references", c.reference_work), ("arms", c.arm_work))):
-                if work:
-                    bars[phase] = tqdm(total=work, desc=f"{phase:<10}", unit=" item-steps",
-                                       position=position, file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
-        elif event in bars:
-            bars[event].update(amount)
+    def opened(c):
+        """Before any work: say what is stored and cached, open one bar per phase that has work."""
+        if c.rows_done == c.rows_total:
+            print(f"study {spec.name}: all {c.rows_total} rows are stored; nothing to sample", file=sys.stderr)
+            return
+        print(f"study {spec.name}: {c.rows_done} of {c.rows_total} rows stored; to sample: references "
+              f"{c.references_cached} of {c.references} cached, arm outputs {c.arms_cached} of {c.arms} cached",
+              file=sys.stderr)
+        for position, (phase, work) in enumerate((("references", c.reference_work), ("arms", c.arm_work))):
+            if work:
+                bars[phase] = tqdm(total=work, desc=f"{phase:<10}", unit=" item-steps",
+                                   position=position, file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
+
+    def progress(phase, amount):
+        if phase in bars:
+            bars[phase].update(amount)
 
     try:
         with compiled(model) if args.compile else contextlib.nullcontext():
-            return run_study(store, model, metric, spec, batch=args.batch, progress=progress)
+            return run_study(store, model, metric, spec, batch=args.batch, progress=progress, on_census=opened)
     finally:
         for bar in bars.values():
             bar.close()

@@ -10,7 +10,7 @@ from .samplers import _need, _report, _setup, _t, _where, get_ancestral_step, ro
 from .wrappers import append_dims
 
 
-def _ancestral_plan(model, sigmas, eta):
+def _ancestral_plan(sigmas, eta):
     """Schedule-only quantities of an ancestral step, for all steps at once: sigma_down, sigma_up, which items take
     an Euler step (sigma_down = 0), and a safe sigma_down (sigma itself where it is 0) for the second stage."""
     sigma, sigma_next = sigmas[:-1], sigmas[1:]
@@ -26,8 +26,7 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     """Ancestral sampling with DPM-Solver-2 steps to sigma_down (Lu et al. 2022; k-diffusion's dpm_2_ancestral):
     a midpoint in log sigma, then fresh noise of size sigma_up; an Euler step where sigma_down is 0."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, all_euler, any_euler = _ancestral_plan(model, sigmas,
-                                                                                                      eta)
+    sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, all_euler, any_euler = _ancestral_plan(sigmas, eta)
     # The midpoint is a network input, so paper mode keeps it on the training grid.
     sigma_mid = torch.stack([round_sigmas(model, row) for row in sigma.log().lerp(safe_down.log(), 0.5).exp()])
     dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
@@ -52,8 +51,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     """Ancestral sampling with DPM-Solver++(2S) steps (Lu et al. 2022, single-step second order at r = 1/2) to
     sigma_down, then fresh noise of size sigma_up; an Euler step where sigma_down is 0 (k-diffusion's)."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, all_euler, any_euler = _ancestral_plan(model, sigmas,
-                                                                                                      eta)
+    sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, all_euler, any_euler = _ancestral_plan(sigmas, eta)
     t, h = _t(sigma), _t(safe_down) - _t(sigma)
     # The intermediate sigma is a network input: on the training grid in paper mode.
     sigma_s = torch.stack([round_sigmas(model, row) for row in (t + h / 2).neg().exp()])

@@ -82,17 +82,18 @@ def start_study_ui(lab, settings, name, questions, samplers, steps, seeds, promp
 
     work = {"done": 0, "total": 1}
 
-    def advance(event, amount=None):
+    def opened(c):
+        work["total"] = max(1, c.reference_work + c.arm_work)
+
+    def advance(phase, amount):
         # One bar for the whole study: the references' and the arms' item-steps together (workflows.study).
-        if amount is None:
-            work["total"] = max(1, event.reference_work + event.arm_work)
-        elif event in ("references", "arms"):
+        if phase in ("references", "arms"):
             work["done"] += amount
-            progress(min(1.0, work["done"] / work["total"]), desc=f"study {name}: {event}")
+            progress(min(1.0, work["done"] / work["total"]), desc=f"study {name}: {phase}")
 
     try:
         spec = run_checked(build)
-        run_checked(run_study, lab.store, model, lab.lpips(), spec, batch=16, progress=advance)
+        run_checked(run_study, lab.store, model, lab.lpips(), spec, batch=16, progress=advance, on_census=opened)
     except gr.Error as err:
         return views.form_error_html(app_words(err.message)), gr.update(), gr.update(), gr.update(), gr.update(), \
             gr.update()

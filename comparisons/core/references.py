@@ -13,10 +13,13 @@ from .engine import increments, sample_arms
 from .metrics import unit_images
 
 
+def _digest(*parts):
+    return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:32]
+
+
 def reference_key(model, sample, cfg, precision):
     """Cache key of a reference image: model, prompt, seed, full config (guidance included), precision."""
-    text = json.dumps([model, sample.prompt, sample.seed, cfg.to_json(), precision])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return _digest(model, sample.prompt, sample.seed, cfg.to_json(), precision)
 
 
 @dataclass
@@ -88,8 +91,7 @@ def arm_key(model, sample, cfg, precision, noise_from=None):
     """Cache key of a sampled arm: a reference's key, plus the largest explicit sigma_max among the arms it was
     sampled with (None: the model's), which sets the Brownian noise's range (engine.noise_ceiling) and so the
     noise a stochastic sampler drew."""
-    text = json.dumps([model, sample.prompt, sample.seed, cfg.to_json(), precision, noise_from])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return _digest(model, sample.prompt, sample.seed, cfg.to_json(), precision, noise_from)
 
 
 def noise_from(configs):

@@ -46,6 +46,7 @@ class Plan:
     rows_total: int
     rows_done: int
     _sigmas: dict = field(default=None, repr=False)
+    _noise_max: float = field(default=None, repr=False)
 
     def arm_sigmas(self, model):
         """{arm config: its schedule as sampled}, built once per study (every chunk stores it)."""
@@ -54,6 +55,13 @@ class Plan:
             self._sigmas = {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, grid)).tolist()
                             for cfg in self.arms}
         return self._sigmas
+
+    def noise_max(self, model):
+        """The Brownian noise's range shared by every arm of the study (engine.noise_ceiling), computed once."""
+        if self._noise_max is None:
+            probe = model.denoiser("off")
+            self._noise_max = noise_ceiling(float(probe.sigma_max), [schedule(c, probe.sigmas) for c in self.arms])
+        return self._noise_max
 
     def references_wanted(self, chunk):
         """(sample, config, precision) of every reference a chunk needs."""
@@ -130,9 +138,7 @@ def sample_missing(model, plan, chunk, known_arms, progress=None, stats=None):
     spec = plan.spec
     # Every call shares the noise range of the whole arm set, so an arm sampled now sees the noise it would have
     # seen beside all the others (and beside those a store already holds).
-    probe = model.denoiser("off")
-    noise_max = noise_ceiling(float(probe.sigma_max),
-                              [schedule(c, probe.sigmas) for c in plan.arms])
+    noise_max = plan.noise_max(model)
     missing = {}
     for cfg in plan.arms:
         smps = tuple(s for s in chunk if (s, cfg) not in known_arms)
@@ -225,17 +231,16 @@ def store_chunk(store, plan, result):
     return store.record_study_chunk(spec.study_id, items)
 
 
-def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_chunk=None):
+def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_chunk=None, on_census=None):
     """Run the samples the store lacks, `batch` samples at a time (each chunk one transaction).
 
-    `progress`, if given, is called with the study's Census before any work, then as
-    progress(phase, item-steps done) for 'references' and 'arms', and progress('rows', rows stored) after each
-    chunk; `after_chunk(n)` after each stored chunk.
+    `on_census(Census)` is called before any work; `progress(phase, item-steps done)` for 'references' and 'arms'
+    as work proceeds, and progress('rows', rows stored) after each chunk; `after_chunk(n)` after each stored chunk.
     """
     started = time.perf_counter()
     plan = plan_study(store, spec, batch)
-    if progress:
-        progress(census(store, plan))
+    if on_census:
+        on_census(census(store, plan))
     run = StudyRun(spec)
     for n, chunk in enumerate(plan.chunks):
         result = compute_chunk(model, lpips_metric, plan, chunk, known_outputs(store, plan, chunk), progress)
