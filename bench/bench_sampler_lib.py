@@ -3,7 +3,9 @@
 
     .venv/bin/python bench/bench_sampler_lib.py [--only lms,dpmpp_3m_sde] [--skip-rounding]
 
-Every sampler of sampler_lib.SAMPLERS that k-diffusion 0.1.1 also has is timed against it.
+Every sampler of sampler_lib.SAMPLERS that k-diffusion 0.1.1 also has is timed against it (dpm_fast and
+dpm_adaptive through k-diffusion's sigma_min/sigma_max signature; dpm_adaptive per network call, since the two
+step-size controllers may choose different numbers of steps on a batch).
 """
 import argparse
 import statistics
@@ -55,6 +57,16 @@ def main():
     overhead(kd, names)
 
 
+def kd_call(kd, name, s):
+    """k-diffusion's sampler as fn(model, x, sigmas, **kw); its dpm_fast / dpm_adaptive take the schedule's ends."""
+    fn = getattr(kd, "sample_" + name)
+    if name == "dpm_fast":
+        return lambda m, x, _s, **kw: fn(m, x, float(s[-2]), float(s[0]), len(s) - 1, **kw)
+    if name == "dpm_adaptive":
+        return lambda m, x, _s, **kw: fn(m, x, float(s[-2]), float(s[0]), **kw)
+    return fn
+
+
 def overhead(kd, names, rounds=7, steps=100):
     """Per-step sampler overhead, ours against k-diffusion's, with a trivial model: rounds interleaved (ours,
     theirs, ours, ...) so that drift of the machine falls on both alike; wall and CPU time; batch 1 and 32."""
@@ -74,14 +86,21 @@ def overhead(kd, names, rounds=7, steps=100):
                     gen = torch.Generator().manual_seed(0)
                     noise = lambda sigma, sigma_next, gen=gen: torch.randn(x.shape, generator=gen)  # noqa: E731
                     kw = {"noise_sampler": noise} if name in STOCHASTIC else {}
-                    fn = SAMPLERS[name] if side == "ours" else getattr(kd, "sample_" + name)
+                    fn = SAMPLERS[name] if side == "ours" else kd_call(kd, name, s)
+                    calls = [0]
+
+                    def model(x_, sigma, calls=calls):
+                        calls[0] += 1
+                        return trivial(x_, sigma)
                     w0, c0 = time.perf_counter(), time.process_time()
-                    fn(trivial, x, s, disable=True, **kw)
-                    times[side].append((time.perf_counter() - w0) / steps)
-                    cpu[side].append((time.process_time() - c0) / steps)
+                    fn(model, x, s, disable=True, **kw)
+                    per = calls[0] if name == "dpm_adaptive" else steps
+                    times[side].append((time.perf_counter() - w0) / per)
+                    cpu[side].append((time.process_time() - c0) / per)
             o, k = statistics.median(times["ours"]), statistics.median(times["k-diffusion"])
             oc, kc = statistics.median(cpu["ours"]), statistics.median(cpu["k-diffusion"])
-            print(f"  {name}: per step ours {o * 1e6:.0f} us (CPU {oc * 1e6:.0f}), k-diffusion {k * 1e6:.0f} us "
+            unit = "network call" if name == "dpm_adaptive" else "step"
+            print(f"  {name}: per {unit} ours {o * 1e6:.0f} us (CPU {oc * 1e6:.0f}), k-diffusion {k * 1e6:.0f} us "
                   f"(CPU {kc * 1e6:.0f}), ratio {o / k:.2f} (CPU {oc / kc:.2f}); {steps} steps, {rounds} "
                   "interleaved rounds, median")
 

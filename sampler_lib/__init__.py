@@ -1,5 +1,7 @@
 """sampler_lib: Karras schedules, samplers and model wrappers with EDM-style sigma discretization."""
+from .dpm_solver import DPM_SOLVER_SAMPLERS
 from .more_samplers import MORE_SAMPLERS
+from .multistep import MULTISTEP_SAMPLERS
 from .named_schedules import SCHEDULES
 from .noise import BrownianNoiseSampler, initial_noise
 from .samplers import (
@@ -23,6 +25,7 @@ from .schedules import (
                        penultimate_sigma_min,
                        scaled_linear_alphas_cumprod,
 )
+from .single_step import SINGLE_STEP_SAMPLERS
 from .wrappers import (
                        QUANTIZE_MODES,
                        BaseModelWrapper,
@@ -32,8 +35,9 @@ from .wrappers import (
                        append_dims,
 )
 
-# Every sampler by name: fn(model, x, sigmas, **kwargs), per-item sigmas (N+1, B) (samplers.py, more_samplers.py).
-SAMPLERS = {**CORE_SAMPLERS, **MORE_SAMPLERS}
+# Every sampler by name: fn(model, x, sigmas, **kwargs), per-item sigmas (N+1, B) (samplers.py, more_samplers.py,
+# multistep.py, single_step.py, dpm_solver.py).
+SAMPLERS = {**CORE_SAMPLERS, **MORE_SAMPLERS, **MULTISTEP_SAMPLERS, **SINGLE_STEP_SAMPLERS, **DPM_SOLVER_SAMPLERS}
 
 __all__ = [
     "BaseModelWrapper", "BrownianNoiseSampler", "DiscreteEpsDenoiser", "DiscreteSchedule",

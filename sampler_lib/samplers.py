@@ -32,8 +32,9 @@ def _setup(model, x, sigmas, extra_args):
         raise ValueError(f"per-item sigmas have {sigmas.shape[1]} columns for a batch of {x.shape[0]}; "
                          "give one schedule column per batch item")
     sigmas = sigmas.to(x.device)
-    # Rounded row by row so a per-item round_sigma sees one (B,) vector at a time.
-    sigmas = torch.stack([round_sigmas(model, row) for row in sigmas])
+    if getattr(model, "round_sigma", None) is not None:
+        # Rounded row by row so a per-item round_sigma sees one (B,) vector at a time.
+        sigmas = torch.stack([round_sigmas(model, row) for row in sigmas])
     return ({} if extra_args is None else extra_args), sigmas
 
 

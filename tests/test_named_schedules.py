@@ -229,9 +229,14 @@ def test_study_refuses_schedules_it_cannot_run(tmp_path, change, message):
 
 
 def test_every_sampler_and_schedule_has_its_menu_line():
-    from comparisons.core.config import SAMPLER_NOTES, SCHEDULE_NOTES
+    from comparisons.core.config import SAMPLER_GROUPS, SAMPLER_NOTES, SCHEDULE_NOTES
     from sampler_lib import SAMPLERS
+    from ui.compare import SAMPLER_CHOICES
     assert set(SAMPLER_NOTES) == set(SAMPLERS) and set(SCHEDULE_NOTES) == set(SCHEDULES)
+    grouped = [s for names in SAMPLER_GROUPS.values() for s in names]
+    assert sorted(grouped) == sorted(SAMPLERS)  # each sampler in exactly one group
+    assert [value for _, value in SAMPLER_CHOICES] == grouped
+    assert SAMPLER_CHOICES[0][0].startswith("single-step · euler — ")
 
 
 def test_the_app_study_form_takes_schedules_and_refuses_in_its_own_words(tmp_path):

@@ -12,6 +12,7 @@ from comparisons.core.config import (
     EXPLANATIONS,
     PAIRINGS,
     QUANTIZE_MODES,
+    SAMPLER_GROUPS,
     SAMPLER_NOTES,
     SCHEDULE_NOTES,
     SCHEDULES,
@@ -36,7 +37,6 @@ from comparisons.core.visibility import (
 from comparisons.errors import ConfigError, DuplicateVote, at_field, clip
 from comparisons.results.export import pair_zip
 from comparisons.workflows.blind import cast_vote, new_pair
-from sampler_lib import SAMPLERS
 from ui import views
 from ui.errors import USER_ERRORS, run_checked, user_error
 from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
@@ -44,8 +44,9 @@ from ui.limits import check_text
 
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
-# The schedule menu says what each schedule is (label) and keeps its name as the value.
-SAMPLER_CHOICES = [(f"{s} — {SAMPLER_NOTES[s]}", s) for s in SAMPLERS]
+# The menus say what each sampler and schedule is (label) and keep its name as the value; samplers by group.
+SAMPLER_CHOICES = [(f"{group} · {s} — {SAMPLER_NOTES[s]}", s) for group, names in SAMPLER_GROUPS.items()
+                   for s in names]
 CHOICES = {"sampler": SAMPLER_CHOICES, "schedule": [(f"{s} — {SCHEDULE_NOTES[s]}", s) for s in SCHEDULES],
            "ays_model": list(AYS_MODELS), "sigma_min_rule": list(SIGMA_MIN_RULES),
            "quantize": list(QUANTIZE_MODES)}

@@ -1,0 +1,97 @@
+"""Samplers whose step uses only the current state (ComfyUI's names): ddpm and lcm, which draw fresh noise each
+step, and heunpp2, which looks two sigmas ahead. Each uses only the schedule's sigmas (rounded in paper mode)."""
+import torch
+from tqdm.auto import trange
+
+from .samplers import _churn, _need, _report, _setup, _where, to_d
+from .wrappers import append_dims
+
+
+@torch.no_grad()
+def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None):
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, posterior variance beta-tilde), on any schedule: with
+    alpha_bar = 1 / (1 + sigma^2), the step samples q(x_s | x_t, x_0 = D) (ComfyUI's ddpm; diffusers' DDPMScheduler,
+    variance fixed_small: equal, tested)."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    # In Karras coordinates x = x_t / sqrt(alpha_bar): every coefficient depends only on the schedule.
+    a_t, a_s = 1 / (1 + sigma ** 2), 1 / (1 + sigma_next ** 2)
+    alpha = a_t / a_s
+    scale = (1 + sigma_next ** 2).sqrt()
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    c_x = dims(scale / (alpha.sqrt() * (1 + sigma ** 2).sqrt()))
+    c_eps = dims(scale * (1 - alpha) / (alpha.sqrt() * (1 - a_t).sqrt()))
+    c_noise = dims(torch.where(sigma_next > 0, scale * ((1 - alpha) * (1 - a_s) / (1 - a_t)).sqrt(),
+                               torch.zeros_like(sigma)) * s_noise)
+    noisy = (sigma_next > 0).any(1).tolist()
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        x_new = c_x[i] * x - c_eps[i] * to_d(x, sigma[i], denoised)
+        if noisy[i]:
+            x_new = x_new + _need(noise_sampler)(sigma[i], sigma_next[i]) * c_noise[i]
+        x = x_new
+    return x
+
+
+@torch.no_grad()
+def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None):
+    """Latent consistency sampling (Luo et al. 2023, multistep: ComfyUI's lcm, diffusers' LCMScheduler): jump to
+    the denoised image, then noise it afresh to the next sigma. The consistency boundary condition (c_skip, c_out)
+    belongs to an LCM model's wrapper, not to the sampler."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    c_noise = append_dims(sigma_next * s_noise, x.ndim + 1)
+    noisy = (sigma_next > 0).any(1).tolist()
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        x = denoised
+        if noisy[i]:
+            x = x + _need(noise_sampler)(sigma[i], sigma_next[i]) * c_noise[i]
+    return x
+
+
+@torch.no_grad()
+def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+                   s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Heun++ (Carzit/sd-webui-samplers-scheduler, ComfyUI's heunpp2): Euler predictions to the next two sigmas,
+    slopes blended with weights sigma_next / (3 sigma_0) and sigma_next2 / (3 sigma_0); Heun-like (weight
+    sigma_next / (2 sigma_0)) on the step before the last, Euler on the last. Churn as Karras Alg. 2."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    n = len(sigmas) - 1
+    s_end, s_0 = sigmas[-1], sigmas[0]
+    dims = lambda v: append_dims(v, x.ndim)  # noqa: E731
+    for i in trange(n, disable=disable):
+        x, sigma_hat = _churn(model, x, sigmas[i], n, *churn)
+        denoised = model(x, sigma_hat, **extra_args)
+        d = to_d(x, sigma_hat, denoised)
+        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        sigma_1 = sigmas[i + 1]
+        dt = dims(sigma_1 - sigma_hat)
+        x_euler = x + d * dt
+        euler = sigma_1 == s_end
+        if bool(euler.all()):
+            x = x_euler
+            continue
+        # Items on their last step keep Euler; the others evaluate at a safe stand-in where they are done.
+        safe_1 = torch.where(euler, sigma_hat, sigma_1)
+        d_2 = to_d(x_euler, safe_1, model(x_euler, safe_1, **extra_args))
+        w2 = sigma_1 / (2 * s_0)
+        x_heun = x + (d * dims(1 - w2) + d_2 * dims(w2)) * dt
+        sigma_2 = sigmas[i + 2] if i + 2 <= n else s_end
+        heun = ~euler & (sigma_2 == s_end)
+        plus = ~euler & ~heun
+        if bool(plus.any()):
+            safe_2 = torch.where(plus, sigma_2, safe_1)
+            x_3 = x_euler + d_2 * dims(safe_2 - safe_1)
+            d_3 = to_d(x_3, safe_2, model(x_3, safe_2, **extra_args))
+            w2, w3 = sigma_1 / (3 * s_0), safe_2 / (3 * s_0)
+            x_plus = x + (d * dims(1 - w2 - w3) + d_2 * dims(w2) + d_3 * dims(w3)) * dt
+            x_heun = _where(plus, x_plus, x_heun)
+        x = _where(euler, x_euler, x_heun)
+    return x
+
+
+SINGLE_STEP_SAMPLERS = {"ddpm": sample_ddpm, "lcm": sample_lcm, "heunpp2": sample_heunpp2}
