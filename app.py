@@ -201,12 +201,13 @@ def build_app(lab, settings):
 
 
 def launch_kwargs():
-    """Local assets only: our CSS and the flicker and viewer scripts, inlined into the page head; the theme's
+    """Local assets only: our CSS and the flicker, viewer and grid scripts, inlined into the page head; the theme's
     own font at weights 400 and 700 (Gradio's bundled Source Sans Pro SemiBold holds 55 glyphs, so text at 600
     would mix fonts letter by letter)."""
-    scripts = "".join(f"<script>{(STATIC / name).read_text()}</script>" for name in ("flicker.js", "viewer.js"))
+    scripts = "".join(f"<script>{(STATIC / name).read_text()}</script>"
+                      for name in ("flicker.js", "viewer.js", "grid.js"))
     font = (gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif", "system-ui", "sans-serif")
-    return dict(css_paths=[STATIC / "app.css"], head=scripts, theme=gr.themes.Default(font=font))
+    return dict(css_paths=[STATIC / "app.css", STATIC / "grid.css"], head=scripts, theme=gr.themes.Default(font=font))
 
 
 def stop_now(demo, *_):

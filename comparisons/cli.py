@@ -11,6 +11,7 @@ from .core.visibility import FLIP_VISIBLE
 from .errors import ConfigError, StoreError, UsageError
 from .results.store import DEFAULT_PATH, ResultsStore
 from .specs import OneLineParser, parse_cells, parse_seeds, study_spec
+from .workflows.xyz import AXES, DEFAULT_AXES, parse_axes
 
 
 def check_writable(path, what, flag):
@@ -56,6 +57,9 @@ def _study_parser(sub):
     s.add_argument("--reference-check", type=int, default=8,
                    help="samples whose reference is also computed in paper mode (the reference's uncertainty)")
     s.add_argument("--app-url", default="http://127.0.0.1:7860", help="where the report's example links point")
+    s.add_argument("--grid", default=",".join(DEFAULT_AXES), metavar="X,Y[,Z]",
+                   help="the X/Y/Z grid's columns, rows and panels in report.html and grid-*.png: two or three of "
+                        f"{', '.join(AXES)} (the other axes at their first value)")
     s.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
     s.add_argument("--ray", metavar="auto|ADDRESS",
                    help="run the shards on a Ray cluster: 'auto' (this machine's cluster, else a local one) "
@@ -299,6 +303,10 @@ def cmd_study(args, out):
                          f"{FLIP_VISIBLE:g})")
     if not (math.isfinite(args.visible_flip) and 0 < args.visible_flip <= 1):
         raise UsageError(f"--visible-flip must be above 0 and at most 1 (got {args.visible_flip})")
+    try:
+        grid_axes = parse_axes(args.grid)
+    except ConfigError as exc:
+        raise UsageError(f"--grid: {exc}") from exc
     model = load_model_or_fail(args.model)
     spec = study_spec(model, name=args.name or Path(args.out).absolute().name, model_name=args.model,
                       questions=args.questions, questions_file=args.questions_file, samplers=args.samplers,
@@ -326,7 +334,7 @@ def cmd_study(args, out):
     cells = cell_stats(spec, rows, args.visible_flip)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     paths = write_outputs(args.out, store, spec, cells, rows, reference_uncertainty(store, spec.model, spec, metric),
-                          precision_floor(store, spec, rows, metric), args.app_url, created)
+                          precision_floor(store, spec, rows, metric), args.app_url, created, grid_axes)
     print(f"\nstudy {spec.name}: {len(rows)} rows ({run.rows_written} new, {run.samples_run} samples run in "
           f"{run.seconds:.1f} s), model {spec.model}, reference {spec.reference.sampler} {spec.reference.steps} "
           f"steps, {spec.precision}", file=out)

@@ -1,4 +1,4 @@
-// Pair viewer: every .zoom-box (the two sides of #pair and the #flicker stage) shows its images at the same
+// Pair viewer: every .zoom-box (the two sides of #pair, the #flicker stage, an X/Y/Z grid's cells) shows its images at the same
 // zoom and pan, in image pixels, so a region is compared at once in both views. Sizes are always whole CSS
 // pixels per image pixel (nearest neighbour, pixel-exact). Wheel zooms at the cursor, drag pans, 0 resets,
 // a tap on the flicker stage toggles flicker. Hover reads out the pixel under the cursor in both images.
@@ -111,7 +111,9 @@
     if (box) readout(box, e);
   });
   document.addEventListener("pointerup", () => {
-    if (drag && !drag.moved && drag.box.id === "flicker-box" && window.abFlicker) window.abFlicker.toggle();
+    if (drag && !drag.moved && drag.box.classList.contains("flicker-stage") && window.abFlicker) {
+      window.abFlicker.toggle(drag.box.closest(".flicker-root"));
+    }
     drag = null;
   });
 

@@ -102,3 +102,84 @@ def test_hosted_app_offers_no_study_runs(tmp_path, browser):
         page.close()
     finally:
         app.stop()
+
+
+GRID_STATE = """() => {
+  const cells = [...document.querySelectorAll('#study-grid .grid-cell')];
+  return {cells: cells.length, px: cells.map((c) => c.querySelector('.zoom-box').dataset.px),
+          frames: [...document.querySelectorAll('#study-grid .grid-pair img.flicker-frame')]
+                    .map((i) => [i.getAttribute('src'), i.style.visibility])};
+}"""
+
+
+def test_grid_zooms_and_opens_two_cells_as_a_flicker_pair(study_app, page):
+    """The Study tab's X/Y/Z grid: columns steps, rows arm, one panel (heun); a reference per row. Wheel zoom
+    doubles every cell's scale at once; two clicked cells open as a pair whose flicker alternates them."""
+    page.goto(study_app.url)
+    page.get_by_role("tab", name="Study").click()
+    page.locator("#study-choice input").click()
+    page.get_by_role("option", name="cli-study").click()
+    page.wait_for_function("() => document.querySelectorAll('#study-plots img').length === 1", timeout=60_000)
+    page.get_by_text("X/Y/Z grid").click()
+    page.click("#show-grid")
+    page.wait_for_function("() => document.querySelectorAll('#study-grid .grid-cell').length > 0 && "
+                           "!document.querySelector('#study-grid .pending, #study-choice .pending')", timeout=60_000)
+    state = page.evaluate(GRID_STATE)
+    # 2 step counts x 2 arms (final-zero A, B) + a reference per row; seed 0 fixed.
+    assert state["cells"] == 2 * 2 + 2, state
+    text = page.inner_text("#study-grid")
+    assert "Study cli-study" in text and "panels: sampler" in text and "sampler heun" in text
+    assert "fixed: schedule karras · seed 0" in text
+    before = {int(p) for p in state["px"]}
+    assert len(before) == 1  # one scale for every cell
+    cells = page.locator("#study-grid .grid-cell")
+    cells.nth(1).scroll_into_view_if_needed()  # the wheel goes to what is under the pointer, on screen
+    box = cells.nth(1).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    page.wait_for_function(f"() => [...document.querySelectorAll('#study-grid .zoom-box')]"
+                           f".every((b) => b.dataset.px === '{2 * before.pop()}')")
+    page.keyboard.press("0")  # reset the zoom, then pick two cells
+    srcs = [cells.nth(k).locator("img").get_attribute("src") for k in (1, 2)]
+    assert srcs[0] != srcs[1]
+    cells.nth(1).click()
+    assert "One cell picked" in page.inner_text("#study-grid .grid-pair")
+    cells.nth(2).click()
+    page.wait_for_function("() => document.querySelectorAll('#study-grid .grid-pair img.flicker-frame').length === 2")
+    frames = page.evaluate(GRID_STATE)["frames"]
+    assert [f[0] for f in frames] == srcs and [f[1] for f in frames] == ["visible", "hidden"]
+    assert page.locator("#study-grid .grid-pair .pair-cell img").count() == 2
+    page.click("#study-grid .flicker-toggle")
+    page.wait_for_function("() => [...document.querySelectorAll('#study-grid img.flicker-frame')]"
+                           ".map((i) => i.style.visibility).join() === 'hidden,visible'", timeout=5_000)
+    page.click("#study-grid .flicker-toggle")  # stop
+    page.screenshot(path=str(ARTIFACTS / "study-grid.png"), full_page=True)
+    # Axes that repeat are refused where the grid would be.
+    page.locator("#grid-y input").click()
+    page.get_by_role("option", name="steps", exact=True).click()
+    page.click("#show-grid")
+    page.wait_for_selector("#study-grid .form-error", timeout=30_000)
+    assert "different ones of sampler, schedule, steps, arm, seed" in page.inner_text("#study-grid")
+
+
+def test_report_grid_is_self_contained_and_zooms(study_app, page):
+    """The CLI's report.html carries the grid and the app's scripts: it zooms and pairs from a file:// page."""
+    out = study_app.results.parent / "cli-study"
+    assert (out / "grid-steps-arm-sampler-heun.png").exists()
+    page.goto((out / "report.html").as_uri())
+    page.wait_for_selector(".xyz .grid-cell")
+    cells = page.locator(".xyz .grid-cell")
+    assert cells.count() == 6
+    cells.nth(0).click()  # the reference pairs like any cell
+    cells.nth(1).click()
+    page.wait_for_function("() => document.querySelectorAll('.grid-pair img.flicker-frame').length === 2")
+    px = lambda: page.evaluate("() => [...document.querySelectorAll('.xyz .grid-cell .zoom-box')]"  # noqa: E731
+                               ".map((b) => b.dataset.px)")
+    before = px()
+    assert len(set(before)) == 1
+    cells.nth(3).scroll_into_view_if_needed()
+    box = cells.nth(3).bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + 10)
+    page.mouse.wheel(0, -100)
+    page.wait_for_function("k => [...document.querySelectorAll('.xyz .grid-cell .zoom-box')]"
+                           ".every((b) => b.dataset.px === k)", arg=str(2 * int(before[0])))

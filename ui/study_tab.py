@@ -8,8 +8,9 @@ from comparisons.core.config import PAIRINGS, SCHEDULES
 from comparisons.core.grid import STUDY_QUESTIONS
 from comparisons.errors import UsageError
 from comparisons.specs import study_spec
-from comparisons.workflows.report import study_view
+from comparisons.workflows.report import study_grid_html, study_view
 from comparisons.workflows.study import run_study
+from comparisons.workflows.xyz import AXES, DEFAULT_AXES
 from sampler_lib import SAMPLERS
 from ui import views
 from ui.errors import run_checked, user_error
@@ -57,6 +58,16 @@ def show_study(lab, name, hosted=False, campaign=False):
                                   for r, lo, hi in zip(table["a_closer_rate"], table["ci_low"], table["ci_high"])]
     return view["header"], views.fitted_table(table, STUDY_MAIN, "study-rows", "This study has no rows yet."), \
         view["plots"], examples
+
+
+def show_grid(lab, name, x, y, z):
+    """The picked study's X/Y/Z grid; a refusal is one message where the grid would be."""
+    if not name:
+        return "<p>Pick a stored study above first.</p>"
+    try:
+        return run_checked(study_grid_html, lab.store, name, x, y, z or None)
+    except gr.Error as err:
+        return views.form_error_html(err.message, "grid-axes")
 
 
 def app_words(message):
@@ -115,6 +126,15 @@ def build_study_tab(lab, settings):
         plots = gr.HTML(elem_id="study-plots")
         examples = gr.HTML(elem_id="study-examples")
         outputs = [header, table, plots, examples]
+        if not hosted:  # a public demo shows aggregates only, as with the examples
+            with gr.Accordion("X/Y/Z grid: every image of the study side by side", open=False):
+                with gr.Row(elem_id="grid-axes"):
+                    grid_x = gr.Dropdown(list(AXES), value=DEFAULT_AXES[0], label="columns", elem_id="grid-x")
+                    grid_y = gr.Dropdown(list(AXES), value=DEFAULT_AXES[1], label="rows", elem_id="grid-y")
+                    grid_z = gr.Dropdown(["", *AXES], value=DEFAULT_AXES[2], label="panels (optional)",
+                                         elem_id="grid-z")
+                    draw = gr.Button("Show grid", elem_id="show-grid", scale=0, min_width=110)
+                grid = gr.HTML(elem_id="study-grid")
         if not hosted:
             with gr.Accordion(f"Run a small study (at most {MAX_APP_STUDY_SAMPLES} samples)", open=False):
                 with gr.Row():
@@ -142,6 +162,8 @@ def build_study_tab(lab, settings):
     show = functools.partial(show_study, lab, hosted=hosted, campaign=campaign)
     read = dict(api_visibility="private", concurrency_id="read", concurrency_limit=16)
     choice.change(show, choice, outputs, show_progress_on=header, **read)
+    if not hosted:
+        draw.click(functools.partial(show_grid, lab), [choice, grid_x, grid_y, grid_z], grid, **read)
 
     def listed(current):
         """The stored studies, read now (a study the CLI just made included); the newest shown if none is."""

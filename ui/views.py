@@ -54,12 +54,12 @@ def flicker_html(left, right, interval_ms=300, labels=("left", "right")):
         _frame(img, label, label, " flicker-frame").replace(
             "<img ", f'<img style="visibility:{"visible" if k == 0 else "hidden"}" ', 1)
         for k, (label, img) in enumerate(((labels[0], left), (labels[1], right))))
-    return (f'<div class="zoom-box flicker-stage" id="flicker-box">{frames}</div>'
-            f'<div class="flicker-controls"><button type="button" id="flicker-toggle">Flicker</button>'
-            f'<label>every <input type="number" id="flicker-ms" min="30" max="5000" step="10" '
-            f'value="{int(interval_ms)}"> ms</label>'
-            f'<span id="flicker-side">showing: {html.escape(labels[0])}</span>'
-            f'<span class="touch-hint">tap the image: start/stop</span></div>')
+    return (f'<div class="flicker-root"><div class="zoom-box flicker-stage" id="flicker-box">{frames}</div>'
+            f'<div class="flicker-controls"><button type="button" id="flicker-toggle" class="flicker-toggle">Flicker'
+            f'</button><label>every <input type="number" id="flicker-ms" class="flicker-ms" min="30" max="5000" '
+            f'step="10" value="{int(interval_ms)}"> ms</label>'
+            f'<span id="flicker-side" class="flicker-side">showing: {html.escape(labels[0])}</span>'
+            f'<span class="touch-hint">tap the image: start/stop</span></div></div>')
 
 
 def slider_images(left, right, target=DISPLAY_MAX):

@@ -16,11 +16,13 @@ from ..core.grid import StudySpec, cell_key
 from ..core.metrics import max_abs_diff
 from ..core.references import reference_key
 from ..core.visibility import FLIP_VISIBLE, RULE
+from ..errors import ConfigError
 from ..files import write_atomic
 from ..results.export import csv_text
 from .campaign import cell_name
 from .campaign import stats as campaign_stats
 from .study import fill_flip
+from .xyz import DEFAULT_AXES, file_data_url, grid_html, grid_items, grid_pngs, png_name, xyz
 
 SUMMARY_COLUMNS = ["question", "sampler", "steps", "n", "a_closer", "b_closer", "equal", "a_closer_rate", "ci_low",
                    "ci_high", "p_value", "p_holm", "mean_diff", "diff_ci_low", "diff_ci_high", "mean_rmse_diff",
@@ -37,6 +39,17 @@ LEGEND = {
     "verdict": "A closer / B closer when p_holm < 0.05, else no difference; 'invisible' when fewer than 5% of "
                "pairs are visibly different (by FLIP, as visible_share)",
 }
+
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+
+
+def grid_assets():
+    """The grid's stylesheet and the app's viewer, flicker and grid scripts, inlined (the report stays one file),
+    read when the report is written so it has the app's current scripts."""
+    css = (STATIC / "grid.css").read_text()
+    scripts = "".join(f"<script>{(STATIC / n).read_text()}</script>" for n in ("flicker.js", "viewer.js", "grid.js"))
+    return f"<style>{css}\n.xyz .zoom-box {{ touch-action: none; cursor: grab; }}</style>{scripts}"
 
 
 def _fmt(value, digits=3):
@@ -118,8 +131,9 @@ def summary_rows(cells):
     return [{k: c.get(k) for k in SUMMARY_COLUMNS} for c in cells]
 
 
-def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created):
-    """A self-contained HTML report: verdict table, plots per question, examples linked to the app."""
+def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created, grid=""):
+    """A self-contained HTML report: verdict table, plots per question, examples linked to the app, the grid
+    (with the app's viewer, flicker and grid scripts inlined)."""
     ref_images = reference_images(store, rows)
     table = pd.DataFrame(summary_rows(cells))
     shown = table[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low", "ci_high", "p_holm", "mean_diff",
@@ -172,6 +186,8 @@ img.plot {{ max-width: 100%; }}
 <h2>Where the arms differ most</h2>
 <p>Each example links to the app with the stored pair open (not blind).</p>
 {examples_html(store, rows, ref_images, app_url)}
+{grid}
+{grid_assets() if grid else ""}
 </body></html>
 """
 
@@ -223,14 +239,37 @@ def campaigns_html(store, study_name):
             "recomputed) to refresh this section.</p>" + "".join(parts))
 
 
-def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url, created):
-    """summary.csv, rows.csv and report.html in `out`, each written whole or not at all."""
+def study_grid(store, rows, axes=DEFAULT_AXES, fixed=None):
+    """The X/Y/Z grid of a study's rows (workflows.xyz), its references read in one query."""
+    return xyz(grid_items(rows, reference_images(store, rows)), *axes, fixed=fixed)
+
+
+def grid_section(store, rows, axes):
+    """(the report's grid section, {PNG name: bytes}); a grid that cannot be drawn says why instead."""
+    if not rows:
+        return "", {}
+    try:
+        grid = study_grid(store, rows, axes)
+    except ConfigError as exc:
+        return f"<h2>Grid</h2><p>Not drawn: {html.escape(str(exc))}.</p>", {}
+    root = store.path.parent
+    pngs = {png_name(grid, panel): data for panel, data in grid_pngs(grid, root).items()}
+    return ("<h2>Grid</h2><p>Every image of the study laid out by the axes of <code>--grid</code> (also written as "
+            f"{', '.join(pngs)}).</p>" + grid_html(grid, file_data_url(root))), pngs
+
+
+def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url, created, grid_axes=DEFAULT_AXES):
+    """summary.csv, rows.csv, report.html and the grid's PNGs in `out`, each written whole or not at all."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    grid, pngs = grid_section(store, rows, grid_axes)
     write_atomic(out / "summary.csv", csv_text(summary_rows(cells), SUMMARY_COLUMNS))
     write_atomic(out / "rows.csv", csv_text([{k: r[k] for k in ROW_COLUMNS} for r in rows], ROW_COLUMNS))
-    write_atomic(out / "report.html", report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created))
-    return [out / "summary.csv", out / "rows.csv", out / "report.html"]
+    for name, data in pngs.items():
+        write_atomic(out / name, data)
+    write_atomic(out / "report.html", report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created,
+                                                  grid))
+    return [out / "summary.csv", out / "rows.csv", out / "report.html", *(out / n for n in pngs)]
 
 
 def plots_html(spec, cells, rows):
@@ -238,6 +277,18 @@ def plots_html(spec, cells, rows):
     return "".join(f'<h4>{html.escape(q.name)}</h4><img class="plot" alt="{html.escape(q.name)} plots" '
                    f'style="max-width:100%" src="data:image/png;base64,'
                    f'{base64.b64encode(question_figure(q.name, cells, rows)).decode()}">' for q in spec.questions)
+
+
+def study_grid_html(store, name, x, y, z=None):
+    """The Study tab's X/Y/Z grid of a stored study (a ConfigError names the axes to choose)."""
+    study = store.study(name)
+    if study is None:
+        raise KeyError(f"no study named {name!r} in {store.path}")
+    rows = store.study_rows(study["study_id"])
+    if not rows:
+        return "<p>This study has no rows yet.</p>"
+    return (f'<p class="grid-study">Study <b>{html.escape(name)}</b></p>'
+            + grid_html(study_grid(store, rows, (x, y, z or None)), file_data_url(store.path.parent)))
 
 
 def study_view(store, name, visible_flip=FLIP_VISIBLE, app_url=""):
