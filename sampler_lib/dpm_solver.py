@@ -30,11 +30,16 @@ WEIGHTS = ("c1", "a1", "a2", "b2", "l1", "k1", "k2")
 def _rounded(model, values, like):
     """Float64 sigmas as the network will see them: in x's dtype, and rounded in paper mode through the model's
     round_sigma (row by row, so a per-item round_sigma sees one (B,) vector at a time)."""
+    if getattr(model, "round_sigma", None) is None and like.dtype in _NUMPY_DTYPES:
+        return np.asarray(values).astype(_NUMPY_DTYPES[like.dtype]).astype(np.float64)  # no tensor round trip
     sigma = torch.as_tensor(values, dtype=like.dtype, device=like.device)
     if getattr(model, "round_sigma", None) is not None:
         sigma = torch.stack([round_sigmas(model, row) for row in sigma]) if sigma.ndim == 2 else round_sigmas(
             model, sigma)
     return sigma.double().cpu().numpy()
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 
 def _plan(model, sg, sn, order, r1, like, r2=2 / 3):
