@@ -83,17 +83,23 @@ def _moving(step_fn):
     return lambda col, i, hist: step_fn(col, i, hist) if hist else (1.0, {})
 
 
-def _run_d_multistep(model, x, sigmas, extra_args, callback, disable, step_fn, max_order):
-    """x_next = x + sum of weights times past d = (x - denoised) / sigma: Adams–Bashforth in sigma (EDM's ODE)."""
+def _run_multistep(model, x, sigmas, extra_args, callback, disable, step_fn, max_order, history_of):
+    """x_next = a x + sum of weights times past history_of(x, sigma, denoised): d for Adams–Bashforth in sigma
+    (EDM's ODE), denoised for exponential integrators in log sigma."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
     combine = _Combiner(*_weights(sigmas, _moving(step_fn), max_order), sigmas, x)
-    ds = []
+    history = []
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i], **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        ds = (ds + [(x - denoised) / append_dims(sigmas[i], x.ndim)])[-combine.depth:]
-        x = combine(i, x, ds)
+        history = (history + [history_of(x, sigmas[i], denoised)])[-combine.depth:]
+        x = combine(i, x, history)
     return x
+
+
+def _run_d_multistep(model, x, sigmas, extra_args, callback, disable, step_fn, max_order):
+    return _run_multistep(model, x, sigmas, extra_args, callback, disable, step_fn, max_order,
+                          lambda x_, sigma, denoised: (x_ - denoised) / append_dims(sigma, x_.ndim))
 
 
 def _into_zero(col, i):
@@ -213,16 +219,8 @@ def _res_step(col, i, hist):
 
 
 def _run_denoised_multistep(model, x, sigmas, extra_args, callback, disable, step_fn, max_order):
-    """x_next = a x + sum of weights times past denoised outputs (exponential integrators in log sigma)."""
-    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    combine = _Combiner(*_weights(sigmas, _moving(step_fn), max_order), sigmas, x)
-    history = []
-    for i in trange(len(sigmas) - 1, disable=disable):
-        denoised = model(x, sigmas[i], **extra_args)
-        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        history = (history + [denoised])[-combine.depth:]
-        x = combine(i, x, history)
-    return x
+    return _run_multistep(model, x, sigmas, extra_args, callback, disable, step_fn, max_order,
+                          lambda x_, sigma, denoised: denoised)
 
 
 @torch.no_grad()

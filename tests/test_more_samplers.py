@@ -63,20 +63,26 @@ def test_uni_pc_matches_diffusers(name, variant, final, order, steps, sd_alphas_
     torch.testing.assert_close(ours / (1 + sigmas[-1] ** 2) ** 0.5, theirs, rtol=1e-4, atol=1e-4)
 
 
+def noisy_against_diffusers(name, scheduler, module, steps, seed, alphas_cumprod, monkeypatch):
+    """(ours, theirs) on the scheduler's own timesteps and the same noise; each draws once per noisy step."""
+    scheduler.set_timesteps(steps)
+    replay = Replay((1, 3, 8, 8), steps)
+    monkeypatch.setattr(module, "randn_tensor", replay.randn_tensor)
+    x_t = initial_noise((3, 8, 8), seed)[None]
+    theirs = run_diffusers(scheduler, x_t.clone())
+    sigmas = torch.cat([sigma_of(alphas_cumprod, scheduler.timesteps), torch.zeros(1)]).float()
+    den = DiscreteEpsDenoiser(toy_eps, alphas_cumprod)
+    ours = SAMPLERS[name](den, x_t * (1 + sigmas[0] ** 2) ** 0.5, sigmas, disable=True, noise_sampler=replay)
+    assert replay.ours == replay.theirs == steps - 1  # no noise on the step into t = 0
+    return ours, theirs
+
+
 @pytest.mark.parametrize("steps", [4, 10])
 def test_ddpm_matches_diffusers(steps, sd_alphas_cumprod, monkeypatch):
     from diffusers import DDPMScheduler
     from diffusers.schedulers import scheduling_ddpm
     sched = DDPMScheduler(**DIFFUSERS_BETAS, clip_sample=False, variance_type="fixed_small")
-    sched.set_timesteps(steps)
-    replay = Replay((1, 3, 8, 8), steps)
-    monkeypatch.setattr(scheduling_ddpm, "randn_tensor", replay.randn_tensor)
-    x_t = initial_noise((3, 8, 8), 5)[None]
-    theirs = run_diffusers(sched, x_t.clone())
-    sigmas = torch.cat([sigma_of(sd_alphas_cumprod, sched.timesteps), torch.zeros(1)]).float()
-    den = DiscreteEpsDenoiser(toy_eps, sd_alphas_cumprod)
-    ours = SAMPLERS["ddpm"](den, x_t * (1 + sigmas[0] ** 2) ** 0.5, sigmas, disable=True, noise_sampler=replay)
-    assert replay.ours == replay.theirs == steps - 1  # no noise on the step into t = 0
+    ours, theirs = noisy_against_diffusers("ddpm", sched, scheduling_ddpm, steps, 5, sd_alphas_cumprod, monkeypatch)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
@@ -86,16 +92,8 @@ def test_lcm_matches_diffusers(steps, sd_alphas_cumprod, monkeypatch):
     a property of an LCM model's wrapper: within the tolerance here."""
     from diffusers import LCMScheduler
     from diffusers.schedulers import scheduling_lcm
-    sched = LCMScheduler(**DIFFUSERS_BETAS)
-    sched.set_timesteps(steps)
-    replay = Replay((1, 3, 8, 8), steps)
-    monkeypatch.setattr(scheduling_lcm, "randn_tensor", replay.randn_tensor)
-    x_t = initial_noise((3, 8, 8), 6)[None]
-    theirs = run_diffusers(sched, x_t.clone())
-    sigmas = torch.cat([sigma_of(sd_alphas_cumprod, sched.timesteps), torch.zeros(1)]).float()
-    den = DiscreteEpsDenoiser(toy_eps, sd_alphas_cumprod)
-    ours = SAMPLERS["lcm"](den, x_t * (1 + sigmas[0] ** 2) ** 0.5, sigmas, disable=True, noise_sampler=replay)
-    assert replay.ours == replay.theirs == steps - 1
+    ours, theirs = noisy_against_diffusers("lcm", LCMScheduler(**DIFFUSERS_BETAS), scheduling_lcm, steps, 6,
+                                           sd_alphas_cumprod, monkeypatch)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
