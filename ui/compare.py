@@ -14,8 +14,8 @@ from comparisons.core.config import (
     QUANTIZE_MODES,
     SAMPLER_GROUPS,
     SAMPLER_NOTES,
+    SCHEDULE_GROUPS,
     SCHEDULE_NOTES,
-    SCHEDULES,
     SIGMA_MIN_RULES,
     SamplerConfig,
     make_pair,
@@ -47,7 +47,9 @@ VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is
 # The menus say what each sampler and schedule is (label) and keep its name as the value; samplers by group.
 SAMPLER_CHOICES = [(f"{group} · {s} — {SAMPLER_NOTES[s]}", s) for group, names in SAMPLER_GROUPS.items()
                    for s in names]
-CHOICES = {"sampler": SAMPLER_CHOICES, "schedule": [(f"{s} — {SCHEDULE_NOTES[s]}", s) for s in SCHEDULES],
+SCHEDULE_CHOICES = [(f"{group} · {s} — {SCHEDULE_NOTES[s]}", s) for group, names in SCHEDULE_GROUPS.items()
+                    for s in names]
+CHOICES = {"sampler": SAMPLER_CHOICES, "schedule": SCHEDULE_CHOICES,
            "ays_model": list(AYS_MODELS), "sigma_min_rule": list(SIGMA_MIN_RULES),
            "quantize": list(QUANTIZE_MODES)}
 

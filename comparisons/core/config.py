@@ -65,6 +65,13 @@ SCHEDULE_NOTES = {
     "diffusers_leading": "diffusers timestep_spacing=leading (SD 1.x default)",
     "diffusers_trailing": "diffusers timestep_spacing=trailing",
 }
+# The schedule menu's groups, in menu order: every schedule in exactly one (tests/test_named_schedules.py).
+SCHEDULE_GROUPS = {
+    "sigma_min..sigma_max": RANGED_SCHEDULES,
+    "training timesteps": ("simple", "ddim_uniform", "beta", "diffusers_linspace", "diffusers_leading",
+                           "diffusers_trailing"),
+    "own formula or table": ("linear_quadratic", "align_your_steps", "vp"),
+}
 # Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
 # its JSON, and so its reference key and its study's identity.
 # Samplers that add fresh noise with an amount eta (and s_noise; the seeded Brownian path).
