@@ -158,12 +158,14 @@ def file_data_url(root):
 
 def grid_html(grid, data_url):
     """The grid as HTML tables (one per panel) with the references; `data_url(path)` gives an image's src.
-    Selecting two cells fills #grid-pair (static/grid.js)."""
+    Two picked cells fill the grid's .grid-pair (static/grid.js)."""
     parts = [f'<p class="grid-caption">{html.escape(caption(grid))}. Wheel zooms every cell at once, drag pans, '
              '0 resets; click two cells to open them as a pair in the flicker view below.</p>']
     for zv, cells in grid["panels"]:
         where, refs = references(grid, cells)
         in_panel = f" · {grid['z']} {zv}" if grid["z"] else ""
+        # A reference is its sample's: the seed of its row, of the panel, or the fixed one.
+        seed = zv if grid["z"] == "seed" else grid["fixed"].get("seed")
         ref_cell = lambda path, label: (_cell({"image": path}, f"reference · {label}", data_url)  # noqa: E731
                                         if path else '<td class="grid-empty">—</td>')
         head = "".join(f"<th>{html.escape(grid['x'])} {html.escape(str(v))}</th>" for v in grid["x_values"])
@@ -172,7 +174,7 @@ def grid_html(grid, data_url):
             body.append("<tr><th>reference</th>" + "".join(ref_cell(p, f"seed {v}")
                                                            for p, v in zip(refs, grid["x_values"])) + "</tr>")
         for r, (yv, row) in enumerate(zip(grid["y_values"], cells)):
-            first = ref_cell(refs[r], f"{grid['y']} {yv}") if where == "column" else ""
+            first = ref_cell(refs[r], f"seed {yv if grid['y'] == 'seed' else seed}") if where == "column" else ""
             labels = [f"{grid['x']} {xv} · {grid['y']} {yv}{in_panel}" for xv in grid["x_values"]]
             body.append(f"<tr><th>{html.escape(grid['y'])} {html.escape(str(yv))}</th>{first}"
                         + "".join(_cell(c, label, data_url) for c, label in zip(row, labels)) + "</tr>")
