@@ -118,6 +118,10 @@ def test_study_tab_states(app, browser, tmp_path):
     page.wait_for_function("() => document.querySelector('#study-header')?.innerText.includes('from-cli · model')",
                            timeout=60_000)
     assert "final-zero" in page.inner_text("#study-table")
+    # Opening the tab lists the studies and shows the newest: wait until nothing is pending, so no update lands
+    # while the form is being filled (a busy machine made this race: the Run click was lost).
+    page.wait_for_function("() => !document.querySelector('#study-header .pending, #study-choice .pending, "
+                           "#study-plots .pending, #study-table .pending')")
     # Messages use the app's field names, not the CLI's flags; shown under the Run button, nothing stored.
     page.get_by_text("Run a small study").click()
     page.wait_for_selector("#study-name textarea", state="visible")
