@@ -28,6 +28,7 @@ from ui import views  # noqa: E402
 from ui.compare import build_compare_tab, open_stored_pair, serve_pair, stored_pair_outputs  # noqa: E402
 from ui.errors import run_checked, user_error  # noqa: E402
 from ui.inputs import preset_configs  # noqa: E402
+from ui.inspect_tab import build_inspect_tab  # noqa: E402
 from ui.limits import GenerationGate, HostedLimits, RateLimiter, check_caps, check_text, client_address  # noqa: E402
 from ui.results_tab import build_results_tab, export_files  # noqa: E402
 from ui.study_tab import build_study_tab  # noqa: E402
@@ -180,6 +181,9 @@ def build_app(lab, settings):
         else:
             compare = build_compare_tab(lab, settings, export_dir)
         build_study_tab(lab, settings)
+        if not settings.hosted:
+            # Files from a visitor's disk, measured at up to 2048x2048: a local tool, not a public demo's.
+            build_inspect_tab(lab)
         # The Results tab fills itself when opened (statistics, charts, a bootstrapped leaderboard): a page
         # load computes none of it. Results run apart from generations and never wait behind them.
         build_results_tab(lab, settings, export_dir)

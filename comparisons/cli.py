@@ -1,4 +1,5 @@
-"""python -m comparisons {study, sweep, campaign, export, stats}: studies, sweeps, vote campaigns, CSV, statistics."""
+"""python -m comparisons {study, sweep, inspect, campaign, export, stats}: studies, sweeps, any two images, vote
+campaigns, CSV, statistics."""
 import argparse
 import contextlib
 import math
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from .core.config import CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
 from .core.visibility import FLIP_VISIBLE
-from .errors import ConfigError, StoreError, UsageError
+from .errors import ConfigError, ImageError, StoreError, UsageError
 from .results.store import DEFAULT_PATH, ResultsStore
 from .specs import OneLineParser, parse_cells, parse_seeds, study_spec
 from .workflows.xyz import AXES, DEFAULT_AXES, parse_axes
@@ -92,6 +93,11 @@ def _parser():
     e.add_argument("--out", required=True)
     t = sub.add_parser("stats", help="print the vote statistics per question")
     t.add_argument("--results", default=str(DEFAULT_PATH))
+    i = sub.add_parser("inspect", help="measure any two images of one size as a pair (nothing is sampled)")
+    i.add_argument("a", help="image A (PNG, JPEG or WebP; 32x32 to 2048x2048 pixels)")
+    i.add_argument("b", help="image B, the same size as A")
+    i.add_argument("--out", help="folder for inspect.html, inspect.json, A.png, B.png and the four maps")
+    i.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
     _campaign_parser(sub)
     return p
 
@@ -99,9 +105,19 @@ def _parser():
 def _campaign_parser(sub):
     c = sub.add_parser("campaign", help="blind vote campaigns over a study's pairs: create, export, import, stats")
     verbs = c.add_subparsers(dest="verb", required=True)
-    v = verbs.add_parser("create", help="pick a study's pairs per cell (seeded) into a named campaign")
+    v = verbs.add_parser("create", help="pick a study's pairs per cell (seeded), or pair image files made elsewhere, "
+                                        "into a named campaign")
     v.add_argument("name")
-    v.add_argument("--study", required=True, help="the study's name (study --name; default its --out folder's name)")
+    v.add_argument("--study", help="the study's name (study --name; default its --out folder's name)")
+    v.add_argument("--from-folders", nargs=2, metavar=("DIR_A", "DIR_B"),
+                   help="image files made elsewhere, paired by file name: A's folder and B's folder")
+    v.add_argument("--from-manifest", metavar="PAIRS_CSV",
+                   help="a CSV with columns a and b (paths relative to it) and optionally cell, prompt, seed; any "
+                        "other column is kept with the pair")
+    v.add_argument("--labels", help='the two sides\' names, e.g. "karras,beta" (default: the folders\' names, or A,B)')
+    v.add_argument("--skip-unmatched", action="store_true",
+                   help="with --from-folders: leave out files without a partner of the same name (said, not refused)")
+    v.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
     v.add_argument("--cells", help="question:sampler:steps cells, comma-separated (default: every cell)")
     v.add_argument("--per-cell", type=int, default=40, help="samples per cell at most (default 40)")
     v.add_argument("--only-visible", action="store_true", help="skip pairs below visibility (counted per cell)")
@@ -139,7 +155,14 @@ def cmd_campaign(args, out):
               file=out)
         return
     store = _existing_store(args.results) if args.verb in ("export", "stats") else None
-    if args.verb == "create":
+    if args.verb == "create" and (args.from_folders or args.from_manifest):
+        _create_from_images(args, out)
+    elif args.verb == "create":
+        if args.study is None:
+            raise UsageError("campaign create needs --study NAME, --from-folders DIR_A DIR_B or --from-manifest "
+                             "PAIRS_CSV")
+        if args.labels or args.skip_unmatched:
+            raise UsageError("--labels and --skip-unmatched go with --from-folders or --from-manifest")
         if not Path(args.results).is_file():
             raise UsageError(f"no results file at {args.results}; run the study first or pass --results")
         cells = parse_cells(args.cells) if args.cells is not None else None
@@ -162,6 +185,64 @@ def cmd_campaign(args, out):
         print(f"wrote {done['path']}: {done['pairs']} pairs, {done['images']} images", file=out)
     else:
         print(campaign.stats_text(args.name, campaign.stats(store, args.name)), file=out)
+
+
+def _create_from_images(args, out):
+    """campaign create --from-folders / --from-manifest: every file checked and every pair measured before the
+    results file is opened for writing."""
+    from tqdm import tqdm
+
+    from .core.metrics import LPIPS
+    from .workflows import image_campaign
+    if args.study or args.cells or args.per_cell != 40:
+        raise UsageError("--study, --cells and --per-cell pick a study's pairs; a campaign of image files takes every "
+                         "pair it is given")
+    if args.from_folders and args.from_manifest:
+        raise UsageError("give --from-folders or --from-manifest, not both")
+    if args.skip_unmatched and not args.from_folders:
+        raise UsageError("--skip-unmatched goes with --from-folders")
+    image_campaign.check_rate(args.checks)
+    unmatched = []
+    if args.from_folders:
+        sources, unmatched = image_campaign.pairs_from_folders(*args.from_folders, skip_unmatched=args.skip_unmatched)
+        default = [Path(d).resolve().name for d in args.from_folders]
+        kind = "folders"
+    else:
+        sources, default, kind = image_campaign.pairs_from_manifest(args.from_manifest), ["A", "B"], "manifest"
+    labels = image_campaign.check_labels([x.strip() for x in args.labels.split(",")] if args.labels else default)
+    image_campaign.check_name(args.name)
+    check_writable(args.results, "results file", "--results")
+    held = _readable_store(args.results)
+    if held is not None and held.campaign(args.name) is not None:
+        raise UsageError(f"a campaign named {args.name!r} exists in {args.results}; choose another name")
+    # Every pair measured (LPIPS, FLIP, …) before the results file is opened: a file that fails writes nothing.
+    with tqdm(total=len(sources), desc="measuring pairs", unit="pair", file=sys.stderr, disable=None) as bar:
+        measured = image_campaign.measure_all(sources, LPIPS(args.lpips_weights), lambda done, total: bar.update())
+    definition = image_campaign.create(ResultsStore(args.results), args.name, measured, labels, kind,
+                                       args.only_visible, args.seed, args.checks, unmatched)
+    for path in unmatched:
+        print(f"  left out (no file of the same name in the other folder): {path}", file=out)
+    for c in definition["cells"]:
+        skipped = f", {c['skipped_invisible']} below visibility skipped" if definition["only_visible"] else ""
+        print(f"  {c['question']}: {c['pairs']} of {c['available']} pairs{skipped}", file=out)
+    print(f"campaign {args.name}: {sum(c['pairs'] for c in definition['cells'])} pairs of image files "
+          f"({labels[0]} as A, {labels[1]} as B) and {definition['n_checks']} attention checks; serve it with: "
+          f"python app.py --campaign {args.name} --results {args.results}", file=out)
+
+
+def cmd_inspect(args, out):
+    from .core.metrics import LPIPS
+    from .workflows.inspect_pair import inspect_files, text_report, write_outputs
+    from .workflows.pair_view import page_assets
+    if args.out:
+        target = check_writable(args.out, "output folder", "--out")
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"--out {target} is a file; name a folder")
+    result = inspect_files(LPIPS(args.lpips_weights), args.a, args.b)
+    print(text_report(result), file=out)
+    if args.out:
+        paths = write_outputs(args.out, result, page_assets())
+        print("wrote " + ", ".join(str(p) for p in paths), file=out)
 
 
 def sweep_configs(args):
@@ -372,8 +453,8 @@ def main(argv=None, out=sys.stdout):
     try:
         args = _parser().parse_args(argv)
         {"study": cmd_study, "sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats,
-         "campaign": cmd_campaign}[args.command](args, out)
-    except (UsageError, ConfigError, StoreError, ValueError) as exc:
+         "campaign": cmd_campaign, "inspect": cmd_inspect}[args.command](args, out)
+    except (UsageError, ConfigError, StoreError, ImageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file or folder the system refused: said in words, not as [Errno n]

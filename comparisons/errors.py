@@ -54,5 +54,10 @@ class CampaignError(ValueError):
     """A campaign request that cannot be met (unknown study, cell or campaign, empty selection, bad bundle)."""
 
 
+class ImageError(ValueError):
+    """An image file, folder or manifest that cannot be compared (unreadable, over a limit, sizes that differ,
+    names that do not pair); the message names the file."""
+
+
 class RayUnavailable(ValueError):
     """The Ray cluster cannot be reached or used."""

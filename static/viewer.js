@@ -9,13 +9,16 @@
   const canvases = new WeakMap();
 
   const boxes = () => [...document.querySelectorAll(".zoom-box")];
-  const natural = () => {
-    const img = document.querySelector(".zoom-box img");
+  // Each box is sized by its own image (the Inspect tab's pair may be larger than the Compare tab's).
+  const natural = (box) => {
+    const img = box && box.querySelector("img");
     return img && img.naturalWidth ? { w: img.naturalWidth, h: img.naturalHeight } : null;
   };
-  // Whole CSS px per image px that fits the box's width (at most DISPLAY_MAX), at least 1.
+  // CSS px per image px that fits the box's width (at most DISPLAY_MAX): a whole number for a small image, and for
+  // one wider than the box the power-of-two fraction that fits it whole (zoom then brings back 1:1 and more).
   const fit = (box, n) => {
     const avail = Math.min(DISPLAY_MAX, box.parentElement.clientWidth || DISPLAY_MAX);
+    if (n.w > avail) return 1 / 2 ** Math.ceil(Math.log2(n.w / avail));
     return Math.max(1, Math.floor(avail / n.w));
   };
   const clamp = (n) => {
@@ -24,24 +27,24 @@
     state.y = Math.min(Math.max(0, state.y), n.h * (1 - span));
   };
   const apply = () => {
-    const n = natural();
-    if (!n) return;
-    clamp(n);
     for (const box of boxes()) {
+      const n = natural(box);
+      if (!n) continue;
+      const span = 1 / state.zoom;
+      const x = Math.min(Math.max(0, state.x), n.w * (1 - span)), y = Math.min(Math.max(0, state.y), n.h * (1 - span));
       const k = fit(box, n);
-      const px = k * state.zoom;  // CSS px per image pixel: an integer, so every pixel is a whole square
-      box.style.width = n.w * k + "px";
-      box.style.height = n.h * k + "px";
+      const px = k * state.zoom;  // CSS px per image pixel: whole squares from 1:1 up
+      box.style.width = Math.round(n.w * k) + "px";
+      box.style.height = Math.round(n.h * k) + "px";
       box.dataset.px = px;
       for (const img of box.querySelectorAll("img")) {
         img.style.width = n.w * px + "px";
         img.style.height = n.h * px + "px";
-        img.style.left = -Math.round(state.x * px) + "px";
-        img.style.top = -Math.round(state.y * px) + "px";
+        img.style.left = -Math.round(x * px) + "px";
+        img.style.top = -Math.round(y * px) + "px";
       }
     }
-    const z = document.getElementById("zoom-level");
-    if (z) z.textContent = "zoom ×" + state.zoom;
+    document.querySelectorAll(".zoom-level").forEach((z) => { z.textContent = "zoom ×" + state.zoom; });
   };
   const reset = () => { state.zoom = 1; state.x = 0; state.y = 0; apply(); };
   window.abViewer = { state, apply, reset };
@@ -65,10 +68,12 @@
     const d = c.ctx.getImageData(p.x, p.y, 1, 1).data;
     return `(${d[0]}, ${d[1]}, ${d[2]})`;
   };
+  // The pair a box belongs to: its .zoom-root (a tab's stage, an inspect page), whose readout names its pixels.
   const readout = (box, e) => {
-    const out = document.getElementById("pixel-readout");
-    const imgs = [...document.querySelectorAll("#pair img.zoom-img")];
-    const n = natural();
+    const root = box.closest(".zoom-root") || document;
+    const out = root.querySelector(".pixel-readout");
+    const imgs = [...root.querySelectorAll(".pair-row img.zoom-img")];
+    const n = natural(box);
     if (!out || imgs.length < 2 || !n) return;
     const p = pixelAt(box, e);
     if (p.x < 0 || p.y < 0 || p.x >= n.w || p.y >= n.h) return;
@@ -77,7 +82,7 @@
 
   document.addEventListener("wheel", (e) => {
     const box = e.target.closest && e.target.closest(".zoom-box");
-    const n = natural();
+    const n = natural(box);
     if (!box || !n) return;
     e.preventDefault();
     const before = pixelAt(box, e);
@@ -88,6 +93,7 @@
     state.x = before.x - frac.x * state.zoom / zoom;
     state.y = before.y - frac.y * state.zoom / zoom;
     state.zoom = zoom;
+    clamp(n);
     apply();
   }, { passive: false });
 
@@ -106,6 +112,8 @@
       if (Math.abs(dx) + Math.abs(dy) > 4) drag.moved = true;
       state.x = drag.sx - dx / px;
       state.y = drag.sy - dy / px;
+      const n = natural(drag.box);
+      if (n) clamp(n);
       apply();
     }
     if (box) readout(box, e);

@@ -20,6 +20,7 @@ from comparisons.core.config import (
     SamplerConfig,
     make_pair,
 )
+from comparisons.core.image_files import flatten
 from comparisons.core.metrics import pair_metrics
 from comparisons.core.pairs import ArmRun, arm_schedule
 from comparisons.core.visibility import (
@@ -196,7 +197,9 @@ def open_stored_pair(lab, settings, w, pair_id):
         return {w["reveal"]: f"No stored pair `{clip(pair_id)}` in this results file."}
     from PIL import Image
     root = lab.store.path.parent
-    a, b = (Image.open(root / pair[k]).convert("RGB") for k in ("image_a", "image_b"))
+    a, b = (Image.fromarray(flatten(Image.open(root / pair[k]))[0]) for k in ("image_a", "image_b"))
+    if pair.get("image_meta"):
+        return open_image_pair(lab, w, pair, a, b)
     cfg_a, cfg_b = (SamplerConfig.from_json(pair[k]) for k in ("config_a", "config_b"))
     model = lab.model(pair["model"]) if pair["model"] in settings.models else None
     arms = {name: ArmRun(cfg, *arm_schedule(model, cfg), image) for name, cfg, image in (("A", cfg_a, a),
@@ -232,6 +235,23 @@ def open_stored_pair(lab, settings, w, pair_id):
     return out
 
 
+def open_image_pair(lab, w, pair, a, b):
+    """A stored pair of image files opened by link: the pair and every measure as for a sampled pair, what the
+    files say about themselves instead of a schedule, the form left as it is."""
+    metrics, maps = pair_metrics(lab.lpips(), a, b)
+    fmap = flip_map(a, b)
+    current = {"serve_id": None, "pair_id": pair["pair_id"], "left": a, "right": b, "spatial": maps["lpips_spatial"],
+               "flip": fmap}
+    labels = ("A", "B")
+    locked = gr.update(interactive=False)
+    return {w["current"]: current, w["pair"]: views.pair_html(a, b, labels),
+            w["flicker"]: views.flicker_html(a, b, labels=labels), w["slider"]: views.slider_images(a, b),
+            w["reveal"]: views.stored_pair_markdown(pair), w["metrics"]: views.metrics_markdown(metrics),
+            w["visibility"]: views.visibility_html(visibility(a, b, metrics["lpips"], flip=fmap)),
+            w["maps"]: shown(current, 8), w["plot"]: "", w["schedules"]: "Image files made elsewhere: no schedule.",
+            w["generate"]: locked, w["next"]: locked}
+
+
 def config_panel(name, defaults, w):
     """One column of custom-config widgets; every number is text, so an empty field stays empty."""
     with gr.Column(min_width=200, elem_id=f"custom-{name.lower()}-panel"):
@@ -253,7 +273,7 @@ def stage(w, pair_html, flicker_html):
     """The pair, the flicker view and the vote column (buttons, visibility line, status, reveal) in one row: side
     by side at 1280 px, so the whole vote loop fits one 1280x800 screen; stacked on a phone, the buttons straight
     under the pair (static/app.css). Shared by the Compare tab and a campaign's Vote tab."""
-    with gr.Row(equal_height=False, elem_id="stage"):
+    with gr.Row(equal_height=False, elem_id="stage", elem_classes=["zoom-root"]):
         with gr.Column(scale=2, min_width=300, elem_id="pair-col"):
             w["pair"] = gr.HTML(pair_html, elem_id="pair")
         with gr.Column(scale=1, min_width=240, elem_id="flicker-col"):

@@ -4,6 +4,7 @@ import gradio as gr
 from comparisons.errors import (
     CampaignError,
     ConfigError,
+    ImageError,
     InputError,
     RateLimited,
     StoreError,
@@ -14,7 +15,8 @@ from comparisons.errors import (
 from sampler_lib.models import PromptError
 
 # Only these become messages: any other exception is a bug and shows as one (logged with its traceback).
-USER_ERRORS = (ConfigError, InputError, RateLimited, PromptError, StoreError, VoteRefused, UsageError, CampaignError)
+USER_ERRORS = (ConfigError, InputError, RateLimited, PromptError, StoreError, VoteRefused, UsageError, CampaignError,
+               ImageError)
 
 
 def user_error(exc):

@@ -1,65 +1,24 @@
 """HTML and Markdown the app shows; pure functions of the data the comparisons layer returns."""
 import base64
 import html
-import io
 import json
 import math
 
 import pandas as pd
 
 from comparisons.analysis.leaderboard import MIN_DECISIVE
+from comparisons.core.config import IMAGES
 from comparisons.core.visibility import DISPLAY_MAX
-
-
-def data_url(image):
-    """A PNG data URL of a PIL image, without any metadata (nothing tells the sides apart)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-
-
-def array_url(array):
-    from PIL import Image
-    return data_url(Image.fromarray(array))
-
-
-def _frame(img, side, label, extra=""):
-    return (f'<img class="zoom-img pixelated{extra}" data-side="{side}" data-label="{html.escape(label)}" '
-            f'src="{data_url(img)}" alt="{html.escape(label)} image" width="{img.width}" height="{img.height}" '
-            f'draggable="false">')
-
-
-def pair_html(left, right, labels=("left", "right")):
-    """Side by side in synced zoom boxes (static/viewer.js: wheel zoom, drag pan, 0 resets, pixel readout).
-
-    Labels are 'left'/'right' before a vote and 'A'/'B' after it; the readout names pixels by them.
-    """
-    cells = "".join(
-        f'<figure class="pair-cell"><div class="zoom-box" id="pair-{side}-box">'
-        f'{_frame(img, side, label).replace("<img ", f"<img id=pair-{side} ", 1)}</div>'
-        f'<figcaption>{html.escape(label)}</figcaption></figure>'
-        for side, label, img in (("left", labels[0], left), ("right", labels[1], right)))
-    return (f'<div class="pair-row">{cells}</div>'
-            '<div class="viewer-bar"><span id="zoom-level">zoom ×1</span>'
-            '<span id="pixel-readout"><span class="key-hint">hover for pixel values</span>'
-            '<span class="touch-hint">drag: pan, and read the pixel under your finger</span></span>'
-            '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
-
-
-def flicker_html(left, right, interval_ms=300, labels=("left", "right")):
-    """Two stacked frames static/flicker.js alternates (f or space, or a tap); zoomed with the pair."""
-    frames = "".join(
-        _frame(img, label, label, " flicker-frame").replace(
-            "<img ", f'<img style="visibility:{"visible" if k == 0 else "hidden"}" ', 1)
-        for k, (label, img) in enumerate(((labels[0], left), (labels[1], right))))
-    return (f'<div class="flicker-root"><div class="zoom-box flicker-stage" id="flicker-box">{frames}</div>'
-            f'<div class="flicker-controls"><button type="button" id="flicker-toggle" class="flicker-toggle">Flicker'
-            f'</button><label>every <input type="number" id="flicker-ms" class="flicker-ms" min="30" max="5000" '
-            f'step="10" value="{int(interval_ms)}"> ms</label>'
-            f'<span id="flicker-side" class="flicker-side">showing: {html.escape(labels[0])}</span>'
-            f'<span class="touch-hint">tap the image: start/stop</span></div></div>')
+from comparisons.workflows.pair_view import (  # noqa: F401 - the pair's views, shared with inspect's HTML file
+    array_url,
+    colour_bar,
+    data_url,
+    diff_panel_html,
+    flicker_html,
+    metadata_table,
+    pair_html,
+    visibility_html,
+)
 
 
 def slider_images(left, right, target=DISPLAY_MAX):
@@ -67,49 +26,6 @@ def slider_images(left, right, target=DISPLAY_MAX):
     from PIL import Image
     k = max(1, target // max(left.width, left.height))
     return tuple(img.resize((img.width * k, img.height * k), Image.NEAREST) for img in (left, right))
-
-
-def colour_bar(bar_id, low, high, caption, ramp):
-    """A horizontal colour bar from `low` to `high` labels in the heat maps' colours."""
-    stops = ", ".join(f"rgb({r},{g},{b})" for r, g, b in ramp)
-    return (f'<div class="colour-bar" id="{bar_id}"><div class="bar" style="background:linear-gradient(to right, '
-            f'{stops})"></div><div class="ticks"><span>{html.escape(low)}</span><span>{html.escape(high)}</span>'
-            f'</div><div class="bar-caption">{html.escape(caption)}</div></div>')
-
-
-def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp, flip_map=None, flip_visible=None):
-    """The difference heat map (absolute 8-bit units, gain), the amplified difference, the LPIPS map and the
-    FLIP map (the images as displayed; the colour bar marks the visibility threshold)."""
-    top = 255 / gain
-    top_text = f"≥ {top:.3g}/255" if gain > 1 else "255/255"  # 255/8 reads 31.9, not 31.875
-    cell = lambda title, arr, bar: (  # noqa: E731
-        f'<figure class="map-cell"><figcaption>{title}</figcaption>'
-        f'<img class="pixelated map-img" src="{array_url(arr)}" width="{arr.shape[1]}" height="{arr.shape[0]}" '
-        f'alt="{html.escape(title)}">{bar}</figure>')
-    return ('<div class="maps-row">'
-            + cell(f"|Δ| per pixel (largest channel), gain ×{gain}", diff_map,
-                   colour_bar("diff-colorbar", "0", top_text, f"8-bit difference; bright = {top:.3g}/255 or more",
-                              ramp))
-            + cell(f"amplified difference |L − R| × {gain}", amplified, "")
-            + cell("LPIPS spatial map (fixed scale)", lpips_map,
-                   colour_bar("lpips-colorbar", "0", f"≥ {lpips_max:g}", "LPIPS per position", ramp))
-            + ("" if flip_map is None else cell(
-                "FLIP error as displayed (decides visibility)", flip_map,
-                colour_bar("flip-colorbar", "0", "1", f"FLIP per displayed pixel; visible from {flip_visible:g}",
-                           ramp)))
-            + "</div>")
-
-
-def visibility_html(v):
-    """The visibility line shown with every pair: FLIP's verdict first, the figures beside it, the rule on hover."""
-    cls = "below" if v["below"] else "visible"
-    return (f'<div class="visibility {cls}" title="{html.escape(v["rule"])}">'
-            f'<span>FLIP max <b>{v["flip_max"]:.3f}</b> (visible from {v["flip_threshold"]:g})</span>'
-            f'<span>max |Δ| <b>{v["max_abs_diff"]}/255</b></span>'
-            f'<span><b>{v["visible_share"]:.1%}</b> of pixels differ by ≥ 3/255</span>'
-            f'<span>LPIPS <b>{v["lpips"]:.4g}</b></span>'
-            f'<span class="sentence">{html.escape(v["sentence"])}</span>'
-            f'<span class="rule">{html.escape(v["rule"])}.</span></div>')
 
 
 def vote_prompt(v):
@@ -163,6 +79,8 @@ def schedule_markdown(arms):
 
 def reveal_markdown(vote):
     r = vote["reveal"]
+    if "images" in r:
+        return images_reveal_markdown(vote)
     changed = {k: (r["config_a"][k], r["config_b"][k]) for k in r["config_a"] if r["config_a"][k] != r["config_b"][k]}
     diff = "; ".join(f"`{k}`: A = {a!r}, B = {b!r}" for k, (a, b) in changed.items()) or "identical configs"
     winner = {"A": "A", "B": "B", "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
@@ -170,6 +88,19 @@ def reveal_markdown(vote):
             f"Your vote: **{vote['choice']}** → {winner}.\n\nDifference: {diff}\n\n"
             f"<details><summary>Full configs</summary>\n\n```json\nA = {json.dumps(r['config_a'], indent=1)}\n"
             f"B = {json.dumps(r['config_b'], indent=1)}\n```\n</details>")
+
+
+def images_reveal_markdown(vote):
+    """The reveal of a pair of image files: which label was on which side, then what each file says about itself,
+    field by field, the fields that differ in bold (metadata_table)."""
+    r = vote["reveal"]
+    names = {"A": r["config_a"]["label"], "B": r["config_b"]["label"]}
+    winner = {"A": f"A ({names['A']})", "B": f"B ({names['B']})", "tie": "a tie",
+              "both_bad": "both bad"}[vote["winner"]]
+    side = lambda s: f"**{s} · {html.escape(names[s])}**"  # noqa: E731
+    return (f"### Revealed\nLeft was {side(r['left'])}, right was {side(r['right'])} "
+            f"({html.escape(r['pairing'])}). Your vote: **{vote['choice']}** → {html.escape(winner)}.\n\n"
+            + metadata_table(r["images"], compact=True))
 
 
 STATS_COLUMNS = ["pairing", "sampler", "steps", "guidance", "prompt", "decisive", "A wins", "B wins", "ties",
@@ -187,7 +118,7 @@ def stats_frame(rows):
     """Per-question statistics as a readable table: one row per (pairing, config A, config B)."""
     out = []
     for r in rows:
-        a, b = json.loads(r["config_a"]), json.loads(r["config_b"])
+        a, b = _arm(r["config_a"]), _arm(r["config_b"])
         both = lambda k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}"  # noqa: E731
         ci = "" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
         prompts = r.get("prompts") or {}
@@ -246,9 +177,20 @@ def stats_html(rows):
                         optional=("A vs B", "left rate"))
 
 
+def _arm(config_json):
+    """A stored config as a dict; a side of image files has its label and no sampler settings ('')."""
+    arm = json.loads(config_json)
+    if arm.get("source") == IMAGES:
+        return {**dict.fromkeys(("sampler", "schedule", "steps", "guidance_scale"), ""), **arm}
+    return arm
+
+
 def _question(r):
-    """'final-zero · heun · karras · 4 steps · g 3.0' (A's value, or 'A / B' where they differ)."""
-    a, b = json.loads(r["config_a"]), json.loads(r["config_b"])
+    """'final-zero · heun · karras · 4 steps · g 3.0' (A's value, or 'A / B' where they differ); a campaign of image
+    files: its cell and the two labels."""
+    a, b = _arm(r["config_a"]), _arm(r["config_b"])
+    if a.get("source") == IMAGES:
+        return f"{r['pairing']} · {a['label']} vs {b['label']}"
     both = lambda k: str(a[k]) if a[k] == b[k] else f"{a[k]} / {b[k]}"  # noqa: E731
     return (f"{r['pairing']} · {both('sampler')} · {both('schedule')} · {both('steps')} steps · "
             f"g {both('guidance_scale')}")
@@ -326,6 +268,8 @@ def stored_pair_markdown(pair, study_row=None):
              f"Question **{html.escape(pair['pairing'])}** · prompt “{html.escape(pair['prompt'])}” · seed "
              f"{pair['seed']} · model {html.escape(pair['model'])}",
              f"`{_config_diff(pair['config_a'], pair['config_b'])}`"]
+    if pair.get("image_meta"):
+        lines.append(metadata_table(json.loads(pair["image_meta"])))
     if study_row:
         lines.append(f"LPIPS to the reference: A {study_row['lpips_a_ref']:.4f}, B {study_row['lpips_b_ref']:.4f} · "
                      f"LPIPS(A, B) {study_row['lpips_ab']:.4g} · max |Δ| {study_row['max_abs_diff']}/255")

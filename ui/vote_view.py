@@ -37,8 +37,9 @@ def build_vote_tab(lab, settings, export_dir, definition):
     w = {}
     n_pairs = sum(c["pairs"] for c in definition["cells"]) + definition.get("n_checks", 0)
     with gr.Tab("Vote"):
-        gr.Markdown(f"**Campaign {html.escape(definition['name'])}** · {n_pairs} pairs from study "
-                    f"{html.escape(definition['study'])}. "
+        origin = (f"from study {html.escape(definition['study'])}" if definition["study"] else
+                  "of image files made elsewhere")
+        gr.Markdown(f"**Campaign {html.escape(definition['name'])}** · {n_pairs} pairs {origin}. "
                     "Which image is better? Sides are random and hidden until you vote; the next pair comes "
                     "by itself.", elem_id="campaign-header")
         w["current"] = gr.State(None)

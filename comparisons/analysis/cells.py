@@ -24,6 +24,8 @@ def cell_stats(spec, rows, visible_flip=FLIP_VISIBLE, invisible_share=0.05):
 def agreement(votes_verdict, lpips_verdict):
     """Do the votes and the study's LPIPS verdict say the same about a cell?"""
     lp = lpips_verdict.split(";")[0].strip()
+    if lp not in ("A closer", "B closer", "no difference"):  # a campaign of image files: no reference to be closer to
+        return "no LPIPS verdict (no reference)"
     if votes_verdict == "no preference" and lp == "no difference":
         return "agree (no difference)"
     if votes_verdict == "no preference" or lp == "no difference":

@@ -4,6 +4,7 @@ import io
 import json
 import math
 
+from ..core.config import IMAGES
 from ..core.grid import cell_key
 from ..core.visibility import VISIBLE_LPIPS
 from .stats import bootstrap_mean_interval, wilson_interval
@@ -27,6 +28,8 @@ def figure_png(fig, dpi=100):
 def question_label(row):
     """'final-zero · heun 4 steps · g 3.0' from a by_question row (A's sampler/steps/guidance; B's if they differ)."""
     a, b = json.loads(row["config_a"]), json.loads(row["config_b"])
+    if IMAGES in (a.get("source"), b.get("source")):  # a campaign of image files: its two labels
+        return f"{row['pairing']} · {a.get('label')} vs {b.get('label')}"
     part = lambda k: str(a[k]) if a[k] == b[k] else f"{a[k]}/{b[k]}"  # noqa: E731
     return f"{row['pairing']} · {part('sampler')} {part('steps')} steps · g {part('guidance_scale')}"
 

@@ -1,7 +1,7 @@
 """Bradley–Terry strengths of configs from pairwise votes (Bradley & Terry 1952; MM fit of Hunter 2004)."""
 import math
 
-from ..core.config import SamplerConfig
+from ..core.config import ImageArm, SamplerConfig, arm_from_json
 from .stats import Z95, tally
 
 ELO_SCALE = 400 / math.log(10)  # arenas report log-strengths on the Elo scale: 400 log10(p) points
@@ -159,8 +159,12 @@ def leaderboard_tally(counts, prior=PRIOR, min_decisive=MIN_DECISIVE):
 
 
 def config_label(config_json):
-    """A config in a few words: its sampler and steps, and every field that differs from the defaults."""
-    cfg = SamplerConfig.from_json(config_json).to_dict()
+    """A config in a few words: its sampler and steps, and every field that differs from the defaults; a side of
+    a campaign of image files by its label."""
+    arm = arm_from_json(config_json)
+    if isinstance(arm, ImageArm):
+        return f"{arm.label} (image files, campaign {arm.campaign})"
+    cfg = arm.to_dict()
     default = SamplerConfig().to_dict()
     rest = [f"{k}={cfg[k]}" for k in cfg if k not in ("sampler", "steps") and cfg[k] != default[k]]
     return f"{cfg['sampler']} {cfg['steps']} steps" + (", " + ", ".join(rest) if rest else "")

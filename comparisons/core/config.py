@@ -87,6 +87,7 @@ POLY_RHO_MAX = 2.0                 # a steeper polyexponential ramp repeats sigm
 SIGMA_MIN_RANGE = (1e-4, 0.5)      # an explicit sigma_min stays below 1 ...
 SIGMA_MAX_RANGE = (2.0, 1000.0)    # ... and an explicit sigma_max above it, so min < max for any model
 MAX_SEED = 2 ** 63 - 1             # a seed is a non-negative int64 (torch.Generator.manual_seed)
+NO_SEED = -1                       # the stored seed of a pair of image files that state none (or differ)
 
 
 @dataclass(frozen=True)
@@ -310,3 +311,45 @@ def make_pair(pairing, base=None):
     base = base or SamplerConfig()
     a, b = PAIRINGS[pairing]
     return SamplerConfig.from_dict(a, base), SamplerConfig.from_dict(b, base)
+
+
+IMAGES = "images"  # an ImageArm's `source`: an image made elsewhere, brought in by file
+
+
+@dataclass(frozen=True)
+class ImageArm:
+    """One side of a campaign made from image files (ComfyUI, AUTOMATIC1111, diffusers): not a config this tool
+    ran, so nothing but its label and campaign; what each file says about itself is stored per pair."""
+    label: str
+    campaign: str
+    source: str = IMAGES
+
+    def __post_init__(self):
+        if self.source != IMAGES or not isinstance(self.label, str) or not self.label.strip() \
+                or not isinstance(self.campaign, str) or len(self.label) > 64:
+            raise ConfigError(f"an image arm needs a label of 1-64 characters and its campaign (got "
+                              f"{clip(repr(self.label))})")
+
+    def to_json(self):
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def arm_from_json(text):
+    """A stored config_a/config_b: a SamplerConfig, or an ImageArm for a pair of files made elsewhere."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ConfigError(f"config is not valid JSON ({clip(exc)})") from exc
+    if isinstance(data, dict) and data.get("source") == IMAGES:
+        if set(data) != {"label", "campaign", "source"}:
+            raise ConfigError(f"an image arm has exactly label, campaign and source (got {clip(sorted(data))})")
+        return ImageArm(**data)
+    return SamplerConfig.from_dict(data)
+
+
+def is_image_arm(text):
+    """Is a stored config the side of an image pair made elsewhere?"""
+    return isinstance(arm_from_json(text), ImageArm)

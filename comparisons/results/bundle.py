@@ -10,14 +10,15 @@ import zipfile
 import zlib
 from pathlib import PurePosixPath
 
-from ..core.config import SamplerConfig
+from ..core.config import NO_SEED, ImageArm, arm_from_json
 from ..errors import CampaignError, clip
 from ..files import replacing
 
 FORMAT, VERSION = "ab-lab-campaign", 1
 PAIR_FIELDS = ("pair_id", "created", "pairing", "model", "prompt", "seed", "config_a", "config_b", "lpips", "psnr",
                "ssim", "max_abs_diff", "lpips_a_ref", "lpips_b_ref", "sigmas_a", "sigmas_b", "lockstep", "seconds")
-OPTIONAL_FIELDS = ("flip_max",)  # absent from bundles written before FLIP decided visibility
+# flip_max: absent from bundles written before FLIP decided visibility; image_meta: only pairs of image files
+OPTIONAL_FIELDS = ("flip_max", "image_meta")
 IMAGE_NAME = re.compile(r"images/[0-9a-f]{64}\.png")
 # Bounds a real bundle fits with room: a campaign of 5,000 SDXL pairs is a 10 MB campaign.json and images of
 # 1-3 MB at 1024x1024. Every bound is checked on the zip's directory before any entry is decompressed.
@@ -28,6 +29,7 @@ MAX_BUNDLE_BYTES = 4 << 30      # all entries together, uncompressed
 MAX_PAIRS = 100_000
 MAX_DEPTH = 8                   # campaign.json nests 4 deep; deeper is not a bundle
 MAX_TEXT = 2000                 # characters of any text field (prompts are at most 500 in the app)
+MAX_META = 64 << 10             # characters of a pair's image_meta (JSON: two files' parsed fields, raw text clipped)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # what `campaign create` allows
 PAIR_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -185,11 +187,14 @@ def check_manifest(path, z):
         if p["pair_id"] in ids:
             raise BundleError(f"{at}: pair_id {p['pair_id']} appears twice")
         ids.add(p["pair_id"])
+        arms = []
         for side in ("config_a", "config_b"):
             try:
-                SamplerConfig.from_json(p[side])
+                arms.append(arm_from_json(p[side]))
             except ValueError as exc:
                 raise BundleError(f"{at}: {side} is not a valid config ({clip(exc)})") from None
+        if p["seed"] == NO_SEED and not all(isinstance(arm, ImageArm) for arm in arms):
+            raise BundleError(f"{at}: seed has a bad value {NO_SEED} (only a pair of image files may state none)")
         for side in ("sigmas_a", "sigmas_b"):
             try:
                 sigmas = json.loads(p[side], parse_constant=_constant)
@@ -235,6 +240,26 @@ def _seed(x):
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 63
 
 
+def _image_meta(x):
+    """None, or JSON text of an object (what two image files said about themselves), within MAX_META and depth 6."""
+    if x is None:
+        return True
+    if not isinstance(x, str) or len(x) > MAX_META:
+        return False
+    try:
+        value = json.loads(x, parse_constant=_constant)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and _depth(value) <= 6
+
+
+def _source(x):
+    """Where an image campaign's pairs came from: folders or a manifest, the two labels, files left out."""
+    return (isinstance(x, dict) and set(x) == {"kind", "labels", "unmatched"} and x["kind"] in ("folders", "manifest")
+            and isinstance(x["labels"], list) and len(x["labels"]) == 2 and all(_text(v) for v in x["labels"])
+            and _count(x["unmatched"]))
+
+
 def _number_or_none(x):
     return x is None or _finite(x)
 
@@ -245,17 +270,18 @@ def _rate(x):
 
 DEFINITION = {"format": str, "version": int, "name": _text, "study": _text, "study_id": _text, "model": _text,
               "per_cell": _count, "only_visible": bool, "seed": _seed, "cells": list}
-DEFINITION_OPTIONAL = {"checks": _rate, "n_checks": _count}
+DEFINITION_OPTIONAL = {"checks": _rate, "n_checks": _count, "source": _source}
 CELL = {"question": _text, "sampler": _text, "steps": _count, "pairs": _count, "available": _count,
         "skipped_invisible": _count, "lpips_verdict": _text, "lpips_a_closer_rate": _number_or_none,
         "lpips_p_holm": _number_or_none, "lpips_ab": _number_or_none}
-PAIR = {"pair_id": str, "created": _finite, "pairing": _text, "model": _text, "prompt": _text, "seed": _seed,
+PAIR = {"pair_id": str, "created": _finite, "pairing": _text, "model": _text, "prompt": _text,
+        "seed": lambda x: _seed(x) or x == NO_SEED,  # NO_SEED: image files that state none (checked below)
         "config_a": _text, "config_b": _text, "lpips": _number_or_none, "psnr": _number_or_none,
         "ssim": _number_or_none, "max_abs_diff": lambda x: _count(x) and x <= 255,
         "lpips_a_ref": _number_or_none, "lpips_b_ref": _number_or_none, "sigmas_a": _text, "sigmas_b": _text,
         "lockstep": lambda x: x in (0, 1), "seconds": _finite, "image_a": str, "image_b": str,
         "question": _text, "sampler": _text, "steps": _count}
-PAIR_OPTIONAL = {"check": bool, "flip_max": _number_or_none}
+PAIR_OPTIONAL = {"check": bool, "flip_max": _number_or_none, "image_meta": _image_meta}
 
 
 def _keys(obj, schema, where, optional=None):

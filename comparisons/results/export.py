@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.config import SamplerConfig
+from ..core.config import NO_SEED, SamplerConfig, arm_from_json
 from ..core.visibility import is_below
 from ..files import replacing
 from .store import METRICS
@@ -21,6 +21,10 @@ VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "sessi
                 "lpips", "flip_max", "max_abs_diff", "visible", "attention_check"]
 FORMULA_START = ("=", "+", "-", "@")
 CONFIG_FIELDS = [f.name for f in fields(SamplerConfig)]
+# A pair of image files made elsewhere: each side's label, file, what its metadata is and says (JSON), and the
+# manifest's own columns; empty for pairs this tool sampled.
+IMAGE_COLUMNS = ["a_label", "b_label", "a_file", "b_file", "a_metadata_format", "b_metadata_format", "a_metadata",
+                 "b_metadata", "manifest_columns"]
 
 
 # Every line break a spreadsheet or a CSV reader might honour. Each becomes "\n", which the CSV writer quotes,
@@ -59,18 +63,31 @@ def _frame(rows, columns):
     return escaped(frame)
 
 
-def with_configs(frame):
-    """One column per config field of A and of B (a_steps, b_quantize, ...) beside the JSON ones."""
+def with_configs(frame, image_meta=None):
+    """One column per config field of A and of B (a_steps, b_quantize, ...) beside the JSON ones, then the
+    IMAGE_COLUMNS of pairs of image files (`image_meta`: each row's stored JSON or None)."""
     for side in ("a", "b"):
-        configs = [SamplerConfig.from_json(c).to_dict() for c in frame[f"config_{side}"]]
+        arms = [arm_from_json(c) for c in frame[f"config_{side}"]]
         for f in CONFIG_FIELDS:
-            frame[f"{side}_{f}"] = [c[f] for c in configs]
-    return frame
+            frame[f"{side}_{f}"] = [getattr(arm, f) if isinstance(arm, SamplerConfig) else "" for arm in arms]
+        frame[f"{side}_label"] = ["" if isinstance(arm, SamplerConfig) else arm.label for arm in arms]
+    metas = [json.loads(m) if isinstance(m, str) else None for m in (image_meta or [None] * len(frame))]
+    for side in ("A", "B"):
+        low = side.lower()
+        frame[f"{low}_file"] = [m[side]["file"] if m else "" for m in metas]
+        frame[f"{low}_metadata_format"] = [m[side]["format"] if m else "" for m in metas]
+        frame[f"{low}_metadata"] = [json.dumps(m[side]["fields"] or m[side]["raw"], sort_keys=True) if m else ""
+                                    for m in metas]
+    frame["manifest_columns"] = [json.dumps(m["columns"], sort_keys=True) if m and m["columns"] else ""
+                                 for m in metas]
+    if "seed" in frame:  # a pair of files that state no seed (or two different ones)
+        frame["seed"] = ["" if s == NO_SEED else s for s in frame["seed"]]
+    return escaped(frame)
 
 
 def pairs_frame(pairs):
     """ResultsStore.pairs() rows as the pairs.csv table, with one column per config field of A and of B."""
-    return with_configs(_frame(pairs, PAIR_COLUMNS))
+    return with_configs(_frame(pairs, PAIR_COLUMNS), [p.get("image_meta") for p in pairs])
 
 
 def both(a, b):
@@ -85,14 +102,27 @@ def votes_frame(votes, salt=None, notes=True):
     votes = [{**v, "visible": "" if v.get("flip_max") is None else
               ("below" if is_below(v["flip_max"]) else "visible"),
               "attention_check": bool(v.get("is_check"))} for v in votes]
-    frame = with_configs(_frame(votes, VOTE_COLUMNS))
-    # Compare and sweep votes belong to no campaign cell: their sampler and steps come from the configs.
+    frame = with_configs(_frame(votes, VOTE_COLUMNS), [v.get("image_meta") for v in votes])
+    # Compare and sweep votes belong to no campaign cell: their sampler and steps come from the configs; a pair of
+    # image files states its own (or nothing) in its metadata.
     for field in ("sampler", "steps"):
         own = [both(a, b) for a, b in zip(frame[f"a_{field}"], frame[f"b_{field}"])]
         frame[field] = [o if pd.isna(c) else c for c, o in zip(frame[field], own)]
+        stated = [_stated(v.get("image_meta"), field) for v in votes]
+        frame[field] = [c if s is None else s for c, s in zip(frame[field], stated)]
     if salt is not None:
         frame["session"] = [hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in frame["session"]]
     return frame if notes else frame.drop(columns=["note"])
+
+
+def _stated(image_meta, field):
+    """What a pair of image files states for `field` (A's, 'a / b' where they differ, '' where neither does), or
+    None for a pair this tool sampled."""
+    if not image_meta:
+        return None
+    meta = json.loads(image_meta)
+    a, b = (meta[side]["fields"].get(field) for side in ("A", "B"))
+    return "" if a is None and b is None else both("" if a is None else a, "" if b is None else b)
 
 
 def export_csv(store, out_dir, pairs=None, votes=None, salt=None, notes=True):

@@ -153,6 +153,9 @@ MIGRATIONS = [
         created REAL NOT NULL
     )
     """,
+    # v8: pairs of images made elsewhere (a campaign from folders or a manifest): what each file says about itself
+    # (core.image_meta) and the manifest's own columns, as JSON; NULL for pairs this tool sampled.
+    "ALTER TABLE pairs ADD COLUMN image_meta TEXT",
 ]
 STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
                     "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
@@ -161,7 +164,8 @@ STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id",
 
 # Every vote with its pair's settings and, for campaign votes, its cell: the one query votes are read by.
 VOTES_SQL = ("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, p.lpips, p.flip_max, "
-             "p.max_abs_diff, cp.question, cp.sampler, cp.steps, cp.is_check FROM votes v JOIN pairs p USING (pair_id) "
+             "p.max_abs_diff, p.image_meta, cp.question, cp.sampler, cp.steps, cp.is_check "
+             "FROM votes v JOIN pairs p USING (pair_id) "
              "LEFT JOIN campaign_pairs cp ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id")
 
 
@@ -306,13 +310,13 @@ class ResultsStore:
             return self._insert_pair(conn, **fields)
 
     def _insert_pair(self, conn, *, pairing, model, prompt, seed, config_a, config_b, image_a, image_b,
-                     metrics, sigmas_a, sigmas_b, lockstep, seconds, shown_left=None):
+                     metrics, sigmas_a, sigmas_b, lockstep, seconds, shown_left=None, image_meta=None):
         pair_id = uuid.uuid4().hex
         row = dict(pair_id=pair_id, created=time.time(), pairing=pairing, model=model, prompt=prompt,
                    seed=int(seed), config_a=config_a.to_json(), config_b=config_b.to_json(),
                    image_a=image_a, image_b=image_b, sigmas_a=json.dumps(sigmas_a),
                    sigmas_b=json.dumps(sigmas_b), lockstep=int(bool(lockstep)), seconds=float(seconds),
-                   shown_left=shown_left,
+                   shown_left=shown_left, image_meta=None if image_meta is None else json.dumps(image_meta),
                    **{k: _real(metrics.get(k)) for k in METRICS})
         cols = ", ".join(row)
         conn.execute(f"INSERT INTO pairs ({cols}) VALUES ({', '.join(':' + k for k in row)})", row)
@@ -506,10 +510,11 @@ class ResultsStore:
                          "VALUES (?, ?, ?, ?, ?, ?)", (serve_id, row[0], session, shown_left, time.time(), campaign))
             return serve_id, row[0], shown_left
 
-    def add_campaign(self, name, study, definition, pairs, checks=()):
-        """Create campaign `name` with its pairs [(pair_id, question, sampler, steps)] and its attention checks
-        [(pair fields for record_pair, (question, sampler, steps))], stored as new pairs; all in one transaction.
-        False if it already exists with the same definition (nothing written), StoreError if with another."""
+    def add_campaign(self, name, study, definition, pairs, checks=(), new_pairs=()):
+        """Create campaign `name` with its stored pairs [(pair_id, question, sampler, steps)], pairs new to this file
+        [(pair fields for record_pair, (question, sampler, steps))] (a campaign of image files) and its attention
+        checks (the same form, stored as new pairs); all in one transaction. False if it already exists with the
+        same definition (nothing written), StoreError if with another."""
         with self._transaction() as conn:
             row = conn.execute("SELECT definition FROM campaigns WHERE name = ?", (name,)).fetchone()
             if row:
@@ -522,8 +527,9 @@ class ResultsStore:
             conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps) "
                              "VALUES (?, ?, ?, ?, ?)", [(name, *p) for p in pairs])
             conn.executemany("INSERT INTO campaign_pairs (campaign, pair_id, question, sampler, steps, is_check) "
-                             "VALUES (?, ?, ?, ?, ?, 1)",
-                             [(name, self._insert_pair(conn, **fields), *cell) for fields, cell in checks])
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             [(name, self._insert_pair(conn, **fields), *cell, check)
+                              for check, group in ((0, new_pairs), (1, checks)) for fields, cell in group])
             return True
 
     def import_campaign(self, name, study, definition, pair_rows, cell_pairs):

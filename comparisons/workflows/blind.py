@@ -1,8 +1,10 @@
 """Blind A/B pairs for voters: sides randomized and hidden, configs revealed only after the vote."""
 import hashlib
+import json
 import secrets
 
-from ..core.config import SamplerConfig
+from ..core.config import arm_from_json
+from ..core.image_files import flatten
 from ..core.visibility import visibility
 from ..errors import ConfigError, VoteRefused
 
@@ -56,7 +58,11 @@ def next_campaign_pair(lab, campaign, session):
     serve_id, pair_id, shown_left = served
     pair = lab.store.pair(pair_id)
     root = lab.store.path.parent
-    arms = {side: Image.open(root / pair[f"image_{side.lower()}"]).convert("RGB") for side in ("A", "B")}
+    arms = {}
+    for side in ("A", "B"):
+        with Image.open(root / pair[f"image_{side.lower()}"]) as im:
+            # Transparency as inspect and the campaign's metrics saw it (over white); study images have none.
+            arms[side] = Image.fromarray(flatten(im)[0])
     left, right = arms[shown_left], arms[other(shown_left)]
     metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
     metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]
@@ -96,8 +102,11 @@ def cast_vote(store, serve_id, choice, session, note=""):
 
 
 def reveal(pair):
-    """Which config was on which side, and the full configs."""
+    """Which config was on which side, and the full configs; for a pair of image files also what each file says
+    about itself (`images`: never sent before the vote, it would tell the sides apart)."""
     left = pair["shown_left"]
-    return {"pairing": pair["pairing"], "left": left, "right": other(left),
-            "config_a": SamplerConfig.from_json(pair["config_a"]).to_dict(),
-            "config_b": SamplerConfig.from_json(pair["config_b"]).to_dict()}
+    out = {"pairing": pair["pairing"], "left": left, "right": other(left),
+           "config_a": arm_from_json(pair["config_a"]).to_dict(), "config_b": arm_from_json(pair["config_b"]).to_dict()}
+    if pair.get("image_meta"):
+        out["images"] = json.loads(pair["image_meta"])
+    return out

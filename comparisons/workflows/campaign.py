@@ -95,7 +95,7 @@ def attention_checks(store, model, rows, rate, seed):
     checks = []
     for r in picks:
         pair = store.pair(r["pair_id"])
-        cfg = SamplerConfig.from_json(pair["config_a"])
+        cfg = SamplerConfig.from_json(pair["config_a"])  # a study's campaign: its pairs are this tool's own
         checks.append((dict(pairing=CHECK_PAIRING, model=model, prompt=r["prompt"], seed=r["seed"], config_a=cfg,
                             config_b=cfg, image_a=pair["image_a"], image_b=pair["image_a"],
                             metrics={"lpips": 0.0, "psnr": math.inf, "ssim": 1.0, "max_abs_diff": 0, "flip_max": 0.0},
@@ -193,8 +193,11 @@ def stats(store, name, alpha=0.05):
 
 
 def cell_name(row):
-    """'final-zero:heun:4', or '(all cells)' for the row over every cell."""
-    return row["question"] if row["question"] == ALL_CELLS else f"{row['question']}:{row['sampler']}:{row['steps']}"
+    """'final-zero:heun:4', '(all cells)' for the row over every cell, and a campaign of image files' cell by its
+    name alone ('scheduler: karras vs beta'; its sampler is '' and its steps 0)."""
+    if row["question"] == ALL_CELLS or (row["sampler"] == "" and row["steps"] == 0):
+        return row["question"]
+    return f"{row['question']}:{row['sampler']}:{row['steps']}"
 
 
 def stats_text(name, rows):

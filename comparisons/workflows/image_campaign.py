@@ -1,0 +1,252 @@
+"""Vote campaigns over images made elsewhere (ComfyUI, AUTOMATIC1111/Forge, diffusers): two folders paired by file
+name, or a manifest CSV of pairs. Every file is checked and every pair measured (LPIPS, FLIP, …) before anything is
+written; then the images are copied into the results file content-addressed and the campaign is stored in one
+transaction, served, exported and counted exactly as a study's campaign is."""
+import csv
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.config import NO_SEED, ImageArm
+from ..core.image_files import load, load_bytes, stored_png
+from ..core.image_meta import cell_name
+from ..core.visibility import is_below
+from ..errors import CampaignError, ImageError, clip
+from ..results.bundle import FORMAT, NAME, VERSION
+from .campaign import CHECK_PAIRING, check_rate
+from .inspect_pair import measure
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_PAIRS = 10_000
+NO_REFERENCE = "no reference image"  # a cell's LPIPS verdict where no reference image exists
+MANIFEST_COLUMNS = ("a", "b")
+MANIFEST_OPTIONAL = ("cell", "prompt", "seed")
+NOT_STATED = "(not stated)"  # the model of a pair whose files do not both name the same one
+
+
+@dataclass(frozen=True)
+class Source:
+    """One pair to bring in: A's and B's files, and what a manifest row says of it (cell, prompt, seed, the rest)."""
+    a: Path
+    b: Path
+    cell: str | None = None
+    prompt: str | None = None
+    seed: int | None = None
+    columns: dict = field(default_factory=dict)
+
+
+def _images(folder):
+    """{name without suffix: path} of the image files in `folder` (not its subfolders; hidden files skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: no such folder" + (" (it is a file)" if folder.exists() else ""))
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            raise ImageError(f"{path} and {found[path.stem].name} in {folder} share the name {path.stem!r}; keep one")
+        found[path.stem] = path
+    if not found:
+        raise ImageError(f"{folder} holds no image files ({', '.join(SUFFIXES)})")
+    return found
+
+
+def pairs_from_folders(dir_a, dir_b, skip_unmatched=False):
+    """(sources, unmatched names): files of the two folders paired by name (the suffix may differ). A name in only
+    one folder is refused, naming it, unless `skip_unmatched` leaves it out (and says so)."""
+    a, b = _images(dir_a), _images(dir_b)
+    if Path(dir_a).resolve() == Path(dir_b).resolve():
+        raise ImageError(f"{dir_a} is given twice; name the folder of A's images and the folder of B's")
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    unmatched = [str(a[n]) for n in only_a] + [str(b[n]) for n in only_b]
+    if unmatched and not skip_unmatched:
+        raise ImageError(f"{unmatched[0]} has no file of the same name in "
+                         f"{dir_b if only_a else dir_a}" + (f" ({len(unmatched)} unmatched files in all)"
+                                                            if len(unmatched) > 1 else "")
+                         + "; rename it, remove it, or pass --skip-unmatched")
+    names = sorted(set(a) & set(b))
+    if not names:
+        raise ImageError(f"no file of {dir_a} has a file of the same name in {dir_b}")
+    return [Source(a[n], b[n]) for n in names], unmatched
+
+
+def pairs_from_manifest(path):
+    """Sources from a CSV with columns a and b (paths relative to the manifest's folder, never outside it) and
+    optionally cell, prompt and seed; any other column is kept with the pair."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such manifest file")
+    root = path.parent.resolve()
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in MANIFEST_COLUMNS if c not in header]
+            if missing:
+                raise ImageError(f"{path} lacks the column{'s' if len(missing) > 1 else ''} "
+                                 f"{', '.join(missing)} (it has: {clip(', '.join(header) or 'no header', 200)})")
+            if len(set(header)) != len(header):
+                raise ImageError(f"{path} names a column twice ({clip(', '.join(header), 200)})")
+            rows = [{(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in row.items()}
+                    for row in reader]
+    except UnicodeDecodeError:
+        raise ImageError(f"{path} is not UTF-8 text; save the manifest as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise ImageError(f"{path} is not a readable CSV ({clip(exc)})") from None
+    if not rows:
+        raise ImageError(f"{path} lists no pairs")
+    if len(rows) > MAX_PAIRS:
+        raise ImageError(f"{path} lists {len(rows)} pairs; a campaign holds at most {MAX_PAIRS}")
+    sources, seen = [], {}
+    for line, row in enumerate(rows, start=2):
+        if None in row or any(isinstance(v, list) for v in row.values()):
+            raise ImageError(f"{path} line {line} has more fields than the header")
+        a, b = (_inside(path, root, row[c], line, c) for c in MANIFEST_COLUMNS)
+        if (a, b) in seen:
+            raise ImageError(f"{path} line {line} repeats the pair of line {seen[(a, b)]}")
+        seen[(a, b)] = line
+        seed = row.get("seed") or None
+        if seed is not None:
+            if not re.fullmatch(r"\d{1,18}", seed):
+                raise ImageError(f"{path} line {line}: seed {clip(repr(seed))} is not a whole number >= 0")
+            seed = int(seed)
+        cell = row.get("cell") or None
+        if cell is not None and len(cell) > 200:
+            raise ImageError(f"{path} line {line}: cell {clip(repr(cell))} is longer than 200 characters")
+        extra = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS + MANIFEST_OPTIONAL and v}
+        sources.append(Source(a, b, cell, row.get("prompt") or None, seed, extra))
+    return sources
+
+
+def _inside(manifest, root, value, line, column):
+    """A manifest path, relative to its folder and resolved (links too) inside it."""
+    if not value:
+        raise ImageError(f"{manifest} line {line}: column {column} is empty")
+    given = Path(value)
+    target = (root / given).resolve()
+    if given.is_absolute() or not target.is_relative_to(root):
+        raise ImageError(f"{manifest} line {line}: {clip(value)} is outside the manifest's folder {root}; put the "
+                         "images beside the manifest (or below it) and give paths relative to it")
+    return target
+
+
+def check_labels(labels):
+    """Two different labels of 1-64 characters, e.g. ('karras', 'beta')."""
+    if len(labels) != 2 or any(not (1 <= len(x) <= 64) for x in labels) or labels[0] == labels[1]:
+        raise CampaignError(f"--labels takes two different names of 1-64 characters, e.g. \"karras,beta\" (got "
+                            f"{clip(','.join(labels))})")
+    return tuple(labels)
+
+
+def check_name(name):
+    if not NAME.fullmatch(name or ""):
+        raise CampaignError(f"campaign name {clip(repr(name))} must be 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def measure_all(sources, metric, progress=None):
+    """Every pair read and measured (LPIPS, FLIP, PSNR, SSIM, max |Δ|) before anything is written: [(source,
+    measures)]. Only numbers, metadata and each file's SHA-256 are kept; the files are read again when stored."""
+    if len(sources) > MAX_PAIRS:
+        raise CampaignError(f"{len(sources)} pairs; a campaign holds at most {MAX_PAIRS}")
+    measured = []
+    for k, src in enumerate(sources):
+        a, b = load(src.a), load(src.b)
+        result = measure(metric, a, b)
+        measured.append((src, {"sha": tuple(hashlib.sha256(p.data).hexdigest() for p in (a, b)),
+                               "metrics": result["metrics"], "meta": (a.meta, b.meta), "alpha": result["alpha"],
+                               "lpips_how": result["lpips_how"]}))
+        if progress:
+            progress(k + 1, len(sources))
+    return measured
+
+
+def create(store, name, measured, labels, kind, only_visible=False, seed=0, checks=0.1, unmatched=()):
+    """Store measure_all's pairs as campaign `name`: cells named by the manifest or by what the files say differs,
+    the images copied in, the campaign and its attention checks in one transaction; the definition."""
+    check_name(name)
+    check_rate(checks)
+    labels = check_labels(labels)
+    if store.campaign(name) is not None:
+        raise CampaignError(f"a campaign named {name!r} exists in {store.path}; choose another name")
+    arms = [ImageArm(label, name) for label in labels]
+    by_cell, skipped, available = {}, {}, {}
+    for src, m in measured:
+        fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
+        cell = src.cell or cell_name(fields_a, fields_b, labels)
+        available[cell] = available.get(cell, 0) + 1
+        if only_visible and is_below(m["metrics"]["flip_max"]):
+            skipped[cell] = skipped.get(cell, 0) + 1
+            continue
+        by_cell.setdefault(cell, []).append((src, m))
+    if not by_cell:
+        raise CampaignError("the selection is empty: every pair is below visibility (try without --only-visible)"
+                            if only_visible else "the selection is empty")
+    pairs = [(_pair_fields(store, cell, arms, src, m), (cell, "", 0)) for cell, items in by_cell.items()
+             for src, m in items]
+    check_pairs = _checks(pairs, checks, seed)
+    cells = [{"question": cell, "sampler": "", "steps": 0, "pairs": len(items), "available": available[cell],
+              "skipped_invisible": skipped.get(cell, 0), "lpips_verdict": NO_REFERENCE, "lpips_a_closer_rate": None,
+              "lpips_p_holm": None, "lpips_ab": sum(m["metrics"]["lpips"] for _, m in items) / len(items)}
+             for cell, items in by_cell.items()]
+    models = {p["model"] for p, _ in pairs}
+    definition = {"format": FORMAT, "version": VERSION, "name": name, "study": "", "study_id": "",
+                  "model": models.pop() if len(models) == 1 else NOT_STATED,
+                  "per_cell": max(c["pairs"] for c in cells), "only_visible": bool(only_visible), "seed": seed,
+                  "cells": cells, "checks": checks, "n_checks": len(check_pairs),
+                  "source": {"kind": kind, "labels": list(labels), "unmatched": len(unmatched)}}
+    store.add_campaign(name, "", json.dumps(definition, sort_keys=True), [], check_pairs, new_pairs=pairs)
+    return definition
+
+
+def _shared(src_value, a, b, key):
+    """The manifest's value, else the one both files state alike, else None."""
+    if src_value is not None:
+        return src_value
+    return a[key] if key in a and key in b and a[key] == b[key] else None
+
+
+def _stored_image(store, path, sha):
+    """Copy one file into the results file's images (PNG bytes as they came; JPEG and WebP as lossless PNG with
+    their text), refused if it changed since it was measured."""
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise ImageError(f"{path} changed while the campaign was being made; run the command again")
+    picture = load_bytes(data, str(path))
+    return store.save_image_bytes(data if picture.format == "PNG" else stored_png(picture))
+
+
+def _pair_fields(store, cell, arms, src, m):
+    """The pair as ResultsStore stores it, its images copied in."""
+    fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
+    seed = _shared(src.seed, fields_a, fields_b, "seed")
+    prompt = _shared(src.prompt, fields_a, fields_b, "prompt")
+    model = _shared(None, fields_a, fields_b, "model")
+    images = [_stored_image(store, path, sha) for path, sha in zip((src.a, src.b), m["sha"])]
+    meta = {side: {"file": getattr(src, side.lower()).name, **m["meta"][k]} for k, side in enumerate(("A", "B"))}
+    return dict(pairing=cell, model=str(model) if model is not None else NOT_STATED,
+                prompt=str(prompt) if prompt is not None else "",
+                seed=seed if isinstance(seed, int) and 0 <= seed < 2 ** 63 else NO_SEED,
+                config_a=arms[0], config_b=arms[1], image_a=images[0], image_b=images[1], metrics=m["metrics"],
+                sigmas_a=[], sigmas_b=[], lockstep=False, seconds=0.0,
+                image_meta={**meta, "columns": src.columns, "lpips": m["lpips_how"],
+                            **({"transparency": m["alpha"]} if m["alpha"] else {})})
+
+
+def _checks(pairs, rate, seed):
+    """round(rate x pairs) attention checks (at least one when rate > 0): a seeded pick of the pairs, each shown
+    as its A image against itself."""
+    n = max(1, round(rate * len(pairs))) if rate > 0 and pairs else 0
+    picks = random.Random(f"{seed}:checks").sample(pairs, min(n, len(pairs)))
+    out = []
+    for fields, cell in picks:
+        meta = fields["image_meta"]
+        out.append(({**fields, "pairing": CHECK_PAIRING, "config_b": fields["config_a"], "image_b": fields["image_a"],
+                     "metrics": {"lpips": 0.0, "psnr": math.inf, "ssim": 1.0, "max_abs_diff": 0, "flip_max": 0.0},
+                     "image_meta": {**meta, "B": meta["A"]}}, cell))
+    return out

@@ -1,0 +1,170 @@
+"""Any two images of one size, measured as a generated pair is (LPIPS and its map, FLIP and the visibility line,
+PSNR, SSIM, max |Δ|) without sampling anything: `python -m comparisons inspect`, the app's Inspect tab, and every
+pair of a campaign made from image files."""
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..core.image_files import alpha_note, check_pair, load
+from ..core.metrics import max_abs_diff, psnr, ssim
+from ..core.visibility import (
+    FLIP_VISIBLE,
+    LPIPS_MAP_MAX,
+    amplified_difference,
+    colour_ramp,
+    difference_heatmap,
+    flip_heatmap,
+    flip_map,
+    lpips_heatmap,
+    visibility,
+)
+from ..files import replacing
+from . import pair_view
+
+# LPIPS runs at the images' own resolution up to this many pixels (1024x1024 takes about 1 s on a 2-core CPU);
+# larger images are box-downscaled by the smallest whole factor that fits, and the result says so.
+LPIPS_NATIVE_PIXELS = 1024 * 1024
+GAIN = 8  # the difference maps' gain in the files inspect writes (the app's default)
+
+
+def lpips_of(metric, a, b):
+    """(LPIPS distance, its spatial map, how it was computed) of two uint8 RGB arrays."""
+    h, w = a.shape[:2]
+    if h * w <= LPIPS_NATIVE_PIXELS:
+        distance, spatial = metric(a, b)
+        return distance, spatial, f"LPIPS at the images' own resolution ({w}x{h})"
+    from PIL import Image
+
+    k = math.ceil(math.sqrt(h * w / LPIPS_NATIVE_PIXELS))
+    small = [np.array(Image.fromarray(x).reduce(k)) for x in (a, b)]
+    distance, spatial = metric(*small)
+    sh, sw = small[0].shape[:2]
+    return distance, spatial, (f"LPIPS on both images box-downscaled 1/{k} to {sw}x{sh} (at {w}x{h} it would take "
+                               f"over 2 s on a CPU); FLIP, PSNR and SSIM at {w}x{h}")
+
+
+def measure(metric, a, b):
+    """Everything the app shows of a pair, for two Pictures (core.image_files) of one size: metrics (the stored
+    columns), maps, the visibility line, how LPIPS was computed, what was done with transparency, seconds per
+    measure."""
+    check_pair(a, b)
+    seconds = {}
+    t = time.perf_counter()
+    distance, spatial, how = lpips_of(metric, a.rgb, b.rgb)
+    seconds["lpips"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fmap = flip_map(a.rgb, b.rgb)
+    seconds["flip"] = time.perf_counter() - t
+    t = time.perf_counter()
+    metrics = {"lpips": distance, "psnr": psnr(a.rgb, b.rgb), "ssim": ssim(a.rgb, b.rgb),
+               "max_abs_diff": max_abs_diff(a.rgb, b.rgb), "flip_max": float(fmap.max())}
+    seconds["psnr_ssim"] = time.perf_counter() - t
+    return {"a": a, "b": b, "metrics": metrics, "maps": {"lpips_spatial": spatial, "flip": fmap},
+            "visibility": visibility(a.rgb, b.rgb, distance, flip=fmap), "lpips_how": how,
+            "alpha": alpha_note(a, b), "seconds": seconds}
+
+
+def inspect_files(metric, path_a, path_b):
+    """measure() of two image files; ImageError (one line naming the file) for anything that cannot be compared."""
+    return measure(metric, load(path_a), load(path_b))
+
+
+def summary(result):
+    """The JSON-ready part of a result: files, size, metrics, the visibility line, LPIPS's resolution, metadata."""
+    a, b = result["a"], result["b"]
+    m = result["metrics"]
+    return {"a": {"file": a.name, "format": a.format, "metadata": a.meta},
+            "b": {"file": b.name, "format": b.format, "metadata": b.meta},
+            "size": a.size, "metrics": {**m, "psnr": None if math.isinf(m["psnr"]) else m["psnr"]},
+            "visibility": result["visibility"], "lpips_computed": result["lpips_how"],
+            "transparency": result["alpha"] or "none", "seconds": result["seconds"]}
+
+
+def text_report(result):
+    """What `inspect` prints: the visibility line, the metrics, how LPIPS was computed, what differs in the
+    metadata."""
+    s = summary(result)
+    m, v = result["metrics"], result["visibility"]
+    psnr_text = "inf (identical)" if math.isinf(m["psnr"]) else f"{m['psnr']:.2f} dB"
+    lines = [f"A {s['a']['file']} ({result['a'].format}) vs B {s['b']['file']} ({result['b'].format}), {s['size']}",
+             v["sentence"],
+             f"FLIP max {v['flip_max']:.3f} (visible from {v['flip_threshold']:g}) · max |Δ| {v['max_abs_diff']}/255 · "
+             f"{v['visible_share']:.1%} of pixels differ by ≥ 3/255",
+             f"LPIPS {m['lpips']:.4g} · PSNR {psnr_text} · SSIM {m['ssim']:.5g}",
+             s["lpips_computed"]]
+    if result["alpha"]:
+        lines.append(result["alpha"])
+    lines += metadata_lines(result["a"].meta, result["b"].meta)
+    return "\n".join(lines)
+
+
+def metadata_lines(meta_a, meta_b):
+    """One line per side saying what its file states, then the fields in which they differ."""
+    from ..core.image_meta import differing
+    lines = []
+    for side, meta in (("A", meta_a), ("B", meta_b)):
+        lines.append(f"{side} metadata: {meta['format']}" + (f" ({meta['note']})" if meta["note"] else ""))
+    diff = differing(meta_a["fields"], meta_b["fields"], skip=())
+    if diff:
+        lines.append("differs: " + "; ".join(f"{k}: {meta_a['fields'].get(k)!r} vs {meta_b['fields'].get(k)!r}"
+                                            for k in diff))
+    return lines
+
+
+def images_meta(result):
+    """Both files' metadata as pair_view.metadata_table takes it (and a campaign stores it): {'A': …, 'B': …}."""
+    return {side: {"file": Path(p.name).name, **p.meta} for side, p in (("A", result["a"]), ("B", result["b"]))}
+
+
+def maps(result, gain=GAIN):
+    """The four maps as uint8 RGB arrays: |Δ| heat map, amplified difference, LPIPS map, FLIP map."""
+    a, b = result["a"].rgb, result["b"].rgb
+    return {"difference": difference_heatmap(a, b, gain), "amplified": amplified_difference(a, b, gain),
+            "lpips-map": lpips_heatmap(result["maps"]["lpips_spatial"]),
+            "flip-map": flip_heatmap(result["maps"]["flip"])}
+
+
+def page_html(result, assets, gain=GAIN):
+    """inspect.html: the pair side by side and in the flicker view (synced zoom and pan, pixel readout), the
+    visibility line, the metrics, the maps with colour bars, both files' metadata. One self-contained file."""
+    import html as h
+    a, b = result["a"].image(), result["b"].image()
+    m = maps(result, gain)
+    s = summary(result)
+    rows = "".join(f"<tr><th>{h.escape(k)}</th><td>{h.escape(json.dumps(v) if not isinstance(v, str) else v)}</td>"
+                   "</tr>" for k, v in s["metrics"].items())
+    meta = pair_view.metadata_table(images_meta(result))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>A vs B · inspect</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>{assets}</head>"
+            f"<body><h1>A vs B</h1><p>{h.escape(s['a']['file'])} (A) · {h.escape(s['b']['file'])} (B) · "
+            f"{s['size']}</p><div class='zoom-root inspect-stage'>"
+            f"{pair_view.pair_html(a, b, ('A', 'B'))}{pair_view.flicker_html(a, b, labels=('A', 'B'))}</div>"
+            f"{pair_view.visibility_html(result['visibility'])}"
+            f"<p class='lpips-how'>{h.escape(result['lpips_how'])}"
+            f"{'; ' + h.escape(result['alpha']) if result['alpha'] else ''}.</p>"
+            f"<table class='metrics'>{rows}</table>"
+            + pair_view.diff_panel_html(m["difference"], m["amplified"], m["lpips-map"], gain, LPIPS_MAP_MAX,
+                                        colour_ramp(), m["flip-map"], FLIP_VISIBLE)
+            + f"<h2>What the files say about themselves</h2>{meta}</body></html>")
+
+
+def write_outputs(out, result, assets, gain=GAIN):
+    """A.png and B.png as compared, the four maps, inspect.json and inspect.html in `out`; each file whole or not
+    at all. Returns the paths."""
+    from PIL import Image
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = {"A.png": result["a"].image(), "B.png": result["b"].image(),
+              **{f"{k}.png": Image.fromarray(v) for k, v in maps(result, gain).items()}}
+    texts = {"inspect.json": json.dumps(summary(result), indent=1, default=float),
+             "inspect.html": page_html(result, assets, gain)}
+    paths = [out / n for n in [*images, *texts]]
+    with replacing(*paths) as temps:
+        for tmp, (name, img) in zip(temps, images.items()):
+            img.save(tmp, format="PNG")
+        for tmp, text in zip(temps[len(images):], texts.values()):
+            tmp.write_text(text)
+    return paths

@@ -1,0 +1,93 @@
+"""The Inspect tab (local apps only): any two image files of one size, shown and measured as a generated pair is
+(side by side, flicker, synced zoom and pixel readout, difference/LPIPS/FLIP maps, the visibility line, metrics,
+what each file says about itself). Nothing is sampled and nothing is stored."""
+import html
+
+import gradio as gr
+
+from comparisons.core.image_files import FORMATS, MAX_SIDE_PIXELS, MIN_SIDE
+from comparisons.core.visibility import FLIP_VISIBLE, GAINS, LPIPS_MAP_MAX, colour_ramp
+from comparisons.workflows.inspect_pair import images_meta, inspect_files, maps, metadata_lines
+from ui import views
+from ui.errors import run_checked
+
+PREFIX = "inspect-"  # element ids of this tab's pair, apart from the Compare tab's
+FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
+
+
+def shown_maps(current, gain):
+    """The four maps of the pair on screen at this gain."""
+    m = maps(current["result"], gain)
+    return views.diff_panel_html(m["difference"], m["amplified"], m["lpips-map"], gain, LPIPS_MAP_MAX, colour_ramp(),
+                                 m["flip-map"], FLIP_VISIBLE)
+
+
+def inspect(lab, w, file_a, file_b, gain):
+    """Measure the two files and fill every view; a refusal (no file, unreadable, sizes differ) empties the views
+    and says why, naming the file."""
+    if not file_a or not file_b:
+        return {**cleared(w), w["error"]: views.form_error_html("Choose two image files: A and B.")}
+    try:
+        result = run_checked(inspect_files, lab.lpips(), file_a, file_b)
+    except gr.Error as err:
+        return {**cleared(w), w["error"]: views.form_error_html(err.message)}
+    a, b = result["a"], result["b"]
+    left, right = a.image(), b.image()
+    labels = (f"A · {_name(a.name)}", f"B · {_name(b.name)}")
+    current = {"result": result}
+    how = result["lpips_how"] + (f"; {result['alpha']}" if result["alpha"] else "") + "."
+    metadata = views.metadata_table(images_meta(result))
+    differs = metadata_lines(a.meta, b.meta)[2:]
+    return {w["current"]: current, w["pair"]: views.pair_html(left, right, labels, prefix=PREFIX),
+            w["flicker"]: views.flicker_html(left, right, labels=labels, prefix=PREFIX),
+            w["visibility"]: views.visibility_html(result["visibility"]),
+            w["metrics"]: f"{views.metrics_markdown(result['metrics'])}  \n{html.escape(how)}",
+            w["maps"]: shown_maps(current, gain), w["error"]: "",
+            w["meta"]: (f"<p><b>{html.escape(differs[0])}</b></p>" if differs else "") + metadata}
+
+
+def _name(path):
+    """The file name a browser upload had (Gradio keeps it as the temporary file's name)."""
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def cleared(w):
+    return {w["current"]: None, w["pair"]: views.empty_html("Choose two images and press Compare."),
+            w["flicker"]: "", w["visibility"]: "", w["metrics"]: "", w["maps"]: "", w["meta"]: "", w["error"]: ""}
+
+
+def build_inspect_tab(lab):
+    """Lay out and wire the tab; returns the widgets by name."""
+    w = {}
+    with gr.Tab("Inspect"):
+        gr.Markdown(f"Compare any two images of the same size made elsewhere (ComfyUI, AUTOMATIC1111, diffusers): "
+                    f"{', '.join(FORMATS)}, {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE_PIXELS}x{MAX_SIDE_PIXELS} pixels. "
+                    "Nothing is sampled or stored. What each file says about itself (A1111 parameters, ComfyUI's "
+                    "graph) is shown under the maps; for blind votes, make a campaign from folders "
+                    "(`python -m comparisons campaign create --from-folders`).", elem_id="inspect-intro")
+        with gr.Row(equal_height=True):
+            w["a"] = gr.File(label="image A", file_types=FILE_TYPES, type="filepath", elem_id="inspect-a")
+            w["b"] = gr.File(label="image B", file_types=FILE_TYPES, type="filepath", elem_id="inspect-b")
+        w["run"] = gr.Button("Compare", variant="primary", elem_id="inspect-run")
+        w["error"] = gr.HTML("", elem_id="inspect-error")
+        w["current"] = gr.State(None)
+        with gr.Row(equal_height=False, elem_id="inspect-stage", elem_classes=["zoom-root"]):
+            with gr.Column(scale=2, min_width=300):
+                w["pair"] = gr.HTML(views.empty_html("Choose two images and press Compare."), elem_id="inspect-pair")
+            with gr.Column(scale=1, min_width=240):
+                w["flicker"] = gr.HTML("", elem_id="inspect-flicker")
+        w["visibility"] = gr.HTML("", elem_id="inspect-visibility")
+        w["metrics"] = gr.Markdown(elem_id="inspect-metrics")
+        w["gain"] = gr.Radio(list(GAINS), value=8, label="difference gain", elem_id="inspect-gain")
+        w["maps"] = gr.HTML("", elem_id="inspect-maps")
+        w["meta"] = gr.HTML("", elem_id="inspect-meta")
+    outputs = [w[k] for k in ("current", "pair", "flicker", "visibility", "metrics", "maps", "meta", "error")]
+    private = dict(api_visibility="private", concurrency_id="inspect", concurrency_limit=2, show_progress_on=w["pair"])
+
+    def on_run(file_a, file_b, gain):
+        return inspect(lab, w, file_a, file_b, gain)
+
+    w["run"].click(on_run, [w["a"], w["b"], w["gain"]], outputs, **private)
+    w["gain"].change(lambda current, gain: shown_maps(current, gain) if current else "", [w["current"], w["gain"]],
+                     w["maps"], **private)
+    return w
