@@ -46,5 +46,6 @@ bench: $(STAMP) lpips-weights
 	$(PY) bench/bench_embedded.py --no-card
 	$(PY) bench/bench_app.py
 	$(PY) bench/bench_visibility.py
+	$(PY) bench/bench_inspect.py
 	$(PY) bench/bench_study.py
 	$(PY) bench/bench_study.py --ray

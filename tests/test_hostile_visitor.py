@@ -223,6 +223,8 @@ def test_a_hosted_campaign_shows_no_pair_id_link_or_labelled_pair_on_any_tab(cam
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(campaign_app.url)
     page.wait_for_selector("#vote-left:not([disabled])", timeout=60_000)
+    # Files from a visitor's disk are measured in a local app only: the public demo has no Inspect tab.
+    assert page.get_by_role("tab", name="Inspect").count() == 0 and page.locator("#inspect-run").count() == 0
     seen = [page.content()]
     for tab in ("Study", "Results"):
         page.get_by_role("tab", name=tab).click()

@@ -24,7 +24,7 @@ from comparisons.results.store import ResultsStore
 from comparisons.workflows import campaign
 from comparisons.workflows.blind import cast_vote, next_campaign_pair
 from comparisons.workflows.image_campaign import NO_REFERENCE
-from comparisons.workflows.inspect_pair import inspect_files
+from comparisons.workflows.inspect_pair import inspect_files, lpips_of
 from comparisons.workflows.lab import Lab
 from tests.conftest import ARTIFACTS, LiveApp, run_cli
 from tests.image_fixtures import (
@@ -141,15 +141,15 @@ def test_inspect_measures_any_size_and_lpips_stays_under_2_s(sizes, lpips_metric
     assert result["seconds"]["lpips"] < 2.0, result["seconds"]  # the issue's bound, at 1024² too
 
 
-def test_inspect_downscales_lpips_above_1024_squared_and_says_so(tmp_path, lpips_metric):
-    a, b = picture(2048, 3).crop((0, 0, 2048, 1024)), picture(2048, 3, shift=4).crop((0, 0, 2048, 1024))
-    a.save(tmp_path / "a.png")
-    b.save(tmp_path / "b.png")
+def test_inspect_downscales_lpips_above_1024_squared_and_says_so(lpips_metric):
+    a, b = (np.asarray(picture(2048, 3, shift=s).crop((0, 0, 2048, 1024))) for s in (0, 4))
     t = time.perf_counter()
-    result = inspect_files(lpips_metric, tmp_path / "a.png", tmp_path / "b.png")
-    assert result["lpips_how"].startswith("LPIPS on both images box-downscaled 1/2 to 1024x512")
-    assert result["maps"]["lpips_spatial"].shape == (512, 1024) and result["maps"]["flip"].shape == (1024, 2048)
-    assert result["seconds"]["lpips"] < 2.0 and time.perf_counter() - t < 30
+    distance, spatial, how = lpips_of(lpips_metric, a, b)
+    assert time.perf_counter() - t < 2.0
+    assert how.startswith("LPIPS on both images box-downscaled 1/2 to 1024x512") and "SSIM at 2048x1024" in how
+    assert spatial.shape == (512, 1024)
+    small = [np.asarray(Image.fromarray(x).reduce(2)) for x in (a, b)]
+    assert distance == pytest.approx(lpips_metric(*small)[0], abs=1e-7)
 
 
 def test_inspect_cli_writes_the_page_maps_and_json(sizes, tmp_path):
@@ -545,3 +545,23 @@ def test_inspect_tab_shows_the_pair_maps_and_metadata(campaign_app, sizes, brows
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "inspect-tab.png"), full_page=True)
     page.close()
+
+
+def test_ssim_is_wangs_valid_window_formula():
+    """core.metrics.ssim (scipy's separable filter) against the formula written out with torch's conv2d."""
+    import torch
+    import torch.nn.functional as F
+
+    from comparisons.core.metrics import ssim
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (40, 37, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    x, y = (torch.from_numpy(v).double().permute(2, 0, 1)[:, None] for v in (a, b))
+    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    blur = lambda t: F.conv2d(F.conv2d(t, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    want = (((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean().item()
+    assert ssim(a, b) == pytest.approx(want, abs=1e-12) and 0.3 < want < 0.99

@@ -626,8 +626,9 @@ class ResultsStore:
                           "pair_id IN (SELECT pair_id FROM study_rows) AS study FROM pairs "
                           "WHERE lpips IS NOT NULL ORDER BY created, pair_id")
         for r in rows:
-            out.setdefault(f"{r['pairing']} · {r['steps']} steps" + (" · study" if r["study"] else ""),
-                           []).append(r["lpips"])
+            # A pair of image files (a campaign from folders or a manifest) has no steps of its own.
+            steps = "image files" if r["steps"] is None else f"{r['steps']} steps"
+            out.setdefault(f"{r['pairing']} · {steps}" + (" · study" if r["study"] else ""), []).append(r["lpips"])
         return out
 
 
