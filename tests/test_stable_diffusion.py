@@ -11,12 +11,10 @@ from sampler_lib.models.stable_diffusion import WeightsUnavailable
 WORDS = ["a", "red", "circle", "photo", "of", "cat"]
 
 
-def tiny_pipeline(root, prediction_type):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def write_tokenizer(tok_dir):
+    """A CLIP tokenizer over letters and WORDS, written where diffusers looks for it; its vocabulary size."""
+    from transformers import CLIPTokenizer
 
-    torch.manual_seed(0)
-    tok_dir = root / "tokenizer"
     tok_dir.mkdir(parents=True)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>"] + letters
@@ -25,7 +23,16 @@ def tiny_pipeline(root, prediction_type):
     (tok_dir / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"),
                   model_max_length=16).save_pretrained(tok_dir)
-    CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+    return len(vocab)
+
+
+def tiny_pipeline(root, prediction_type):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    vocab_size = write_tokenizer(root / "tokenizer")
+    CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
                                  num_attention_heads=2, num_hidden_layers=1, max_position_embeddings=16,
                                  bos_token_id=0, eos_token_id=1, pad_token_id=1)
                   ).save_pretrained(root / "text_encoder")

@@ -12,14 +12,19 @@ def check_guidance(guidance_scale):
 
 
 def guided_eps(net, x, t, cond, uncond, guidance_scale):
-    """Ho & Salimans (2022): eps_u + w (eps_c - eps_u), cond and uncond in one batch of 2B."""
+    """Ho & Salimans (2022): eps_u + w (eps_c - eps_u), cond and uncond in one batch of 2B. A condition is a tensor
+    (SD's text embedding) or a tuple of tensors (SDXL's embedding, pooled embedding and time ids), each batched
+    alike."""
     b = x.shape[0]
     t = t.expand(b)
-    cond = cond.expand(b, *cond.shape[1:])
+    widen = lambda c: c.expand(b, *c.shape[1:])  # noqa: E731
+    cond = tuple(map(widen, cond)) if isinstance(cond, tuple) else widen(cond)
     if guidance_scale == 1.0:
         return net(x, t, cond)
-    uncond = uncond.expand(b, *uncond.shape[1:])
-    eps_cond, eps_uncond = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])).chunk(2)
+    uncond = tuple(map(widen, uncond)) if isinstance(uncond, tuple) else widen(uncond)
+    both = (tuple(torch.cat(pair) for pair in zip(cond, uncond)) if isinstance(cond, tuple)
+            else torch.cat([cond, uncond]))
+    eps_cond, eps_uncond = net(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 

@@ -33,9 +33,12 @@ class StableDiffusionModel:
     vocabulary = None  # free text
 
     def __init__(self, name, tokenizer, text_encoder, unet, vae, scheduler, device):
-        self.name, self.device = name, device
-        self.tokenizer, self.text_encoder, self.vae = tokenizer, text_encoder, vae
-        self.net = GuidedUNet(unet)
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self._setup(name, GuidedUNet(unet), unet, vae, scheduler, device)
+
+    def _setup(self, name, net, unet, vae, scheduler, device):
+        """What every diffusers pipeline here shares: the guided network, the VAE, eps or v, the training sigmas."""
+        self.name, self.device, self.net, self.vae = name, device, net, vae
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"{name}: prediction_type {self.prediction_type!r} is not supported "
@@ -53,35 +56,9 @@ class StableDiffusionModel:
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        if local_files_only is None:
-            # A local folder or a cached model needs no network; otherwise diffusers downloads.
-            attempts = [True] if os.path.isdir(name) else [True, False]
-        else:
-            attempts = [local_files_only]
-        error = None
-        for offline in attempts:
-            try:
-                kw = dict(local_files_only=offline)
-                parts = dict(
-                    tokenizer=CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kw),
-                    text_encoder=CLIPTextModel.from_pretrained(name, subfolder="text_encoder", **kw),
-                    unet=UNet2DConditionModel.from_pretrained(name, subfolder="unet", **kw),
-                    vae=AutoencoderKL.from_pretrained(name, subfolder="vae", **kw),
-                    scheduler=DDPMScheduler.from_pretrained(name, subfolder="scheduler", **kw),
-                )
-                break
-            except (OSError, ValueError) as exc:
-                error = exc
-        else:
-            raise WeightsUnavailable(
-                f"Stable Diffusion weights for {name!r} are neither on disk nor downloadable ({error}). "
-                "Download them where there is network (e.g. `huggingface-cli download "
-                f"{name}`), or pass a local folder with tokenizer/, text_encoder/, unet/, vae/ and "
-                "scheduler/; the embedded model (--model embedded) works offline.") from error
-        for key in ("text_encoder", "unet", "vae"):
-            parts[key] = parts[key].to(device, dtype).eval().requires_grad_(False)
+        loaders = dict(tokenizer=CLIPTokenizer, text_encoder=CLIPTextModel, unet=UNet2DConditionModel,
+                       vae=AutoencoderKL, scheduler=DDPMScheduler)
+        device, parts = load_parts(name, loaders, device, dtype, local_files_only, "Stable Diffusion")
         return cls(name, device=device, **parts)
 
     @property
@@ -126,3 +103,37 @@ class StableDiffusionModel:
     def decode(self, x):
         """Latents to PIL images through the VAE."""
         return to_pil(self.decode_float(x))
+
+
+def attempts_for(name, local_files_only):
+    """Offline first; online too for a hub id (a local folder or a cached model needs no network)."""
+    if local_files_only is not None:
+        return [local_files_only]
+    return [True] if os.path.isdir(name) else [True, False]
+
+
+def load_parts(name, loaders, device, dtype, local_files_only, kind):
+    """(device, {part: loaded}) of a diffusers pipeline, each part from its subfolder (None where a loader is None:
+    a part the pipeline lacks); networks moved to `device` in `dtype`, frozen. WeightsUnavailable says what is
+    missing and how to get it."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    error = None
+    for offline in attempts_for(name, local_files_only):
+        try:
+            parts = {key: None if loader is None else loader.from_pretrained(name, subfolder=key,
+                                                                             local_files_only=offline)
+                     for key, loader in loaders.items()}
+            break
+        except (OSError, ValueError) as exc:
+            error = exc
+    else:
+        folders = ", ".join(f"{k}/" for k, v in loaders.items() if v is not None)
+        raise WeightsUnavailable(
+            f"{kind} weights for {name!r} are neither on disk nor downloadable ({str(error).splitlines()[0]}). "
+            f"Download them where there is network (e.g. `huggingface-cli download {name}`), or pass a local "
+            f"folder with {folders}; the embedded model (--model embedded) works offline.") from error
+    for key, part in parts.items():
+        if isinstance(part, nn.Module):
+            parts[key] = part.to(device, dtype).eval().requires_grad_(False)
+    return device, parts
