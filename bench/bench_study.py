@@ -1,9 +1,11 @@
-"""Study engine figures: a batched study against the same grid run as per-question sweeps, and
-images per second through the network at batch 32 against batch 1; with --ray, a small study on a
-local Ray instance against the local engine.
+"""Study engine figures: images per second end to end (a study's arms sampled, measured by LPIPS and FLIP,
+stored) with the sampler's share of the time; a batched study against the same grid run as per-question
+sweeps; images per second through the network at batch 32 against batch 1; with --ray, a small study on a local
+Ray instance against the local engine.
 
     .venv/bin/python bench/bench_study.py [--samples 16] [--device cpu|cuda] [--precision fp32|bf16]
-        [--compile] [--throughput-only --batch 512] [--ray]
+        [--compile [--compile-mode reduce-overhead]] [--end-to-end-only --batch 512 --samples 1024]
+        [--throughput-only --batch 512] [--ray]
 """
 import argparse
 import contextlib
@@ -77,6 +79,50 @@ def ray_vs_local(model, metric, folder, n_samples=32, batch=8):
           f"({run.rows_written} rows); ratio {ray_s / local_s:.2f} (target <= 1.3)")
 
 
+def end_to_end(model, metric, n_samples, batch, folder, precision="fp32", steps=25):
+    """Images/s of a study end to end: one question (final-zero, Heun `steps` steps, guidance 3: two arms a sample)
+    over `n_samples` seeds in chunks of `batch`, every row measured (LPIPS, FLIP, max |Δ|) and stored, references
+    computed beforehand (a first study over the same samples) so only arms are timed. The sampler's share is the
+    sampling time outside the network (schedules, steps, noise, the engine), of the sampling time and of it all."""
+    seeds = tuple(range(n_samples))
+    common = dict(model="embedded", samplers=("heun",), steps=(steps,), prompts=("a red circle",), seeds=seeds,
+                  reference=SamplerConfig(sampler="heun", steps=steps, quantize="off"), precision=precision)
+    store = ResultsStore(folder / "e2e.db")
+    run_study(store, model, metric, StudySpec(name="warm", questions=questions_from("sigma-min"), **common),
+              batch=batch)  # the references (and the compiled shapes) are ready before the clock starts
+    net = model.network
+    forward, spent = net.forward, {"network": 0.0, "sampling": 0.0}
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def timed(key, fn):
+        def run(*args, **kwargs):
+            sync()
+            started = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync()
+            spent[key] += time.perf_counter() - started
+            return out
+        return run
+
+    import comparisons.workflows.study as study_module
+    sampler = study_module.sample_arms
+    net.forward, study_module.sample_arms = timed("network", forward), timed("sampling", sampler)
+    try:
+        started = time.perf_counter()
+        run = run_study(store, model, metric, StudySpec(name="timed", questions=questions_from("final-zero"),
+                                                        **common), batch=batch)
+        sync()
+        wall = time.perf_counter() - started
+    finally:
+        net.forward, study_module.sample_arms = forward, sampler
+    images = 2 * run.samples_run
+    outside = spent["sampling"] - spent["network"]
+    print(f"end to end: {images} images ({run.rows_written} rows, Heun {steps} steps, guidance 3, chunks of {batch}, "
+          f"{precision}) in {wall:.2f} s: {images / wall:.1f} images/s; network {spent['network']:.2f} s, sampling "
+          f"{spent['sampling']:.2f} s, LPIPS + FLIP + storing {wall - spent['sampling']:.2f} s; sampler overhead "
+          f"{outside:.2f} s = {outside / spent['sampling']:.1%} of sampling, {outside / wall:.1%} of the whole")
+
+
 def throughput(model, batch, rounds, precision, steps=25):
     """Images per second through the network: 25-step Heun, guidance 3, `batch` samples at once."""
     cfg = SamplerConfig(sampler="heun", steps=steps, guidance_scale=3.0)
@@ -100,7 +146,9 @@ def main():
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     p.add_argument("--throughput-only", action="store_true")
+    p.add_argument("--end-to-end-only", action="store_true")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--ray", action="store_true", help="only the Ray-against-local figure")
     args = p.parse_args()
@@ -113,9 +161,13 @@ def main():
         with tempfile.TemporaryDirectory() as folder:
             ray_vs_local(model, LPIPS(), Path(folder))
         return
-    with compiled(model) if args.compile else contextlib.nullcontext():
+    with compiled(model, mode=args.compile_mode) if args.compile else contextlib.nullcontext():
         if not args.throughput_only:
             metric = LPIPS()
+            with tempfile.TemporaryDirectory() as folder:
+                end_to_end(model, metric, args.samples, args.batch, Path(folder), args.precision)
+            if args.end_to_end_only:
+                return
             with tempfile.TemporaryDirectory() as folder:
                 study_vs_sweeps(model, metric, args.samples, Path(folder))
         one = throughput(model, 1, 5, args.precision)

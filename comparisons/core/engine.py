@@ -8,6 +8,7 @@ that have not diverged yet) are evaluated once.
 """
 import contextlib
 import json
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -68,11 +69,13 @@ def batch_condition(conditions):
 
 
 class BatchDenoiser(nn.Module):
-    """A per-item discrete denoiser over samples x arms; one sample's identical inputs run once."""
+    """A per-item discrete denoiser over samples x arms; one sample's identical inputs run once (`dedupe`), or, on
+    the compiled path, every item every step: one batch shape per slice and no host sync in the step loop."""
 
-    def __init__(self, den, n_samples, n_arms, precision="fp32"):
+    def __init__(self, den, n_samples, n_arms, precision="fp32", dedupe=True):
         super().__init__()
         self.den, self.n_samples, self.n_arms, self.precision = den, n_samples, n_arms, precision
+        self.dedupe = dedupe
         self.batch_sizes = []  # what the network saw, for tests and benchmarks
 
     def round_sigma(self, sigma):
@@ -91,7 +94,7 @@ class BatchDenoiser(nn.Module):
 
     def _evaluate(self, x_in, t, extra_args):
         s, k = self.n_samples, self.n_arms
-        if k == 1:
+        if k == 1 or not self.dedupe:
             return self._network(x_in, t, extra_args)
         xs, ts = x_in.reshape(s, k, -1), t.reshape(s, k)
         # first[s, j]: the first arm of sample s whose network input equals arm j's.
@@ -183,7 +186,7 @@ def _run_group(model, arms, samples, schedules, conditions, noise, noise_max, pr
     sigmas = sig.repeat(1, n_s).to(model.device)                              # (N+1, S*K), sample-major
     x = (noise[:, None] * sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1).to(model.device)
     den = model.denoiser(tuple(a.quantize for a in arms) * n_s)
-    batch_den = BatchDenoiser(den, n_s, n_k, precision)
+    batch_den = BatchDenoiser(den, n_s, n_k, precision, dedupe=model.network not in _STATIC)
     extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])
     seeds = [smp.seed for smp in samples for _ in arms]
     out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
@@ -193,13 +196,21 @@ def _run_group(model, arms, samples, schedules, conditions, noise, noise_max, pr
     return out.float().reshape(n_s, n_k, *out.shape[1:]).cpu()
 
 
+_STATIC = weakref.WeakSet()  # networks compiled for static shapes: the engine sends them every item, every step
+
+
 @contextlib.contextmanager
-def compiled(model, backend="inductor"):
-    """torch.compile the model's network for the duration (opt-in fast path on a GPU)."""
+def compiled(model, backend="inductor", mode=None):
+    """torch.compile the model's network for the duration, for static shapes (the GPU fast path): while it lasts the
+    engine turns de-duplication off, so the network sees one batch shape per slice of a group (at most two per group:
+    the full slices and the last) and compiles once per shape; no host-device sync is left in the engine's step.
+    `mode="reduce-overhead"` adds CUDA graphs on a GPU."""
     net = model.network
     original = net.forward
-    net.forward = torch.compile(net.forward, dynamic=True, backend=backend)
+    net.forward = torch.compile(net.forward, dynamic=False, backend=backend, mode=mode)
+    _STATIC.add(net)
     try:
         yield model
     finally:
+        _STATIC.discard(net)
         net.forward = original
