@@ -231,14 +231,17 @@ def _create_from_images(args, out):
 
 
 def cmd_inspect(args, out):
+    from .core.image_files import check_pair, load
     from .core.metrics import LPIPS
-    from .workflows.inspect_pair import inspect_files, text_report, write_outputs
+    from .workflows.inspect_pair import measure, text_report, write_outputs
     from .workflows.pair_view import page_assets
     if args.out:
         target = check_writable(args.out, "output folder", "--out")
         if target.exists() and not target.is_dir():
             raise UsageError(f"--out {target} is a file; name a folder")
-    result = inspect_files(LPIPS(args.lpips_weights), args.a, args.b)
+    a, b = load(args.a), load(args.b)
+    check_pair(a, b)  # both files refused or accepted before LPIPS is loaded
+    result = measure(LPIPS(args.lpips_weights), a, b)
     print(text_report(result), file=out)
     if args.out:
         paths = write_outputs(args.out, result, page_assets())

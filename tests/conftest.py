@@ -29,6 +29,13 @@ def load_kdiffusion():
 
 
 @pytest.fixture(scope="session")
+def lpips_metric():
+    """One LPIPS (the real AlexNet trunk) for the whole run: loading it is a second or two a module."""
+    from comparisons.core.metrics import LPIPS
+    return LPIPS()
+
+
+@pytest.fixture(scope="session")
 def sd_alphas_cumprod():
     return scaled_linear_alphas_cumprod()
 

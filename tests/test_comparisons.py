@@ -28,11 +28,6 @@ from tests.fakes import FakeModel, cond_eps
 FIXTURES = SHARED / "fixtures" / "lpips"
 
 
-@pytest.fixture(scope="module")
-def lpips_metric():
-    return LPIPS()
-
-
 @pytest.fixture
 def lab(tmp_path, lpips_metric):
     lab = Lab(tmp_path / "results.db", load=lambda name: FakeModel())

@@ -18,7 +18,6 @@ from PIL import Image
 from comparisons.core.config import NO_SEED, ImageArm, SamplerConfig, arm_from_json
 from comparisons.core.image_files import load
 from comparisons.core.image_meta import cell_name, metadata, parse_a1111, parse_comfyui
-from comparisons.core.metrics import LPIPS
 from comparisons.results.export import votes_frame
 from comparisons.results.store import ResultsStore
 from comparisons.workflows import campaign
@@ -34,11 +33,6 @@ from tests.image_fixtures import (
     save_a1111,
     save_comfyui,
 )
-
-
-@pytest.fixture(scope="module")
-def lpips_metric():
-    return LPIPS()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import torch
 from comparisons.analysis.cells import cell_stats
 from comparisons.core.config import SamplerConfig
 from comparisons.core.grid import REFERENCE, StudySpec
-from comparisons.core.metrics import LPIPS
 from comparisons.results.store import ResultsStore
 from comparisons.specs import questions_from
 from comparisons.workflows.report import summary_rows
@@ -28,11 +27,6 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def lpips_metric():
-    return LPIPS()
 
 
 def tiny_spec(seeds=tuple(range(8))):
