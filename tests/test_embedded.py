@@ -64,7 +64,7 @@ def test_prompt_needs_colour_and_shape_and_valid_guidance(model):
 
 
 def test_colour_and_shape_faithfulness_small_sample(model):
-    q = faithfulness(model, per_colour=4, steps=25)
+    q = faithfulness(model, per_colour=4, steps=10)  # measured at 10 and 12 steps: colour 1.0, shape 0.94
     assert q["samples"] == 32
     assert q["colour_overall"] >= 0.9, q
     assert q["shape_overall"] >= 0.75, q

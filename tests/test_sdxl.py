@@ -149,3 +149,28 @@ def test_bad_sdxl_input_is_one_line_exit_2(sdxl_dir, tmp_path):
                                 str(tmp_path / "r.db")])
         assert code == 2 and len(err) == 1 and message in err[0], (model, err)
         assert not (tmp_path / "r.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_single_checkpoint_file_loads_through_the_config_folder_beside_it(sdxl_dir, tmp_path, monkeypatch):
+    """The wiring around diffusers' from_single_file (its key conversion is diffusers' own and needs a real
+    original-layout checkpoint): called offline with the folder beside the file, its components become the model."""
+    import shutil
+
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import save_file
+    checkpoint = tmp_path / "fine-tune.safetensors"
+    save_file({"model.diffusion_model.out.2.bias": torch.zeros(4)}, str(checkpoint))
+    shutil.copytree(sdxl_dir, tmp_path / "fine-tune", ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    calls = []
+
+    def from_single_file(path, **kw):
+        calls.append((path, kw))
+        return StableDiffusionXLPipeline.from_pretrained(str(sdxl_dir), local_files_only=True)
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_single_file", staticmethod(from_single_file))
+    model = load_model(str(checkpoint), device="cpu")
+    assert calls == [(str(checkpoint), {"config": str(tmp_path / "fine-tune"), "local_files_only": True,
+                                        "torch_dtype": torch.float32})]
+    assert isinstance(model, StableDiffusionXLModel) and model.name == str(checkpoint)
+    out = model.denoiser("paper")(torch.randn(1, 4, 8, 8), torch.full((1,), 2.0), **model.condition("a cat", 5.0))
+    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()

@@ -179,13 +179,13 @@ def load_single_file(path, device=None, dtype=None):
                                      "does not say so: set \"prediction_type\": \"v_prediction\" there")
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     cls = StableDiffusionXLPipeline if is_sdxl(index) else StableDiffusionPipeline
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
         pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, torch_dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise WeightsUnavailable(f"{path} could not be read with the config in {config}/ "
                                  f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     parts = {k: v.to(device, dtype).eval().requires_grad_(False) if isinstance(v, nn.Module) else v
              for k, v in pipe.components.items()}
     if is_sdxl(index):
