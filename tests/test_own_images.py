@@ -559,3 +559,20 @@ def test_ssim_is_wangs_valid_window_formula():
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     want = (((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean().item()
     assert ssim(a, b) == pytest.approx(want, abs=1e-12) and 0.3 < want < 0.99
+
+
+def test_long_metadata_is_clipped_marked_and_the_bundle_still_imports(tmp_path):
+    long_prompt = "a lighthouse, " * 400  # 5,600 characters, as a long A1111 prompt with weights can be
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        save_a1111(tmp_path / side / "x.png", picture(32, 0, shift=side == "b"), prompt=long_prompt,
+                   scheduler="Karras" if side == "a" else "Beta")
+    db = tmp_path / "r.db"
+    assert run_cli(["campaign", "create", "long", "--from-folders", str(tmp_path / "a"), str(tmp_path / "b"),
+                    "--checks", "0", "--results", str(db)])[0] == 0
+    (pair,) = ResultsStore(db).campaign_pairs("long")
+    stated = json.loads(pair["image_meta"])["A"]["fields"]["prompt"]
+    assert stated.endswith(f"… ({len(long_prompt.strip())} characters)") and len(pair["prompt"]) <= 2000
+    assert run_cli(["campaign", "export", "long", "--out", str(tmp_path / "long.zip"), "--results", str(db)])[0] == 0
+    code, text, err = run_cli(["campaign", "import", str(tmp_path / "long.zip"), "--results", str(tmp_path / "2.db")])
+    assert code == 0 and "1 pairs imported" in text, err

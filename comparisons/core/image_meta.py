@@ -41,7 +41,10 @@ def metadata(text):
 
 
 def _result(fmt, fields):
-    return {"format": fmt, "fields": fields, "raw": {}, "note": ""}
+    """Parsed fields, each text clipped like raw text (a value stays readable; the stored image keeps it whole)."""
+    clipped = {k: v[:RAW_LIMIT] + f"… ({len(v)} characters)" if isinstance(v, str) and len(v) > RAW_LIMIT else v
+               for k, v in fields.items()}
+    return {"format": fmt, "fields": clipped, "raw": {}, "note": ""}
 
 
 def _raw(text, keys):

@@ -16,7 +16,7 @@ from ..core.image_files import load, load_bytes, stored_png
 from ..core.image_meta import cell_name
 from ..core.visibility import is_below
 from ..errors import CampaignError, ImageError, clip
-from ..results.bundle import FORMAT, NAME, VERSION
+from ..results.bundle import FORMAT, MAX_META, MAX_TEXT, NAME, VERSION
 from .campaign import CHECK_PAIRING, check_rate
 from .inspect_pair import measure
 
@@ -26,6 +26,7 @@ NO_REFERENCE = "no reference image"  # a cell's LPIPS verdict where no reference
 MANIFEST_COLUMNS = ("a", "b")
 MANIFEST_OPTIONAL = ("cell", "prompt", "seed")
 NOT_STATED = "(not stated)"  # the model of a pair whose files do not both name the same one
+MAX_COLUMNS = 50  # a manifest's own columns kept with each pair (each value at most MAX_TEXT characters)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ def pairs_from_manifest(path):
         if cell is not None and len(cell) > 200:
             raise ImageError(f"{path} line {line}: cell {clip(repr(cell))} is longer than 200 characters")
         extra = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS + MANIFEST_OPTIONAL and v}
+        long = next((k for k, v in extra.items() if len(v) > MAX_TEXT), None)
+        if long is not None or len(extra) > MAX_COLUMNS:
+            raise ImageError(f"{path} line {line}: " + (f"column {clip(long)} holds more than {MAX_TEXT} characters"
+                                                        if long else f"more than {MAX_COLUMNS} extra columns"))
         sources.append(Source(a, b, cell, row.get("prompt") or None, seed, extra))
     return sources
 
@@ -178,7 +183,7 @@ def create(store, name, measured, labels, kind, only_visible=False, seed=0, chec
     by_cell, skipped, available = {}, {}, {}
     for src, m in measured:
         fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
-        cell = src.cell or cell_name(fields_a, fields_b, labels)
+        cell = src.cell or clip(cell_name(fields_a, fields_b, labels), 160)
         available[cell] = available.get(cell, 0) + 1
         if only_visible and is_below(m["metrics"]["flip_max"]):
             skipped[cell] = skipped.get(cell, 0) + 1
@@ -222,20 +227,27 @@ def _stored_image(store, path, sha):
 
 
 def _pair_fields(store, cell, arms, src, m):
-    """The pair as ResultsStore stores it, its images copied in."""
+    """The pair as ResultsStore stores it (texts within what a bundle carries), its images copied in."""
     fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
     seed = _shared(src.seed, fields_a, fields_b, "seed")
     prompt = _shared(src.prompt, fields_a, fields_b, "prompt")
     model = _shared(None, fields_a, fields_b, "model")
-    images = [_stored_image(store, path, sha) for path, sha in zip((src.a, src.b), m["sha"])]
     meta = {side: {"file": getattr(src, side.lower()).name, **m["meta"][k]} for k, side in enumerate(("A", "B"))}
-    return dict(pairing=cell, model=str(model) if model is not None else NOT_STATED,
-                prompt=str(prompt) if prompt is not None else "",
+    if len(json.dumps({**meta, "columns": src.columns})) > MAX_META:  # a bundle would refuse it: said here instead
+        raise CampaignError(f"{src.a} and {src.b} say more about themselves than a pair may keep "
+                            f"({MAX_META >> 10} KiB); strip their text chunks or trim the manifest's columns")
+    images = [_stored_image(store, path, sha) for path, sha in zip((src.a, src.b), m["sha"])]
+    return dict(pairing=cell, model=_bounded(model, NOT_STATED), prompt=_bounded(prompt, ""),
                 seed=seed if isinstance(seed, int) and 0 <= seed < 2 ** 63 else NO_SEED,
                 config_a=arms[0], config_b=arms[1], image_a=images[0], image_b=images[1], metrics=m["metrics"],
                 sigmas_a=[], sigmas_b=[], lockstep=False, seconds=0.0,
                 image_meta={**meta, "columns": src.columns, "lpips": m["lpips_how"],
                             **({"transparency": m["alpha"]} if m["alpha"] else {})})
+
+
+def _bounded(value, missing):
+    """A stated text as stored with the pair: at most MAX_TEXT characters (the whole is in image_meta)."""
+    return missing if value is None else clip(str(value), MAX_TEXT - 40)
 
 
 def _checks(pairs, rate, seed):
