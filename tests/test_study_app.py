@@ -1,23 +1,20 @@
 """The app's Study tab and the /?pair= route, in Debian's Chromium driven by Playwright."""
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, LiveApp, fill_checked
+from tests.conftest import ARTIFACTS, LiveApp, fill_checked, run_cli
 
 
 @pytest.fixture(scope="module")
 def study_app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study-app")
     results = folder / "results.db"
-    # A stored study, made by the CLI into the results file the app then serves.
-    done = subprocess.run([sys.executable, "-m", "comparisons", "study", "--questions", "final-zero",
-                           "--samplers", "heun", "--steps", "3,6", "--seeds", "0-3", "--results", str(results),
-                           "--out", str(folder / "cli-study"), "--reference", '{"steps": 12}', "--reference-check",
-                           "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # A stored study, made by the CLI (its main(), in this process) into the results file the app then serves.
+    code, _, err = run_cli(["study", "--questions", "final-zero", "--samplers", "heun", "--steps", "3,6", "--seeds",
+                            "0-3", "--results", str(results), "--out", str(folder / "cli-study"), "--reference",
+                            '{"steps": 12}', "--reference-check", "1"])
+    assert code == 0, err
     app = LiveApp(results)
     yield app
     app.stop()
