@@ -356,6 +356,12 @@ def test_manifest_campaign_cells_columns_formats_and_votes(tmp_path, lpips_metri
     assert sorted(frame["manifest_columns"]) == sorted(json.dumps({"rater_note": f"n{i}"}) for i in range(4))
     # Pair 3's B (a WebP) states no seed: the pair's seed is not stated, not A's.
     assert sorted(map(str, frame["seed"])) == ["", "1", "2", "77"]
+    # The Results tab's pairs table reads sampler and steps from the files as votes.csv does ('a / ' where only A
+    # states them).
+    from ui.results_tab import table_page
+    table = table_page(lab, "pairs", 1)["pairs"]
+    assert sorted(map(str, table["sampler"])) == ["euler", "euler", "euler", "euler / "]
+    assert sorted(map(str, table["steps"])) == ["20", "20", "20", "20 / "]
 
 
 def test_files_that_state_nothing_get_no_made_up_seed_or_prompt(tmp_path):

@@ -4,7 +4,7 @@ import functools
 
 import gradio as gr
 
-from comparisons.results.export import both, export_csv, pairs_frame, votes_frame
+from comparisons.results.export import both, export_csv, pairs_frame, stated_setting, votes_frame
 from comparisons.workflows.results import charts, results
 from ui import views
 
@@ -60,7 +60,10 @@ def table_page(lab, which, page):
         rows, n = lab.store.pairs_page(page - 1, PER_PAGE)
         table = pairs_frame(rows)
         for field in ("sampler", "steps"):
-            table[field] = [both(a, b) for a, b in zip(table[f"a_{field}"], table[f"b_{field}"])]
+            # A pair of image files states its own (votes.csv reads them the same way).
+            table[field] = [both(a, b) if stated is None else stated
+                            for a, b, stated in zip(table[f"a_{field}"], table[f"b_{field}"],
+                                                    (stated_setting(r.get("image_meta"), field) for r in rows))]
         # An identical pair's PSNR is infinite, which JSON (and so the page) would show as blank.
         table["psnr"] = ["∞ (identical)" if p is not None and p == float("inf") else p for p in table["psnr"]]
         table = table[["pair_id", "pairing", "sampler", "steps", "model", "prompt", "seed", "lpips", "flip_max",

@@ -108,14 +108,14 @@ def votes_frame(votes, salt=None, notes=True):
     for field in ("sampler", "steps"):
         own = [both(a, b) for a, b in zip(frame[f"a_{field}"], frame[f"b_{field}"])]
         frame[field] = [o if pd.isna(c) else c for c, o in zip(frame[field], own)]
-        stated = [_stated(v.get("image_meta"), field) for v in votes]
+        stated = [stated_setting(v.get("image_meta"), field) for v in votes]
         frame[field] = [c if s is None else s for c, s in zip(frame[field], stated)]
     if salt is not None:
         frame["session"] = [hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in frame["session"]]
     return frame if notes else frame.drop(columns=["note"])
 
 
-def _stated(image_meta, field):
+def stated_setting(image_meta, field):
     """What a pair of image files states for `field` (A's, 'a / b' where they differ, '' where neither does), or
     None for a pair this tool sampled."""
     if not image_meta:
