@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from comparisons.core.config import SamplerConfig  # noqa: E402
+from comparisons.core.config import COMPILE_MODES, SamplerConfig  # noqa: E402
 from comparisons.core.engine import Sample, compiled, sample_arms  # noqa: E402
 from comparisons.core.grid import StudySpec  # noqa: E402
 from comparisons.core.metrics import LPIPS  # noqa: E402
@@ -146,7 +146,8 @@ def main():
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
+    p.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                   help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     p.add_argument("--throughput-only", action="store_true")
     p.add_argument("--end-to-end-only", action="store_true")
     p.add_argument("--batch", type=int, default=32)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .core.config import CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
+from .core.config import COMPILE_MODES, CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
 from .core.visibility import FLIP_VISIBLE
 from .errors import ConfigError, ImageError, StoreError, UsageError
 from .results.store import DEFAULT_PATH, ResultsStore
@@ -51,6 +51,8 @@ def _study_parser(sub):
     s.add_argument("--guidance", type=float, default=SamplerConfig.guidance_scale)
     s.add_argument("--precision", default="fp32", help="fp32, or bf16 (network under bfloat16 autocast)")
     s.add_argument("--compile", action="store_true", help="torch.compile the network (a GPU fast path)")
+    s.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile's mode (implies --compile); reduce-overhead adds CUDA graphs on a GPU")
     s.add_argument("--visible-flip", type=float, default=FLIP_VISIBLE,
                    help="FLIP error (0-1] at which a pair counts as visibly different (README: 'When is a "
                         "difference visible?')")
@@ -338,7 +340,8 @@ def _run_study(args, ray, store, model, metric, spec):
 
         try:
             return run_study_ray(ray, store, spec, args.batch, args.lpips_weights, args.ray_workers,
-                                 args.ray_gpus_per_worker, progress=shards, compile_network=args.compile)
+                                 args.ray_gpus_per_worker, progress=shards, compile_network=args.compile,
+                                 compile_mode=args.compile_mode)
         finally:
             bar.close()
     bars = {}
@@ -361,7 +364,7 @@ def _run_study(args, ray, store, model, metric, spec):
             bars[phase].update(amount)
 
     try:
-        with compiled(model) if args.compile else contextlib.nullcontext():
+        with compiled(model, mode=args.compile_mode) if args.compile else contextlib.nullcontext():
             return run_study(store, model, metric, spec, batch=args.batch, progress=progress, on_census=opened)
     finally:
         for bar in bars.values():
@@ -382,6 +385,7 @@ def cmd_study(args, out):
     check_writable(args.results, "results file", "--results")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1 (got {args.batch})")
+    args.compile = args.compile or args.compile_mode is not None
     if args.visible_lpips is not None:
         raise UsageError("--visible-lpips no longer decides visibility: FLIP does; use --visible-flip (default "
                          f"{FLIP_VISIBLE:g})")

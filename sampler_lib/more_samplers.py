@@ -31,6 +31,7 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     sigma_mid = torch.stack([round_sigmas(model, row) for row in sigma.log().lerp(safe_down.log(), 0.5).exp()])
     dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
     dt_down, dt_mid, noise_scale = dims(sigma_down - sigma), dims(sigma_mid - sigma), dims(sigma_up * s_noise)
+    host_sigma, host_next = sigma.cpu(), sigma_next.cpu()  # the noise sampler's keys, read once
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
         _report(callback, x, i, sigma[i], sigma[i], denoised)
@@ -40,7 +41,7 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
             continue
         x_2 = x + d * dt_mid[i]
         d_2 = to_d(x_2, sigma_mid[i], model(x_2, sigma_mid[i], **extra_args))
-        x_new = x + d_2 * dt_down[i] + _need(noise_sampler)(sigma[i], sigma_next[i]) * noise_scale[i]
+        x_new = x + d_2 * dt_down[i] + _need(noise_sampler)(host_sigma[i], host_next[i]) * noise_scale[i]
         x = _where(euler[i], x + d * dt_down[i], x_new) if any_euler[i] else x_new
     return x
 
@@ -62,6 +63,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     noisy = sigma_next > 0
     any_noisy = noisy.any(1).tolist()
     noise_scale = dims(torch.where(noisy, sigma_up, torch.zeros_like(sigma_up)) * s_noise)
+    host_sigma, host_next = sigma.cpu(), sigma_next.cpu()  # the noise sampler's keys, read once
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
         _report(callback, x, i, sigma[i], sigma[i], denoised)
@@ -73,7 +75,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
             if any_euler[i]:
                 x_new = _where(euler[i], x + to_d(x, sigma[i], denoised) * dt_down[i], x_new)
         if any_noisy[i]:
-            x_new = x_new + _need(noise_sampler)(sigma[i], sigma_next[i]) * noise_scale[i]
+            x_new = x_new + _need(noise_sampler)(host_sigma[i], host_next[i]) * noise_scale[i]
         x = x_new
     return x
 
@@ -99,6 +101,7 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
     n1, n2 = dims(up_1 * s_noise), dims(up_2 * s_noise)
     dt = dims(sigma_next - sigma)
     all_last, any_last = last.all(1).tolist(), last.any(1).tolist()
+    host_sigma, host_s, host_next = sigma.cpu(), sigma_s.cpu(), safe_next.cpu()  # the noise sampler's keys
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
         _report(callback, x, i, sigma[i], sigma[i], denoised)
@@ -107,10 +110,10 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
             x = x_euler
             continue
         noise = _need(noise_sampler)
-        x_2 = c1_x[i] * x - c1_d[i] * denoised + noise(sigma[i], sigma_s[i]) * n1[i]
+        x_2 = c1_x[i] * x - c1_d[i] * denoised + noise(host_sigma[i], host_s[i]) * n1[i]
         denoised_2 = model(x_2, sigma_s[i], **extra_args)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x_new = c2_x[i] * x - c2_d[i] * denoised_d + noise(sigma[i], safe_next[i]) * n2[i]
+        x_new = c2_x[i] * x - c2_d[i] * denoised_d + noise(host_sigma[i], host_next[i]) * n2[i]
         x = _where(last[i], x_euler, x_new) if any_last[i] else x_new
     return x
 
@@ -148,6 +151,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     inv_r0, inv_r1, inv_rr = dims(1 / r0), dims(1 / r1), dims(1 / (r0 + r1))
     noise_scale = dims(torch.where(moving, safe_next * (-2 * h_safe * eta).expm1().neg().sqrt(), zero) * s_noise)
     flags = [m.tolist() for m in (last.all(1), last.any(1), moving.all(1), third.any(1), second.any(1))]
+    host_sigma, host_next = sigma.cpu(), safe_next.cpu()  # the noise sampler's keys, read once
     denoised_1 = denoised_2 = None
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
@@ -164,7 +168,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
             if any_second:
                 x_new = x_new + c_2[i] * (denoised - denoised_1)
             if eta:
-                x_new = x_new + _need(noise_sampler)(sigma[i], safe_next[i]) * noise_scale[i]
+                x_new = x_new + _need(noise_sampler)(host_sigma[i], host_next[i]) * noise_scale[i]
             if not all_moving:
                 x_new = _where(moving[i], x_new, x)
             x = _where(last[i], denoised, x_new) if any_last else x_new

@@ -1,6 +1,7 @@
 """Seeded noise samplers keyed on the sigma interval, not on call order (a virtual Brownian tree)."""
 import math
 
+import numpy as np
 import torch
 
 _MASK = (1 << 64) - 1
@@ -72,10 +73,12 @@ class BrownianNoiseSampler:
         self._cache = {}
 
     def _w(self, t):
-        """W(t) of every item, t a float64 (B,) tensor, by bisection from the root of each item's tree."""
-        key = t.cpu().numpy().tobytes()
+        """W(t) of every item, t a float64 (B,) numpy array of host values, by bisection from each item's tree root."""
+        key = t.tobytes()
         if key in self._cache:
             return self._cache[key]
+        # From host memory the copy is queued without waiting for the device (no sync in a sampler's loop).
+        t = torch.from_numpy(t).to(self.device, non_blocking=True)
         n = len(self.seeds)
         a = torch.zeros(n, dtype=torch.float64, device=self.device)
         b = torch.full_like(a, self.sigma_max)
@@ -96,21 +99,27 @@ class BrownianNoiseSampler:
         self._cache[key] = w
         return w
 
+    def _host(self, sigma):
+        """sigma as float64 host values, one per item. The samplers pass host copies of their schedule tables;
+        a device tensor is read back here, which waits for the device."""
+        if isinstance(sigma, torch.Tensor):
+            sigma = sigma.detach().cpu().double().numpy()
+        return np.broadcast_to(np.asarray(sigma, dtype=np.float64).reshape(-1), (len(self.seeds),)).copy()
+
     def __call__(self, sigma, sigma_next):
-        n = len(self.seeds)
-        sigma = torch.as_tensor(sigma).flatten().double().to(self.device).expand(n)
-        sigma_next = torch.as_tensor(sigma_next).flatten().double().to(self.device).expand(n)
-        lo, hi = torch.minimum(sigma, sigma_next), torch.maximum(sigma, sigma_next)
-        if bool((hi > self.sigma_max * (1 + 1e-6)).any() | (lo < 0).any()):
-            i = int(((hi > self.sigma_max * (1 + 1e-6)) | (lo < 0)).nonzero()[0])
+        sigma, sigma_next = self._host(sigma), self._host(sigma_next)
+        lo, hi = np.minimum(sigma, sigma_next), np.maximum(sigma, sigma_next)
+        bad = (hi > self.sigma_max * (1 + 1e-6)) | (lo < 0) | ~np.isfinite(hi + lo)
+        if bad.any():
+            i = int(bad.nonzero()[0][0])
             raise ValueError(f"noise asked for sigma interval ({float(sigma[i])}, {float(sigma_next[i])}) outside "
                              f"[0, {self.sigma_max}]; build the noise sampler with a larger sigma_max")
-        length = hi - lo
-        cap = lambda v: v.clamp(max=self.sigma_max)  # noqa: E731
-        dw = self._w(cap(sigma_next)) - self._w(cap(sigma))
+        capped = lambda v: np.minimum(v, self.sigma_max)  # noqa: E731
+        dw = self._w(capped(sigma_next)) - self._w(capped(sigma))
+        length = torch.from_numpy(hi - lo).to(self.device, non_blocking=True)
         scale = torch.where(length > 0, length, torch.ones_like(length)).rsqrt()
         out = torch.where((length > 0)[:, None], dw * scale[:, None], torch.zeros_like(dw))
-        return out.reshape(n, *self.shape).to(self.dtype)
+        return out.reshape(len(self.seeds), *self.shape).to(self.dtype)
 
 
 def initial_noise(shape, seed, dtype=torch.float32, device="cpu"):

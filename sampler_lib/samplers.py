@@ -4,6 +4,8 @@
 comparison can run in lockstep in one batch. A model with `round_sigma` (paper-mode discretization)
 gets every nonzero schedule sigma and every churned `sigma_hat` rounded before it is used.
 """
+from typing import NamedTuple
+
 import torch
 from tqdm.auto import trange
 
@@ -45,20 +47,40 @@ def _need(noise_sampler):
     return noise_sampler
 
 
-def _churn(model, x, sigma, n_steps, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
-    """Karras Algorithm 2, lines 4-6: sigma_hat = round(sigma * (1 + gamma)), x_hat = x + noise."""
-    gamma = min(s_churn / n_steps, 2 ** 0.5 - 1) if s_churn > 0 else 0.0
+class Churn(NamedTuple):
+    """Karras Algorithm 2's churn, planned for every step before the loop (so no step waits on the device)."""
+    sigma_hat: torch.Tensor  # (N, B): round(sigma (1 + gamma)) inside [s_tmin, s_tmax], else sigma
+    churned: list  # per step: does any item churn (read once, on the host)
+    host_sigma: torch.Tensor  # host copies the noise sampler is keyed on
+    host_hat: torch.Tensor
+    s_noise: float
+    noise_sampler: object
+
+
+def _churn_plan(model, sigmas, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
+    """Algorithm 2, lines 4-5, for all steps at once: gamma = min(s_churn / N, sqrt 2 - 1) in the window."""
+    sigma, n = sigmas[:-1], len(sigmas) - 1
+    gamma = min(s_churn / n, 2 ** 0.5 - 1) if s_churn > 0 else 0.0
     in_window = (sigma >= s_tmin) & (sigma <= s_tmax)
-    if gamma == 0 or not bool(in_window.any()):
+    if gamma == 0:
+        return Churn(sigma, [False] * n, None, None, s_noise, noise_sampler)
+    # Rounded row by row so a per-item round_sigma sees one (B,) vector at a time.
+    sigma_hat = torch.where(in_window, torch.stack([round_sigmas(model, row * (gamma + 1)) for row in sigma]), sigma)
+    return Churn(sigma_hat, in_window.any(1).tolist(), sigma.cpu(), sigma_hat.cpu(), s_noise, noise_sampler)
+
+
+def _churn(x, sigma, i, churn):
+    """Algorithm 2, line 6: x_hat = x + sqrt(sigma_hat^2 - sigma^2) eps (the seeded noise over [sigma, sigma_hat])."""
+    if not churn.churned[i]:
         return x, sigma
-    sigma_hat = torch.where(in_window, round_sigmas(model, sigma * (gamma + 1)), sigma)
-    eps = _need(noise_sampler)(sigma, sigma_hat) * s_noise
+    sigma_hat = churn.sigma_hat[i]
+    eps = _need(churn.noise_sampler)(churn.host_sigma[i], churn.host_hat[i]) * churn.s_noise
     return x + eps * append_dims((sigma_hat ** 2 - sigma ** 2) ** 0.5, x.ndim), sigma_hat
 
 
 def _euler_stage(model, x, sigmas, i, extra_args, callback, churn):
     """Algorithm 2, lines 4-8: churn to sigma_hat, denoise there, Euler step to sigmas[i + 1]."""
-    x, sigma_hat = _churn(model, x, sigmas[i], len(sigmas) - 1, *churn)
+    x, sigma_hat = _churn(x, sigmas[i], i, churn)
     denoised = model(x, sigma_hat, **extra_args)
     d = to_d(x, sigma_hat, denoised)
     _report(callback, x, i, sigmas[i], sigma_hat, denoised)
@@ -79,7 +101,7 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. (2022) Algorithm 2 with first-order (Euler) steps."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    churn = _churn_plan(model, sigmas, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
     for i in trange(len(sigmas) - 1, disable=disable):
         x = _euler_stage(model, x, sigmas, i, extra_args, callback, churn)[3]
     return x
@@ -90,7 +112,7 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Karras et al. (2022) Algorithm 2: Heun's 2nd-order steps, an Euler step into sigma = 0."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    churn = _churn_plan(model, sigmas, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
     into_zero = (sigmas[1:] == 0).all(1).tolist()  # read once: no host sync inside the loop
     for i in trange(len(sigmas) - 1, disable=disable):
         x, sigma_hat, d, x_euler = _euler_stage(model, x, sigmas, i, extra_args, callback, churn)
@@ -112,7 +134,7 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """DPM-Solver-2 (Lu et al. 2022) in Karras form: a midpoint in log sigma (rounded in paper mode)."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    churn = _churn_plan(model, sigmas, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
     into_zero = (sigmas[1:] == 0).all(1).tolist()  # read once: no host sync inside the loop
     for i in trange(len(sigmas) - 1, disable=disable):
         x, sigma_hat, d, x_euler = _euler_stage(model, x, sigmas, i, extra_args, callback, churn)
@@ -152,12 +174,13 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
     dt = dims(sigma_down - sigmas[:-1])
     noise_scale = dims(torch.where(noisy, sigma_up, torch.zeros_like(sigma_up)) * s_noise)
+    host = sigmas.cpu()  # the noise sampler is keyed on host values: no step waits on the device
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i], **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         x = x + to_d(x, sigmas[i], denoised) * dt[i]
         if add_noise[i]:
-            x = x + _need(noise_sampler)(sigmas[i], sigmas[i + 1]) * noise_scale[i]
+            x = x + _need(noise_sampler)(host[i], host[i + 1]) * noise_scale[i]
     return x
 
 
@@ -180,12 +203,13 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
     ratio, coef = dims(t[1:].neg().exp() / t[:-1].neg().exp()), dims((-h).expm1())
     weight_new, weight_old = dims(1 + half_inv_r), dims(half_inv_r)
+    any_second = second.any(1).tolist()  # read once: no host sync inside the loop
     old_denoised = None
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i], **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         denoised_d = denoised
-        if old_denoised is not None and bool(second[i].any()):
+        if old_denoised is not None and any_second[i]:
             denoised_d = weight_new[i] * denoised - weight_old[i] * old_denoised
         x = ratio[i] * x - coef[i] * denoised_d
         old_denoised = denoised
@@ -218,6 +242,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     c_second = dims(torch.where(second, coef * h / h_last, torch.zeros_like(h)))
     c_noise = dims(safe_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise)
     all_last, any_second = last.all(1).tolist(), second.any(1).tolist()
+    host_sigma, host_next = sigma.cpu(), safe_next.cpu()  # the noise sampler's keys, read once
     old_denoised = None
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
@@ -229,7 +254,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         if any_second[i]:
             x_new = x_new + c_second[i] * (denoised - old_denoised)
         if eta:
-            x_new = x_new + _need(noise_sampler)(sigma[i], safe_next[i]) * c_noise[i]
+            x_new = x_new + _need(noise_sampler)(host_sigma[i], host_next[i]) * c_noise[i]
         x = _where(last[i], denoised, x_new)
         old_denoised = denoised
     return x

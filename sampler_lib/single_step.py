@@ -3,7 +3,7 @@ step, and heunpp2, which looks two sigmas ahead. Each uses only the schedule's s
 import torch
 from tqdm.auto import trange
 
-from .samplers import _churn, _need, _report, _setup, _where, to_d
+from .samplers import _churn, _churn_plan, _need, _report, _setup, _where, to_d
 from .wrappers import append_dims
 
 
@@ -24,12 +24,13 @@ def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     c_noise = dims(torch.where(sigma_next > 0, scale * ((1 - alpha) * (1 - a_s) / (1 - a_t)).sqrt(),
                                torch.zeros_like(sigma)) * s_noise)
     noisy = (sigma_next > 0).any(1).tolist()
+    host_sigma, host_next = sigma.cpu(), sigma_next.cpu()  # the noise sampler's keys, read once
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
         _report(callback, x, i, sigma[i], sigma[i], denoised)
         x_new = c_x[i] * x - c_eps[i] * to_d(x, sigma[i], denoised)
         if noisy[i]:
-            x_new = x_new + _need(noise_sampler)(sigma[i], sigma_next[i]) * c_noise[i]
+            x_new = x_new + _need(noise_sampler)(host_sigma[i], host_next[i]) * c_noise[i]
         x = x_new
     return x
 
@@ -43,12 +44,13 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, s
     sigma, sigma_next = sigmas[:-1], sigmas[1:]
     c_noise = append_dims(sigma_next * s_noise, x.ndim + 1)
     noisy = (sigma_next > 0).any(1).tolist()
+    host_sigma, host_next = sigma.cpu(), sigma_next.cpu()  # the noise sampler's keys, read once
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigma[i], **extra_args)
         _report(callback, x, i, sigma[i], sigma[i], denoised)
         x = denoised
         if noisy[i]:
-            x = x + _need(noise_sampler)(sigma[i], sigma_next[i]) * c_noise[i]
+            x = x + _need(noise_sampler)(host_sigma[i], host_next[i]) * c_noise[i]
     return x
 
 
@@ -59,20 +61,25 @@ def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=Non
     slopes blended with weights sigma_next / (3 sigma_0) and sigma_next2 / (3 sigma_0); Heun-like (weight
     sigma_next / (2 sigma_0)) on the step before the last, Euler on the last. Churn as Karras Alg. 2."""
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
-    churn = (s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    churn = _churn_plan(model, sigmas, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
     n = len(sigmas) - 1
     s_end, s_0 = sigmas[-1], sigmas[0]
     dims = lambda v: append_dims(v, x.ndim)  # noqa: E731
+    # Which stage each item takes at each step depends only on the schedule: read once, before the loop.
+    sigma_2s = torch.cat([sigmas[2:], s_end[None]])
+    euler_steps = sigmas[1:] == s_end
+    plus_steps = ~euler_steps & (sigma_2s != s_end)
+    all_euler, any_plus = euler_steps.all(1).tolist(), plus_steps.any(1).tolist()
     for i in trange(n, disable=disable):
-        x, sigma_hat = _churn(model, x, sigmas[i], n, *churn)
+        x, sigma_hat = _churn(x, sigmas[i], i, churn)
         denoised = model(x, sigma_hat, **extra_args)
         d = to_d(x, sigma_hat, denoised)
         _report(callback, x, i, sigmas[i], sigma_hat, denoised)
         sigma_1 = sigmas[i + 1]
         dt = dims(sigma_1 - sigma_hat)
         x_euler = x + d * dt
-        euler = sigma_1 == s_end
-        if bool(euler.all()):
+        euler = euler_steps[i]
+        if all_euler[i]:
             x = x_euler
             continue
         # Items on their last step keep Euler; the others evaluate at a safe stand-in where they are done.
@@ -80,10 +87,8 @@ def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=Non
         d_2 = to_d(x_euler, safe_1, model(x_euler, safe_1, **extra_args))
         w2 = sigma_1 / (2 * s_0)
         x_heun = x + (d * dims(1 - w2) + d_2 * dims(w2)) * dt
-        sigma_2 = sigmas[i + 2] if i + 2 <= n else s_end
-        heun = ~euler & (sigma_2 == s_end)
-        plus = ~euler & ~heun
-        if bool(plus.any()):
+        sigma_2, plus = sigma_2s[i], plus_steps[i]
+        if any_plus[i]:
             safe_2 = torch.where(plus, sigma_2, safe_1)
             x_3 = x_euler + d_2 * dims(safe_2 - safe_1)
             d_3 = to_d(x_3, safe_2, model(x_3, safe_2, **extra_args))

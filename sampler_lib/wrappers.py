@@ -69,10 +69,12 @@ class DiscreteSchedule(BaseModelWrapper):
     def sigma_max(self):
         return self.sigmas[-1]
 
-    def _flag(self, flags, sigma):
-        """A mode flag: a plain bool for one mode, else a (B,) bool tensor matching sigma."""
+    def _flag(self, name, sigma):
+        """Mode flag `name` ('paper' or 'rounds'): a plain bool for one mode (read from the mode, not a buffer, so
+        no call waits on the device), else a (B,) bool tensor matching sigma."""
         if isinstance(self.quantize, str):
-            return bool(flags[0])
+            return self.quantize == "paper" if name == "paper" else self.quantize != "off"
+        flags = self._paper if name == "paper" else self._rounds
         if sigma.ndim != 1 or sigma.shape[0] != flags.shape[0]:
             raise ValueError(f"per-item quantize modes cover {flags.shape[0]} batch items but sigma has "
                              f"shape {tuple(sigma.shape)}; give one sigma per batch item")
@@ -90,7 +92,7 @@ class DiscreteSchedule(BaseModelWrapper):
     def round_sigma(self, sigma):
         """EDM's round_sigma: snap to the training grid for 'paper' items, identity otherwise."""
         sigma = self._as_sigma(sigma)
-        paper = self._flag(self._paper, sigma)
+        paper = self._flag("paper", sigma)
         if paper is False:
             return sigma
         return self.quantize_sigma(sigma) if paper is True else torch.where(paper, self.quantize_sigma(sigma), sigma)
@@ -122,7 +124,7 @@ class DiscreteSchedule(BaseModelWrapper):
             raise ValueError(f"mode must be one of {', '.join(QUANTIZE_MODES)} or None (got {mode!r}); "
                              "k-diffusion's quantize=True is mode='ingress'")
         sigma = self._as_sigma(sigma)
-        rounds = mode in ("ingress", "paper") if mode is not None else self._flag(self._rounds, sigma)
+        rounds = mode in ("ingress", "paper") if mode is not None else self._flag("rounds", sigma)
         idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
         return self._timestep(sigma, idx, rounds)
 
@@ -139,7 +141,7 @@ class DiscreteSchedule(BaseModelWrapper):
     def ingress(self, x, sigma):
         """(sigma broadcast over x, network input x * c_in, network timestep)."""
         sigma = self._as_sigma(sigma)
-        paper, rounds = self._flag(self._paper, sigma), self._flag(self._rounds, sigma)
+        paper, rounds = self._flag("paper", sigma), self._flag("rounds", sigma)
         # One index search gives both the rounded sigma and the timestep.
         idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
         if paper is not False:

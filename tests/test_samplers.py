@@ -304,3 +304,61 @@ def test_ddim_matches_diffusers_ddim_scheduler(steps, sd_alphas_cumprod):
                          + [sigma_of(sd_alphas_cumprod[0])])
     ours = SAMPLERS["ddim"](den, x_t * (1 + sigmas[0] ** 2) ** 0.5, sigmas, disable=True)
     torch.testing.assert_close(ours / (1 + sigmas[-1] ** 2) ** 0.5, theirs, rtol=1e-4, atol=1e-4)
+
+
+class _DeviceReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops that make the host wait for the device on a GPU: reading a value (.item(), bool(), float(),
+    .tolist()) or a data-dependent shape (nonzero)."""
+
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def _device_reads(name, quantize, steps, alphas_cumprod, monkeypatch):
+    from comparisons.core.config import CHURN
+    den = DiscreteEpsDenoiser(toy_eps, alphas_cumprod, quantize=quantize)
+    sigmas = schedule(den, steps)
+    x = start(den)
+    kwargs = {"noise_sampler": BrownianNoiseSampler(x, [1, 2], 2 * float(den.sigma_max))}
+    if name in CHURN:
+        kwargs["s_churn"] = 4.0 * steps  # churn on every step, so its noise and rounding run in the loop
+    # .tolist() reads the device without dispatching on a CPU tensor: counted by hand.
+    counted, tolist = _DeviceReads(), torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: (setattr(counted, "count", counted.count + 1), tolist(t))[1])
+    with counted:
+        out = SAMPLERS[name](den, x, sigmas, disable=True, **kwargs)
+    assert torch.isfinite(out).all()
+    return counted.count
+
+
+# dpm_adaptive decides each step from the error it measured: it reads the device by design (its step count does
+# not follow the schedule's either).
+@pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"dpm_adaptive"}))
+@pytest.mark.parametrize("quantize", ["paper", ("paper", "ingress")])
+def test_no_step_waits_on_the_device(name, quantize, sd_alphas_cumprod, monkeypatch):
+    """Every schedule-only decision (churn, ancestral splits, which items take which stage, the wrapper's mode)
+    is read once before the loop, and the noise sampler is keyed on host copies: the device reads of a run do
+    not grow with its steps, so a GPU queues step after step (and CUDA graphs can capture one)."""
+    few = _device_reads(name, quantize, 4, sd_alphas_cumprod, monkeypatch)
+    many = _device_reads(name, quantize, 12, sd_alphas_cumprod, monkeypatch)
+    assert many == few, f"{name}: {few} device reads at 4 steps, {many} at 12"
+
+
+def test_noise_sampler_never_reads_its_device_given_host_sigmas():
+    """On the meta device any read of a value raises: given host sigmas (what the samplers pass), the noise
+    sampler computes on its device without reading it back; the range check runs on the host values."""
+    x = torch.zeros(2, 3, 4, 4, device="meta")
+    noise = BrownianNoiseSampler(x, [1, 2], 10.0)
+    out = noise(torch.tensor([5.0, 4.0]), torch.tensor([2.5, 0.0]))
+    assert out.device.type == "meta" and out.shape == x.shape
+    with pytest.raises(ValueError, match=r"outside \[0, 10.0\]; build the noise sampler with a larger sigma_max"):
+        noise(torch.tensor([12.0, 4.0]), torch.tensor([2.5, 0.0]))
+    with pytest.raises(ValueError, match="outside"):
+        noise(torch.tensor([float("nan"), 4.0]), torch.tensor([2.5, 0.0]))

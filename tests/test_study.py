@@ -1,4 +1,5 @@
 """Studies: per-item discretization, the batched engine, statistics, resume, outputs and bad input."""
+import contextlib
 import csv
 import io
 import json
@@ -550,3 +551,28 @@ def test_bf16_report_states_its_noise_floor(tmp_path, lpips_metric):
                   reference_uncertainty(store, "fake", spec, lpips_metric), floor, "http://h:1", "today")
     report = (tmp_path / "out" / "report.html").read_text()
     assert "Precision: <b>bf16</b>" in report and "The noise floor of bf16 itself" in report
+
+
+def test_study_compile_mode_reaches_torch_compile_and_implies_compile(tmp_path, monkeypatch):
+    """`study --compile-mode MODE` compiles the network with that mode (no --compile needed); a mode torch.compile
+    does not have is refused by the parser, exit 2, before anything is written."""
+    import comparisons.core.engine as engine
+    real, modes = engine.compiled, []
+
+    @contextlib.contextmanager
+    def recorded(model, backend="inductor", mode=None):
+        modes.append(mode)
+        with real(model, backend="eager"):  # dynamo traces it here; inductor's code generation takes minutes on a CPU
+            yield model
+
+    monkeypatch.setattr(engine, "compiled", recorded)
+    args = ["study", "--questions", "final-zero", "--samplers", "euler", "--steps", "3", "--seeds", "0",
+            "--prompts", "a red circle", "--results", str(tmp_path / "r.db"), "--out", str(tmp_path / "out"),
+            "--reference", '{"steps": 6}', "--reference-check", "0"]
+    code, out, _ = run_cli(args + ["--compile-mode", "reduce-overhead"])
+    assert code == 0 and modes == ["reduce-overhead"] and "final-zero" in out
+    code, _, err = run_cli(args + ["--compile-mode", "fastest", "--out", str(tmp_path / "other")])
+    assert code == 2 and "invalid choice: 'fastest'" in "\n".join(err) and not (tmp_path / "other").exists()
+    with pytest.raises(ValueError, match="compile mode must be one of default, reduce-overhead"):
+        with real(object(), mode="fastest"):
+            pass

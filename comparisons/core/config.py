@@ -77,6 +77,8 @@ SCHEDULE_GROUPS = {
 # Samplers that add fresh noise with an amount eta (and s_noise; the seeded Brownian path).
 STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
               "dpmpp_3m_sde")
+# torch.compile modes the study's --compile-mode takes (reduce-overhead: CUDA graphs on a GPU).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 NOISE_ONLY = ("ddpm", "lcm")                             # fresh noise each step, scaled by s_noise; no eta
 CHURN = ("euler", "heun", "dpm_2", "heunpp2")            # Karras churn (s_churn, s_tmin, s_tmax, s_noise)
 LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1"}

@@ -16,7 +16,7 @@ from torch import nn
 
 from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise
 
-from .config import schedule
+from .config import COMPILE_MODES, schedule
 
 # Churn raises sigma by at most sqrt(2); the Brownian path must reach that far.
 NOISE_HEADROOM = 1.5
@@ -205,6 +205,8 @@ def compiled(model, backend="inductor", mode=None):
     engine turns de-duplication off, so the network sees one batch shape per slice of a group (at most two per group:
     the full slices and the last) and compiles once per shape; no host-device sync is left in the engine's step.
     `mode="reduce-overhead"` adds CUDA graphs on a GPU."""
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)} (got {mode!r})")
     net = model.network
     original = net.forward
     net.forward = torch.compile(net.forward, dynamic=False, backend=backend, mode=mode)

@@ -52,7 +52,7 @@ def connect(address):
 class StudyWorker:
     """One model and one LPIPS per actor, loaded once; runs shards and returns what they produced."""
 
-    def __init__(self, model_name, lpips_weights, spec_json, threads=None, compile_network=False):
+    def __init__(self, model_name, lpips_weights, spec_json, threads=None, compile_network=False, compile_mode=None):
         import torch
 
         from sampler_lib.models import load_model
@@ -65,7 +65,7 @@ class StudyWorker:
         # The compiled network lasts as long as the actor; close() (the driver calls it) restores it.
         self._held = contextlib.ExitStack()
         if compile_network:
-            self._held.enter_context(compiled(self.model))
+            self._held.enter_context(compiled(self.model, mode=compile_mode))
         self.metric = LPIPS(lpips_weights)
         spec = StudySpec.from_json(spec_json)
         cells = spec.cells()
@@ -103,7 +103,7 @@ def size_workers(ray, workers=None, gpus_per_worker=None):
 
 
 def run_study_ray(ray, store, spec, batch, lpips_weights=None, workers=None, gpus_per_worker=None, progress=None,
-                  after_chunk=None, compile_network=False):
+                  after_chunk=None, compile_network=False, compile_mode=None):
     """The study's missing shards on the cluster; results stored by this process as they arrive."""
     started = time.perf_counter()
     plan = plan_study(store, spec, batch)
@@ -116,7 +116,8 @@ def run_study_ray(ray, store, spec, batch, lpips_weights=None, workers=None, gpu
     threads = max(1, int(cluster.cpus_per_worker)) if not cluster.gpus_per_worker else None
     actor = ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,
                        max_restarts=3, max_task_retries=3)(StudyWorker)
-    actors = [actor.remote(spec.model, lpips_weights, spec.to_json(), threads, compile_network) for _ in range(n)]
+    actors = [actor.remote(spec.model, lpips_weights, spec.to_json(), threads, compile_network, compile_mode)
+              for _ in range(n)]
     idle, futures, chunks = list(actors), {}, iter(plan.chunks)
     done = 0
     if progress:
