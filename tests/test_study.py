@@ -576,3 +576,23 @@ def test_study_compile_mode_reaches_torch_compile_and_implies_compile(tmp_path, 
     with pytest.raises(ValueError, match="compile mode must be one of default, reduce-overhead"):
         with real(object(), mode="fastest"):
             pass
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpmpp_2m_sde"])
+def test_compiled_engine_reads_the_device_no_more_for_more_steps(sampler, embedded, monkeypatch):
+    """The whole compiled path (engine, guidance, wrapper, sampler, seeded noise) on the embedded model: the device
+    reads of a run (each one a host-device sync on a GPU) are the same at 4 and 8 steps, so none is in the loop."""
+    from comparisons.core.engine import compiled
+    from tests.test_samplers import _DeviceReads
+    tolist = torch.Tensor.tolist
+    counts = []
+    with compiled(embedded, backend="eager"):
+        for steps in (4, 8):
+            arms = list(make_pair("discretization", SamplerConfig(sampler=sampler, steps=steps)))
+            reads = _DeviceReads()
+            monkeypatch.setattr(torch.Tensor, "tolist", lambda t: (setattr(reads, "count", reads.count + 1),
+                                                                   tolist(t))[1])
+            with reads:
+                sample_arms(embedded, arms, [Sample("a red circle", 0), Sample("a blue ring", 1)])
+            counts.append(reads.count)
+    assert counts[0] > 0 and counts[0] == counts[1], counts
