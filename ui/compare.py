@@ -20,24 +20,14 @@ from comparisons.core.config import (
     SamplerConfig,
     make_pair,
 )
-from comparisons.core.image_files import flatten
-from comparisons.core.metrics import pair_metrics
+from comparisons.core.image_files import open_as_compared
+from comparisons.core.metrics import to_array
 from comparisons.core.pairs import ArmRun, arm_schedule
-from comparisons.core.visibility import (
-    FLIP_VISIBLE,
-    GAINS,
-    LPIPS_MAP_MAX,
-    amplified_difference,
-    colour_ramp,
-    difference_heatmap,
-    flip_heatmap,
-    flip_map,
-    lpips_heatmap,
-    visibility,
-)
+from comparisons.core.visibility import GAINS, pair_maps
 from comparisons.errors import ConfigError, DuplicateVote, at_field, clip
 from comparisons.results.export import pair_zip
 from comparisons.workflows.blind import cast_vote, new_pair
+from comparisons.workflows.inspect_pair import measure_rgb
 from ui import views
 from ui.errors import USER_ERRORS, run_checked, user_error
 from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
@@ -86,10 +76,8 @@ def configs_of(data, w):
 
 def shown(current, gain):
     """The difference maps of the pair on screen at this gain."""
-    left, right = current["left"], current["right"]
-    return views.diff_panel_html(difference_heatmap(left, right, gain), amplified_difference(left, right, gain),
-                                 lpips_heatmap(current["spatial"]), gain, LPIPS_MAP_MAX, colour_ramp(),
-                                 flip_heatmap(current["flip"]), FLIP_VISIBLE)
+    return views.maps_panel(pair_maps(current["left"], current["right"], current["spatial"], current["flip"], gain),
+                            gain)
 
 
 def field_id(field):
@@ -195,38 +183,30 @@ def open_stored_pair(lab, settings, w, pair_id):
     pair = lab.store.pair(pair_id)
     if pair is None:
         return {w["reveal"]: f"No stored pair `{clip(pair_id)}` in this results file."}
-    from PIL import Image
     root = lab.store.path.parent
-    a, b = (Image.fromarray(flatten(Image.open(root / pair[k]))[0]) for k in ("image_a", "image_b"))
+    a, b = (open_as_compared(root / pair[k]) for k in ("image_a", "image_b"))
+    out = stored_views(lab, w, pair_id, a, b)
     if pair.get("image_meta"):
-        return open_image_pair(lab, w, pair, a, b)
+        # Image files made elsewhere: what they say about themselves instead of a schedule; the form left as it is.
+        return {**out, w["reveal"]: views.stored_pair_markdown(pair), w["plot"]: "",
+                w["schedules"]: "Image files made elsewhere: no schedule."}
     cfg_a, cfg_b = (SamplerConfig.from_json(pair[k]) for k in ("config_a", "config_b"))
     model = lab.model(pair["model"]) if pair["model"] in settings.models else None
     arms = {name: ArmRun(cfg, *arm_schedule(model, cfg), image) for name, cfg, image in (("A", cfg_a, a),
                                                                                          ("B", cfg_b, b))} \
         if model is not None else None
-    metrics, maps = pair_metrics(lab.lpips(), a, b)
-    fmap = flip_map(a, b)
-    current = {"serve_id": None, "pair_id": pair_id, "left": a, "right": b, "spatial": maps["lpips_spatial"],
-               "flip": fmap}
-    labels = ("A", "B")
-    locked = gr.update(interactive=False)
     preset = pair["pairing"] in PAIRINGS and make_pair(pair["pairing"], cfg_a) == (cfg_a, cfg_b)
-    out = {w["current"]: current, w["pair"]: views.pair_html(a, b, labels),
-           w["flicker"]: views.flicker_html(a, b, labels=labels), w["slider"]: views.slider_images(a, b),
-           w["reveal"]: views.stored_pair_markdown(pair, lab.store.study_row(pair_id)),
-           w["visibility"]: views.visibility_html(visibility(a, b, metrics["lpips"], flip=fmap)),
-           w["metrics"]: views.metrics_markdown(metrics), w["maps"]: shown(current, 8),
-           w["plot"]: views.schedule_html(arms) if arms else "",
-           w["schedules"]: views.schedule_markdown(arms) if arms else f"Model {pair['model']} is not loaded here.",
-           w["generate"]: locked, w["next"]: locked,
-           w["prompt"]: gr.update(value=pair["prompt"] or UNCONDITIONAL, interactive=False),
-           w["seed"]: gr.update(value=str(pair["seed"]), interactive=False),
-           w["model"]: gr.update(value=pair["model"], interactive=False),
-           w["pairing"]: gr.update(value=pair["pairing"] if preset else CUSTOM, interactive=False),
-           w["steps"]: gr.update(value=str(cfg_a.steps), interactive=False),
-           w["sampler"]: gr.update(value=cfg_a.sampler, interactive=False),
-           w["guidance"]: gr.update(value=str(cfg_a.guidance_scale), interactive=False)}
+    out.update({
+        w["reveal"]: views.stored_pair_markdown(pair, lab.store.study_row(pair_id)),
+        w["plot"]: views.schedule_html(arms) if arms else "",
+        w["schedules"]: views.schedule_markdown(arms) if arms else f"Model {pair['model']} is not loaded here.",
+        w["prompt"]: gr.update(value=pair["prompt"] or UNCONDITIONAL, interactive=False),
+        w["seed"]: gr.update(value=str(pair["seed"]), interactive=False),
+        w["model"]: gr.update(value=pair["model"], interactive=False),
+        w["pairing"]: gr.update(value=pair["pairing"] if preset else CUSTOM, interactive=False),
+        w["steps"]: gr.update(value=str(cfg_a.steps), interactive=False),
+        w["sampler"]: gr.update(value=cfg_a.sampler, interactive=False),
+        w["guidance"]: gr.update(value=str(cfg_a.guidance_scale), interactive=False)})
     for name, cfg in (("A", cfg_a), ("B", cfg_b)):
         for field, _, kind in CUSTOM_FIELDS:
             value = getattr(cfg, field)
@@ -235,20 +215,18 @@ def open_stored_pair(lab, settings, w, pair_id):
     return out
 
 
-def open_image_pair(lab, w, pair, a, b):
-    """A stored pair of image files opened by link: the pair and every measure as for a sampled pair, what the
-    files say about themselves instead of a schedule, the form left as it is."""
-    metrics, maps = pair_metrics(lab.lpips(), a, b)
-    fmap = flip_map(a, b)
-    current = {"serve_id": None, "pair_id": pair["pair_id"], "left": a, "right": b, "spatial": maps["lpips_spatial"],
-               "flip": fmap}
+def stored_views(lab, w, pair_id, a, b):
+    """What every stored pair opened by link shows: the pair, flicker, slider, visibility line, metrics and maps,
+    measured as a pair of files is (workflows.inspect_pair.measure_rgb), with Generate and Next locked."""
+    measured = measure_rgb(lab.lpips(), to_array(a), to_array(b))
+    current = {"serve_id": None, "pair_id": pair_id, "left": a, "right": b,
+               "spatial": measured["maps"]["lpips_spatial"], "flip": measured["maps"]["flip"]}
     labels = ("A", "B")
     locked = gr.update(interactive=False)
     return {w["current"]: current, w["pair"]: views.pair_html(a, b, labels),
             w["flicker"]: views.flicker_html(a, b, labels=labels), w["slider"]: views.slider_images(a, b),
-            w["reveal"]: views.stored_pair_markdown(pair), w["metrics"]: views.metrics_markdown(metrics),
-            w["visibility"]: views.visibility_html(visibility(a, b, metrics["lpips"], flip=fmap)),
-            w["maps"]: shown(current, 8), w["plot"]: "", w["schedules"]: "Image files made elsewhere: no schedule.",
+            w["visibility"]: views.visibility_html(measured["visibility"]),
+            w["metrics"]: views.metrics_markdown(measured["metrics"]), w["maps"]: shown(current, 8),
             w["generate"]: locked, w["next"]: locked}
 
 

@@ -6,7 +6,7 @@ import html
 import gradio as gr
 
 from comparisons.core.image_files import FORMATS, MAX_SIDE_PIXELS, MIN_SIDE
-from comparisons.core.visibility import FLIP_VISIBLE, GAINS, LPIPS_MAP_MAX, colour_ramp
+from comparisons.core.visibility import GAINS
 from comparisons.workflows.inspect_pair import images_meta, inspect_files, maps, metadata_lines
 from ui import views
 from ui.errors import run_checked
@@ -17,9 +17,7 @@ FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
 
 def shown_maps(current, gain):
     """The four maps of the pair on screen at this gain."""
-    m = maps(current["result"], gain)
-    return views.diff_panel_html(m["difference"], m["amplified"], m["lpips-map"], gain, LPIPS_MAP_MAX, colour_ramp(),
-                                 m["flip-map"], FLIP_VISIBLE)
+    return views.maps_panel(maps(current["result"], gain), gain)
 
 
 def inspect(lab, w, file_a, file_b, gain):

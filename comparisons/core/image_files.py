@@ -124,6 +124,14 @@ def flatten(im):
     return np.array(im.convert("RGB")), None
 
 
+def open_as_compared(path):
+    """A stored image file as every measure saw it: a PIL RGB image, transparency over BACKGROUND."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return Image.fromarray(flatten(im)[0])
+
+
 def check_pair(a, b):
     """Refuse two pictures of different sizes, saying both."""
     if (a.width, a.height) != (b.width, b.height):

@@ -143,12 +143,13 @@ def heatmap(values, vmax=None):
     return (_RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac).round().astype(np.uint8)
 
 
+def pixel_metrics(image_a, image_b):
+    """The pair's pixel distances: PSNR, SSIM, max |Δ|."""
+    return {"psnr": psnr(image_a, image_b), "ssim": ssim(image_a, image_b),
+            "max_abs_diff": max_abs_diff(image_a, image_b)}
+
+
 def pair_metrics(lpips_metric, image_a, image_b):
     """All distances of a pair, plus the LPIPS spatial map (float32, for core.visibility to draw)."""
     distance, spatial = lpips_metric(image_a, image_b)
-    return {
-        "lpips": distance,
-        "psnr": psnr(image_a, image_b),
-        "ssim": ssim(image_a, image_b),
-        "max_abs_diff": max_abs_diff(image_a, image_b),
-    }, {"lpips_spatial": spatial}
+    return {"lpips": distance, **pixel_metrics(image_a, image_b)}, {"lpips_spatial": spatial}

@@ -120,6 +120,12 @@ def flip_heatmap(fmap):
     return heatmap(np.asarray(fmap), vmax=1.0)
 
 
+def pair_maps(left, right, spatial, fmap, gain):
+    """The four maps of a pair as uint8 RGB arrays: |Δ| heat map, amplified difference, LPIPS map, FLIP map."""
+    return {"difference": difference_heatmap(left, right, gain), "amplified": amplified_difference(left, right, gain),
+            "lpips-map": lpips_heatmap(spatial), "flip-map": flip_heatmap(fmap)}
+
+
 def colour_ramp(steps=64):
     """The heat maps' colours from 0 to 1, for drawing colour bars."""
     return heatmap(np.linspace(0, 1, steps)[None], vmax=1.0)[0]

@@ -4,7 +4,7 @@ import json
 import secrets
 
 from ..core.config import arm_from_json
-from ..core.image_files import flatten
+from ..core.image_files import open_as_compared
 from ..core.visibility import visibility
 from ..errors import ConfigError, VoteRefused
 
@@ -50,19 +50,14 @@ def next_campaign_pair(lab, campaign, session):
     """Serve `session` the next pair of `campaign` (fewest votes first, never one it has seen), its sides
     balanced per pair (balanced_side); the blind view (images as shown, metrics, visibility), or None when this
     session has seen every pair."""
-    from PIL import Image
-
     served = lab.store.serve_next(campaign, session, lambda pair_id, n: balanced_side(campaign, pair_id, n))
     if served is None:
         return None
     serve_id, pair_id, shown_left = served
     pair = lab.store.pair(pair_id)
     root = lab.store.path.parent
-    arms = {}
-    for side in ("A", "B"):
-        with Image.open(root / pair[f"image_{side.lower()}"]) as im:
-            # Transparency as inspect and the campaign's metrics saw it (over white); study images have none.
-            arms[side] = Image.fromarray(flatten(im)[0])
+    # Transparency as inspect and the campaign's metrics saw it (over white); study images have none.
+    arms = {side: open_as_compared(root / pair[f"image_{side.lower()}"]) for side in ("A", "B")}
     left, right = arms[shown_left], arms[other(shown_left)]
     metrics = {k: pair[k] for k in ("lpips", "psnr", "ssim", "max_abs_diff")}
     metrics["psnr"] = float("inf") if metrics["psnr"] is None else metrics["psnr"]

@@ -223,7 +223,7 @@ def _stored_image(store, path, sha):
     if hashlib.sha256(data).hexdigest() != sha:
         raise ImageError(f"{path} changed while the campaign was being made; run the command again")
     picture = load_bytes(data, str(path))
-    return store.save_image_bytes(data if picture.format == "PNG" else stored_png(picture))
+    return store.save_image_bytes(stored_png(picture))
 
 
 def _pair_fields(store, cell, arms, src, m):

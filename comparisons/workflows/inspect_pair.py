@@ -9,18 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.image_files import alpha_note, check_pair, load
-from ..core.metrics import max_abs_diff, psnr, ssim
-from ..core.visibility import (
-    FLIP_VISIBLE,
-    LPIPS_MAP_MAX,
-    amplified_difference,
-    colour_ramp,
-    difference_heatmap,
-    flip_heatmap,
-    flip_map,
-    lpips_heatmap,
-    visibility,
-)
+from ..core.metrics import pixel_metrics
+from ..core.visibility import flip_map, pair_maps, visibility
 from ..files import replacing
 from . import pair_view
 
@@ -46,25 +36,30 @@ def lpips_of(metric, a, b):
                                f"over 2 s on a CPU); FLIP, PSNR and SSIM at {w}x{h}")
 
 
-def measure(metric, a, b):
-    """Everything the app shows of a pair, for two Pictures (core.image_files) of one size: metrics (the stored
-    columns), maps, the visibility line, how LPIPS was computed, what was done with transparency, seconds per
-    measure."""
-    check_pair(a, b)
+def measure_rgb(metric, a, b):
+    """Every measure of two uint8 RGB arrays of one size, as a pair of files is measured and stored: metrics (the
+    stored columns), the LPIPS and FLIP maps, the visibility line, how LPIPS was computed, seconds per measure."""
     seconds = {}
     t = time.perf_counter()
-    distance, spatial, how = lpips_of(metric, a.rgb, b.rgb)
+    distance, spatial, how = lpips_of(metric, a, b)
     seconds["lpips"] = time.perf_counter() - t
     t = time.perf_counter()
-    fmap = flip_map(a.rgb, b.rgb)
+    fmap = flip_map(a, b)
     seconds["flip"] = time.perf_counter() - t
     t = time.perf_counter()
-    metrics = {"lpips": distance, "psnr": psnr(a.rgb, b.rgb), "ssim": ssim(a.rgb, b.rgb),
-               "max_abs_diff": max_abs_diff(a.rgb, b.rgb), "flip_max": float(fmap.max())}
+    metrics = {"lpips": distance, **pixel_metrics(a, b)}
     seconds["psnr_ssim"] = time.perf_counter() - t
-    return {"a": a, "b": b, "metrics": metrics, "maps": {"lpips_spatial": spatial, "flip": fmap},
-            "visibility": visibility(a.rgb, b.rgb, distance, flip=fmap), "lpips_how": how,
-            "alpha": alpha_note(a, b), "seconds": seconds}
+    return {"metrics": metrics, "maps": {"lpips_spatial": spatial, "flip": fmap},
+            "visibility": visibility(a, b, distance, flip=fmap), "lpips_how": how, "seconds": seconds}
+
+
+def measure(metric, a, b):
+    """Everything the app shows of a pair, for two Pictures (core.image_files) of one size: measure_rgb's and the
+    FLIP maximum among the metrics, the files, what was done with transparency."""
+    check_pair(a, b)
+    result = measure_rgb(metric, a.rgb, b.rgb)
+    result["metrics"]["flip_max"] = float(result["maps"]["flip"].max())
+    return {"a": a, "b": b, **result, "alpha": alpha_note(a, b)}
 
 
 def inspect_files(metric, path_a, path_b):
@@ -120,11 +115,8 @@ def images_meta(result):
 
 
 def maps(result, gain=GAIN):
-    """The four maps as uint8 RGB arrays: |Δ| heat map, amplified difference, LPIPS map, FLIP map."""
-    a, b = result["a"].rgb, result["b"].rgb
-    return {"difference": difference_heatmap(a, b, gain), "amplified": amplified_difference(a, b, gain),
-            "lpips-map": lpips_heatmap(result["maps"]["lpips_spatial"]),
-            "flip-map": flip_heatmap(result["maps"]["flip"])}
+    """The four maps of a result as uint8 RGB arrays (core.visibility.pair_maps)."""
+    return pair_maps(result["a"].rgb, result["b"].rgb, result["maps"]["lpips_spatial"], result["maps"]["flip"], gain)
 
 
 def page_html(result, assets, gain=GAIN):
@@ -146,8 +138,7 @@ def page_html(result, assets, gain=GAIN):
             f"<p class='lpips-how'>{h.escape(result['lpips_how'])}"
             f"{'; ' + h.escape(result['alpha']) if result['alpha'] else ''}.</p>"
             f"<table class='metrics'>{rows}</table>"
-            + pair_view.diff_panel_html(m["difference"], m["amplified"], m["lpips-map"], gain, LPIPS_MAP_MAX,
-                                        colour_ramp(), m["flip-map"], FLIP_VISIBLE)
+            + pair_view.maps_panel(m, gain)
             + f"<h2>What the files say about themselves</h2>{meta}</body></html>")
 
 

@@ -6,6 +6,8 @@ import base64
 import html
 import io
 
+from ..core.visibility import FLIP_VISIBLE, LPIPS_MAP_MAX, colour_ramp
+
 
 def data_url(image):
     """A PNG data URL of a PIL image, without any metadata (nothing tells the sides apart)."""
@@ -86,6 +88,12 @@ def diff_panel_html(diff_map, amplified, lpips_map, gain, lpips_max, ramp, flip_
                 colour_bar("flip-colorbar", "0", "1", f"FLIP per displayed pixel; visible from {flip_visible:g}",
                            ramp)))
             + "</div>")
+
+
+def maps_panel(maps, gain):
+    """diff_panel_html of core.visibility.pair_maps, with the fixed LPIPS scale and FLIP's threshold."""
+    return diff_panel_html(maps["difference"], maps["amplified"], maps["lpips-map"], gain, LPIPS_MAP_MAX,
+                           colour_ramp(), maps["flip-map"], FLIP_VISIBLE)
 
 
 def visibility_html(v):
