@@ -35,11 +35,14 @@ from ui.limits import check_text
 
 VOTE_BUTTONS = {"left": ("◀ Left is better", "vote-left"), "right": ("Right is better ▶", "vote-right"),
                 "tie": ("Tie", "vote-tie"), "both_bad": ("Both bad", "vote-both-bad")}
-# The menus say what each sampler and schedule is (label) and keep its name as the value; samplers by group.
-SAMPLER_CHOICES = [(f"{group} · {s} — {SAMPLER_NOTES[s]}", s) for group, names in SAMPLER_GROUPS.items()
+# The menus say what each sampler and schedule is (label) and keep its name as the value, in groups. The name comes
+# first: a narrow menu shows the start of the chosen label, and that must say which one is chosen.
+SAMPLER_CHOICES = [(f"{s} · {group} — {SAMPLER_NOTES[s]}", s) for group, names in SAMPLER_GROUPS.items()
                    for s in names]
-SCHEDULE_CHOICES = [(f"{group} · {s} — {SCHEDULE_NOTES[s]}", s) for group, names in SCHEDULE_GROUPS.items()
+SCHEDULE_CHOICES = [(f"{s} · {group} — {SCHEDULE_NOTES[s]}", s) for group, names in SCHEDULE_GROUPS.items()
                     for s in names]
+# Both custom panels start from one config, so a custom pair differs only where the user changes it.
+CUSTOM_DEFAULT = SamplerConfig()
 CHOICES = {"sampler": SAMPLER_CHOICES, "schedule": SCHEDULE_CHOICES,
            "ays_model": list(AYS_MODELS), "sigma_min_rule": list(SIGMA_MIN_RULES),
            "quantize": list(QUANTIZE_MODES)}
@@ -289,8 +292,8 @@ def build_compare_tab(lab, settings, export_dir):
         w["explain"] = gr.Markdown(EXPLANATIONS["discretization"], elem_id="preset-explanation")
         with gr.Accordion("Custom configs A and B (pairing: custom)", open=False, elem_id="custom") as custom:
             with gr.Row():
-                config_panel("A", SamplerConfig(quantize="paper"), w)
-                config_panel("B", SamplerConfig(), w)
+                config_panel("A", CUSTOM_DEFAULT, w)
+                config_panel("B", CUSTOM_DEFAULT, w)
         with gr.Row(equal_height=True):
             w["generate"] = gr.Button("Generate pair", variant="primary", elem_id="generate", scale=2)
             w["next"] = gr.Button("Next pair (n)", elem_id="next-pair", scale=1)
