@@ -164,7 +164,7 @@ STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id",
 
 # Every vote with its pair's settings and, for campaign votes, its cell: the one query votes are read by.
 VOTES_SQL = ("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, p.seed, p.lpips, p.flip_max, "
-             "p.max_abs_diff, p.image_meta, cp.question, cp.sampler, cp.steps, cp.is_check "
+             "p.max_abs_diff, p.image_meta, p.sigmas_a, p.sigmas_b, cp.question, cp.sampler, cp.steps, cp.is_check "
              "FROM votes v JOIN pairs p USING (pair_id) "
              "LEFT JOIN campaign_pairs cp ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id")
 
