@@ -80,6 +80,7 @@ def mutate(bundle, change):
     return manifest, images
 
 
+SIDE_META_WITHOUT_FILE = {"format": "a1111", "fields": {"steps": 20}, "raw": {}, "note": ""}
 SCHEMA_CASES = {
     "cells as a string": (lambda m: m["definition"].__setitem__("cells", "all"), "cells has a bad value"),
     "created as a word": (lambda m: m["pairs"][0].__setitem__("created", "yesterday"), "created has a bad value"),
@@ -97,6 +98,21 @@ SCHEMA_CASES = {
     "a bad pair id": (lambda m: m["pairs"][0].__setitem__("pair_id", "../x"), "is not 32 hex digits"),
     "a pair id twice": (lambda m: m["pairs"][1].__setitem__("pair_id", m["pairs"][0]["pair_id"]), "appears twice"),
     "an image path outside images/": (lambda m: m["pairs"][0].__setitem__("image_a", "../r.db"), "bad image"),
+    # image_meta that parses as JSON but lacks what every reader indexes (the reveal, votes.csv, /export_votes)
+    "image_meta of a file without its name": (
+        lambda m: m["pairs"][0].__setitem__("image_meta", json.dumps(
+            {"A": SIDE_META_WITHOUT_FILE, "B": {**SIDE_META_WITHOUT_FILE, "file": "b.png"}, "columns": None})),
+        "image_meta has a bad value"),
+    "image_meta as a bare object": (lambda m: m["pairs"][0].__setitem__("image_meta", "{}"),
+                                    "image_meta has a bad value"),
+    "image_meta with markup as a format": (
+        lambda m: m["pairs"][0].__setitem__("image_meta", json.dumps(
+            {side: {**SIDE_META_WITHOUT_FILE, "file": "x.png", "format": "<b>x</b>"} for side in ("A", "B")}
+            | {"columns": None})), "image_meta has a bad value"),
+    "image_meta with a nested field value": (
+        lambda m: m["pairs"][0].__setitem__("image_meta", json.dumps(
+            {side: {**SIDE_META_WITHOUT_FILE, "file": "x.png", "fields": {"steps": {"a": 1}}} for side in ("A", "B")}
+            | {"columns": None})), "image_meta has a bad value"),
 }
 
 

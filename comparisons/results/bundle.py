@@ -240,8 +240,13 @@ def _seed(x):
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 63
 
 
+META_FORMATS = ("a1111", "comfyui", "ab-lab", "none", "unparsed")  # core.image_meta.metadata's formats
+
+
 def _image_meta(x):
-    """None, or JSON text of an object (what two image files said about themselves), within MAX_META and depth 6."""
+    """None, or JSON text within MAX_META and depth 6 of what `image_campaign` stores: each side's file, format,
+    fields, raw text, note (and sampling passes), the manifest's columns, how LPIPS was measured. Every reader
+    (the reveal, votes.csv, `/export_votes`) indexes these keys, so a bundle missing one is refused here."""
     if x is None:
         return True
     if not isinstance(x, str) or len(x) > MAX_META:
@@ -250,7 +255,35 @@ def _image_meta(x):
         value = json.loads(x, parse_constant=_constant)
     except (ValueError, RecursionError):
         return False
-    return isinstance(value, dict) and _depth(value) <= 6
+    if not (isinstance(value, dict) and _depth(value) <= 6 and {"A", "B", "columns"} <= set(value)
+            and set(value) <= {"A", "B", "columns", "lpips", "transparency"}):
+        return False
+    columns = value["columns"]
+    return (all(_side_meta(value[side]) for side in ("A", "B"))
+            and (columns is None or (isinstance(columns, dict) and all(_text(v) for v in columns.values())))
+            and all(_text(value.get(k, "")) for k in ("lpips", "transparency")))
+
+
+def _side_meta(side):
+    """One file's stored metadata: {file, format, fields, raw, note[, passes]}, texts and plain values only."""
+    if not (isinstance(side, dict) and {"file", "format", "fields", "raw", "note"} <= set(side)
+            and set(side) <= {"file", "format", "fields", "raw", "note", "passes"}):
+        return False
+    passes = side.get("passes", [])
+    return (_text(side["file"]) and side["format"] in META_FORMATS and _text(side["note"])
+            and isinstance(side["raw"], dict) and all(isinstance(v, str) for v in side["raw"].values())
+            and _plain_fields(side["fields"])
+            and isinstance(passes, list) and all(_plain_fields(p) for p in passes))
+
+
+def _plain_fields(fields):
+    """Field name -> a text, a finite number, a bool, None or a list of texts (a combined prompt)."""
+    def plain(v):
+        return v is None or isinstance(v, (str, bool)) or _finite(v)
+
+    return isinstance(fields, dict) and all(
+        isinstance(k, str) and (plain(v) or (isinstance(v, list) and all(isinstance(i, str) for i in v)))
+        for k, v in fields.items())
 
 
 def _source(x):
