@@ -37,3 +37,18 @@ def test_menu_labels_start_with_the_name():
     for label, value in SAMPLER_CHOICES + SCHEDULE_CHOICES:
         assert label.startswith(f"{value} · "), label
     assert dict((v, k) for k, v in SAMPLER_CHOICES)["heun"].endswith(SAMPLER_NOTES["heun"])
+
+
+def test_visibility_rule_states_the_real_display_scale():
+    import numpy as np
+
+    from comparisons.core.visibility import DISPLAY_MAX, RULE, display_scale, rule, visibility
+    small = rule(64, 64)
+    assert f"shown at {DISPLAY_MAX} px (upscaled ×4 from 64 px)" in small and display_scale(64, 64) == 4
+    big = rule(1024, 1024)
+    assert "upscaled" not in big and "native size, 1024 px" in big and display_scale(1024, 1024) == 1
+    assert "upscaled to" not in RULE and "native size" in RULE
+    # The line the app shows carries the rule for the images at hand (identical images: no FLIP run).
+    image = np.zeros((1024, 768, 3), np.uint8)
+    assert visibility(image, image, 0.0)["rule"] == big
+    assert visibility(image[:64, :48], image[:64, :48], 0.0)["rule"] == rule(64, 48)

@@ -19,13 +19,34 @@ VISIBLE_LPIPS = 0.01    # LPIPS(A, B) under which the old rule called a pair inv
 VISIBLE_DELTA = 3       # 8-bit steps; the visibility line reports the share of pixels differing by this much
 LPIPS_MAP_MAX = 0.5     # fixed top of the LPIPS map's colour bar, so maps of different pairs compare
 GAINS = (1, 2, 4, 8, 16, 32, 64)
-RULE = (f"Visible when FLIP (NVIDIA's difference evaluator for alternating images) reaches {FLIP_VISIBLE:g} at "
-        f"some pixel of the images as shown (upscaled to {DISPLAY_MAX} px, viewed at {FLIP_PPD:g} pixels per degree)")
+_RULE = ("Visible when FLIP (NVIDIA's difference evaluator for alternating images) reaches {threshold:g} at some "
+         "pixel of the images {scale}, viewed at {ppd:g} pixels per degree")
+# What display_scale does for images of any size, said whole (the rule when no size is at hand).
+ANY_SIZE = (f"as shown (up to {DISPLAY_MAX // 2} px: upscaled by the whole factor that brings the longer side nearest "
+            f"{DISPLAY_MAX} px; larger: at native size, as at zoom 1:1)")
+RULE = _RULE.format(threshold=FLIP_VISIBLE, ppd=FLIP_PPD, scale=ANY_SIZE)
 
 
 def display_scale(height, width):
     """The whole-number factor the app upscales an image by (nearest neighbour) to show it."""
     return max(1, DISPLAY_MAX // max(height, width))
+
+
+def shown_as(height, width):
+    """How images of this size are measured: 'shown at 256 px (upscaled ×4 from 64 px)', or at native size (an image
+    larger than DISPLAY_MAX px is fitted to the views until zoomed; FLIP measures it as at zoom 1:1)."""
+    k, side = display_scale(height, width), max(height, width)
+    if k > 1:
+        return f"shown at {side * k} px (upscaled ×{k} from {side} px)"
+    if side > DISPLAY_MAX:
+        return f"at native size, {side} px (as at zoom 1:1; the views fit them to {DISPLAY_MAX} px until zoomed)"
+    return f"shown at native size, {side} px"
+
+
+def rule(height=None, width=None, threshold=FLIP_VISIBLE):
+    """The rule in words, with the display scale of images of this size (of any size when none is given)."""
+    scale = ANY_SIZE if height is None else shown_as(height, width)
+    return _RULE.format(threshold=threshold, ppd=FLIP_PPD, scale=scale)
 
 
 def flip_map(left, right, ppd=FLIP_PPD):
@@ -86,7 +107,7 @@ def visibility(left, right, lpips, flip=None, threshold=FLIP_VISIBLE):
                     f"by {VISIBLE_DELTA}/255 or more.")
     return {"max_abs_diff": max_delta, "visible_share": share, "lpips": float(lpips), "lpips_floor": VISIBLE_LPIPS,
             "flip_max": flip_max, "flip_mean": flip_mean, "flip_threshold": threshold, "ppd": FLIP_PPD,
-            "below": bool(below), "sentence": sentence, "rule": RULE}
+            "below": bool(below), "sentence": sentence, "rule": rule(*delta.shape[:2], threshold)}
 
 
 def check_gain(gain):
