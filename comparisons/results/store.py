@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import PngImagePlugin
 
-from ..errors import DuplicateVote, StoreError, clip
+from ..errors import DuplicateVote, StoreError, VoteRefused, clip
 from ..files import replacing
 
 DEFAULT_PATH = Path("results") / "results.db"
@@ -156,6 +156,26 @@ MIGRATIONS = [
     # v8: pairs of images made elsewhere (a campaign from folders or a manifest): what each file says about itself
     # (core.image_meta) and the manifest's own columns, as JSON; NULL for pairs this tool sampled.
     "ALTER TABLE pairs ADD COLUMN image_meta TEXT",
+    # v9: a public campaign counts one vote per (address, pair): a vote keeps its voter's address as a salted hash
+    # (NULL outside a hosted campaign), unique per campaign and pair; each campaign pair keeps its servings and
+    # votes counted (triggers), so serving the next pair reads the campaign's pairs, not every past serving.
+    """
+    ALTER TABLE votes ADD COLUMN address TEXT;
+    ALTER TABLE campaign_pairs ADD COLUMN n_served INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE campaign_pairs ADD COLUMN n_votes INTEGER NOT NULL DEFAULT 0;
+    UPDATE campaign_pairs SET
+        n_served = (SELECT COUNT(*) FROM served s
+                    WHERE s.campaign = campaign_pairs.campaign AND s.pair_id = campaign_pairs.pair_id),
+        n_votes = (SELECT COUNT(*) FROM votes v
+                   WHERE v.campaign = campaign_pairs.campaign AND v.pair_id = campaign_pairs.pair_id);
+    CREATE TRIGGER served_counted AFTER INSERT ON served WHEN NEW.campaign IS NOT NULL
+        BEGIN UPDATE campaign_pairs SET n_served = n_served + 1
+              WHERE campaign = NEW.campaign AND pair_id = NEW.pair_id; END;
+    CREATE TRIGGER votes_counted AFTER INSERT ON votes WHEN NEW.campaign IS NOT NULL
+        BEGIN UPDATE campaign_pairs SET n_votes = n_votes + 1
+              WHERE campaign = NEW.campaign AND pair_id = NEW.pair_id; END;
+    CREATE UNIQUE INDEX votes_one_per_address ON votes(campaign, address, pair_id) WHERE address IS NOT NULL
+    """,
 ]
 STUDY_ROW_FIELDS = ("question", "sampler", "steps", "prompt", "seed", "pair_id", "ref_key", "lpips_a_ref",
                     "lpips_b_ref", "rmse_a_ref", "rmse_b_ref", "lpips_ab", "max_abs_diff", "faithful_a",
@@ -167,6 +187,15 @@ VOTES_SQL = ("SELECT v.*, p.pairing, p.config_a, p.config_b, p.prompt, p.model, 
              "p.max_abs_diff, p.image_meta, p.sigmas_a, p.sigmas_b, cp.question, cp.sampler, cp.steps, cp.is_check "
              "FROM votes v JOIN pairs p USING (pair_id) "
              "LEFT JOIN campaign_pairs cp ON cp.campaign = v.campaign AND cp.pair_id = v.pair_id")
+
+
+# The next campaign pair for a session: fewest votes, then fewest servings (counted per pair, v9), then at random;
+# never one this session was served (served_by_session) or, with an address, one that address voted on
+# (votes_one_per_address).
+SERVE_NEXT_SQL = ("SELECT cp.pair_id, cp.n_served FROM campaign_pairs cp WHERE cp.campaign = ? "
+                  "AND cp.pair_id NOT IN (SELECT pair_id FROM served WHERE session = ?) "
+                  "AND cp.pair_id NOT IN (SELECT pair_id FROM votes WHERE campaign = ? AND address = ?) "
+                  "ORDER BY cp.n_votes, cp.n_served, random() LIMIT 1")
 
 
 class ResultsStore:
@@ -445,8 +474,11 @@ class ResultsStore:
                 conn.executemany(f"UPDATE {table} SET flip_max = ? WHERE pair_id = ? AND flip_max IS NULL",
                                  [(float(v), k) for k, v in flips.items()])
 
-    def record_vote(self, pair_id, winner, left, session, note="", campaign=None):
-        """Append a vote: winner A/B/tie/both_bad, which config was on the left, the voter's session."""
+    def record_vote(self, pair_id, winner, left, session, note="", campaign=None, address=None, max_per_address=None):
+        """Append a vote: winner A/B/tie/both_bad, which config was on the left, the voter's session. With `address`
+        (a salted hash; hosted campaigns): one vote per (campaign, address, pair), and at most `max_per_address` in
+        the campaign from that address; checked and written in one transaction. A write the disk refuses (full,
+        read-only) is a StoreError "the vote was not saved: <reason>": nothing is half written."""
         if winner not in WINNERS:
             raise ValueError(f"winner must be one of {', '.join(WINNERS)} (got {winner!r})")
         if left not in SIDES:
@@ -455,14 +487,27 @@ class ResultsStore:
             raise ValueError("a vote needs a session id")
         note = str(note or "")[:2000]
         try:
-            vote_id = self._write(
-                "INSERT INTO votes (pair_id, winner, left_config, session, note, created, campaign) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (pair_id, winner, left, session, note, time.time(), campaign))
+            with self._transaction() as conn:
+                if address is not None and max_per_address is not None:
+                    n = conn.execute("SELECT COUNT(*) FROM votes WHERE campaign IS ? AND address = ?",
+                                     (campaign, address)).fetchone()[0]
+                    if n >= max_per_address:
+                        raise VoteRefused(f"this campaign takes at most {max_per_address} votes from one address, "
+                                          "and yours has cast them: thank you")
+                vote_id = conn.execute(
+                    "INSERT INTO votes (pair_id, winner, left_config, session, note, created, campaign, address) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (pair_id, winner, left, session, note, time.time(), campaign, address)).lastrowid
         except sqlite3.IntegrityError as exc:
             # The schema decides, inside the transaction: the pair must exist, the vote must be new.
             if "FOREIGN KEY" in str(exc):
                 raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
+            if "address" in str(exc):
+                raise VoteRefused("a vote on this pair from your address is already recorded; one vote per pair "
+                                  "and address counts") from exc
             raise DuplicateVote("this session has already voted on this pair; generate a new pair") from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the vote was not saved: {exc}") from exc
         return {"vote_id": vote_id, "pair_id": pair_id, "winner": winner, "left": left, "session": session,
                 "note": note, "campaign": campaign}
 
@@ -489,26 +534,40 @@ class ResultsStore:
                 raise KeyError(f"no pair {pair_id!r} in {self.path}") from exc
             return serve_id
 
-    def serve_next(self, campaign, session, side_of):
+    def serve_next(self, campaign, session, side_of, address=None):
         """Serve `session` the campaign pair it has not seen with the fewest votes (then the fewest servings,
         then at random), its left side `side_of(pair_id, servings so far)`; (serve_id, pair_id, shown_left), or
-        None when it has seen them all. One transaction, so two visitors asking at once are balanced too."""
-        with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT cp.pair_id, "
-                "(SELECT COUNT(*) FROM votes v WHERE v.pair_id = cp.pair_id AND v.campaign = cp.campaign) AS n_votes, "
-                "(SELECT COUNT(*) FROM served s WHERE s.pair_id = cp.pair_id AND s.campaign = cp.campaign) AS n_served "
-                "FROM campaign_pairs cp WHERE cp.campaign = ? AND cp.pair_id NOT IN "
-                "(SELECT pair_id FROM served WHERE session = ?) ORDER BY n_votes, n_served, random() LIMIT 1",
-                (campaign, session)).fetchone()
-            if row is None:
-                return None
-            serve_id, shown_left = secrets.token_hex(16), side_of(row[0], row[2])
-            if shown_left not in SIDES:
-                raise ValueError(f"shown_left must be 'A' or 'B' (got {shown_left!r})")
-            conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created, campaign) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (serve_id, row[0], session, shown_left, time.time(), campaign))
-            return serve_id, row[0], shown_left
+        None when it has seen them all (with `address`: pairs that address has voted on are not served again). One
+        transaction, so two visitors asking at once are balanced too. Its cost does not grow with past servings:
+        the counts are kept per campaign pair (v9's triggers), the session's servings and the address's votes are
+        read through their indexes (SERVE_NEXT_SQL; tests/test_public_demo.py reads its query plan)."""
+        try:
+            with self._transaction() as conn:
+                row = conn.execute(SERVE_NEXT_SQL, (campaign, session, campaign, address)).fetchone()
+                if row is None:
+                    return None
+                serve_id, shown_left = secrets.token_hex(16), side_of(row[0], row[1])
+                if shown_left not in SIDES:
+                    raise ValueError(f"shown_left must be 'A' or 'B' (got {shown_left!r})")
+                conn.execute("INSERT INTO served (serve_id, pair_id, session, shown_left, created, campaign) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (serve_id, row[0], session, shown_left, time.time(), campaign))
+                return serve_id, row[0], shown_left
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the pair could not be served: {exc}") from exc
+
+    def quick_check(self):
+        """SQLite's PRAGMA quick_check: '' when the file is sound, else what it found (first lines), for a refusal
+        at start rather than a failure at the first vote."""
+        try:
+            conn = self._connect()
+            try:
+                rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return "" if rows == ["ok"] else "; ".join(rows)
 
     def add_campaign(self, name, study, definition, pairs, checks=(), new_pairs=()):
         """Create campaign `name` with its stored pairs [(pair_id, question, sampler, steps)], pairs new to this file
