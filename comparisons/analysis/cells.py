@@ -61,9 +61,28 @@ def _tally(votes):
     return {w: sum(v["winner"] == w for v in votes) for w in ("A", "B", "tie", "both_bad")}
 
 
+def address_numbers(votes):
+    """How much of a group of votes came from one address (votes cast on a hosted campaign keep a salted hash of
+    their address; others have none, and each of those counts as its own): the largest share from one address,
+    and A's and B's votes and A's win rate without that address's votes."""
+    counts = {}
+    for v in votes:
+        if v.get("address"):
+            counts[v["address"]] = counts.get(v["address"], 0) + 1
+    top = max(counts, key=counts.get) if counts else None
+    rest = [v for v in votes if top is None or v.get("address") != top]
+    n = _tally(rest)
+    decisive = n["A"] + n["B"]
+    return {"top_address_share": counts[top] / len(votes) if top else math.nan, "top_address_votes": counts.get(top, 0),
+            "votes_wo_top": len(rest), "a_wo_top": n["A"], "b_wo_top": n["B"],
+            "a_win_rate_wo_top": n["A"] / decisive if decisive else math.nan,
+            "p_value_wo_top": binomial_two_sided_p(n["A"], decisive)}
+
+
 def campaign_cells(cells, votes, alpha=0.05):
     """Per campaign cell, then over all cells: vote counts, A's win rate (Wilson 95%), sign test, the side
-    numbers (side_numbers), and the cell's LPIPS verdict beside the votes' own."""
+    numbers (side_numbers), how much came from one address and the counts without it (address_numbers), and the
+    cell's LPIPS verdict beside the votes' own."""
     by_cell = {}
     for v in votes:  # one pass: each vote to its cell
         by_cell.setdefault(cell_key(v), []).append(v)
@@ -80,7 +99,7 @@ def campaign_cells(cells, votes, alpha=0.05):
                      "a_win_rate": n["A"] / decisive if decisive else math.nan, "ci_low": lo, "ci_high": hi,
                      "p_value": p, "votes_verdict": verdict, "lpips_verdict": cell["lpips_verdict"],
                      "agreement": agreement(verdict, cell["lpips_verdict"]) if decisive else "no decisive votes yet",
-                     **side_numbers(mine)})
+                     **side_numbers(mine), **address_numbers(mine)})
     counted = [v for c in dict.fromkeys(cell_key(c) for c in cells) for v in by_cell.get(c, [])]
     n = _tally(counted)
     # Over all cells only the side numbers mean something: the cells ask different questions.
@@ -88,5 +107,6 @@ def campaign_cells(cells, votes, alpha=0.05):
                  "votes": len(counted), "a": n["A"], "b": n["B"], "tie": n["tie"], "both_bad": n["both_bad"],
                  "a_win_rate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
                  "votes_verdict": "", "lpips_verdict": "", "agreement": "", **side_numbers(counted),
+                 **address_numbers(counted),
                  "a_rate_a_left": math.nan, "a_rate_a_right": math.nan, "a_win_rate_corrected": math.nan})
     return rows
