@@ -4,7 +4,7 @@ import math
 
 from ..core.grid import cell_key
 from ..core.visibility import FLIP_VISIBLE
-from .stats import binomial_two_sided_p, paired_cell, verdicts, wilson_interval
+from .stats import INCONCLUSIVE, NO_DIFFERENCE, binomial_two_sided_p, paired_cell, verdicts, wilson_interval
 
 ALL_CELLS = "(all cells)"  # the campaign row over every cell
 
@@ -21,16 +21,32 @@ def cell_stats(spec, rows, visible_flip=FLIP_VISIBLE, invisible_share=0.05):
     return verdicts(cells)
 
 
+def lpips_side(lpips_verdict):
+    """What a study's LPIPS verdict (analysis.stats.verdicts) says of a cell: 'A' or 'B' (closer, by the sign test
+    or by the mean only), 'none' (no difference), 'inconclusive', or None (no such verdict: a campaign of image
+    files has no reference to be closer to)."""
+    lp = lpips_verdict.split(";")[0].strip()
+    if lp.startswith(("A closer", "B closer")):
+        return lp[0]
+    if lp == NO_DIFFERENCE:
+        return "none"
+    if lp.startswith(INCONCLUSIVE):
+        return "inconclusive"
+    return None
+
+
 def agreement(votes_verdict, lpips_verdict):
     """Do the votes and the study's LPIPS verdict say the same about a cell?"""
-    lp = lpips_verdict.split(";")[0].strip()
-    if lp not in ("A closer", "B closer", "no difference"):  # a campaign of image files: no reference to be closer to
+    side = lpips_side(lpips_verdict)
+    if side is None:
         return "no LPIPS verdict (no reference)"
-    if votes_verdict == "no preference" and lp == "no difference":
+    if side == "inconclusive":
+        return "undecided (LPIPS inconclusive)"
+    if votes_verdict == "no preference" and side == "none":
         return "agree (no difference)"
-    if votes_verdict == "no preference" or lp == "no difference":
+    if votes_verdict == "no preference" or side == "none":
         return "undecided (one finds no difference)"
-    same = (votes_verdict == "A preferred") == (lp == "A closer")
+    same = (votes_verdict == "A preferred") == (side == "A")
     return "agree" if same else "disagree"
 
 

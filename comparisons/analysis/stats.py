@@ -180,13 +180,70 @@ def paired_cell(rows, visible_flip=FLIP_VISIBLE, invisible_share=0.05, seed=0):
     }
 
 
-def verdicts(cells, alpha=0.05):
-    """Holm-correct the cells' sign tests in place and give each a verdict."""
-    for cell, p in zip(cells, holm([c["p_value"] for c in cells])):
+ALPHA = 0.05               # the sign test's level, after Holm across a study's cells
+EQUIVALENCE_MARGIN = 0.01  # LPIPS: a mean difference to the reference whose 95% interval lies within ±this is
+                           # "no difference" (0.01 is LPIPS's usual just-noticeable scale, VISIBLE_LPIPS)
+
+# The verdict words (README and the report state them; `agreement` in analysis.cells reads them back).
+INCONCLUSIVE_N = "inconclusive (n too small)"
+INCONCLUSIVE = "inconclusive"
+DISAGREE = "inconclusive (sign test and mean disagree)"
+NO_DIFFERENCE = "no difference"
+VERDICT_RULES = (
+    f"A closer / B closer: the sign test's p_holm < {ALPHA} (and the mean difference's interval does not exclude 0 "
+    f"on the other side: then '{DISAGREE}'). Otherwise, by the bootstrap 95% interval of the mean difference: "
+    f"'{INCONCLUSIVE_N}' when the cell has fewer samples than the sign test needs to reach p_holm < {ALPHA} even if "
+    f"every sample favoured one arm (the smallest two-sided p with n samples is 2·0.5^n, Holm-adjusted with the "
+    f"study's other cells); 'A closer (mean only)' / 'B closer (mean only)' when the interval excludes 0 (written "
+    f"'A closer by < {EQUIVALENCE_MARGIN} (mean only)' when it also lies within ±{EQUIVALENCE_MARGIN}); "
+    f"'{NO_DIFFERENCE}' only when the interval contains 0 and lies within the equivalence margin "
+    f"±{EQUIVALENCE_MARGIN} LPIPS; else '{INCONCLUSIVE}' (the interval straddles 0 and reaches beyond the margin). "
+    f"'; invisible' is added when fewer than 5% of the pairs are visibly different.")
+
+
+def smallest_p(n):
+    """The smallest two-sided sign-test p-value n decisive pairs can give (all one way): 2 * 0.5^n, capped at 1."""
+    return min(1.0, 2 * 0.5 ** n) if n > 0 else math.nan
+
+
+def verdict_words(n, a_closer_rate, p_holm, diff_lo, diff_hi, decidable, alpha=ALPHA, margin=EQUIVALENCE_MARGIN):
+    """One cell's verdict (without '; invisible') from its numbers: see VERDICT_RULES.
+
+    `decidable`: could the Holm-corrected sign test reach `alpha` with this cell's n samples, had every one favoured
+    the same arm. `diff_lo`/`diff_hi`: the 95% interval of mean LPIPS(A, ref) - LPIPS(B, ref) (negative: A closer).
+    """
+    interval = not (math.isnan(diff_lo) or math.isnan(diff_hi))
+    if not math.isnan(p_holm) and p_holm < alpha:
+        side = "A" if a_closer_rate > 0.5 else "B"
+        other = interval and (diff_lo > 0 if side == "A" else diff_hi < 0)
+        return DISAGREE if other else f"{side} closer"
+    if n < 2 or not decidable or not interval:
+        return INCONCLUSIVE_N
+    if diff_hi < 0 or diff_lo > 0:
+        side = "A" if diff_hi < 0 else "B"
+        small = -margin <= diff_lo and diff_hi <= margin
+        return f"{side} closer by < {margin:g} (mean only)" if small else f"{side} closer (mean only)"
+    if -margin <= diff_lo and diff_hi <= margin:
+        return NO_DIFFERENCE
+    return INCONCLUSIVE
+
+
+def decidable(cells, alpha=ALPHA):
+    """Per cell: could the Holm-corrected sign test reach `alpha` with the cell's n samples, had every one favoured
+    one arm (its p the smallest n allows, the other cells' as they are)?"""
+    ps = [c["p_value"] for c in cells]
+    out = []
+    for i, c in enumerate(cells):
+        best = smallest_p(c["n"])
+        out.append(not math.isnan(best) and holm(ps[:i] + [best] + ps[i + 1:])[i] < alpha)
+    return out
+
+
+def verdicts(cells, alpha=ALPHA, margin=EQUIVALENCE_MARGIN):
+    """Holm-correct the cells' sign tests in place and give each a verdict (VERDICT_RULES)."""
+    for cell, p, can in zip(cells, holm([c["p_value"] for c in cells]), decidable(cells, alpha)):
         cell["p_holm"] = p
-        if not math.isnan(p) and p < alpha:
-            verdict = "A closer" if cell["a_closer_rate"] > 0.5 else "B closer"
-        else:
-            verdict = "no difference"
+        verdict = verdict_words(cell["n"], cell["a_closer_rate"], p, cell["diff_ci_low"], cell["diff_ci_high"], can,
+                                alpha, margin)
         cell["verdict"] = verdict + ("; invisible" if cell["invisible"] else "")
     return cells
