@@ -5,6 +5,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from .core.config import COMPILE_MODES, CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
@@ -186,7 +187,67 @@ def cmd_campaign(args, out):
         done = campaign.export_bundle(store, args.name, target)
         print(f"wrote {done['path']}: {done['pairs']} pairs, {done['images']} images", file=out)
     else:
-        print(campaign.stats_text(args.name, campaign.stats(store, args.name)), file=out)
+        print(campaign_table(args.name, campaign.stats(store, args.name)), file=out)
+
+
+def text_table(header, rows, right=()):
+    """Rows under a header, every column as wide as its widest entry and two spaces between columns, so no value
+    ever runs into the next (`final-zero@align_your_steps  dpmpp_2m`); columns named in `right` align right."""
+    rows = [[str(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+    def line(values):
+        cells = [v.rjust(w) if h in right else v.ljust(w) for h, v, w in zip(header, values, widths)]
+        return "  ".join(cells).rstrip()
+    head = line([str(h) for h in header])
+    return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
+
+
+def _fmt(value, digits=3):
+    """A number as the study's report prints it ('' for none)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def study_table(cells):
+    """A study's verdict per cell as the terminal prints it."""
+    rows = []
+    for c in cells:
+        ci = f"[{_fmt(c['ci_low'], 2)}, {_fmt(c['ci_high'], 2)}]" if not math.isnan(c["ci_low"]) else ""
+        diff = f"{c['mean_diff']:+.4f} [{c['diff_ci_low']:+.4f}, {c['diff_ci_high']:+.4f}]" \
+            if not math.isnan(c["diff_ci_low"]) else _fmt(c["mean_diff"], 4)
+        rows.append([c["question"], c["sampler"], c["steps"], c["n"], _fmt(c["a_closer_rate"], 2), ci,
+                     _fmt(c["p_holm"], 3), diff, f"{c['lpips_ab']:.4f}", f"{c['visible_share']:.0%}", c["verdict"]])
+    return text_table(["question", "sampler", "steps", "n", "A closer", "95% CI", "p_holm", "mean diff [95% CI]",
+                       "LPIPS(A,B)", "visible", "verdict"], rows,
+                      right=("steps", "n", "A closer", "p_holm", "LPIPS(A,B)", "visible"))
+
+
+def campaign_table(name, rows):
+    """A campaign's stats as plain tables: every vote, then without the sessions their attention checks flagged."""
+    from .workflows.campaign import ALL_CELLS, VOTERS, cell_name
+
+    def fmt(x, d=3):
+        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+    counted = [r for r in rows if r["voters"] == "all" and r["question"] != ALL_CELLS]
+    lines = [f"campaign {name}: {sum(r['votes'] for r in counted)} votes over {sum(r['pairs'] for r in counted)} "
+             f"pairs from {rows[0]['sessions']} sessions; {rows[0]['flagged']} flagged by their attention checks (a "
+             "side picked on most checks)"]
+    header = ["cell", "votes", "A", "B", "tie", "bad", "A win rate [95% CI]", "p", "side-corr.", "left rate",
+              "side p", "votes say", "LPIPS says", "agreement"]
+    for voters in VOTERS:
+        table = [[cell_name(r), r["votes"], r["a"], r["b"], r["tie"], r["both_bad"],
+                  f"{fmt(r['a_win_rate'])} [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]", fmt(r["p_value"], 4),
+                  fmt(r["a_win_rate_corrected"]), fmt(r["left_rate"]), fmt(r["left_p"], 4), r["votes_verdict"],
+                  r["lpips_verdict"], r["agreement"]] for r in rows if r["voters"] == voters]
+        lines += ["", f"votes: {voters}", text_table(header, table, right=("votes", "A", "B", "tie", "bad", "p",
+                                                                            "side-corr.", "left rate", "side p"))]
+    lines.append("side-corr.: A's win rate averaged over A shown left and A shown right (a side preference cancels); "
+                 "left rate: how often the left image won, side p its sign test (small: voters favour a side)")
+    return "\n".join(lines)
 
 
 def _create_from_images(args, out):
@@ -302,12 +363,12 @@ def cmd_sweep(args, out):
     print(f"\n{pairing}: {len(rows)} pairs, {args.prompt!r}, {cfg_a.sampler} {cfg_a.steps} steps, "
           f"model {args.model}, results {args.results}", file=out)
     print(f"A = {cfg_a.to_json()}\nB = {cfg_b.to_json()}", file=out)
-    print(f"{'metric':<14}{'mean':>10}{'95% CI':>24}", file=out)
     keys = ["lpips", "psnr", "ssim", "max_abs_diff"] + (["lpips_a_ref", "lpips_b_ref"] if args.reference else [])
+    table = []
     for key in keys:
         mean, lo, hi = mean_interval([r.get(key) for r in rows])
-        ci = "" if math.isnan(lo) else f"[{lo:.4g}, {hi:.4g}]"
-        print(f"{key:<14}{mean:>10.4g}{ci:>24}", file=out)
+        table.append([key, f"{mean:.4g}", "" if math.isnan(lo) else f"[{lo:.4g}, {hi:.4g}]"])
+    print(text_table(["metric", "mean", "95% CI"], table, right=("mean", "95% CI")), file=out)
     if args.reference:
         closer = sum(r["lpips_a_ref"] < r["lpips_b_ref"] for r in rows)
         print(f"A closer to the 200-step reference in {closer} of {len(rows)} pairs", file=out)
@@ -323,9 +384,50 @@ def load_model_or_fail(name):
                          "id or folder that is available offline") from exc
 
 
+class PhaseBars:
+    """One progress bar per phase of a study, each timed by its own phase: a bar opens when its phase first reports
+    (a phase starts with amount 0), and its clock runs only while its phase works, so its elapsed time, rate and ETA
+    are that phase's own (the arms' ETA does not count the references computed before them, nor the measuring
+    between chunks)."""
+
+    def __init__(self, totals, file=None, clock=None):
+        self.totals = {phase: (total, desc, unit) for phase, (total, desc, unit) in totals.items() if total}
+        self.file, self.clock = file or sys.stderr, clock or time.time
+        self.bars, self.spent, self.active, self.since = {}, {}, None, None
+
+    def seconds(self, phase):
+        """The time `phase` has worked so far."""
+        running = self.clock() - self.since if phase == self.active else 0.0
+        return self.spent.get(phase, 0.0) + running
+
+    def __call__(self, phase, amount):
+        from tqdm import tqdm
+        if phase not in self.totals:
+            return
+        if phase != self.active:
+            now = self.clock()
+            if self.active is not None:
+                self.spent[self.active] = self.seconds(self.active)
+            self.active, self.since = phase, now
+            if phase not in self.bars:
+                total, desc, unit = self.totals[phase]
+                bar = tqdm(total=total, desc=f"{desc:<10}", unit=unit, position=len(self.bars), file=self.file,
+                           smoothing=0, dynamic_ncols=True, mininterval=0.5)
+                bar._time = lambda: self.seconds(phase)  # the phase's own clock, for elapsed, rate and ETA
+                bar.start_t = bar.last_print_t = self.seconds(phase)
+                self.bars[phase] = bar
+        if amount:
+            self.bars[phase].update(amount)
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
 def _run_study(args, ray, store, model, metric, spec):
     """The study's missing samples, here or on the Ray cluster: a bar of shards on Ray; here, what is cached, then one
-    bar for the references and one for the arms, in item-steps (samples x steps) with rates and ETA."""
+    bar per phase that has work (PhaseBars): references and arms in item-steps (samples x steps), the pairs measured
+    (LPIPS, FLIP) and the rows stored, each with its own phase's rate and ETA."""
     from tqdm import tqdm
 
     from .core.engine import compiled
@@ -344,31 +446,27 @@ def _run_study(args, ray, store, model, metric, spec):
                                  compile_mode=args.compile_mode)
         finally:
             bar.close()
-    bars = {}
+    bars = [PhaseBars({})]
 
     def opened(c):
-        """Before any work: say what is stored and cached, open one bar per phase that has work."""
+        """Before any work: say what is stored and cached, and which phases have work."""
         if c.rows_done == c.rows_total:
             print(f"study {spec.name}: all {c.rows_total} rows are stored; nothing to sample", file=sys.stderr)
             return
         print(f"study {spec.name}: {c.rows_done} of {c.rows_total} rows stored; to sample: references "
               f"{c.references_cached} of {c.references} cached, arm outputs {c.arms_cached} of {c.arms} cached",
               file=sys.stderr)
-        for position, (phase, work) in enumerate((("references", c.reference_work), ("arms", c.arm_work))):
-            if work:
-                bars[phase] = tqdm(total=work, desc=f"{phase:<10}", unit=" item-steps",
-                                   position=position, file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
-
-    def progress(phase, amount):
-        if phase in bars:
-            bars[phase].update(amount)
+        bars[0] = PhaseBars({"references": (c.reference_work, "references", " item-steps"),
+                             "arms": (c.arm_work, "arms", " item-steps"),
+                             "measuring": (c.pairs_to_measure, "measuring", " pairs"),
+                             "rows": (c.rows_total - c.rows_done, "storing", " rows")})
 
     try:
         with compiled(model, mode=args.compile_mode) if args.compile else contextlib.nullcontext():
-            return run_study(store, model, metric, spec, batch=args.batch, progress=progress, on_census=opened)
+            return run_study(store, model, metric, spec, batch=args.batch, progress=lambda *a: bars[0](*a),
+                             on_census=opened)
     finally:
-        for bar in bars.values():
-            bar.close()
+        bars[0].close()
 
 
 def cmd_study(args, out):
@@ -376,7 +474,7 @@ def cmd_study(args, out):
 
     from .analysis.cells import cell_stats
     from .core.metrics import LPIPS
-    from .workflows.report import precision_floor, reference_uncertainty, verdict_text, write_outputs
+    from .workflows.report import precision_floor, reference_uncertainty, write_outputs
     from .workflows.study import fill_flip
     # Everything is checked before the results file or the output folder exists.
     check_writable(args.out, "output folder", "--out")
@@ -418,15 +516,22 @@ def cmd_study(args, out):
             ray.shutdown()
     study = store.study(spec.name)
     rows = store.study_rows(study["study_id"])
+    unmeasured = sum(r.get("flip_max") is None for r in rows)
+    if unmeasured:
+        print(f"measuring FLIP of {unmeasured} rows stored before FLIP…", file=sys.stderr, flush=True)
     rows = fill_flip(store, rows)
     cells = cell_stats(spec, rows, args.visible_flip)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = time.perf_counter()
+    print(f"writing the report of {len(rows)} rows (reference uncertainty, precision floor, summary.csv, rows.csv, "
+          f"report.html, grid PNGs) to {args.out}…", file=sys.stderr, flush=True)
     paths = write_outputs(args.out, store, spec, cells, rows, reference_uncertainty(store, spec.model, spec, metric),
                           precision_floor(store, spec, rows, metric), args.app_url, created, grid_axes)
+    print(f"report written in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     print(f"\nstudy {spec.name}: {len(rows)} rows ({run.rows_written} new, {run.samples_run} samples run in "
           f"{run.seconds:.1f} s), model {spec.model}, reference {spec.reference.sampler} {spec.reference.steps} "
           f"steps, {spec.precision}", file=out)
-    print(verdict_text(cells), file=out)
+    print(study_table(cells), file=out)
     print("wrote " + ", ".join(str(p) for p in paths) + f"; results {args.results}", file=out)
 
 

@@ -98,6 +98,7 @@ class Census:
     arms: int
     arms_cached: int
     arm_work: int
+    pairs_to_measure: int = 0  # pairs the missing samples' chunks measure (every cell of each), before storing
 
 
 def census(store, plan):
@@ -109,7 +110,8 @@ def census(store, plan):
     have_refs, have_arms = set(store.references(refs)), set(store.arm_outputs(arms))
     return Census(plan.rows_total, plan.rows_done, len(refs), len(have_refs),
                   sum(c.steps for k, c in refs.items() if k not in have_refs), len(arms), len(have_arms),
-                  sum(c.steps for k, c in arms.items() if k not in have_arms))
+                  sum(c.steps for k, c in arms.items() if k not in have_arms),
+                  sum(len(chunk) for chunk in plan.chunks) * len(plan.cells))
 
 
 @dataclass
@@ -167,19 +169,25 @@ class ChunkResult:
 
 def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
     """Sample and measure one chunk: the references and arm outputs it lacks (`known`: what the store holds), every
-    cell. Writes nothing. `progress(phase, item-steps)` as work is done, phase 'references' or 'arms'."""
+    cell. Writes nothing. `progress(phase, amount)` as work is done: phase 'references' or 'arms' in item-steps,
+    'measuring' in pairs; each phase's first call (amount 0) says when it starts."""
     spec = plan.spec
     phase = (lambda name: (lambda n: progress(name, n))) if progress else (lambda name: None)  # noqa: E731
+    report = progress or (lambda name, n: None)
     new = {}
     wanted = [w for w in plan.references_wanted(chunk) if w not in known.references]
+    if wanted:
+        report("references", 0)
     for precision in dict.fromkeys(p for *_, p in wanted):
         computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision,
                                       progress=phase("references"))
         new.update({(s, c, precision): v for (s, c), v in computed.items()})
     refs = {**known.references, **{k: ref for k, (ref, _) in new.items()}}
     step_stats = {}
+    report("arms", 0)
     out, new_arms = sample_missing(model, plan, chunk, known.arms, phase("arms"), step_stats)
     n_s, n_k = out.shape[:2]
+    report("measuring", 0)  # decoding, LPIPS to the reference and between the arms, FLIP per pair
     floats = model.decode_float(out.flatten(0, 1))
     images, units = to_pil(floats), unit_images(floats)
     arrays = [np.asarray(im) for im in images]
@@ -205,6 +213,7 @@ def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
                    rmse_a_ref=rmse_ref[ia], rmse_b_ref=rmse_ref[ib], lpips_ab=lpips_ab, max_abs_diff=diff,
                    faithful_a=_bool(faithful[ia]), faithful_b=_bool(faithful[ib]), flip_max=flips[(ia, ib)])
         measured.append((cell, s, a, b, metrics, row))
+        report("measuring", 1)
     return ChunkResult(chunk, new, new_arms, images, plan.arm_sigmas(model), measured,
                        step_stats.get("batch_sizes", []))
 
@@ -234,8 +243,9 @@ def store_chunk(store, plan, result):
 def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_chunk=None, on_census=None):
     """Run the samples the store lacks, `batch` samples at a time (each chunk one transaction).
 
-    `on_census(Census)` is called before any work; `progress(phase, item-steps done)` for 'references' and 'arms'
-    as work proceeds, and progress('rows', rows stored) after each chunk; `after_chunk(n)` after each stored chunk.
+    `on_census(Census)` is called before any work; `progress(phase, amount)` as work proceeds (compute_chunk:
+    'references' and 'arms' in item-steps, 'measuring' in pairs), and progress('rows', 0) before each chunk is
+    stored, progress('rows', rows stored) after it; `after_chunk(n)` after each stored chunk.
     """
     started = time.perf_counter()
     plan = plan_study(store, spec, batch)
@@ -245,6 +255,8 @@ def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_c
     for n, chunk in enumerate(plan.chunks):
         result = compute_chunk(model, lpips_metric, plan, chunk, known_outputs(store, plan, chunk), progress)
         run.network_batches.extend(result.network_batches)
+        if progress:
+            progress("rows", 0)
         written = store_chunk(store, plan, result)
         run.rows_written += written
         run.samples_run += len(chunk)
