@@ -630,6 +630,10 @@ class ResultsStore:
         rows = self._read("SELECT * FROM served WHERE serve_id = ?", (serve_id,))
         return rows[0] if rows else None
 
+    def voted(self, pair_id, session):
+        """Has `session` voted on `pair_id`?"""
+        return bool(self._read("SELECT 1 FROM votes WHERE pair_id = ? AND session = ?", (pair_id, session)))
+
     def salt(self):
         """A random salt kept in the results file, for exporting session ids as salted hashes."""
         with self._transaction() as conn:
