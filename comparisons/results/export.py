@@ -99,10 +99,14 @@ _PER_NODE = re.compile(r"#\S+ (.+)")
 
 
 def stated_fields(meta, side):
-    """What one side's file states, one value per field (core.image_meta's fields). Metadata stored before the
-    fields summed up every pass ('#10 steps', '#12 steps'): a field every node states alike is folded into one value;
-    one the nodes state differently is left out (which node made the image was not recorded)."""
-    fields = _side(meta, side).get("fields")
+    """What one side ('A' or 'B') of an image pair's stored metadata states, one value per field (flat_fields)."""
+    return flat_fields(_side(meta, side).get("fields"))
+
+
+def flat_fields(fields):
+    """A file's fields (core.image_meta's), one value per field. Metadata read before the fields summed up every
+    sampling pass named them by node ('#10 steps', '#12 steps'): a field every node states alike is folded into one
+    value; one the nodes state differently is left out (which node made the image was not recorded)."""
     if not isinstance(fields, dict):
         return {}
     flat, per_node = {}, {}

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from ..core.config import NO_SEED, ImageArm
 from ..core.image_files import load, load_bytes, stored_png
-from ..core.image_meta import cell_name
+from ..core.image_meta import differing
 from ..core.visibility import is_below
 from ..errors import CampaignError, ImageError, clip
 from ..results.bundle import FORMAT, MAX_META, MAX_TEXT, NAME, VERSION
+from ..results.export import flat_fields
 from .campaign import CHECK_PAIRING, check_rate
 from .inspect_pair import measure
 
@@ -25,7 +26,7 @@ MAX_PAIRS = 10_000
 NO_REFERENCE = "no reference image"  # a cell's LPIPS verdict where no reference image exists
 MANIFEST_COLUMNS = ("a", "b")
 MANIFEST_OPTIONAL = ("cell", "prompt", "seed")
-NOT_STATED = "(not stated)"  # the model of a pair whose files do not both name the same one
+NOT_STATED = "(not stated)"  # the model of a pair whose files name none
 MAX_COLUMNS = 50  # a manifest's own columns kept with each pair (each value at most MAX_TEXT characters)
 
 
@@ -159,11 +160,17 @@ def measure_all(sources, metric, progress=None):
     measures)]. Only numbers, metadata and each file's SHA-256 are kept; the files are read again when stored."""
     if len(sources) > MAX_PAIRS:
         raise CampaignError(f"{len(sources)} pairs; a campaign holds at most {MAX_PAIRS}")
+    same = [src for src in sources if _same_file(src)]
+    if same:  # before any pair is measured
+        raise CampaignError(same_file_message(same))
     measured = []
     for k, src in enumerate(sources):
         a, b = load(src.a), load(src.b)
+        sha = tuple(hashlib.sha256(p.data).hexdigest() for p in (a, b))
+        if sha[0] == sha[1]:  # changed since the check above
+            raise CampaignError(same_file_message([src]))
         result = measure(metric, a, b)
-        measured.append((src, {"sha": tuple(hashlib.sha256(p.data).hexdigest() for p in (a, b)),
+        measured.append((src, {"sha": sha,
                                "metrics": result["metrics"], "meta": (a.meta, b.meta), "alpha": result["alpha"],
                                "lpips_how": result["lpips_how"]}))
         if progress:
@@ -171,19 +178,73 @@ def measure_all(sources, metric, progress=None):
     return measured
 
 
+def _same_file(src):
+    """Are a source's A and B the same file, or two files of the same bytes? (Sizes first: most pairs differ there.)"""
+    try:
+        if src.a.resolve() == src.b.resolve():
+            return True
+        if src.a.stat().st_size != src.b.stat().st_size:
+            return False
+        return hashlib.sha256(src.a.read_bytes()).digest() == hashlib.sha256(src.b.read_bytes()).digest()
+    except OSError:
+        return False  # load() says what is wrong with the file
+
+
+def same_file_message(same):
+    """One line refusing pairs whose A and B are the same file: an image against itself has nothing to judge, and
+    counted as a pair it would be counted as a comparison. (A campaign's attention checks are made by --checks.)"""
+    first = same[0]
+    more = "" if len(same) == 1 else (f"; {len(same)} such pairs in all: "
+                                      + clip(", ".join(src.a.name for src in same), 300))
+    return (f"pair {clip(first.a.name)}: A and B are the same file (same bytes: {clip(str(first.a))} and "
+            f"{clip(str(first.b))}), so it is refused, not counted{more}. A pair shows two different images: take "
+            "it out (from folders, move one of the two files away and pass --skip-unmatched; from a manifest, "
+            "drop its row); attention checks are added by --checks")
+
+
+# What differs between A and B names a campaign cell only where it is a setting: never what varies from one sample
+# to the next (prompts and seeds, whatever a source calls them), else every pair would be a cell of its own.
+def _is_setting(key):
+    low = str(key).lower()
+    return "seed" not in low and "prompt" not in low
+
+
+def settings(fields):
+    """A file's settings: its fields (one value each, flat_fields) without prompts and seeds."""
+    return {k: v for k, v in flat_fields(fields).items() if _is_setting(k)}
+
+
+def campaign_cell(fields_a, fields_b, labels):
+    """A campaign cell named by the settings A's and B's files state differently ('scheduler: karras vs beta'),
+    so two pairs whose files differ in the same settings the same way share one cell; by the labels where the
+    files state no setting differently."""
+    a, b = settings(fields_a), settings(fields_b)
+    return ("; ".join(f"{k}: {_short(a.get(k))} vs {_short(b.get(k))}" for k in differing(a, b, skip=()))
+            or f"{labels[0]} vs {labels[1]}")
+
+
+def _short(value):
+    text = "(none)" if value is None else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def create(store, name, measured, labels, kind, only_visible=False, seed=0, checks=0.1, unmatched=()):
-    """Store measure_all's pairs as campaign `name`: cells named by the manifest or by what the files say differs,
-    the images copied in, the campaign and its attention checks in one transaction; the definition."""
+    """Store measure_all's pairs as campaign `name`: cells named by the manifest or by the settings the files state
+    differently (campaign_cell), the images copied in, the campaign and its attention checks in one transaction; the
+    definition. A pair whose A and B are the same bytes is refused (same_file_message)."""
     check_name(name)
     check_rate(checks)
     labels = check_labels(labels)
     if store.campaign(name) is not None:
         raise CampaignError(f"a campaign named {name!r} exists in {store.path}; choose another name")
+    same = [src for src, m in measured if m["sha"][0] == m["sha"][1]]
+    if same:
+        raise CampaignError(same_file_message(same))
     arms = [ImageArm(label, name) for label in labels]
     by_cell, skipped, available = {}, {}, {}
     for src, m in measured:
         fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
-        cell = src.cell or clip(cell_name(fields_a, fields_b, labels), 160)
+        cell = src.cell or clip(campaign_cell(fields_a, fields_b, labels), 160)
         available[cell] = available.get(cell, 0) + 1
         if only_visible and is_below(m["metrics"]["flip_max"]):
             skipped[cell] = skipped.get(cell, 0) + 1
@@ -216,6 +277,16 @@ def _shared(src_value, a, b, key):
     return a[key] if key in a and key in b and a[key] == b[key] else None
 
 
+def _model(a, b):
+    """The pair's model: the checkpoint both files name, 'a / b' where they name different ones (a side that names
+    none is NOT_STATED), NOT_STATED where neither names one."""
+    ma, mb = a.get("model"), b.get("model")
+    if ma is None and mb is None:
+        return None
+    return ma if ma == mb else f"{_text(ma) if ma is not None else NOT_STATED} / " \
+                               f"{_text(mb) if mb is not None else NOT_STATED}"
+
+
 def _stored_image(store, path, sha):
     """Copy one file into the results file's images (PNG bytes as they came; JPEG and WebP as lossless PNG with
     their text), refused if it changed since it was measured."""
@@ -228,10 +299,10 @@ def _stored_image(store, path, sha):
 
 def _pair_fields(store, cell, arms, src, m):
     """The pair as ResultsStore stores it (texts within what a bundle carries), its images copied in."""
-    fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
+    fields_a, fields_b = (flat_fields(m["meta"][k]["fields"]) for k in (0, 1))
     seed = _shared(src.seed, fields_a, fields_b, "seed")
     prompt = _shared(src.prompt, fields_a, fields_b, "prompt")
-    model = _shared(None, fields_a, fields_b, "model")
+    model = _model(fields_a, fields_b)
     meta = {side: {"file": getattr(src, side.lower()).name, **m["meta"][k]} for k, side in enumerate(("A", "B"))}
     if len(json.dumps({**meta, "columns": src.columns})) > MAX_META:  # a bundle would refuse it: said here instead
         raise CampaignError(f"{src.a} and {src.b} say more about themselves than a pair may keep "
@@ -247,7 +318,12 @@ def _pair_fields(store, cell, arms, src, m):
 
 def _bounded(value, missing):
     """A stated text as stored with the pair: at most MAX_TEXT characters (the whole is in image_meta)."""
-    return missing if value is None else clip(str(value), MAX_TEXT - 40)
+    return missing if value is None else clip(_text(value), MAX_TEXT - 40)
+
+
+def _text(value):
+    """A stated value as text: a string as it is, anything else (a list of combined prompts) as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _checks(pairs, rate, seed):
