@@ -106,8 +106,14 @@ def lpips_figure(groups, limit=CHART_ROWS):
 
 
 def question_figure(question, cells, rows):
-    """Each arm's mean LPIPS to the reference against steps (log axis, bootstrap bands), and A's closer-rate
-    (Wilson band); one line per sampler. PNG bytes."""
+    """question_axes as PNG bytes."""
+    return figure_png(question_axes(question, cells, rows), dpi=110)
+
+
+def question_axes(question, cells, rows):
+    """One cell question's figure (a study's `question`, or `question@schedule` with --schedules): each arm's mean
+    LPIPS to the reference against steps (log axis, bootstrap bands), and A's closer-rate (Wilson band); one line
+    per sampler and arm, each named in the legend. The matplotlib figure (question_figure draws it)."""
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     mine = [c for c in cells if c["question"] == question]
@@ -118,13 +124,13 @@ def question_figure(question, cells, rows):
         for arm, style in (("a", "-"), ("b", "--")):
             mean, lo, hi = zip(*[bootstrap_mean_interval(
                 [r[f"lpips_{arm}_ref"] for r in rows if cell_key(r) == (question, sampler, s)]) for s in steps])
-            left.plot(steps, mean, style, marker="o", color=colour, label=f"{sampler} {arm.upper()}")
+            left.plot(steps, mean, style, marker="o", color=colour, label=f"{sampler} · arm {arm.upper()}")
             left.fill_between(steps, _nan0(lo, mean), _nan0(hi, mean), color=colour, alpha=0.15)
         by_steps = {c["steps"]: c for c in mine if c["sampler"] == sampler}
         rate = [by_steps[s]["a_closer_rate"] for s in steps]
         ci = [wilson_interval(by_steps[s]["a_closer"], by_steps[s]["a_closer"] + by_steps[s]["b_closer"])
               for s in steps]
-        right.plot(steps, rate, marker="o", color=colour, label=sampler)
+        right.plot(steps, rate, marker="o", color=colour, label=f"{sampler} · share A closer")
         right.fill_between(steps, _nan0([c[0] for c in ci], rate), _nan0([c[1] for c in ci], rate),
                            color=colour, alpha=0.15)
     ticks = sorted({c["steps"] for c in mine})
@@ -143,7 +149,10 @@ def question_figure(question, cells, rows):
     for ax in (left, right):
         if ax.get_legend_handles_labels()[0]:  # a cell whose every pair tied draws no line to name
             ax.legend(fontsize=7)
-    return figure_png(fig, dpi=110)
+    if not mine:
+        for ax in (left, right):
+            ax.text(0.5, 0.5, f"no cells named {question}", ha="center", va="center", transform=ax.transAxes)
+    return fig
 
 
 def _nan0(values, fallback):

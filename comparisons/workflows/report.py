@@ -272,11 +272,17 @@ def write_outputs(out, store, spec, cells, rows, ref_uncertainty, floor, app_url
     return [out / "summary.csv", out / "rows.csv", out / "report.html", *(out / n for n in pngs)]
 
 
+def plot_questions(cells):
+    """The questions the plots draw, one figure each, in grid order: the cells' own names, so with --schedules
+    each question@schedule (a question asked under a schedule is a question of its own)."""
+    return list(dict.fromkeys(c["question"] for c in cells))
+
+
 def plots_html(spec, cells, rows):
-    """Every question's two plots as inline PNGs."""
-    return "".join(f'<h4>{html.escape(q.name)}</h4><img class="plot" alt="{html.escape(q.name)} plots" '
+    """Every cell question's two plots as inline PNGs (plot_questions)."""
+    return "".join(f'<h4>{html.escape(q)}</h4><img class="plot" alt="{html.escape(q)} plots" '
                    f'style="max-width:100%" src="data:image/png;base64,'
-                   f'{base64.b64encode(question_figure(q.name, cells, rows)).decode()}">' for q in spec.questions)
+                   f'{base64.b64encode(question_figure(q, cells, rows)).decode()}">' for q in plot_questions(cells))
 
 
 def study_grid_html(store, name, x, y, z=None):

@@ -1,0 +1,74 @@
+"""Issue #32: a study's plots with --schedules (cells named question@schedule) are drawn, one figure per
+question@schedule, in report.html and in the Study tab; the points drawn are counted from the figures' lines."""
+import math
+
+import pytest
+
+from comparisons.analysis import charts
+from comparisons.results.store import ResultsStore
+from comparisons.workflows import report
+from tests.conftest import run_cli
+
+STEPS = (3, 5)
+
+
+@pytest.fixture(scope="module")
+def schedules_study(tmp_path_factory):
+    """A tiny study with two schedules: one question, one sampler, two step counts, two seeds (embedded model)."""
+    root = tmp_path_factory.mktemp("schedules")
+    code, out, err = run_cli(["study", "--name", "two-schedules", "--questions", "final-zero", "--samplers", "euler",
+                              "--steps", ",".join(map(str, STEPS)), "--seeds", "0-1", "--prompts", "a red circle",
+                              "--schedules", "beta,normal", "--results", str(root / "r.db"), "--out",
+                              str(root / "out"), "--reference", '{"steps": 8}', "--reference-check", "1",
+                              "--batch", "4"])
+    assert code == 0, (out, err)
+    return root
+
+
+def _points(line):
+    return sum(math.isfinite(y) for y in line.get_ydata())
+
+
+def _counting(drawn):
+    """question_figure that records, per question, the points each of its two plots draws (named lines only: the
+    0.5 guide is not data)."""
+    def figure(question, cells, rows):
+        fig = charts.question_axes(question, cells, rows)
+        left, right = fig.axes[:2]
+        drawn[question] = [sum(_points(line) for line in ax.lines if not line.get_label().startswith("_"))
+                           for ax in (left, right)]
+        drawn[question, "legend"] = [t.get_text() for t in left.get_legend().get_texts()]
+        return charts.figure_png(fig)
+    return figure
+
+
+def test_report_and_study_tab_draw_one_plot_per_question_at_each_schedule(schedules_study, monkeypatch):
+    store = ResultsStore(schedules_study / "r.db")
+    drawn = {}
+    monkeypatch.setattr(report, "question_figure", _counting(drawn))
+    view = report.study_view(store, "two-schedules")
+    questions = ["final-zero@beta", "final-zero@normal"]
+    assert sorted(k for k in drawn if isinstance(k, str)) == questions
+    for q in questions:
+        # One sampler, arms A and B, at two step counts: 4 points of distance; A's closer-share at 2 step counts.
+        assert drawn[q][0] == 2 * len(STEPS), drawn
+        assert 1 <= drawn[q][1] <= len(STEPS), drawn
+        assert drawn[q, "legend"] == ["euler · arm A", "euler · arm B"]
+        assert f"<h4>{q}</h4>" in view["plots"]
+    assert view["plots"].count('<img class="plot"') == 2
+
+
+def test_the_written_report_has_the_schedules_plots(schedules_study):
+    html = (schedules_study / "out" / "report.html").read_text()
+    for q in ("final-zero@beta", "final-zero@normal"):
+        assert f'<h4>{q}</h4><img class="plot"' in html
+    # And the figure the report drew has data: the same numbers, redrawn from the store.
+    store = ResultsStore(schedules_study / "r.db")
+    from comparisons.analysis.cells import cell_stats
+    from comparisons.core.grid import StudySpec
+    study = store.study("two-schedules")
+    rows = store.study_rows(study["study_id"])
+    cells = cell_stats(StudySpec.from_json(study["spec"]), rows)
+    fig = charts.question_axes("final-zero@beta", cells, rows)
+    assert sum(_points(line) for line in fig.axes[0].lines) == 2 * len(STEPS)
+    charts._plt().close(fig)
