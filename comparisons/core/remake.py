@@ -1,0 +1,162 @@
+"""An image made elsewhere, remade here: the nearest config this tool can run from what the file says about itself
+(`core.image_meta.metadata(text)["fields"]`: sampler, scheduler, steps, cfg, seed, prompt, negative_prompt, model,
+denoise, size), and every setting that cannot be carried over, named. ComfyUI's sampler and scheduler names are
+this tool's; AUTOMATIC1111's ("DPM++ 2M Karras", "Euler a", "Schedule type: Karras") are translated."""
+from sampler_lib import SAMPLERS, SCHEDULES
+
+from ..errors import clip
+from .config import MAX_SEED, MAX_STEPS, SamplerConfig
+
+# AUTOMATIC1111 / Forge sampler names (lower case) -> ours. A1111's UniPC runs variant bh1 by default: B(h) = h.
+A1111_SAMPLERS = {
+    "euler": "euler", "euler a": "euler_ancestral", "heun": "heun", "dpm2": "dpm_2", "dpm2 a": "dpm_2_ancestral",
+    "dpm++ 2s a": "dpmpp_2s_ancestral", "dpm++ 2m": "dpmpp_2m", "dpm++ sde": "dpmpp_sde",
+    "dpm++ 2m sde": "dpmpp_2m_sde", "dpm++ 3m sde": "dpmpp_3m_sde", "dpm fast": "dpm_fast",
+    "dpm adaptive": "dpm_adaptive", "lms": "lms", "ddim": "ddim", "ddpm": "ddpm", "lcm": "lcm", "unipc": "uni_pc",
+}
+# AUTOMATIC1111 schedule names (its "Schedule type", or the suffix of an older sampler name) -> ours. "Uniform"
+# is k-diffusion's get_sigmas, even in timestep: ComfyUI's normal.
+A1111_SCHEDULES = {
+    "karras": "karras", "exponential": "exponential", "polyexponential": "polyexponential", "uniform": "normal",
+    "normal": "normal", "sgm uniform": "sgm_uniform", "simple": "simple", "ddim": "ddim_uniform", "beta": "beta",
+    "kl optimal": "kl_optimal", "align your steps": "align_your_steps",
+}
+# ComfyUI's scheduler names that differ from ours.
+COMFY_SCHEDULES = {"ays": "align_your_steps", "ddim": "ddim_uniform"}
+# Settings a file may state that change its image and have no counterpart here.
+NOT_CARRIED = ("Hires upscale", "Hires upscaler", "Hires steps", "Refiner", "Refiner switch at", "Clip skip")
+
+
+def settings_from_metadata(fields, model_name, models=None, prompts=None, size=None):
+    """(settings, unmapped) for the Compare form from a file's resolved fields.
+
+    `model_name`: the model the form samples with; `models`: the models this tool has (default: that one);
+    `prompts`: the prompts that model understands (None: free text); `size`: its images' size ('64x64'; None: not
+    checked). `settings` holds `config` (a SamplerConfig
+    dict: the nearest config, this tool's defaults where the file says nothing), `model`, `seed` (None when not
+    carried) and `prompt` (None when not carried); `unmapped` names every stated setting not carried over and every
+    setting the file does not state, in words ("model sd_xl_base_1.0.safetensors (this tool has: embedded)")."""
+    fields = dict(fields or {})
+    models = list(models or [model_name])
+    unmapped, config = [], {}
+    model = model_name
+    stated_model = _text(fields.get("model"))
+    if stated_model:
+        if stated_model in models:
+            model = stated_model
+        else:
+            unmapped.append(f"model {stated_model} (this tool has: {', '.join(models)}; {model_name} used)")
+    sampler, schedule_from_sampler = _sampler(fields.get("sampler"), unmapped)
+    if sampler:
+        config["sampler"] = sampler
+    stated_schedule = _text(fields.get("scheduler"))
+    schedule = _schedule(stated_schedule, unmapped) or schedule_from_sampler
+    if schedule:
+        config["schedule"] = schedule
+    elif stated_schedule.lower() == "automatic":
+        unmapped.append(f"schedule Automatic (A1111's default for the sampler; {SamplerConfig.schedule} used)")
+    elif not stated_schedule:
+        unmapped.append(f"schedule not stated ({SamplerConfig.schedule} used)")
+    steps = _whole(fields.get("steps"))
+    if steps is not None and 1 <= steps <= MAX_STEPS:
+        config["steps"] = steps
+    elif fields.get("steps") is not None:
+        unmapped.append(f"steps {clip(repr(fields['steps']))} (1 to {MAX_STEPS} here)")
+    else:
+        unmapped.append(f"steps not stated ({SamplerConfig.steps} used)")
+    cfg = _float(fields.get("cfg"))
+    if cfg is not None and 0 <= cfg <= 100:
+        config["guidance_scale"] = cfg
+    elif fields.get("cfg") is not None:
+        unmapped.append(f"cfg {clip(repr(fields['cfg']))} (0 to 100 here)")
+    else:
+        unmapped.append(f"cfg not stated (guidance {SamplerConfig.guidance_scale:g} used)")
+    seed = _whole(fields.get("seed"))
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        unmapped.append(f"seed {clip(repr(fields['seed']))}" if fields.get("seed") is not None else
+                        "seed not stated")
+        seed = None
+    prompt = fields.get("prompt")
+    prompt = prompt if isinstance(prompt, str) else None
+    if prompt is None:
+        unmapped.append("prompt not stated")
+    elif prompts is not None and prompt.strip() not in prompts:
+        unmapped.append(f"prompt {clip(repr(prompt), 80)} (the {model} model knows only its own prompts, such as "
+                        f"{', '.join(repr(p) for p in list(prompts)[:3])})")
+        prompt = None
+    elif prompts is not None:
+        prompt = prompt.strip()
+    if _text(fields.get("negative_prompt")):
+        unmapped.append(f"negative prompt {clip(repr(fields['negative_prompt']), 80)} (this tool samples without one)")
+    denoise = _float(fields.get("denoise"))
+    if denoise is not None and denoise != 1:
+        unmapped.append(f"denoise {denoise:g} (this tool samples from pure noise: denoise 1)")
+    stated_size = _text(fields.get("size"))
+    if size and stated_size and stated_size.replace(" ", "") != size:
+        unmapped.append(f"size {clip(stated_size, 30)} (the {model} model makes {size})")
+    for key in NOT_CARRIED:
+        if fields.get(key) not in (None, ""):
+            unmapped.append(f"{key} {clip(str(fields[key]), 60)}")
+    # The config as this tool would run it: anything it refuses is named instead of carried.
+    try:
+        config = SamplerConfig.from_dict(config).to_dict()
+    except ValueError as exc:
+        unmapped.append(f"config ({exc})")
+        config = SamplerConfig().to_dict()
+    return {"config": config, "model": model, "seed": seed, "prompt": prompt}, unmapped
+
+
+def _text(value):
+    return value.strip() if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _sampler(value, unmapped):
+    """(our sampler, the schedule an older A1111 name carries) or (None, None) with the reason in `unmapped`."""
+    name = _text(value)
+    if not name:
+        unmapped.append(f"sampler not stated ({SamplerConfig.sampler} used)")
+        return None, None
+    if name in SAMPLERS:
+        return name, None
+    if name.endswith("_gpu") and name[:-4] in SAMPLERS:  # ComfyUI's GPU-noise variants: the same steps
+        unmapped.append(f"sampler {name}'s noise ({name[:-4]} with this tool's Brownian noise)")
+        return name[:-4], None
+    lower = name.lower()
+    if lower in A1111_SAMPLERS:
+        return A1111_SAMPLERS[lower], None
+    # Before A1111 1.9 the schedule was part of the name: "DPM++ 2M Karras", "DPM++ 2M SDE Exponential".
+    for suffix, schedule in A1111_SCHEDULES.items():
+        base = lower.removesuffix(" " + suffix)
+        if base != lower and base in A1111_SAMPLERS:
+            return A1111_SAMPLERS[base], schedule
+    unmapped.append(f"sampler {clip(repr(name), 60)} ({SamplerConfig.sampler} used)")
+    return None, None
+
+
+def _schedule(value, unmapped):
+    name = _text(value)
+    if not name or name.lower() == "automatic":
+        return None
+    if name in SCHEDULES:
+        return name
+    if name in COMFY_SCHEDULES:
+        return COMFY_SCHEDULES[name]
+    if name.lower() in A1111_SCHEDULES:
+        return A1111_SCHEDULES[name.lower()]
+    unmapped.append(f"scheduler {clip(repr(name), 60)} ({SamplerConfig.schedule} used)")
+    return None
+
+
+def _float(value):
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _whole(value):
+    number = _float(value)
+    return int(number) if number is not None and number == int(number) else None
