@@ -88,11 +88,12 @@ def test_comfyui_graph_is_followed_through_its_links():
     assert parse_comfyui(json.dumps(graph)) == {"sampler": "euler", "scheduler": "simple", "steps": 20, "cfg": 3.5,
                                                 "seed": 99, "denoise": 1, "prompt": "a fox", "negative_prompt": "a fox",
                                                 "model": "flux.safetensors", "size": "768x1024"}
-    # Two sampler nodes (a refiner pass): which made the image is not recorded, so each field names its node.
+    # Two independent sampler nodes: two passes in node order (3 before 10); the flat fields are the last pass's.
     two = comfyui_graph()
     two["10"] = {**two["3"], "inputs": {**two["3"]["inputs"], "steps": 5, "denoise": 0.3}}
     fields = parse_comfyui(json.dumps(two))
-    assert fields["#3 steps"] == 20 and fields["#10 steps"] == 5 and "steps" not in fields
+    assert fields["steps"] == 5 and fields["denoise"] == 0.3 and not any(k.startswith("#") for k in fields)
+    assert [(p["node"], p["steps"]) for p in metadata({"prompt": json.dumps(two)})["passes"]] == [("3", 20), ("10", 5)]
 
 
 def test_this_tools_own_metadata_and_unparsed_text_kept_raw(tmp_path):
@@ -104,13 +105,13 @@ def test_this_tools_own_metadata_and_unparsed_text_kept_raw(tmp_path):
     assert meta["format"] == "ab-lab" and meta["fields"]["sampler"] == "euler" and meta["fields"]["steps"] == 7 \
         and meta["fields"]["scheduler"] == "beta" and meta["fields"]["seed"] == 5
     bad = {"parameters": "just a caption, no parameters line"}
-    assert metadata(bad) == {"format": "unparsed", "fields": {}, "raw": bad,
+    assert metadata(bad) == {"format": "unparsed", "fields": {}, "passes": [], "raw": bad,
                              "note": "kept raw: an A1111 'parameters' text without its 'Steps: …, Sampler: …' line"}
     broken = metadata({"prompt": "{not json", "workflow": "x" * 9000})
     assert broken["format"] == "unparsed" and broken["fields"] == {} and broken["raw"]["prompt"] == "{not json"
     assert broken["raw"]["workflow"].endswith("(9000 characters)") and "not JSON" in broken["note"]
     assert metadata({"workflow": "{}"})["format"] == "unparsed"
-    assert metadata({"Software": "GIMP"}) == {"format": "none", "fields": {}, "raw": {},
+    assert metadata({"Software": "GIMP"}) == {"format": "none", "fields": {}, "passes": [], "raw": {},
                                               "note": "no generation parameters in the file"}
 
 

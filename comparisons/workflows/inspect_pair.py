@@ -97,14 +97,20 @@ def text_report(result):
 
 
 def metadata_lines(meta_a, meta_b):
-    """One line per side saying what its file states, then the fields in which they differ."""
-    from ..core.image_meta import differing
+    """One line per side saying what its file states (and, when it ran several sampling passes, one line per pass
+    in execution order), then the fields in which they differ, each value on one line (core.image_meta.value_text:
+    lists as lists, line breaks shown, never a raw escape)."""
+    from ..core.image_meta import comparable, differing, pass_title, value_text
     lines = []
     for side, meta in (("A", meta_a), ("B", meta_b)):
         lines.append(f"{side} metadata: {meta['format']}" + (f" ({meta['note']})" if meta["note"] else ""))
-    diff = differing(meta_a["fields"], meta_b["fields"], skip=())
+        passes = meta.get("passes") or []
+        if len(passes) > 1:
+            lines += [f"{side} {pass_title(p, i)}" for i, p in enumerate(passes, 1)]
+    diff = differing(meta_a, meta_b, skip=())
     if diff:
-        lines.append("differs: " + "; ".join(f"{k}: {meta_a['fields'].get(k)!r} vs {meta_b['fields'].get(k)!r}"
+        fa, fb = comparable(meta_a, meta_b)
+        lines.append("differs: " + "; ".join(f"{k}: {value_text(fa.get(k))} vs {value_text(fb.get(k))}"
                                             for k in diff))
     return lines
 

@@ -114,35 +114,58 @@ META_ORDER = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg
 
 def metadata_table(images, compact=False):
     """What two image files say about themselves (core.image_meta, `images` {'A': …, 'B': …} each with its file
-    name) as a table, one row per field, the ones that differ marked and in bold; text that could not be parsed is
-    shown raw, and said so. `compact` (beside a vote): only the fields that differ, the rest under a <details>."""
+    name) as a table, one row per field, the ones that differ marked and in bold, then (when either file ran more
+    than one sampling pass, or a pass states more than its fields) one block per pass in execution order under a
+    header like 'pass 1 · #10 KSamplerAdvanced · steps 0–20 of 25'. A combined prompt is a list, every text is
+    escaped; text that could not be parsed is shown raw, and said so. `compact` (beside a vote): only the rows that
+    differ, the rest under a <details>."""
+    from ..core.image_meta import PASS_FIELDS, pass_title
     a, b = images["A"], images["B"]
     fa, fb = a["fields"], b["fields"]
     keys = [k for k in META_ORDER if k in fa or k in fb] + sorted((set(fa) | set(fb)) - set(META_ORDER))
-    cell = lambda v: "—" if v is None else html.escape(_clip(str(v), 300))  # noqa: E731
+    rows = [(html.escape(k), fa.get(k), fb.get(k)) for k in keys]
+    pa, pb = a.get("passes") or [], b.get("passes") or []
+    beyond = set(PASS_FIELDS) - set(META_ORDER) - {"node", "kind", "guidance"}
+    blocks = []  # (header cells, rows) per pass
+    if max(len(pa), len(pb)) > 1 or any(beyond & set(p) for p in pa + pb):
+        for i in range(max(len(pa), len(pb))):
+            one, two = (pa[i] if i < len(pa) else {}), (pb[i] if i < len(pb) else {})
+            names = [k for k in PASS_FIELDS if k not in ("node", "kind") and (k in one or k in two)]
+            head = tuple(html.escape(pass_title(p, i + 1)) if p else "—" for p in (one, two))
+            blocks.append((head, [(f"{html.escape(k)}", one.get(k), two.get(k)) for k in names]))
 
-    def row(k):
-        if fa.get(k) == fb.get(k):
-            return f"<tr><th>{html.escape(k)}</th><td>{cell(fa.get(k))}</td><td>{cell(fb.get(k))}</td></tr>"
-        return (f'<tr class="differs"><th>{html.escape(k)}</th><td><b>{cell(fa.get(k))}</b></td>'
-                f"<td><b>{cell(fb.get(k))}</b></td></tr>")
+    def row(label, va, vb):
+        if va == vb:
+            return f"<tr><th>{label}</th><td>{_meta_cell(va)}</td><td>{_meta_cell(vb)}</td></tr>"
+        return (f'<tr class="differs"><th>{label}</th><td><b>{_meta_cell(va)}</b></td>'
+                f"<td><b>{_meta_cell(vb)}</b></td></tr>")
+
+    def body(only_differing):
+        out = [row(*r) for r in rows if not only_differing or r[1] != r[2]]
+        for n, (head, pass_rows) in enumerate(blocks, 1):
+            shown = [r for r in pass_rows if not only_differing or r[1] != r[2]]
+            if shown or not only_differing:
+                out.append(f'<tr class="pass-head"><th>pass {n}</th><th>{head[0]}</th><th>{head[1]}</th></tr>')
+                out += [row(*r) for r in shown]
+        return "".join(out)
 
     head = "".join(f"<th>{s} · {html.escape(images[s]['file'])}<br><small>{html.escape(images[s]['format'])}"
                    "</small></th>" for s in ("A", "B"))
 
-    def table(rows, table_id):
+    def table(content, table_id):
         return (f'<table class="image-meta" id="{table_id}"><thead><tr><th>field</th>{head}</tr></thead>'
-                f"<tbody>{''.join(row(k) for k in rows)}</tbody></table>")
+                f"<tbody>{content}</tbody></table>")
 
-    differ = [k for k in keys if fa.get(k) != fb.get(k)]
-    if not keys:
-        tables = table([], "image-meta") + "<p>Neither file states how it was made.</p>"
+    differ = body(True)
+    if not keys and not blocks:
+        tables = table("", "image-meta") + "<p>Neither file states how it was made.</p>"
     elif compact:
-        tables = (table(differ, "image-meta") if differ else table([], "image-meta")
-                  + "<p>The files state the same values.</p>")
-        tables += f"<details><summary>every field ({len(keys)})</summary>{table(keys, 'image-meta-all')}</details>"
+        tables = table(differ, "image-meta") if differ else (table("", "image-meta")
+                                                             + "<p>The files state the same values.</p>")
+        count = len(rows) + sum(len(r) for _, r in blocks)
+        tables += f"<details><summary>every field ({count})</summary>{table(body(False), 'image-meta-all')}</details>"
     else:
-        tables = table(keys, "image-meta")
+        tables = table(body(False), "image-meta")
     notes = "".join(f"<p>{s}: {html.escape(images[s]['note'])}</p>" for s in ("A", "B") if images[s]["note"])
     raw = "".join(f"<details><summary>{s}: raw {html.escape(k)}</summary><pre>{html.escape(v)}</pre></details>"
                   for s in ("A", "B") for k, v in images[s]["raw"].items())
@@ -150,6 +173,18 @@ def metadata_table(images, compact=False):
     columns = ("<p>Manifest: " + "; ".join(f"{html.escape(k)} = {html.escape(_clip(str(v), 200))}"
                                            for k, v in extra.items()) + "</p>") if extra else ""
     return tables + notes + raw + columns
+
+
+def _meta_cell(value):
+    """One stated value as HTML: '—' when not stated, a list as list items, yes/no, text escaped (line breaks
+    kept as <br>, nothing from the file ever markup)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return '<ol class="meta-list">' + "".join(f"<li>{_meta_cell(v)}</li>" for v in value) + "</ol>"
+    return html.escape(_clip(str(value), 300)).replace("\n", "<br>")
 
 
 def _clip(text, limit):
