@@ -47,10 +47,13 @@ def aggregates(lab):
 
 
 def charts_html(lab):
-    """A's win rate per question and LPIPS(A, B) per pairing, as two inline PNGs (drawn once per store state)."""
+    """A's win rate per comparison and LPIPS(A, B) per comparison (pairing, config A, config B: never two samplers
+    or two config pairs under one label), as two inline PNGs (drawn once per store state)."""
     n = charts(lab.store)
-    return (views.image_html(n["win_rate_png"], "win-rate-chart", "A's win rate per question")
-            + views.image_html(n["lpips_png"], "lpips-chart", "LPIPS(A, B) per question"))
+    return (views.image_html(n["win_rate_png"], "win-rate-chart",
+                             "A's win rate per comparison (pairing, sampler and steps, A's and B's settings)")
+            + views.image_html(n["lpips_png"], "lpips-chart",
+                               "LPIPS(A, B) per comparison (pairing, sampler and steps, A's and B's settings)"))
 
 
 def table_page(lab, which, page):

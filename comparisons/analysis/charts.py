@@ -1,10 +1,10 @@
 """Figures as PNG bytes: the Results tab's win rates and LPIPS per question, a study's distance-to-reference
 plots. Drawn in memory (matplotlib's Agg backend); nothing is written to disk."""
 import io
-import json
 import math
+import textwrap
 
-from ..core.config import IMAGES
+from ..core.config import ImageArm, SamplerConfig, arm_from_json
 from ..core.grid import cell_key
 from ..core.visibility import VISIBLE_LPIPS
 from .stats import bootstrap_mean_interval, wilson_interval
@@ -25,13 +25,36 @@ def figure_png(fig, dpi=100):
     return buf.getvalue()
 
 
+def _value(v):
+    return f"{v:g}" if isinstance(v, float) else str(v)  # 4.0200000000000005 reads 4.02
+
+
+def pair_label(pairing, config_a, config_b):
+    """One comparison in a few words, distinct for distinct (pairing, config A, config B): the pairing, the
+    sampler(s) and steps, every other field both arms share away from the defaults, then each field that differs
+    as 'field A vs B' ('custom · uni_pc vs euler 10 steps · quantize paper vs off'). A campaign of image files: its
+    two labels."""
+    a, b = arm_from_json(config_a), arm_from_json(config_b)
+    if isinstance(a, ImageArm) or isinstance(b, ImageArm):
+        name = lambda arm: arm.label if isinstance(arm, ImageArm) else f"{arm.sampler} {arm.steps} steps"  # noqa: E731
+        return f"{pairing} · {name(a)} vs {name(b)}"
+    da, db, default = a.to_dict(), b.to_dict(), SamplerConfig().to_dict()
+    both = lambda k: _value(da[k]) if da[k] == db[k] else f"{_value(da[k])} vs {_value(db[k])}"  # noqa: E731
+    parts = [pairing, f"{both('sampler')} {both('steps')} steps"]
+    rest = [k for k in da if k not in ("sampler", "steps")]
+    parts += [f"{k} {_value(da[k])}" for k in rest if da[k] == db[k] and da[k] != default[k]]
+    differs = [f"{k} {both(k)}" for k in rest if da[k] != db[k]]
+    return " · ".join(parts + (differs or ["A = B"]))
+
+
 def question_label(row):
-    """'final-zero · heun 4 steps · g 3.0' from a by_question row (A's sampler/steps/guidance; B's if they differ)."""
-    a, b = json.loads(row["config_a"]), json.loads(row["config_b"])
-    if IMAGES in (a.get("source"), b.get("source")):  # a campaign of image files: its two labels
-        return f"{row['pairing']} · {a.get('label')} vs {b.get('label')}"
-    part = lambda k: str(a[k]) if a[k] == b[k] else f"{a[k]}/{b[k]}"  # noqa: E731
-    return f"{row['pairing']} · {part('sampler')} {part('steps')} steps · g {part('guidance_scale')}"
+    """A by_question row's comparison (pair_label): what the win-rate chart names each line by."""
+    return pair_label(row["pairing"], row["config_a"], row["config_b"])
+
+
+def _wrap(label, width=72):
+    """A long tick label on two or more lines rather than across the chart."""
+    return textwrap.fill(label, width, break_long_words=False, break_on_hyphens=False)
 
 
 CHART_ROWS = 30  # a chart taller than a screen or two is read by nobody: the table holds every question
@@ -56,7 +79,7 @@ def win_rate_figure(rows, limit=CHART_ROWS):
                     fmt="o", color="C0", capsize=3)
         ax.annotate(f"n={r['decisive']}", (1.02, i), xycoords=("axes fraction", "data"), va="center", fontsize=8)
     ax.axvline(0.5, color="grey", lw=1, ls="--")
-    ax.set_yticks(range(len(rows)), [question_label(r) for r in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [_wrap(question_label(r)) for r in rows], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
     ax.invert_yaxis()
@@ -68,11 +91,27 @@ def win_rate_figure(rows, limit=CHART_ROWS):
     return figure_png(fig)
 
 
+def comparison_groups(pairs):
+    """{label: [LPIPS(A, B) of each pair]} with one group per comparison: per (pairing, config A, config B), a
+    study's pairs apart from the app's. `pairs`: dicts with pairing, config_a, config_b, lpips and study (true for a
+    study's pair). Labels are pair_label's (+ ' · study'); two comparisons never share one."""
+    keyed = {}
+    for p in pairs:
+        keyed.setdefault((p["pairing"], p["config_a"], p["config_b"], bool(p["study"])), []).append(p["lpips"])
+    out = {}
+    for (pairing, a, b, study), values in keyed.items():
+        label = pair_label(pairing, a, b) + (" · study" if study else "")
+        while label in out:  # two configs that read alike (a field's value printed the same): kept apart
+            label += " ′"
+        out[label] = values
+    return out
+
+
 def lpips_figure(groups, limit=CHART_ROWS):
     """LPIPS(A, B) per group of pairs (box plot with the points) on a log axis, the LPIPS 0.01 line for reference.
-    `groups`: {label: [LPIPS of each pair]} (ResultsStore.lpips_groups: a question at one step count, app pairs
-    apart from a study's). Identical pairs (LPIPS 0) have no place on a log axis: they are counted in the label,
-    never drawn at a made-up small value. At most `limit` groups, the largest."""
+    `groups`: {label: [LPIPS of each pair]}, one comparison per group (comparison_groups: never two samplers or two
+    config pairs under one label). Identical pairs (LPIPS 0) have no place on a log axis: they are counted in the
+    label, never drawn at a made-up small value. At most `limit` groups, the largest."""
     plt = _plt()
     data = {}
     for label, values in groups.items():
@@ -91,7 +130,7 @@ def lpips_figure(groups, limit=CHART_ROWS):
     if shown:
         labels = [f"{n} (n={len(data[n][0]) + data[n][1]}" + (f", {data[n][1]} identical" if data[n][1] else "") + ")"
                   for n in shown]
-        ax.set_yticks(range(1, len(shown) + 1), labels, fontsize=8)
+        ax.set_yticks(range(1, len(shown) + 1), [_wrap(label) for label in labels], fontsize=8)
         ax.set_ylim(len(shown) + 0.7, 0.3)
     else:
         ax.text(0.5, 0.5, "no pairs yet", ha="center", va="center", transform=ax.transAxes)
@@ -102,6 +141,7 @@ def lpips_figure(groups, limit=CHART_ROWS):
     ax.set_xlim(min(values) / 2, max(values) * 2)  # room around the data and the floor, never a zero-width axis
     ax.axvline(VISIBLE_LPIPS, color="grey", lw=1, ls="--")
     ax.set_xlabel(f"LPIPS(A, B) per pair (log; dashed: LPIPS {VISIBLE_LPIPS}, for reference: FLIP decides visibility)")
+    ax.set_ylabel("comparison: pairing · sampler, steps · shared settings · A vs B", fontsize=8)
     return figure_png(fig)
 
 

@@ -4,7 +4,7 @@ what the questions cost, not what the votes do), the charts separately so the ta
 both reused until a vote, a pair or a campaign is added."""
 import threading
 
-from ..analysis.charts import lpips_figure, win_rate_figure
+from ..analysis.charts import comparison_groups, lpips_figure, win_rate_figure
 from ..analysis.leaderboard import leaderboard_tally
 from ..analysis.stats import by_question_tally
 from .report import campaigns_frame
@@ -33,8 +33,18 @@ def results(store):
     return _cached(store, "tables", compute)
 
 
+def lpips_pairs(store):
+    """Every measured pair's comparison and LPIPS(A, B): pairing, config_a, config_b, lpips, study (1 for a study's
+    pair), one query (what comparison_groups groups)."""
+    # ResultsStore.lpips_groups groups by pairing and steps alone, which pools samplers and config pairs; this reads
+    # the columns a comparison is made of (to move into the store as its own method).
+    return store._read("SELECT pairing, config_a, config_b, lpips, "
+                       "pair_id IN (SELECT pair_id FROM study_rows) AS study "
+                       "FROM pairs WHERE lpips IS NOT NULL ORDER BY created, pair_id")
+
+
 def charts(store):
-    """{'win_rate_png', 'lpips_png'}: A's win rate per question and LPIPS(A, B) per question and step count, as
-    PNG bytes."""
+    """{'win_rate_png', 'lpips_png'}: A's win rate per question and LPIPS(A, B) per comparison (pairing, config A,
+    config B; a study's pairs apart), as PNG bytes."""
     return _cached(store, "charts", lambda: {"win_rate_png": win_rate_figure(results(store)["rows"]),
-                                             "lpips_png": lpips_figure(store.lpips_groups())})
+                                             "lpips_png": lpips_figure(comparison_groups(lpips_pairs(store)))})
