@@ -15,13 +15,6 @@ from ..core.visibility import is_below
 from ..files import replacing
 from .store import METRICS
 
-PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", "model", "sampler", "scheduler", "steps", "cfg", "guidance",
-                "denoise", "size", "config_a", "config_b", *METRICS, "image_a", "image_b", "sigmas_a", "sigmas_b",
-                "lockstep", "seconds", "created"]
-VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "session", "note", "created",
-                "config_a", "config_b", "campaign", "question", "sampler", "steps", "model", "scheduler", "cfg",
-                "guidance", "denoise", "size", "prompt", "seed", "lpips", "flip_max", "max_abs_diff", "visible",
-                "attention_check", "sigmas_a", "sigmas_b"]
 FORMULA_START = ("=", "+", "-", "@")
 CONFIG_FIELDS = [f.name for f in fields(SamplerConfig)]
 # A pair of image files made elsewhere: each side's label, file, what its metadata is and says (JSON), its sampling
@@ -40,6 +33,13 @@ _CONFIG_FIELD = {"sampler": "sampler", "scheduler": "schedule", "steps": "steps"
 # metadata states them.
 SIGMA_COLUMNS = ["sigmas_a", "sigmas_b"]
 
+PAIR_COLUMNS = ["pair_id", "pairing", "seed", "prompt", *RESOLVED_COLUMNS, "config_a", "config_b", *METRICS,
+                "image_a", "image_b", *SIGMA_COLUMNS, "lockstep", "seconds", "created"]
+# A campaign vote's question, sampler and steps are its cell's; the resolved settings follow them.
+VOTE_COLUMNS = ["vote_id", "pair_id", "pairing", "winner", "left_config", "session", "note", "created",
+                "config_a", "config_b", "campaign", "question", "sampler", "steps", "model",
+                *[c for c in RESOLVED_COLUMNS if c not in ("sampler", "steps", "model")], "prompt", "seed",
+                "lpips", "flip_max", "max_abs_diff", "visible", "attention_check", *SIGMA_COLUMNS]
 
 # Every line break a spreadsheet or a CSV reader might honour. Each becomes "\n", which the CSV writer quotes,
 # so no cell's text can end a row and start the next one with a formula of its own.
@@ -78,7 +78,10 @@ def _frame(rows, columns):
 
 
 def _meta(text):
-    """A row's stored image_meta as a dict; None for a pair this tool sampled (or text that is no JSON object)."""
+    """A row's stored image_meta as a dict (given as JSON text or already read); None for a pair this tool sampled
+    (or text that is no JSON object)."""
+    if isinstance(text, dict):
+        return text
     if not isinstance(text, str) or not text:
         return None
     try:
@@ -124,9 +127,12 @@ def flat_fields(fields):
 
 def with_configs(frame, image_meta=None):
     """One column per config field of A and of B (a_steps, b_quantize, ...) beside the JSON ones, then the
-    IMAGE_COLUMNS of pairs of image files (`image_meta`: each row's stored JSON or None). Not yet escaped."""
+    IMAGE_COLUMNS of pairs of image files (`image_meta`: each row's stored JSON, or it read, or None). Not yet
+    escaped."""
     for side in ("a", "b"):
-        arms = [arm_from_json(c) for c in frame[f"config_{side}"]]
+        texts = frame[f"config_{side}"]
+        read = {text: arm_from_json(text) for text in set(texts)}  # a few configs, many rows
+        arms = [read[text] for text in texts]
         for f in CONFIG_FIELDS:
             frame[f"{side}_{f}"] = [getattr(arm, f) if isinstance(arm, SamplerConfig) else "" for arm in arms]
         frame[f"{side}_label"] = ["" if isinstance(arm, SamplerConfig) else arm.label for arm in arms]
@@ -151,6 +157,7 @@ def _resolved(frame, metas, cell=None):
     """RESOLVED_COLUMNS and SIGMA_COLUMNS filled in (in place). A pair of image files: what its files state (its
     stored model where they state none); a sampled pair: its cell's sampler and steps (`cell`: {field: values}, NaN
     where a vote has no cell), else its configs'. Sigmas: the stored schedules, else what the files state."""
+    stated_by = [None if m is None else (stated_fields(m, "A"), stated_fields(m, "B")) for m in metas]
     for field in RESOLVED_COLUMNS:
         if field == "model":
             own = list(frame["model"])
@@ -161,12 +168,12 @@ def _resolved(frame, metas, cell=None):
             own = [""] * len(frame)
         if cell is not None and field in cell:
             own = [o if pd.isna(c) else c for o, c in zip(own, cell[field])]
-        stated = [None if m is None else _stated(m, field) for m in metas]
+        stated = [None if s is None else _both_stated(*s, field) for s in stated_by]
         frame[field] = [o if s is None or (s == "" and field == "model") else s for o, s in zip(own, stated)]
     for column, side in zip(SIGMA_COLUMNS, ("A", "B")):
         stored = frame[column] if column in frame else [None] * len(frame)
-        frame[column] = [_sigmas(text, stated_fields(m, side).get("sigmas") if m else None)
-                         for text, m in zip(stored, metas)]
+        frame[column] = [_sigmas(text, s[side == "B"].get("sigmas") if s else None)
+                         for text, s in zip(stored, stated_by)]
     return frame
 
 
@@ -189,7 +196,7 @@ def pairs_frame(pairs):
     """ResultsStore.pairs() rows as the pairs.csv table: the resolved settings, one column per config field of A and
     of B, the image files' metadata and each arm's sigmas; every text column escaped for spreadsheets."""
     metas = [_meta(p.get("image_meta")) for p in pairs]
-    frame = with_configs(_frame(pairs, PAIR_COLUMNS), [p.get("image_meta") for p in pairs])
+    frame = with_configs(_frame(pairs, PAIR_COLUMNS), metas)
     return escaped(_resolved(frame, metas))
 
 
@@ -210,7 +217,7 @@ def votes_frame(votes, salt=None, notes=True):
     frame = _frame(votes, VOTE_COLUMNS)
     # A campaign vote's sampler and steps are its cell's (NaN for Compare and sweep votes, which belong to no cell).
     cell = {field: list(frame[field]) for field in ("sampler", "steps")}
-    frame = _resolved(with_configs(frame, [v.get("image_meta") for v in votes]), metas, cell)
+    frame = _resolved(with_configs(frame, metas), metas, cell)
     if salt is not None:
         frame["session"] = [hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in frame["session"]]
     return escaped(frame if notes else frame.drop(columns=["note"]))
@@ -220,11 +227,11 @@ def stated_setting(image_meta, field):
     """What a pair of image files states for `field` (A's, 'a / b' where they differ, '' where neither does), or
     None for a pair this tool sampled."""
     meta = _meta(image_meta)
-    return None if meta is None else _stated(meta, field)
+    return None if meta is None else _both_stated(stated_fields(meta, "A"), stated_fields(meta, "B"), field)
 
 
-def _stated(meta, field):
-    a, b = (stated_fields(meta, side).get(field) for side in ("A", "B"))
+def _both_stated(fields_a, fields_b, field):
+    a, b = fields_a.get(field), fields_b.get(field)
     return "" if a is None and b is None else both("" if a is None else a, "" if b is None else b)
 
 
