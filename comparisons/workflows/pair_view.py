@@ -125,9 +125,8 @@ def metadata_table(images, compact=False):
     keys = [k for k in META_ORDER if k in fa or k in fb] + sorted((set(fa) | set(fb)) - set(META_ORDER))
     rows = [(html.escape(k), fa.get(k), fb.get(k)) for k in keys]
     pa, pb = a.get("passes") or [], b.get("passes") or []
-    beyond = set(PASS_FIELDS) - set(META_ORDER) - {"node", "kind", "guidance"}
-    blocks = []  # (header cells, rows) per pass
-    if max(len(pa), len(pb)) > 1 or any(beyond & set(p) for p in pa + pb):
+    blocks = []  # (header cells, rows) per pass: several passes, or one that runs part of its steps or adds no noise
+    if max(len(pa), len(pb)) > 1 or any("start_step" in p or p.get("add_noise") is False for p in pa + pb):
         for i in range(max(len(pa), len(pb))):
             one, two = (pa[i] if i < len(pa) else {}), (pb[i] if i < len(pb) else {})
             names = [k for k in PASS_FIELDS if k not in ("node", "kind") and (k in one or k in two)]
