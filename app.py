@@ -4,6 +4,7 @@
 """
 import atexit
 import functools
+import hmac
 import math
 import os
 import shutil
@@ -19,9 +20,10 @@ import gradio as gr  # noqa: E402
 
 from comparisons.core.config import CUSTOM, PAIRINGS, SamplerConfig  # noqa: E402
 from comparisons.errors import DuplicateVote, StoreError, UsageError  # noqa: E402
+from comparisons.results.export import pair_zip  # noqa: E402
 from comparisons.results.store import DEFAULT_PATH  # noqa: E402
 from comparisons.specs import OneLineParser  # noqa: E402
-from comparisons.workflows.blind import cast_vote, next_campaign_pair  # noqa: E402
+from comparisons.workflows.blind import PairImages, address_key, cast_vote, next_campaign_pair, session_key  # noqa: E402
 from comparisons.workflows.campaign import definition_of as campaign_definition  # noqa: E402
 from comparisons.workflows.lab import Lab  # noqa: E402
 from ui import views  # noqa: E402
@@ -29,7 +31,15 @@ from ui.compare import build_compare_tab, open_stored_pair, serve_pair, stored_p
 from ui.errors import run_checked, user_error  # noqa: E402
 from ui.inputs import preset_configs  # noqa: E402
 from ui.inspect_tab import build_inspect_tab  # noqa: E402
-from ui.limits import GenerationGate, HostedLimits, RateLimiter, check_caps, check_text, client_address  # noqa: E402
+from ui.limits import (  # noqa: E402
+    Doors,
+    GenerationGate,
+    HostedLimits,
+    RateLimiter,
+    check_caps,
+    check_text,
+    client_address,
+)
 from ui.results_tab import build_results_tab, export_files  # noqa: E402
 from ui.study_tab import build_study_tab  # noqa: E402
 from ui.vote_view import SEEN_ALL, build_vote_tab  # noqa: E402
@@ -48,6 +58,13 @@ class Settings:
         self.export_notes = getattr(args, "export_notes", False)
         self.campaign = getattr(args, "campaign", None)
         self.hosted = HostedLimits() if args.hosted else None
+        # Hosted: /export_votes only with --export-token (then asked for it and rate limited); a pair's zip only
+        # with --pair-downloads (it says which image was A, so a later serving of that pair could be recognised).
+        self.export_token = getattr(args, "export_token", None)
+        self.pair_downloads = not args.hosted or getattr(args, "pair_downloads", False)
+        self.max_votes_per_address = (getattr(args, "max_votes_per_address", None) or HostedLimits.max_votes_per_address
+                                      if args.hosted else None)
+        self.store, self.images = None, None  # bound to the app's store by build_app
         limits = self.hosted or HostedLimits()
         self.max_prompt, self.max_note = limits.max_prompt, limits.max_note
         if self.hosted:
@@ -61,6 +78,7 @@ class Settings:
             self.vote_limit = RateLimiter(self.hosted.votes_per_minute)
             # Campaign pairs served (images read, sides drawn): twice the vote rate covers skipping.
             self.serve_limit = RateLimiter(2 * self.hosted.votes_per_minute)
+            self.export_limit = RateLimiter(self.hosted.exports_per_minute)
             self.gate = GenerationGate(self.hosted.generations_in_flight, self.hosted.max_concurrent)
             # Generation requests wait at the gate, not in Gradio's queue: there they are served by address in
             # turn, and votes never queue behind them. Enough workers for every place the gate can hold.
@@ -73,6 +91,33 @@ class Settings:
 
     def address(self, request):
         return client_address(request, self.trust_proxy, self.proxy_hops)
+
+    def bind(self, lab):
+        """The store sessions and addresses are keyed by; a campaign's images served by URL."""
+        self.store = lab.store
+        if self.campaign:
+            self.images = PairImages(lab.store, self.campaign)
+
+    def session(self, request):
+        """The session a campaign's servings and votes are kept under. Hosted: made by the server from the address
+        and Gradio's session hash (blind.session_key), never the id a visitor sends; locally Gradio's own."""
+        if self.hosted:
+            return session_key(self.store, self.address(request), request.session_hash)
+        return request.session_hash
+
+    def vote_address(self, request):
+        """Hosted: the salted hash of the voter's address a campaign vote keeps (one counted vote per pair and
+        address, at most --max-votes-per-address); locally None (no such rule)."""
+        return address_key(self.store, self.address(request)) if self.hosted else None
+
+    def admit_export(self, request):
+        """Hosted: /export_votes answers only to the X-Export-Token header given by --export-token, twice a
+        minute per address."""
+        if self.hosted:
+            given = (request.headers.get("x-export-token") or "") if request is not None else ""
+            if not (self.export_token and hmac.compare_digest(given.encode(), self.export_token.encode())):
+                raise UsageError("exporting votes from this demo needs its export token (X-Export-Token header)")
+            self.export_limit.check(self.address(request), "exports from your address")
 
     def admit_generation(self, request, prompt, cfg_a, cfg_b):
         """Input limits everywhere; hosted caps and rate limits per address and overall."""
@@ -100,13 +145,20 @@ class Settings:
 
 # ---- API ------------------------------------------------------------------------------------------
 
-def pair_payload(out):
-    """A served pair as the API returns it: its serving id, both images as shown, distances, visibility."""
+def pair_payload(out, campaign=False):
+    """A served pair as the API returns it: its serving id, both images as shown, distances, visibility. A campaign's
+    pair carries no `identical` (an attention check is served like any pair); served with URLs (hosted), `left` and
+    `right` are the images' paths on this server (/pair-image/v1/…png, also `left_url`, `right_url`), not data."""
     m = out["metrics"]
     # The API calls the serving id `pair_id` (gradio_client users rely on it); the stored pair's id is not sent.
-    return {"pair_id": out["serve_id"], "left": views.data_url(out["left"]), "right": views.data_url(out["right"]),
-            "lpips": m["lpips"], "ssim": m["ssim"], "psnr": None if math.isinf(m["psnr"]) else m["psnr"],
-            "identical": m["max_abs_diff"] == 0, "visibility": out["visibility"]}
+    if "left_url" in out:
+        images = {"left": out["left_url"], "right": out["right_url"], "left_url": out["left_url"],
+                  "right_url": out["right_url"]}
+    else:
+        images = {"left": views.data_url(out["left"]), "right": views.data_url(out["right"])}
+    marks = {} if campaign else {"identical": m["max_abs_diff"] == 0}
+    return {"pair_id": out["serve_id"], **images, "lpips": m["lpips"], "ssim": m["ssim"],
+            "psnr": None if math.isinf(m["psnr"]) else m["psnr"], **marks, "visibility": out["visibility"]}
 
 
 def build_api(lab, settings, export_dir):
@@ -127,17 +179,25 @@ def build_api(lab, settings, export_dir):
         """The next pair of this app's campaign for this session (fewest votes first, never one it has seen),
         in the same form as /generate_pair; an error once the session has seen every pair."""
         run_checked(settings.admit_serve, request)
-        out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
+        out = run_checked(next_campaign_pair, lab, settings.campaign, settings.session(request),
+                          address=settings.vote_address(request), images=settings.images if settings.hosted else None)
         if out is None:
             raise user_error(ValueError(SEEN_ALL))
-        return pair_payload(out)
+        return pair_payload(out, campaign=True)
 
     def vote(pair_id: str, choice: str, note: str, request: gr.Request) -> dict:
         """Record a blind vote (left/right/tie/both_bad) on a pair served to this session; returns what was
         recorded and the reveal."""
         run_checked(settings.admit_vote, request, note)
+        rules = {}
+        if settings.campaign:
+            # A campaign's session is the server's (hosted: keyed on the address); hosted, one counted vote per pair
+            # and address, and a reveal that never says which side showed which.
+            rules = dict(session=settings.session(request), address=settings.vote_address(request),
+                         max_per_address=settings.max_votes_per_address, blind=settings.hosted is not None)
         try:
-            result = run_checked(cast_vote, lab.store, pair_id, choice, request.session_hash, note)
+            result = run_checked(cast_vote, lab.store, pair_id, choice, rules.pop("session", request.session_hash),
+                                 note, **rules)
         except DuplicateVote as exc:
             raise user_error(exc) from exc
         # As /generate_pair: `pair_id` here is the serving id the caller voted with.
@@ -150,14 +210,22 @@ def build_api(lab, settings, export_dir):
         gr.api(generate_pair, api_name="generate_pair", concurrency_id="generate",
                concurrency_limit=settings.generate_workers)
     gr.api(vote, api_name="vote", concurrency_id="vote", concurrency_limit=64)
+    if settings.hosted and not settings.export_token:
+        return  # a public demo exports nothing unless its operator gave a token
+
+    def export_votes(request: gr.Request):
+        run_checked(settings.admit_export, request)
+        return str(export_files(lab, settings, export_dir)[1])
+
     export_file = gr.File(visible=False)
     export_trigger = gr.Button(visible=False)
-    export_trigger.click(lambda: str(export_files(lab, settings, export_dir)[1]), None, export_file,
-                         api_name="export_votes", concurrency_id="read", concurrency_limit=16)
+    export_trigger.click(export_votes, None, export_file, api_name="export_votes", concurrency_id="export",
+                         concurrency_limit=1 if settings.hosted else 16)
 
 
 def build_app(lab, settings):
     # Gradio's file cache holds every image it served: files older than an hour are deleted hourly.
+    settings.bind(lab)
     with gr.Blocks(title="Sampler A/B Lab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Sampler A/B Lab\nIdentical seeds through two sampler configurations; sides are "
                     "randomized and hidden until you vote.", elem_id="title")
@@ -201,7 +269,20 @@ def build_app(lab, settings):
                               show_progress="hidden")
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.max_concurrent)
     demo.export_dir = export_dir
+    demo.doors = functools.partial(Doors, image_path=settings.images.path if settings.images else None,
+                                   pair_zip=functools.partial(voted_pair_zip, lab.store, export_dir)
+                                   if settings.pair_downloads else None,
+                                   body_limit=settings.hosted.body_limit if settings.hosted else None)
     return demo
+
+
+def voted_pair_zip(store, export_dir, serve_id):
+    """The zip of the pair served as `serve_id`, written now into a folder of its own (deleted once sent), or None:
+    unknown, or not yet voted on by the session it was served to (the zip says which image was A)."""
+    served = store.served(serve_id) if len(serve_id) == 32 else None
+    if served is None or not store.voted(served["pair_id"], served["session"]):
+        return None
+    return pair_zip(store, served["pair_id"], tempfile.mkdtemp(prefix="zip-", dir=export_dir))
 
 
 def launch_kwargs():
@@ -255,9 +336,20 @@ def _parse_args(argv):
     p.add_argument("--export-notes", action="store_true", help="hosted: include voters' notes in exported votes")
     p.add_argument("--campaign", help="serve this vote campaign's pairs (a Vote view, no generation); see "
                    "python -m comparisons campaign")
+    p.add_argument("--max-votes-per-address", type=int, default=None,
+                   help=f"hosted campaign: counted votes from one address (default "
+                        f"{HostedLimits.max_votes_per_address}); one per pair and address in any case")
+    p.add_argument("--export-token", help="hosted: open /export_votes to callers sending this X-Export-Token header "
+                   "(rate limited); without it a hosted demo has no export")
+    p.add_argument("--pair-downloads", action="store_true",
+                   help="hosted: offer each voted pair's zip (it names which image was A); off by default")
     args = p.parse_args(argv)
     if args.proxy_hops < 1:
         p.error(f"--proxy-hops must be at least 1 (got {args.proxy_hops})")
+    if args.max_votes_per_address is not None and args.max_votes_per_address < 1:
+        p.error(f"--max-votes-per-address must be at least 1 (got {args.max_votes_per_address})")
+    if args.export_token is not None and len(args.export_token) < 16:
+        p.error("--export-token must be at least 16 characters")
     if args.results is None:
         args.results = str(HOSTED_RESULTS if args.hosted and HOSTED_RESULTS.parent.parent.is_dir() else DEFAULT_PATH)
     return args
@@ -267,6 +359,11 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         lab = Lab(args.results, lpips_weights=args.lpips_weights)
+        damage = lab.store.quick_check()
+        if damage:
+            print(f"error: results file {args.results} is damaged (SQLite quick_check: {damage[:200]}); restore it "
+                  "from a backup or choose another --results path", file=sys.stderr)
+            sys.exit(2)
         lab.model(args.model)  # load before serving: a bad model name fails here, not for the first user
         lab.lpips()
         if args.campaign:
@@ -283,8 +380,9 @@ def main(argv=None):
     os.environ["FORWARDED_ALLOW_IPS"] = ""
     signal.signal(signal.SIGTERM, functools.partial(stop_now, demo))
     # Threads for votes and page loads beyond the ones generations may hold while they wait their turn.
+    from starlette.middleware import Middleware
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], max_threads=128,
-                prevent_thread_lock=True, **launch_kwargs())
+                prevent_thread_lock=True, app_kwargs={"middleware": [Middleware(demo.doors)]}, **launch_kwargs())
     if args.share and not demo.share_url:
         demo.close()
         sys.exit("error: --share could not create a public link: it needs network access to Gradio's share "

@@ -21,6 +21,9 @@ class HostedLimits:
     max_concurrent: int = 1                 # generations running at once
     max_prompt: int = 500                   # characters
     max_note: int = 500                     # characters
+    body_limit: int = 64 * 1024             # bytes in one request (413 beyond); no uploads at all
+    max_votes_per_address: int = 100       # counted votes from one address in one campaign
+    exports_per_minute: int = 2             # /export_votes per address, with --export-token only
 
 
 def check_text(name, text, limit, line_breaks=False):
@@ -153,3 +156,89 @@ def check_caps(limits, *configs):
         if cfg.steps > limits.max_steps:
             raise InputError(f"this hosted demo runs at most {limits.max_steps} steps per image (asked "
                              f"{cfg.steps}); lower the steps, or run the app locally for more")
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class Doors:
+    """The app's own doors in front of Gradio (a pure ASGI middleware, app.py passes it to launch's FastAPI app):
+
+    - GET /pair-image/v1/TOKEN.png: a campaign's image as displayed (`image_path(token)`: a file or None), cached
+      for a year (its bytes never change), so a served pair is a few hundred bytes of HTML, not megabytes;
+    - GET /pair-zip/SERVE_ID.zip: a voted pair's zip, made now (`pair_zip(serve_id)`: a file, deleted once sent,
+      or None), when `pair_zip` is given (a local app, or --pair-downloads);
+    - hosted (`body_limit` set): no file comes in (Gradio's upload routes answer 403) and no request body over
+      `body_limit` bytes (413), counted as it arrives, whatever Content-Length says.
+    """
+
+    REFUSED_UPLOADS = ("/gradio_api/upload", "/gradio_api/process_recording", "/upload")
+
+    def __init__(self, app, image_path=None, pair_zip=None, body_limit=None):
+        self.app, self.image_path, self.pair_zip, self.body_limit = app, image_path, pair_zip, body_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path.startswith("/pair-image/"):
+            return await self._file(scope, receive, send, self.image_path, path, "/pair-image/v1/", ".png",
+                                    {"cache-control": IMMUTABLE}, "image/png")
+        if path.startswith("/pair-zip/") and self.pair_zip is not None:
+            return await self._file(scope, receive, send, self.pair_zip, path, "/pair-zip/", ".zip",
+                                    {"cache-control": "no-store"}, "application/zip", delete=True)
+        if self.body_limit is None:
+            return await self.app(scope, receive, send)
+        if path.rstrip("/") in self.REFUSED_UPLOADS:
+            return await _plain(send, 403, "uploads are closed on this public demo")
+        headers = dict(scope.get("headers") or [])
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            return await _plain(send, 400, "bad Content-Length")
+        if declared > self.body_limit:
+            return await _plain(send, 413, f"request bodies are limited to {self.body_limit} bytes here")
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        # Read the body (at most body_limit + 1 bytes) before the app sees any of it, then hand it over as one.
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.body_limit:
+                return await _plain(send, 413, f"request bodies are limited to {self.body_limit} bytes here")
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+        return await self.app(scope, replay, send)
+
+    async def _file(self, scope, receive, send, lookup, path, prefix, suffix, headers, media_type, delete=False):
+        import anyio
+        from starlette.background import BackgroundTask
+        from starlette.responses import FileResponse
+        name = path[len(prefix):] if path.startswith(prefix) else ""
+        found = None
+        if scope.get("method") in ("GET", "HEAD") and name.endswith(suffix) and lookup is not None:
+            found = await anyio.to_thread.run_sync(lookup, name[:-len(suffix)])
+        if found is None:
+            return await _plain(send, 404, "not found")
+        task = BackgroundTask(lambda: found.unlink(missing_ok=True)) if delete else None
+        response = FileResponse(found, media_type=media_type, headers=headers, background=task,
+                                filename=found.name if delete else None)
+        return await response(scope, receive, send)
+
+
+async def _plain(send, status, text):
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,35 +1,163 @@
-"""The Vote tab of `app.py --campaign NAME`: a campaign's pairs served blind, one after another, no generation."""
+"""The Vote tab of `app.py --campaign NAME`: a campaign's pairs served blind, one after another, no generation.
+
+What a visitor's session keeps is a few ids (`current`): the images travel as URLs (workflows.blind.PairImages,
+served by app.py's door), never in an answer or in Gradio's session state, and a pair's zip is made when its link
+is followed, never on a vote. Every text that came from a campaign (cell names, labels, prompts, what files say
+about themselves) or from a visitor is shown through gr.HTML, escaped: nothing of it becomes markup, Markdown
+included.
+"""
 import html
+import json
 
 import gradio as gr
 
-from comparisons.workflows.blind import next_campaign_pair
+from comparisons.errors import DuplicateVote, StoreError, VoteRefused, clip
+from comparisons.workflows.blind import cast_vote, next_campaign_pair
 from ui import views
-from ui.compare import VOTE_BUTTONS, stage, vote
-from ui.errors import run_checked
+from ui.compare import VOTE_BUTTONS
+from ui.errors import USER_ERRORS, run_checked
 
 SEEN_ALL = "You have seen every pair of this campaign: thank you. Your votes are recorded."
+e = html.escape
+
+
+def _frame(url, side, label, size, extra=""):
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return (f'<img class="zoom-img pixelated{extra}" data-side="{side}" data-label="{e(label)}" src="{e(url)}" '
+            f'alt="{e(label)} image"{dims} draggable="false">')
+
+
+def pair_html(left, right, size=None, labels=("left", "right")):
+    """workflows.pair_view.pair_html with image URLs instead of data URLs (the same elements, ids and classes, so
+    static/viewer.js zooms and reads them alike)."""
+    cells = "".join(
+        f'<figure class="pair-cell"><div class="zoom-box" id="pair-{side}-box">'
+        f'{_frame(url, side, label, size).replace("<img ", f"<img id=pair-{side} ", 1)}</div>'
+        f'<figcaption>{e(label)}</figcaption></figure>'
+        for side, label, url in (("left", labels[0], left), ("right", labels[1], right)))
+    return (f'<div class="pair-row">{cells}</div>'
+            '<div class="viewer-bar"><span id="zoom-level" class="zoom-level">zoom ×1</span>'
+            '<span id="pixel-readout" class="pixel-readout"><span class="key-hint">hover for pixel values</span>'
+            '<span class="touch-hint">drag: pan, and read the pixel under your finger</span></span>'
+            '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
+
+
+def flicker_html(left, right, size=None, labels=("left", "right"), interval_ms=300):
+    """workflows.pair_view.flicker_html with image URLs (static/flicker.js drives it)."""
+    frames = "".join(
+        _frame(url, label, label, size, " flicker-frame").replace(
+            "<img ", f'<img style="visibility:{"visible" if k == 0 else "hidden"}" ', 1)
+        for k, (label, url) in enumerate(((labels[0], left), (labels[1], right))))
+    return (f'<div class="flicker-root"><div class="zoom-box flicker-stage" id="flicker-box">{frames}</div>'
+            '<div class="flicker-controls"><button type="button" id="flicker-toggle" class="flicker-toggle">Flicker'
+            '</button><label>every <input type="number" id="flicker-ms" class="flicker-ms" min="30" max="5000" '
+            f'step="10" value="{int(interval_ms)}"> ms</label><span id="flicker-side" class="flicker-side">showing: '
+            f'{e(labels[0])}</span><span class="touch-hint">tap the image: start/stop</span></div></div>')
+
+
+def status_html(*parts):
+    """The status line beside the buttons: each part is (text, bold?) and escaped."""
+    inner = " ".join(f"<b>{e(text)}</b>" if bold else e(text) for text, bold in parts if text)
+    return f'<div class="vote-status-text"><p>{inner}</p></div>'
+
+
+def _arm_label(reveal, arm):
+    cfg = reveal[f"config_{arm.lower()}"]
+    return cfg.get("label") or arm
+
+
+def reveal_html(vote):
+    """The reveal after a vote, as escaped HTML. A hosted campaign's reveal (no `left` in it) names the two configs
+    the pair compared and not which side showed which; a local one says which side was A."""
+    r = vote["reveal"]
+    names = {arm: _arm_label(r, arm) for arm in ("A", "B")}
+    named = {arm: arm if names[arm] == arm else f"{arm} · {names[arm]}" for arm in ("A", "B")}
+    if "left" not in r:
+        head = (f"<p>This pair compared <b>{e(named['A'])}</b> and <b>{e(named['B'])}</b> ({e(r['pairing'])}). "
+                f"Your vote: <b>{e(vote['choice'])}</b>. Which side showed which is not said on this public "
+                "demo, so that no later showing of a pair can be recognised.</p>")
+    else:
+        winner = {"A": f"A ({names['A']})" if names["A"] != "A" else "A",
+                  "B": f"B ({names['B']})" if names["B"] != "B" else "B",
+                  "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
+        head = (f"<p>Left was <b>{e(named[r['left']])}</b>, right was <b>{e(named[r['right']])}</b> "
+                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b> → {e(winner)}.</p>")
+    if "images" in r:
+        body = views.metadata_table(r["images"], compact=True)  # every value escaped (workflows.pair_view)
+    else:
+        a, b = r["config_a"], r["config_b"]
+        changed = "; ".join(f"{k}: A = {a[k]!r}, B = {b.get(k)!r}" for k in a if a[k] != b.get(k))
+        body = (f"<p>Difference: {e(changed or 'identical configs')}</p><details><summary>Full configs</summary>"
+                f"<pre>A = {e(json.dumps(a, indent=1))}\nB = {e(json.dumps(b, indent=1))}</pre></details>")
+    return f'<div class="reveal-body"><h3>Revealed</h3>{head}{body}</div>'
+
+
+def previous_line(vote):
+    """'Previous pair: …' said once the next pair is on screen."""
+    r = vote["reveal"]
+    if "left" not in r:
+        return (f"Previous pair: {_arm_label(r, 'A')} vs {_arm_label(r, 'B')} ({r['pairing']}); "
+                f"you voted {vote['choice']}.")
+    return (f"Previous pair: left was {_arm_label(r, r['left'])}, right was {_arm_label(r, r['right'])} "
+            f"({r['pairing']}); you voted {vote['choice']}.")
+
+
+def download_html(serve_id=None):
+    """The last pair's zip, made when the link is followed (app.py's /pair-zip/ door), or a disabled button."""
+    if not serve_id:
+        return '<button id="download-pair" class="download-pair" disabled>Download the last pair (zip)</button>'
+    return (f'<a id="download-pair" class="download-pair" href="/pair-zip/{e(serve_id)}.zip" download>'
+            "Download the last pair (zip)</a>")
 
 
 def serve_next(lab, settings, w, request, status=""):
     """Fill the views with the next campaign pair for this session, or say that it has seen them all; a refusal (a
-    rate limit) is said in the status line, the pair on screen kept."""
+    rate limit, a store that cannot write) is said in the status line, the pair on screen kept."""
     try:
         run_checked(settings.admit_serve, request)
-        out = run_checked(next_campaign_pair, lab, settings.campaign, request.session_hash)
+        out = run_checked(next_campaign_pair, lab, settings.campaign, settings.session(request),
+                          address=settings.vote_address(request), images=settings.images)
     except gr.Error as err:
-        return {w["status"]: f"**Not served:** {err.message}"}
+        return {w["status"]: status_html(("Not served:", True), (err.message, False))}
     if out is None:
         return {w["current"]: None, w["pair"]: views.empty_html(SEEN_ALL), w["flicker"]: "",
-                w["visibility"]: "", w["status"]: f"{status} {SEEN_ALL}".strip(),
+                w["visibility"]: "", w["status"]: status_html((status, False), (SEEN_ALL, False)),
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
-    left, right, vis = out["left"], out["right"], out["visibility"]
-    current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right}
-    return {w["current"]: current, w["pair"]: views.pair_html(left, right),
-            w["flicker"]: views.flicker_html(left, right),
-            w["visibility"]: views.visibility_html(vis), w["status"]: f"{status} {views.vote_prompt(vis)}".strip(),
-            w["download"]: gr.update(value=None, interactive=False),
+    left, right, vis, size = out["left_url"], out["right_url"], out["visibility"], out.get("size")
+    prompt = views.vote_prompt(vis)
+    below = prompt.startswith("**")
+    current = {"serve_id": out["serve_id"], "left": left, "right": right, "size": size}
+    return {w["current"]: current, w["pair"]: pair_html(left, right, size),
+            w["flicker"]: flicker_html(left, right, size), w["visibility"]: views.visibility_html(vis),
+            w["status"]: status_html((status, False), (prompt.replace("**", ""), below)),
             **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
+
+
+def vote(lab, settings, w, choice, current, note, request):
+    """Record one blind vote; the reveal, or why it was not recorded (the pair stays votable)."""
+    if not current or not current.get("serve_id"):
+        return {w["status"]: status_html(("Nothing to vote on yet: wait for the pair.", False))}
+    try:
+        settings.admit_vote(request, note)
+        result = cast_vote(lab.store, current["serve_id"], choice, settings.session(request), note,
+                           address=settings.vote_address(request), max_per_address=settings.max_votes_per_address,
+                           blind=settings.hosted is not None)
+    except DuplicateVote:
+        return {w["status"]: status_html(("Your vote on this pair is already recorded.", False)),
+                **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+    except StoreError as exc:
+        # The disk refused the write (full, read-only): nothing was stored; the pair stays to vote on again.
+        return {w["status"]: status_html((clip(str(exc), 400), True)),
+                **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
+    except VoteRefused as exc:
+        return {w["status"]: status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
+                **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
+    except USER_ERRORS as exc:
+        return {w["status"]: status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
+                **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
+    return {w["reveal"]: reveal_html(result), w["note"]: "",
+            w["download"]: download_html(current["serve_id"]) if settings.pair_downloads else "",
+            "previous": previous_line(result)}
 
 
 def build_vote_tab(lab, settings, export_dir, definition):
@@ -37,21 +165,31 @@ def build_vote_tab(lab, settings, export_dir, definition):
     w = {}
     n_pairs = sum(c["pairs"] for c in definition["cells"]) + definition.get("n_checks", 0)
     with gr.Tab("Vote"):
-        origin = (f"from study {html.escape(definition['study'])}" if definition["study"] else
-                  "of image files made elsewhere")
-        gr.Markdown(f"**Campaign {html.escape(definition['name'])}** · {n_pairs} pairs {origin}. "
-                    "Which image is better? Sides are random and hidden until you vote; the next pair comes "
-                    "by itself.", elem_id="campaign-header")
+        origin = (f"from study {e(definition['study'])}" if definition["study"] else "of image files made elsewhere")
+        gr.HTML(f"<p><b>Campaign {e(definition['name'])}</b> · {n_pairs} pairs {origin}. Which image is better? "
+                "Sides are random and hidden until you vote; the next pair comes by itself.</p>",
+                elem_id="campaign-header")
         w["current"] = gr.State(None)
-        stage(w, views.empty_html("Loading your first pair…"), "")
+        with gr.Row(equal_height=False, elem_id="stage", elem_classes=["zoom-root"]):
+            with gr.Column(scale=2, min_width=300, elem_id="pair-col"):
+                w["pair"] = gr.HTML(views.empty_html("Loading your first pair…"), elem_id="pair")
+            with gr.Column(scale=1, min_width=240, elem_id="flicker-col"):
+                w["flicker"] = gr.HTML("", elem_id="flicker")
+            with gr.Column(scale=1, min_width=260, elem_id="vote-col"):
+                with gr.Row(elem_id="vote-row"):
+                    for choice, (label, eid) in VOTE_BUTTONS.items():
+                        w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=110)
+                w["visibility"] = gr.HTML("", elem_id="visibility")
+                w["status"] = gr.HTML("", elem_id="vote-status")
+                w["reveal"] = gr.HTML("", elem_id="reveal")
         gr.HTML(views.KEY_HINT.replace("next pair", "skip this pair"))
         with gr.Row(equal_height=True):
             w["note"] = gr.Textbox(label="note (optional, saved with your vote)", max_lines=2, elem_id="vote-note",
                                    scale=3)
             w["next"] = gr.Button("Skip (n)", elem_id="next-pair", scale=0, min_width=100)
-        w["download"] = gr.DownloadButton("Download the last pair (zip)", elem_id="download-pair", interactive=False)
+        w["download"] = gr.HTML(download_html() if settings.pair_downloads else "", elem_id="download-pair-box")
 
-    shown = [w[k] for k in ("current", "pair", "flicker", "visibility", "status", "download")] + \
+    shown = [w[k] for k in ("current", "pair", "flicker", "visibility", "status")] + \
         [w[f"vote:{c}"] for c in VOTE_BUTTONS]
     private = dict(api_visibility="private", concurrency_id="vote", concurrency_limit=64, show_progress_on=w["pair"])
 
@@ -63,17 +201,17 @@ def build_vote_tab(lab, settings, export_dir, definition):
 
     def vote_handler(choice):
         def on_vote(current, note, request: gr.Request):
-            out = vote(lab, settings, w, choice, current, note, request, export_dir)
-            revealed = (out.get(w["current"]) or {}).get("revealed")
-            if not revealed:
+            out = vote(lab, settings, w, choice, current, note, request)
+            previous = out.pop("previous", None)
+            if previous is None:
                 return out  # refused or repeated: the pair stays
             # The vote counted: its reveal stays readable, and the next pair is served at once.
             following = serve_next(lab, settings, w, request, "Vote recorded.")
-            return {**out, **following, w["download"]: out[w["download"]],
-                    w["reveal"]: f"{revealed}\n\n{out[w['reveal']]}"}
+            return {**out, **following,
+                    w["reveal"]: f'<p class="previous-pair">{e(previous)}</p>{out[w["reveal"]]}'}
         return on_vote
 
-    outputs = shown + [w["reveal"], w["note"]]
+    outputs = shown + [w["reveal"], w["note"], w["download"]]
     for choice in VOTE_BUTTONS:
         w[f"vote:{choice}"].click(vote_handler(choice), [w["current"], w["note"]], outputs, trigger_mode="once",
                                   **private)
