@@ -1,7 +1,7 @@
 // Pair viewer: every .zoom-box (the two sides of #pair, the #flicker stage, an X/Y/Z grid's cells) shows its images at the same
 // zoom and pan, in image pixels, so a region is compared at once in both views. Sizes are always whole CSS
-// pixels per image pixel (nearest neighbour, pixel-exact). Wheel zooms at the cursor, drag pans, 0 resets,
-// a tap on the flicker stage toggles flicker. Hover reads out the pixel under the cursor in both images.
+// pixels per image pixel (nearest neighbour, pixel-exact). Wheel (or a two-finger pinch) zooms at the cursor, drag
+// pans, 0 resets, a tap on the flicker stage toggles flicker. Hover reads out the pixel under the cursor in both images.
 // Keys 1-4 vote, n asks for the next pair (the buttons' own click handlers do the work).
 (() => {
   const DISPLAY_MAX = 256;   // CSS px of an image at zoom 1 (ui/views.py DISPLAY_MAX)
@@ -80,32 +80,65 @@
     out.textContent = `x ${p.x}, y ${p.y} · ` + imgs.map((i) => `${i.dataset.label} ${rgb(i, p)}`).join(" · ");
   };
 
-  document.addEventListener("wheel", (e) => {
-    const box = e.target.closest && e.target.closest(".zoom-box");
+  // Zoom to `zoom` (1..64), keeping the image pixel under the point (clientX, clientY) of `box` where it is.
+  const zoomAt = (box, point, zoom) => {
     const n = natural(box);
-    if (!box || !n) return;
-    e.preventDefault();
-    const before = pixelAt(box, e);
+    zoom = Math.min(64, Math.max(1, zoom));
+    if (!n || zoom === state.zoom) return;
+    const before = pixelAt(box, point);
     const frac = { x: before.x - state.x, y: before.y - state.y };
-    const zoom = Math.min(64, Math.max(1, e.deltaY < 0 ? state.zoom * 2 : state.zoom / 2));
-    if (zoom === state.zoom) return;
-    // Keep the pixel under the cursor where it is.
     state.x = before.x - frac.x * state.zoom / zoom;
     state.y = before.y - frac.y * state.zoom / zoom;
     state.zoom = zoom;
     clamp(n);
     apply();
+  };
+
+  document.addEventListener("wheel", (e) => {
+    const box = e.target.closest && e.target.closest(".zoom-box");
+    if (!box || !natural(box)) return;
+    e.preventDefault();
+    zoomAt(box, e, e.deltaY < 0 ? state.zoom * 2 : state.zoom / 2);
   }, { passive: false });
+
+  // Touch: two fingers on a box pinch-zoom it (and every box with it) in powers of two, about their midpoint.
+  const fingers = new Map();  // pointerId -> {x, y} of the touches down on a zoom box
+  let pinch = null;
+  const spread = () => {
+    const [a, b] = [...fingers.values()];
+    return { d: Math.hypot(a.x - b.x, a.y - b.y) || 1, clientX: (a.x + b.x) / 2, clientY: (a.y + b.y) / 2 };
+  };
+  const lift = (e) => {
+    fingers.delete(e.pointerId);
+    if (fingers.size < 2) pinch = null;
+  };
+  document.addEventListener("pointerup", lift);
+  document.addEventListener("pointercancel", lift);
 
   let drag = null;
   document.addEventListener("pointerdown", (e) => {
     const box = e.target.closest && e.target.closest(".zoom-box");
     if (!box || e.button !== 0) return;
+    if (e.pointerType === "touch") {
+      fingers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+      if (fingers.size === 2) {
+        pinch = { box, d0: spread().d, zoom0: state.zoom };
+        drag = null;
+        e.preventDefault();
+        return;
+      }
+    }
     drag = { box, x0: e.clientX, y0: e.clientY, sx: state.x, sy: state.y, moved: false };
     e.preventDefault();
   });
   document.addEventListener("pointermove", (e) => {
     const box = e.target.closest && e.target.closest(".zoom-box");
+    if (fingers.has(e.pointerId)) fingers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+    if (pinch && fingers.size === 2) {
+      const s = spread();
+      zoomAt(pinch.box, s, 2 ** Math.round(Math.log2(pinch.zoom0 * s.d / pinch.d0)));
+      return;
+    }
     if (drag) {
       const px = parseFloat(drag.box.dataset.px || "1");
       const dx = e.clientX - drag.x0, dy = e.clientY - drag.y0;

@@ -83,3 +83,126 @@ def test_this_tools_own_png_maps_back():
     settings, unmapped = settings_from_metadata(fields, "embedded", ["embedded"], EMBEDDED_PROMPTS)
     assert unmapped == [] and settings["config"] == SamplerConfig(sampler="uni_pc", schedule="kl_optimal",
                                                                   steps=10).to_dict()
+
+
+# ---- in Chromium ----------------------------------------------------------------------------------------------
+
+def save_png(path, parameters, shade=0):
+    import numpy as np
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    pixels = np.full((64, 64, 3), 40 + shade, np.uint8)
+    pixels[16:48, 16:48] = (200, 30 + shade, 30)
+    Image.fromarray(pixels).save(path, pnginfo=info)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pngs")
+    long = "a_very_long_file_name_made_by_a_comfyui_batch_run_with_every_setting_in_it_"
+    a = save_png(root / f"{long}A_00001_.png", "a red circle\nNegative prompt: blurry\nSteps: 12, Sampler: DPM++ 2M "
+                 "Karras, CFG scale: 4.5, Seed: 4242, Size: 64x64, Model: sd_xl_base_1.0.safetensors")
+    b = save_png(root / f"{long}B_00001_.png", "a blue square\nSteps: 9, Sampler: Euler a, Schedule type: foo, "
+                 "CFG scale: 2, Seed: 77, Size: 64x64", shade=3)
+    return a, b
+
+
+def _inspect(page, url, pngs):
+    page.goto(url)
+    page.get_by_role("tab", name="Inspect").click()
+    for side, path in zip("ab", pngs):
+        page.set_input_files(f"#inspect-{side} input[type=file]", str(path))
+        page.wait_for_function(f"() => document.querySelector('#inspect-{side}').innerText.includes('_00001_')")
+
+
+def test_send_a_and_b_to_compare_fill_the_form(live_app, browser, pngs):
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _inspect(page, live_app.url, pngs)
+    page.click("#send-a-to-compare")
+    # The Compare tab is shown, its form a custom pair of the mapped config.
+    expect(page.locator("#sent-from-inspect")).to_contain_text("Sent from Inspect", timeout=20_000)
+    expect(page.locator("#seed input, #seed textarea").first).to_have_value("4242")
+    expect(page.locator("#pairing input")).to_have_value("custom")
+    sent = page.inner_text("#sent-from-inspect")
+    assert "model sd_xl_base_1.0.safetensors (this tool has: embedded" in sent
+    assert "negative prompt 'blurry'" in sent and "dpmpp_2m, karras, 12 steps, guidance 4.5" in sent
+    for panel in ("a", "b"):
+        expect(page.locator(f"#custom-{panel}-steps input, #custom-{panel}-steps textarea").first).to_have_value("12")
+        expect(page.locator(f"#custom-{panel}-guidance-scale input, #custom-{panel}-guidance-scale textarea").first
+               ).to_have_value("4.5")
+        assert page.locator(f"#custom-{panel}-sampler input").input_value().startswith("dpmpp_2m · ")
+        assert page.locator(f"#custom-{panel}-schedule input").input_value().startswith("karras · ")
+    assert page.locator("#prompt input").input_value() == "a red circle"
+    # B: a scheduler this tool does not have is named, the rest carried over.
+    page.get_by_role("tab", name="Inspect").click()
+    page.click("#send-b-to-compare")
+    expect(page.locator("#sent-from-inspect")).to_contain_text("B · ", timeout=20_000)
+    expect(page.locator("#seed input, #seed textarea").first).to_have_value("77")
+    assert "scheduler 'foo'" in page.inner_text("#sent-from-inspect")
+    assert page.locator("#custom-a-sampler input").input_value().startswith("euler_ancestral · ")
+    assert page.locator("#prompt input").input_value() == "a blue square"
+    page.close()
+
+
+def test_sampler_menu_shows_the_sampler_name(live_app, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(live_app.url)
+    field = page.locator("#sampler input")
+    field.wait_for()
+    assert field.input_value().startswith("heun · ")
+    # The field shows the longest sampler name whole (the rest of the label is cut at its right edge), and the
+    # controls stay on one row at 1280 px.
+    from sampler_lib import SAMPLERS
+    longest = max(SAMPLERS, key=len)
+    shown, needed = page.evaluate("""(name) => {
+        const input = document.querySelector('#sampler input');
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = getComputedStyle(input).font;
+        return [input.clientWidth, ctx.measureText(name).width]; }""", longest)
+    assert shown >= needed, (longest, shown, needed)
+    tops = {round(page.locator(f"#{i}").bounding_box()["y"]) for i in ("prompt", "seed", "model", "pairing",
+                                                                         "steps", "sampler", "guidance")}
+    assert len(tops) == 1, tops
+    page.close()
+
+
+def test_phone_inspect_names_wrap_and_hints_are_for_touch(live_app, browser, pngs):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
+                              device_scale_factor=2)
+    page = ctx.new_page()
+    _inspect(page, live_app.url, pngs)
+    page.click("#inspect-run")
+    page.wait_for_selector("#inspect-pair img.zoom-img", timeout=60_000)
+    captions = page.locator("#inspect-pair figcaption")
+    boxes = [captions.nth(i).bounding_box() for i in range(captions.count())]
+    assert len(boxes) == 2
+    left, right = sorted(boxes, key=lambda b: b["x"])
+    overlap = left["x"] + left["width"] > right["x"] and left["y"] < right["y"] + right["height"] \
+        and right["y"] < left["y"] + left["height"]
+    assert not overlap, boxes
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in boxes), boxes
+    # Touch hints shown, pointer hints (hover, wheel) not.
+    touch = page.locator("#inspect-touch-hint")
+    assert touch.is_visible() and "pinch" in touch.inner_text()
+    for hint in page.locator("#inspect-stage .key-hint").all():
+        assert not hint.is_visible()
+    # Two fingers spread to twice their distance: both images zoom ×2 together (static/viewer.js).
+    before = float(page.evaluate("() => document.querySelector('#inspect-pair-left-box').dataset.px"))
+    page.evaluate("""() => {
+        const box = document.querySelector('#inspect-pair-left-box'), r = box.getBoundingClientRect();
+        const cx = r.left + r.width / 2, cy = r.top + r.height / 2;
+        const fire = (type, id, x) => box.dispatchEvent(new PointerEvent(type, {pointerId: id, pointerType: 'touch',
+            clientX: x, clientY: cy, bubbles: true, button: 0}));
+        fire('pointerdown', 1, cx - 10); fire('pointerdown', 2, cx + 10);
+        fire('pointermove', 2, cx + 30); fire('pointerup', 1, cx - 10); fire('pointerup', 2, cx + 30); }""")
+    after = [float(page.evaluate(f"() => document.querySelector('#inspect-pair-{side}-box').dataset.px"))
+             for side in ("left", "right")]
+    assert after == [2 * before, 2 * before], (before, after)
+    from tests.conftest import ARTIFACTS
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "inspect-phone.png"), full_page=True)
+    ctx.close()

@@ -233,6 +233,46 @@ def stored_views(lab, w, pair_id, a, b):
             w["generate"]: locked, w["next"]: locked}
 
 
+def form_ids():
+    """{widget name: element id} of the Compare form a file's settings are sent to (sent_to_form's outputs)."""
+    ids = {k: k for k in FORM}
+    ids.update({f"{n}:{f}": field_id(f"{n}:{f}") for n in ("A", "B") for f, _, _ in CUSTOM_FIELDS})
+    ids.update({"custom": "custom", "explain": "preset-explanation", "sent": "sent-from-inspect"})
+    return ids
+
+
+def find_form(root):
+    """The Compare form's widgets by name, found by element id in the Blocks `root` being built; None when it has no
+    Compare tab (a --campaign app)."""
+    by_id = {getattr(b, "elem_id", None): b for b in getattr(root, "blocks", {}).values()}
+    found = {name: by_id.get(eid) for name, eid in form_ids().items()}
+    return found if all(v is not None for v in found.values()) else None
+
+
+def sent_to_form(w, settings, unmapped, source):
+    """The Compare form's updates for a file's settings (core.remake.settings_from_metadata): a custom pair whose two
+    panels are the mapped config, with its seed, model and prompt where carried, and one line saying what was sent
+    and what could not be mapped."""
+    cfg = SamplerConfig.from_dict(settings["config"])
+    out = {w["pairing"]: CUSTOM, w["explain"]: EXPLANATIONS[CUSTOM], w["custom"]: gr.Accordion(open=True),
+           w["model"]: settings["model"],
+           w["steps"]: gr.update(value=str(cfg.steps), interactive=False),
+           w["sampler"]: gr.update(value=cfg.sampler, interactive=False),
+           w["guidance"]: gr.update(value=str(cfg.guidance_scale), interactive=False),
+           w["seed"]: gr.update() if settings["seed"] is None else str(settings["seed"]),
+           w["prompt"]: gr.update() if settings["prompt"] is None else (settings["prompt"] or UNCONDITIONAL)}
+    for name in ("A", "B"):
+        for field, _, kind in CUSTOM_FIELDS:
+            value = getattr(cfg, field)
+            out[w[f"{name}:{field}"]] = value if kind in ("choice", "bool") else ("" if value is None else str(value))
+    sent = (f"**Sent from Inspect:** {source} → a custom pair, both configs {cfg.sampler}, {cfg.schedule}, "
+            f"{cfg.steps} steps, guidance {cfg.guidance_scale:g}"
+            + ("" if settings["seed"] is None else f", seed {settings['seed']}") + f", model {settings['model']}. ")
+    line = f"**Not mapped:** {'; '.join(unmapped)}." if unmapped else "Every stated setting was carried over."
+    out[w["sent"]] = sent + line + " Change config B where the pair should differ."
+    return out
+
+
 def config_panel(name, defaults, w):
     """One column of custom-config widgets; every number is text, so an empty field stays empty."""
     with gr.Column(min_width=200, elem_id=f"custom-{name.lower()}-panel"):
@@ -285,12 +325,15 @@ def build_compare_tab(lab, settings, export_dir):
             w["pairing"] = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing",
                                        elem_id="pairing", scale=2, min_width=150)
             w["steps"] = gr.Textbox("25", label="steps", elem_id="steps", scale=1, max_lines=1, min_width=70)
-            w["sampler"] = gr.Dropdown(SAMPLER_CHOICES, value="heun", label="sampler", scale=1, min_width=110,
+            w["sampler"] = gr.Dropdown(SAMPLER_CHOICES, value="heun", label="sampler", scale=2, min_width=190,
                                        elem_id="sampler")
             w["guidance"] = gr.Textbox(str(SamplerConfig.guidance_scale), label="guidance", scale=1,
                                        max_lines=1, min_width=80, elem_id="guidance")
         w["explain"] = gr.Markdown(EXPLANATIONS["discretization"], elem_id="preset-explanation")
+        # What the Inspect tab's "Send to Compare" filled in, and what of the file it could not carry over.
+        w["sent"] = gr.Markdown("", elem_id="sent-from-inspect")
         with gr.Accordion("Custom configs A and B (pairing: custom)", open=False, elem_id="custom") as custom:
+            w["custom"] = custom
             with gr.Row():
                 config_panel("A", CUSTOM_DEFAULT, w)
                 config_panel("B", CUSTOM_DEFAULT, w)

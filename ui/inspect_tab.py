@@ -2,13 +2,16 @@
 (side by side, flicker, synced zoom and pixel readout, difference/LPIPS/FLIP maps, the visibility line, metrics,
 what each file says about itself). Nothing is sampled and nothing is stored."""
 import html
+import secrets
 
 import gradio as gr
 
-from comparisons.core.image_files import FORMATS, MAX_SIDE_PIXELS, MIN_SIDE
+from comparisons.core.image_files import FORMATS, MAX_SIDE_PIXELS, MIN_SIDE, load
+from comparisons.core.remake import settings_from_metadata
 from comparisons.core.visibility import GAINS
 from comparisons.workflows.inspect_pair import images_meta, inspect_files, maps, metadata_lines
 from ui import views
+from ui.compare import find_form, sent_to_form
 from ui.errors import run_checked
 
 PREFIX = "inspect-"  # element ids of this tab's pair, apart from the Compare tab's
@@ -54,9 +57,40 @@ def cleared(w):
             w["flicker"]: "", w["visibility"]: "", w["metrics"]: "", w["maps"]: "", w["meta"]: "", w["error"]: ""}
 
 
-def build_inspect_tab(lab):
-    """Lay out and wire the tab; returns the widgets by name."""
+# Clicks the Compare tab's button once a file's settings were sent (`flag` is set only then).
+SWITCH_TO_COMPARE = """(flag) => { if (flag) { const tab = [...document.querySelectorAll('button[role="tab"]')]
+  .find((b) => b.textContent.trim() === "Compare"); if (tab) tab.click(); } return []; }"""
+
+
+def send(lab, w, compare, side, path, model_name):
+    """`side`'s file's settings into the Compare form (ui.compare.sent_to_form), and the flag that switches to the
+    Compare tab; a file that cannot be read is said here, and the tab stays."""
+    if not path:
+        return {w["error"]: views.form_error_html(f"Choose image {side} first."), w["switch"]: ""}
+    try:
+        picture = run_checked(load, path)
+    except gr.Error as err:
+        return {w["error"]: views.form_error_html(err.message), w["switch"]: ""}
+    meta = picture.meta
+    if not meta.get("fields"):
+        note = meta.get("note") or "no generation parameters in the file"
+        return {w["error"]: views.form_error_html(f"{side} · {_name(path)}: nothing to send ({note})."),
+                w["switch"]: ""}
+    models = [c[1] if isinstance(c, (tuple, list)) else c for c in compare["model"].choices]
+    # The file's own model when this app has it, else the one the form samples with; its prompts decide the prompt.
+    stated = meta["fields"].get("model")
+    model_name = stated if stated in models else model_name
+    settings, unmapped = settings_from_metadata(meta["fields"], model_name, models, lab.model(model_name).prompts())
+    return {**sent_to_form(compare, settings, unmapped, f"{side} · {_name(path)}"), w["error"]: "",
+            w["switch"]: f"{side}:{secrets.token_hex(4)}"}
+
+
+def build_inspect_tab(lab, compare=None):
+    """Lay out and wire the tab; returns the widgets by name. `compare`: the Compare tab's widgets (found in the Blocks
+    being built when not given), which "Send A/B to Compare" fill; no send buttons without a Compare tab."""
     w = {}
+    if compare is None:
+        compare = find_form(gr.context.Context.root_block)
     with gr.Tab("Inspect"):
         gr.Markdown(f"Compare any two images of the same size made elsewhere (ComfyUI, AUTOMATIC1111, diffusers): "
                     f"{', '.join(FORMATS)}, {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE_PIXELS}x{MAX_SIDE_PIXELS} pixels. "
@@ -67,6 +101,11 @@ def build_inspect_tab(lab):
             w["a"] = gr.File(label="image A", file_types=FILE_TYPES, type="filepath", elem_id="inspect-a")
             w["b"] = gr.File(label="image B", file_types=FILE_TYPES, type="filepath", elem_id="inspect-b")
         w["run"] = gr.Button("Compare", variant="primary", elem_id="inspect-run")
+        if compare is not None:
+            with gr.Row(equal_height=True, elem_id="inspect-send"):
+                w["send:A"] = gr.Button("Send A to Compare", elem_id="send-a-to-compare", size="sm")
+                w["send:B"] = gr.Button("Send B to Compare", elem_id="send-b-to-compare", size="sm")
+            w["switch"] = gr.Textbox("", visible=False, elem_id="inspect-switch")
         w["error"] = gr.HTML("", elem_id="inspect-error")
         w["current"] = gr.State(None)
         with gr.Row(equal_height=False, elem_id="inspect-stage", elem_classes=["zoom-root"]):
@@ -74,6 +113,9 @@ def build_inspect_tab(lab):
                 w["pair"] = gr.HTML(views.empty_html("Choose two images and press Compare."), elem_id="inspect-pair")
             with gr.Column(scale=1, min_width=240):
                 w["flicker"] = gr.HTML("", elem_id="inspect-flicker")
+        # On a touch screen (no hover, no wheel): what the fingers do (static/viewer.js, static/app.css).
+        gr.HTML('<div class="touch-hint" id="inspect-touch-hint">Touch: pinch to zoom both images together · drag '
+                'to pan and read the pixel under your finger · tap the flicker image to start or stop it</div>')
         w["visibility"] = gr.HTML("", elem_id="inspect-visibility")
         w["metrics"] = gr.Markdown(elem_id="inspect-metrics")
         w["gain"] = gr.Radio(list(GAINS), value=8, label="difference gain", elem_id="inspect-gain")
@@ -86,6 +128,16 @@ def build_inspect_tab(lab):
         return inspect(lab, w, file_a, file_b, gain)
 
     w["run"].click(on_run, [w["a"], w["b"], w["gain"]], outputs, **private)
+    if compare is not None:
+        sent = [compare[k] for k in ("prompt", "seed", "model", "pairing", "steps", "sampler", "guidance", "custom",
+                                     "explain", "sent")] + \
+            [v for k, v in compare.items() if k.startswith(("A:", "B:"))] + [w["error"], w["switch"]]
+        for side in ("A", "B"):
+            def on_send(path, model_name, side=side):
+                return send(lab, w, compare, side, path, model_name)
+            w[f"send:{side}"].click(on_send, [w[side.lower()], compare["model"]], sent,
+                                    api_visibility="private", queue=False).then(
+                None, w["switch"], None, js=SWITCH_TO_COMPARE, api_visibility="private")
     w["gain"].change(lambda current, gain: shown_maps(current, gain) if current else "", [w["current"], w["gain"]],
                      w["maps"], **private)
     return w
