@@ -74,3 +74,29 @@ def scaled_linear_alphas_cumprod(num_train_timesteps=1000, beta_start=0.00085, b
     """Stable Diffusion's DDPM 'scaled_linear' betas (linear in sqrt beta), as diffusers builds them."""
     betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float32) ** 2
     return torch.cumprod(1.0 - betas, dim=0)
+
+
+def time_snr_shift(shift, t):
+    """SD3's constant shift of flow time t in (0, 1]: s*t / (1 + (s - 1)*t) (Esser et al. 2024; ComfyUI's
+    time_snr_shift, diffusers' FlowMatchEulerDiscreteScheduler `shift`). shift 1 is the identity."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flux_time_shift(mu, t):
+    """Flux's resolution-dependent shift of flow time t in (0, 1]: e^mu / (e^mu + (1/t - 1)) (ComfyUI's
+    flux_time_shift(mu, 1.0, t), diffusers' time_shift_type 'exponential'); t = 1 stays 1."""
+    return math.exp(mu) / (math.exp(mu) + (1 / t - 1))
+
+
+def flux_linear_time_shift(mu, t):
+    """diffusers' time_shift_type 'linear': mu / (mu + (1/t - 1))."""
+    return mu / (mu + (1 / t - 1))
+
+
+def flux_mu(image_tokens, base_shift=0.5, max_shift=1.15, base_seq_len=256, max_seq_len=4096):
+    """Flux's mu, linear in the number of image tokens: base_shift at base_seq_len tokens, max_shift at max_seq_len
+    (diffusers' calculate_shift, ComfyUI's ModelSamplingFlux node with tokens = width*height / (8*8*2*2))."""
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return image_tokens * slope + (base_shift - slope * base_seq_len)

@@ -1,16 +1,22 @@
-"""Model wrappers: the one contract `denoiser(x, sigma, **extra_args) -> denoised` (k-diffusion, EDM)."""
+"""Model wrappers: the one contract `denoiser(x, sigma, **extra_args) -> denoised` (k-diffusion, EDM), over a
+model sampling (sampler_lib/model_sampling.py: eps, v, flow)."""
+import copy
+
 import torch
 from torch import nn
 
-from ._checks import check_finite
-from .schedules import nearest_index
+from .model_sampling import (
+    QUANTIZE_MODES,
+    DiscreteSampling,
+    EpsSampling,
+    ModelSampling,
+    VSampling,
+    append_dims,
+    check_mode,
+)
 
-QUANTIZE_MODES = ("off", "ingress", "paper")
-
-
-def append_dims(x, target_ndim):
-    """Append singleton dims so a per-item (B,) tensor broadcasts over (B, C, H, W)."""
-    return x[(...,) + (None,) * (target_ndim - x.ndim)]
+__all__ = ["QUANTIZE_MODES", "BaseModelWrapper", "Denoiser", "DiscreteSchedule", "DiscreteEpsDenoiser",
+           "DiscreteVDenoiser", "append_dims"]
 
 
 class BaseModelWrapper(nn.Module):
@@ -33,41 +39,45 @@ class BaseModelWrapper(nn.Module):
         return sigma
 
 
-class DiscreteSchedule(BaseModelWrapper):
-    """A model trained at discrete sigmas: sigma <-> timestep maps and the three quantize modes.
+class Denoiser(BaseModelWrapper):
+    """A network over one ModelSampling (eps, v, flow) as a denoiser, in one discretization mode or one per item.
 
-    `quantize` is one mode for the whole batch, or a sequence with one mode per batch item, so that
-    'off', 'ingress' and 'paper' arms of a study share one network call.
+    `quantize` is one mode for the whole batch, or a sequence with one mode per batch item, so that 'off', 'ingress'
+    and 'paper' arms of a study share one network call. Everything the parameterisation decides (the training
+    sigmas, the network's timestep and input, the denoised image) the model sampling answers; the denoiser holds
+    the modes. It keeps its own copy of the model sampling, so `.to(device)` moves only its own.
     """
 
-    def __init__(self, inner_model, alphas_cumprod, quantize="off"):
+    def __init__(self, inner_model, model_sampling, quantize="off"):
         super().__init__(inner_model)
-        modes = (quantize,) if isinstance(quantize, str) else tuple(quantize)
-        if not modes or any(m not in QUANTIZE_MODES for m in modes):
-            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, or one of them per batch "
-                             f"item (got {quantize!r})")
-        alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float32)
-        check_finite("alphas_cumprod", alphas_cumprod)
-        if alphas_cumprod.ndim != 1 or len(alphas_cumprod) < 2:
-            raise ValueError("alphas_cumprod must be a 1-D tensor with at least two training steps")
-        if bool(((alphas_cumprod <= 0) | (alphas_cumprod >= 1)).any()):
-            raise ValueError("alphas_cumprod must lie strictly in (0, 1); check the beta schedule")
-        sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-        if bool((sigmas[1:] <= sigmas[:-1]).any()):
-            raise ValueError("alphas_cumprod must be strictly decreasing (sigmas increasing with t)")
+        modes = _modes(quantize)
+        if not isinstance(model_sampling, ModelSampling):
+            raise ValueError("model_sampling must be a sampler_lib ModelSampling (got "
+                             f"{type(model_sampling).__name__})")
+        self.model_sampling = copy.deepcopy(model_sampling)
+        self._set_modes(quantize, modes)
+
+    def _set_modes(self, quantize, modes):
         self.quantize = quantize if isinstance(quantize, str) else modes
-        self.register_buffer("sigmas", sigmas, persistent=False)
-        self.register_buffer("log_sigmas", sigmas.log(), persistent=False)
         self.register_buffer("_paper", torch.tensor([m == "paper" for m in modes]), persistent=False)
         self.register_buffer("_rounds", torch.tensor([m != "off" for m in modes]), persistent=False)
 
     @property
+    def sigmas(self):
+        """The training sigmas, ascending."""
+        return self.model_sampling.sigmas
+
+    @property
+    def log_sigmas(self):
+        return self.model_sampling.log_sigmas
+
+    @property
     def sigma_min(self):
-        return self.sigmas[0]
+        return self.model_sampling.sigma_min
 
     @property
     def sigma_max(self):
-        return self.sigmas[-1]
+        return self.model_sampling.sigma_max
 
     def _flag(self, name, sigma):
         """Mode flag `name` ('paper' or 'rounds'): a plain bool for one mode (read from the mode, not a buffer, so
@@ -81,13 +91,11 @@ class DiscreteSchedule(BaseModelWrapper):
         return flags
 
     def _as_sigma(self, sigma):
-        return torch.as_tensor(sigma, dtype=self.sigmas.dtype, device=self.sigmas.device)
+        return self.model_sampling._as_sigma(sigma)
 
     def quantize_sigma(self, sigma):
-        """Nearest training sigma (in log space), whatever the mode; zeros stay zero."""
-        sigma = self._as_sigma(sigma)
-        on_grid = self.sigmas[nearest_index(sigma, self.log_sigmas)]
-        return torch.where(sigma > 0, on_grid, sigma)
+        """Nearest training sigma, whatever the mode; zeros stay zero."""
+        return self.model_sampling.quantize_sigma(sigma)
 
     def round_sigma(self, sigma):
         """EDM's round_sigma: snap to the training grid for 'paper' items, identity otherwise."""
@@ -97,75 +105,82 @@ class DiscreteSchedule(BaseModelWrapper):
             return sigma
         return self.quantize_sigma(sigma) if paper is True else torch.where(paper, self.quantize_sigma(sigma), sigma)
 
-    def _fractional_t(self, sigma):
-        """Timestep of a continuous sigma by log-sigma interpolation between training sigmas."""
-        log_sigma = sigma.log()
-        low_idx = (torch.searchsorted(self.log_sigmas, log_sigma, right=True) - 1)
-        low_idx = low_idx.clamp(0, len(self.log_sigmas) - 2)
-        low, high = self.log_sigmas[low_idx], self.log_sigmas[low_idx + 1]
-        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
-        return (1 - w) * low_idx + w * (low_idx + 1)
-
-    def _timestep(self, sigma, idx, rounds):
-        """Rounded items take the nearest index, the others the fractional timestep."""
-        if rounds is True:
-            return idx.to(sigma.dtype)
-        if rounds is False:
-            return self._fractional_t(sigma)
-        return torch.where(rounds, idx.to(sigma.dtype), self._fractional_t(sigma))
-
     def sigma_to_t(self, sigma, mode=None):
-        """Timestep of sigma: nearest index when rounding, else log-sigma interpolation (fractional t).
+        """Timestep of sigma: the nearest training sigma's when rounding, else sigma's own (fractional t).
 
         `mode` is one of QUANTIZE_MODES, or None for the wrapper's own mode(s). A bool is refused: k-diffusion's
         `quantize=True` means 'ingress' here, and its `quantize=False` means 'off'.
         """
-        if mode is not None and (not isinstance(mode, str) or mode not in QUANTIZE_MODES):
-            raise ValueError(f"mode must be one of {', '.join(QUANTIZE_MODES)} or None (got {mode!r}); "
-                             "k-diffusion's quantize=True is mode='ingress'")
+        if mode is not None:
+            check_mode(mode)
         sigma = self._as_sigma(sigma)
         rounds = mode in ("ingress", "paper") if mode is not None else self._flag("rounds", sigma)
-        idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
-        return self._timestep(sigma, idx, rounds)
+        idx = None if rounds is False else self.model_sampling.nearest(sigma)
+        return self.model_sampling.network_timestep(sigma, idx, rounds)
 
     def t_to_sigma(self, t):
-        """Sigma of a (fractional) timestep by log-sigma interpolation."""
-        t = torch.as_tensor(t, dtype=torch.float32, device=self.sigmas.device)
-        low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
-        return ((1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]).exp()
+        """Sigma of a (fractional) network timestep."""
+        return self.model_sampling.t_to_sigma(t)
 
     def forward(self, x, sigma, **extra_args):
         sigma_b, x_in, t = self.ingress(x, sigma)
         return self.egress(x, sigma_b, self.inner_model(x_in, t, **extra_args))
 
     def ingress(self, x, sigma):
-        """(sigma broadcast over x, network input x * c_in, network timestep)."""
+        """(sigma broadcast over x, the network's input, the network's timestep)."""
+        ms = self.model_sampling
         sigma = self._as_sigma(sigma)
         paper, rounds = self._flag("paper", sigma), self._flag("rounds", sigma)
         # One index search gives both the rounded sigma and the timestep.
-        idx = None if rounds is False else nearest_index(sigma, self.log_sigmas)
+        idx = None if rounds is False else ms.nearest(sigma)
         if paper is not False:
             # A foreign sampler may hand a 'paper' item an off-grid sigma: snapping it here keeps the
             # network, c_in and c_out on one training sigma.
-            sigma = torch.where(sigma > 0, self.sigmas[idx], sigma) if paper is True else \
-                torch.where(paper & (sigma > 0), self.sigmas[idx], sigma)
+            sigma = torch.where(sigma > 0, ms.sigmas[idx], sigma) if paper is True else \
+                torch.where(paper & (sigma > 0), ms.sigmas[idx], sigma)
         sigma_b = append_dims(sigma, x.ndim)
-        return sigma_b, x / (sigma_b ** 2 + 1) ** 0.5, self._timestep(sigma, idx, rounds)
+        return sigma_b, ms.calculate_input(sigma_b, x), ms.network_timestep(sigma, idx, rounds)
 
     def egress(self, x, sigma_b, out):
         """The denoised image from the network's output."""
-        raise NotImplementedError
+        return self.model_sampling.calculate_denoised(sigma_b, out, x)
+
+
+def _modes(quantize):
+    modes = (quantize,) if isinstance(quantize, str) else tuple(quantize)
+    if not modes or any(m not in QUANTIZE_MODES for m in modes):
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, or one of them per batch "
+                         f"item (got {quantize!r})")
+    return modes
+
+
+class DiscreteSchedule(Denoiser):
+    """A discrete-time DDPM model from its alphas_cumprod (the model sampling `sampling` builds); its subclasses
+    name the prediction (eps, v)."""
+
+    sampling = DiscreteSampling
+
+    def __init__(self, inner_model, alphas_cumprod, quantize="off"):
+        modes = _modes(quantize)
+        BaseModelWrapper.__init__(self, inner_model)
+        self.model_sampling = self.sampling(alphas_cumprod)
+        self._set_modes(quantize, modes)
+
+    def egress(self, x, sigma_b, out):
+        """The denoised image from the network's output (the prediction's subclass says how)."""
+        if type(self.model_sampling) is DiscreteSampling:
+            raise NotImplementedError("DiscreteSchedule has no prediction: use DiscreteEpsDenoiser or "
+                                      "DiscreteVDenoiser")
+        return super().egress(x, sigma_b, out)
 
 
 class DiscreteEpsDenoiser(DiscreteSchedule):
     """Eps-prediction DDPM model as a denoiser: D(x) = x - sigma * eps(x / sqrt(sigma^2 + 1), t)."""
 
-    def egress(self, x, sigma_b, eps):
-        return x - sigma_b * eps
+    sampling = EpsSampling
 
 
 class DiscreteVDenoiser(DiscreteSchedule):
     """V-prediction DDPM model as a denoiser (Salimans & Ho 2022; sigma_data = 1)."""
 
-    def egress(self, x, sigma_b, v):
-        return x / (sigma_b ** 2 + 1) - v * sigma_b / (sigma_b ** 2 + 1) ** 0.5
+    sampling = VSampling

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..model_sampling import EpsSampling
 from ..schedules import scaled_linear_alphas_cumprod
 from ..wrappers import DiscreteEpsDenoiser
 from .guidance import check_guidance, guided_eps, to_pil
@@ -69,6 +70,7 @@ class EmbeddedModel:
         self.eps = GuidedEps(unet.eval().requires_grad_(False).to(self.device))
         self.card = card
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self.model_sampling = EpsSampling(self.alphas_cumprod)  # SD's 1000-step eps schedule
         size = card["architecture"]["sample_size"]
         self.latent_shape = (card["architecture"]["in_channels"], size, size)
         self.vocabulary = {"colors": dict(COLORS), "shapes": list(SHAPES)}
@@ -94,7 +96,8 @@ class EmbeddedModel:
         return self.eps
 
     def denoiser(self, quantize="off"):
-        """A DiscreteEpsDenoiser over the guided network, with the given discretization mode."""
+        """A DiscreteEpsDenoiser over the guided network (its model sampling: EpsSampling), with the given
+        discretization mode."""
         return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize).to(self.device)
 
     def parse(self, prompt):

@@ -5,6 +5,7 @@ import os
 import torch
 from torch import nn
 
+from ..model_sampling import EpsSampling, VSampling
 from ..wrappers import DiscreteEpsDenoiser, DiscreteVDenoiser
 from .guidance import check_guidance, guided_eps, to_pil
 
@@ -44,6 +45,8 @@ class StableDiffusionModel:
             raise ValueError(f"{name}: prediction_type {self.prediction_type!r} is not supported "
                              "(epsilon or v_prediction)")
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
+        v = self.prediction_type == "v_prediction"
+        self.model_sampling = (VSampling if v else EpsSampling)(self.alphas_cumprod)
         size = unet.config.sample_size
         self.latent_shape = (unet.config.in_channels, size, size)
         self.card = {"name": name, "prediction_type": self.prediction_type,
@@ -74,7 +77,7 @@ class StableDiffusionModel:
         return None
 
     def denoiser(self, quantize="off"):
-        """DiscreteEpsDenoiser (or DiscreteVDenoiser) over the guided UNet."""
+        """DiscreteEpsDenoiser (or DiscreteVDenoiser) over the guided UNet: the model sampling's family."""
         cls = DiscreteVDenoiser if self.prediction_type == "v_prediction" else DiscreteEpsDenoiser
         return cls(self.net, self.alphas_cumprod, quantize=quantize).to(self.device)
 
