@@ -16,13 +16,16 @@ STEPS = (3, 5)
 def schedules_study(tmp_path_factory):
     """A tiny study with two schedules: one question, one sampler, two step counts, two seeds (embedded model)."""
     root = tmp_path_factory.mktemp("schedules")
-    code, out, err = run_cli(["study", "--name", "two-schedules", "--questions", "final-zero", "--samplers", "euler",
-                              "--steps", ",".join(map(str, STEPS)), "--seeds", "0-1", "--prompts", "a red circle",
-                              "--schedules", "beta,normal", "--results", str(root / "r.db"), "--out",
-                              str(root / "out"), "--reference", '{"steps": 8}', "--reference-check", "1",
-                              "--batch", "4"])
+    code, out, err = run_cli(_study_args(root))
     assert code == 0, (out, err)
     return root
+
+
+def _study_args(root):
+    return ["study", "--name", "two-schedules", "--questions", "final-zero", "--samplers", "euler", "--steps",
+            ",".join(map(str, STEPS)), "--seeds", "0-1", "--prompts", "a red circle", "--schedules", "beta,normal",
+            "--results", str(root / "r.db"), "--out", str(root / "out"), "--reference", '{"steps": 8}',
+            "--reference-check", "1", "--batch", "4"]
 
 
 def _points(line):
@@ -72,3 +75,28 @@ def test_the_written_report_has_the_schedules_plots(schedules_study):
     fig = charts.question_axes("final-zero@beta", cells, rows)
     assert sum(_points(line) for line in fig.axes[0].lines) == 2 * len(STEPS)
     charts._plt().close(fig)
+
+
+def test_report_fits_the_viewport_at_1280_and_390_px(schedules_study, browser):
+    """report.html, with its widest parts (the verdict table, a campaign's table, the grid, the plots), never wider
+    than the window: wide tables scroll inside their own box."""
+    code, _, err = run_cli(["campaign", "create", "wide", "--study", "two-schedules", "--per-cell", "2",
+                            "--results", str(schedules_study / "r.db")])
+    assert code == 0, err
+    code, _, err = run_cli(_study_args(schedules_study))  # the report gains the campaign's table
+    assert code == 0, err
+    report = schedules_study / "out" / "report.html"
+    assert "Campaign wide" in report.read_text()
+    for width in (1280, 390):
+        ctx = browser.new_context(viewport={"width": width, "height": 900})
+        page = ctx.new_page()
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        scroll, inner = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, (width, scroll)
+        # At 1280 the verdict table needs no sideways scrolling of its own either.
+        if width == 1280:
+            box = page.evaluate("() => { const t = document.querySelector('table.verdicts');"
+                                " return [t.scrollWidth, t.parentElement.clientWidth]; }")
+            assert box[0] <= box[1], box
+        ctx.close()

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..analysis.cells import cell_stats
 from ..analysis.charts import question_figure
+from ..analysis.stats import VERDICT_RULES
 from ..core.grid import StudySpec, cell_key
 from ..core.metrics import max_abs_diff
 from ..core.references import reference_key
@@ -36,8 +37,7 @@ LEGEND = {
     "p_value / p_holm": "exact two-sided sign test; p_holm is Holm-corrected across the study's cells",
     "mean_diff": "mean of LPIPS(A, ref) - LPIPS(B, ref); negative: A closer; bootstrap 95% interval",
     "lpips_ab / visible_share": "mean LPIPS(A, B), and the share of pairs that are visibly different: " + RULE,
-    "verdict": "A closer / B closer when p_holm < 0.05, else no difference; 'invisible' when fewer than 5% of "
-               "pairs are visibly different (by FLIP, as visible_share)",
+    "verdict": VERDICT_RULES + " Visibly different is by FLIP, as visible_share.",
 }
 
 
@@ -131,15 +131,42 @@ def summary_rows(cells):
     return [{k: c.get(k) for k in SUMMARY_COLUMNS} for c in cells]
 
 
+def _interval(value, lo, hi, digits, signed=False):
+    """'0.750 [0.41, 0.93]' ('+' signs with `signed`); the value alone without an interval; '' without a value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    sign = "+" if signed else ""
+    text = f"{value:{sign}.{digits}f}"
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return text
+    return f"{text} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+
+
+def verdict_frame(cells):
+    """The report's verdict table: each estimate beside its interval in one column, so it fits a 1280 px page (every
+    number is in summary.csv)."""
+    return pd.DataFrame([{
+        "question": c["question"], "sampler": c["sampler"], "steps": c["steps"], "n": c["n"],
+        "A closer [95% CI]": _interval(c["a_closer_rate"], c["ci_low"], c["ci_high"], 2),
+        "p_holm": _fmt(c["p_holm"], 3),
+        "mean diff [95% CI]": _interval(c["mean_diff"], c["diff_ci_low"], c["diff_ci_high"], 4, signed=True),
+        "LPIPS(A,B)": _fmt(c["lpips_ab"], 4),
+        "visible": "" if math.isnan(c["visible_share"]) else f"{c['visible_share']:.0%}",
+        "verdict": c["verdict"]} for c in cells],
+        columns=["question", "sampler", "steps", "n", "A closer [95% CI]", "p_holm", "mean diff [95% CI]",
+                 "LPIPS(A,B)", "visible", "verdict"])
+
+
+def _scroll(table_html):
+    """A table that may scroll sideways inside its own box, never widening the page."""
+    return f'<div class="table-scroll">{table_html}</div>'
+
+
 def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, created, grid=""):
     """A self-contained HTML report: verdict table, plots per question, examples linked to the app, the grid
     (with the app's viewer, flicker and grid scripts inlined)."""
     ref_images = reference_images(store, rows)
-    table = pd.DataFrame(summary_rows(cells))
-    shown = table[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low", "ci_high", "p_holm", "mean_diff",
-                   "diff_ci_low", "diff_ci_high", "lpips_ab", "visible_share", "verdict"]]
-    table_html = shown.to_html(index=False, float_format=lambda v: _fmt(v, 4), na_rep="", classes="verdicts",
-                               escape=True)
+    table_html = _scroll(verdict_frame(cells).to_html(index=False, na_rep="", classes="verdicts", escape=True))
     plots = plots_html(spec, cells, rows)
     questions = "".join(f"<li><b>{html.escape(q.name)}</b>: A = <code>{html.escape(str(dict(q.a)))}</code>, "
                         f"B = <code>{html.escape(str(dict(q.b)))}</code></li>" for q in spec.questions)
@@ -157,9 +184,14 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Study {html.escape(spec.name)}</title>
 <style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }}
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222;
+  overflow-wrap: anywhere; }}
+/* Nothing widens the page past the viewport: wide tables scroll inside their own box. */
+.table-scroll {{ max-width: 100%; overflow-x: auto; margin-bottom: 0.5rem; }}
 table.verdicts {{ border-collapse: collapse; font-size: 0.85rem; }}
-table.verdicts td, table.verdicts th {{ border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }}
+table.verdicts td, table.verdicts th {{ border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right;
+  overflow-wrap: normal; }}
+table.verdicts td:first-child, table.verdicts td:last-child {{ text-align: left; }}
 .examples {{ display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }}
 /* One card per example, all the same width: A | B | reference never wrap inside it, the caption wraps below. */
 .example {{ flex: 0 0 19.5rem; max-width: 100%; font-size: 0.8rem; }}
@@ -167,8 +199,7 @@ table.verdicts td, table.verdicts th {{ border: 1px solid #ccc; padding: 0.2rem 
 .example figure {{ margin: 0; text-align: center; font-size: 0.75rem; }}
 .example img {{ image-rendering: pixelated; width: 96px; height: 96px; }}
 img.plot {{ max-width: 100%; }}
-@media (max-width: 600px) {{ body {{ margin: 0.75rem; }} .example img {{ width: 30vw; height: 30vw; }}
-  table.verdicts {{ display: block; overflow-x: auto; }} }}
+@media (max-width: 600px) {{ body {{ margin: 0.75rem; }} .example img {{ width: 30vw; height: 30vw; }} }}
 </style></head><body>
 <h1>Study {html.escape(spec.name)}</h1>
 <p>Model <b>{html.escape(spec.model)}</b>; {len(spec.prompts)} prompt(s) × {len(spec.seeds)} seed(s) =
@@ -226,12 +257,14 @@ def campaigns_html(store, study_name):
     for c in store.campaigns():
         if c["study"] != study_name:
             continue
-        table = campaign_frame(campaign_stats(store, c["name"])).to_html(index=False, classes="verdicts", escape=True)
+        table = _scroll(campaign_frame(campaign_stats(store, c["name"])).to_html(index=False, classes="verdicts",
+                                                                                 escape=True))
         parts.append(f"<h3>Campaign {html.escape(c['name'])} ({c['pairs']} pairs)</h3>{table}")
     if not parts:
         return ""
     return ("<h2>Blind votes</h2><p>Human votes on the study's pairs (served blind, each pair's sides alternating), "
-            "per cell, beside the LPIPS verdict; “agree” when both find the same arm better (or both no difference). "
+            "per cell, beside the LPIPS verdict; “agree” when both find the same arm better (or both no difference), "
+            "“undecided” when either finds no difference or the LPIPS verdict is inconclusive. "
             "The side-corrected win rate averages A's win rate when shown left and when shown right, so a preference "
             "for one side cancels; the left rate and its p-value show whether voters favour a side. Attention checks "
             "(one image against itself) never count; a session that picked a side on most of its checks is flagged, "
