@@ -57,14 +57,6 @@ def refiner_graph(scheduler, seed, prompt, size=32):
     }
 
 
-def flat_metadata():
-    """Does core.image_meta sum up a multi-pass graph (one flat set of fields and the passes listed)?"""
-    return "passes" in metadata({"prompt": json.dumps(refiner_graph("karras", 1, "x"))})
-
-
-needs_passes = pytest.mark.skipif(not flat_metadata(), reason="core.image_meta does not yet sum up multi-pass graphs")
-
-
 def csv_rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -107,6 +99,26 @@ def test_cells_are_named_by_the_settings_that_differ_never_by_seeds_or_prompts()
     assert "#" not in campaign_cell(old_a, {**old_a, "#10 seed": 99, "#10 scheduler": "beta"}, labels)
 
 
+def test_a_setting_an_earlier_pass_changes_is_named_by_its_place_in_execution_order():
+    """The fields sum up a base + refiner file by its last pass: a base pass run on another scheduler still names
+    the cell ('pass 1 scheduler'), by position, never by node id; what the fields already say is not repeated."""
+    def file(base_scheduler, refiner_scheduler, seed, node):
+        graph = refiner_graph(refiner_scheduler, seed, f"a fox {seed}")
+        graph["10"]["inputs"]["scheduler"] = base_scheduler
+        graph[node] = graph.pop("10")  # another file numbers its nodes otherwise
+        graph["11"]["inputs"]["latent_image"] = [node, 0]
+        meta = metadata({"prompt": json.dumps(graph)})
+        return meta["fields"], meta.get("passes", [])
+
+    (fa, pa), (fb, pb) = file("karras", "normal", 1, "10"), file("beta", "normal", 2, "30")
+    assert fa["scheduler"] == fb["scheduler"] == "normal" and len(pa) == len(pb) == 2
+    assert campaign_cell(fa, fb, ("k", "b"), pa, pb) == "pass 1 scheduler: karras vs beta"
+    (fa, pa), (fb, pb) = file("karras", "karras", 1, "10"), file("beta", "beta", 5, "10")
+    assert campaign_cell(fa, fb, ("k", "b"), pa, pb) == "scheduler: karras vs beta"
+    one = [{"sampler": "euler", "steps": 20}]
+    assert campaign_cell({}, {}, ("k", "b"), one, one * 2) == "passes: 1 vs 2"
+
+
 def test_two_pairs_differing_only_in_scheduler_share_one_cell_and_votes_csv_states_the_model(tmp_path,
                                                                                                lpips_metric):
     """Seeds and prompts differ from pair to pair, and within the first pair between A and B: still one cell."""
@@ -145,7 +157,6 @@ def test_files_naming_different_checkpoints_state_both(tmp_path, lpips_metric):
     assert {r["model"] for r in votes} == {"karras.safetensors / beta.safetensors"}
 
 
-@needs_passes
 def test_refiner_workflows_fill_sampler_steps_and_model_and_share_one_cell(tmp_path, lpips_metric):
     """Base + refiner, per-node seeds and prompts different in every file: one cell named by the scheduler, the
     sampler and the steps run filled in, the model naming both checkpoints, the passes per side in the CSVs."""

@@ -214,13 +214,31 @@ def settings(fields):
     return {k: v for k, v in flat_fields(fields).items() if _is_setting(k)}
 
 
-def campaign_cell(fields_a, fields_b, labels):
+def campaign_cell(fields_a, fields_b, labels, passes_a=(), passes_b=()):
     """A campaign cell named by the settings A's and B's files state differently ('scheduler: karras vs beta'),
     so two pairs whose files differ in the same settings the same way share one cell; by the labels where the
-    files state no setting differently."""
+    files state no setting differently. The fields sum up a multi-pass file (the last pass's sampler); a setting an
+    earlier pass states differently is named by its place in execution order ('pass 1 scheduler: karras vs beta'),
+    never by a node id, and only where the fields do not already say it."""
     a, b = settings(fields_a), settings(fields_b)
-    return ("; ".join(f"{k}: {_short(a.get(k))} vs {_short(b.get(k))}" for k in differing(a, b, skip=()))
-            or f"{labels[0]} vs {labels[1]}")
+    said = {k: (a.get(k), b.get(k)) for k in differing(a, b, skip=())}
+    names = [f"{k}: {_short(x)} vs {_short(y)}" for k, (x, y) in said.items()]
+    passes_a, passes_b = (_passes(p) for p in (passes_a, passes_b))
+    if len(passes_a) != len(passes_b) and passes_a and passes_b:
+        names.append(f"passes: {len(passes_a)} vs {len(passes_b)}")
+    elif len(passes_a) > 1:
+        for k, (pa, pb) in enumerate(zip(passes_a, passes_b), start=1):
+            names += [f"pass {k} {key}: {_short(pa.get(key))} vs {_short(pb.get(key))}"
+                      for key in differing(pa, pb, skip=()) if said.get(key) != (pa.get(key), pb.get(key))]
+    return "; ".join(names) or f"{labels[0]} vs {labels[1]}"
+
+
+def _passes(passes):
+    """A file's sampling passes as settings: without the node ids (a file's own numbering), prompts and seeds."""
+    if not isinstance(passes, (list, tuple)):
+        return []
+    return [{k: v for k, v in p.items() if k not in ("node", "kind") and _is_setting(k)}
+            for p in passes if isinstance(p, dict)]
 
 
 def _short(value):
@@ -243,8 +261,9 @@ def create(store, name, measured, labels, kind, only_visible=False, seed=0, chec
     arms = [ImageArm(label, name) for label in labels]
     by_cell, skipped, available = {}, {}, {}
     for src, m in measured:
-        fields_a, fields_b = m["meta"][0]["fields"], m["meta"][1]["fields"]
-        cell = src.cell or clip(campaign_cell(fields_a, fields_b, labels), 160)
+        meta_a, meta_b = m["meta"]
+        cell = src.cell or clip(campaign_cell(meta_a["fields"], meta_b["fields"], labels, meta_a.get("passes", ()),
+                                              meta_b.get("passes", ())), 160)
         available[cell] = available.get(cell, 0) + 1
         if only_visible and is_below(m["metrics"]["flip_max"]):
             skipped[cell] = skipped.get(cell, 0) + 1
