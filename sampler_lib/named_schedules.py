@@ -1,15 +1,22 @@
 """Every schedule practitioners pick from, by name, on a model's training sigmas: SCHEDULES[name](n, model_sigmas,
-**options) gives the n + 1 sigmas of n steps, descending, ending in 0. `model_sigmas` are the training sigmas,
-ascending (DiscreteSchedule.sigmas). Sources: Karras et al. 2022 eq. 5 (karras); k-diffusion (exponential,
-polyexponential, vp); ComfyUI's comfy/samplers.py (normal, sgm_uniform, simple, ddim_uniform, beta, linear_quadratic,
-kl_optimal); Sabour et al. 2024, "Align Your Steps" (tables for SD 1.5 and SDXL, log-linear interpolation as in
-ComfyUI's AlignYourStepsScheduler); diffusers' EulerDiscreteScheduler (timestep_spacing linspace, leading,
-trailing). A schedule that cannot give n distinct steps is refused with a ValueError saying what to change, never
-silently shortened."""
+**options) gives the n + 1 sigmas of n steps, descending, ending in 0. `model_sigmas` is the model's model sampling
+(sampler_lib/model_sampling.py), or its training sigmas, ascending, read as a discrete-time model's. On a flow model
+(FlowSampling: sigmas in (0, 1], shifted) the schedules that space training timesteps use its own time maps, as
+ComfyUI's do on ModelSamplingDiscreteFlow / ModelSamplingFlux; diffusers_linspace is diffusers'
+FlowMatchEulerDiscreteScheduler.set_timesteps; a schedule that means nothing there (align_your_steps, vp, diffusers'
+leading and trailing spacings) is refused saying why.
+
+Sources: Karras et al. 2022 eq. 5 (karras); k-diffusion (exponential, polyexponential, vp); ComfyUI's
+comfy/samplers.py (normal, sgm_uniform, simple, ddim_uniform, beta, linear_quadratic, kl_optimal); Sabour et al.
+2024, "Align Your Steps" (tables for SD 1.5 and SDXL, log-linear interpolation as in ComfyUI's
+AlignYourStepsScheduler); diffusers' EulerDiscreteScheduler (timestep_spacing linspace, leading, trailing) and
+FlowMatchEulerDiscreteScheduler. A schedule that cannot give n distinct steps is refused with a ValueError saying
+what to change, never silently shortened."""
 import math
 
 import torch
 
+from .model_sampling import FlowSampling, ModelSampling
 from .schedules import (
     get_sigmas_exponential,
     get_sigmas_karras,
@@ -27,12 +34,24 @@ AYS = {
 
 def _grid(model_sigmas):
     """Training sigmas as an ascending float64 tensor (checked)."""
+    if isinstance(model_sigmas, ModelSampling):
+        model_sigmas = model_sigmas.sigmas.detach().cpu()
     grid = torch.as_tensor(model_sigmas, dtype=torch.float64).flatten()
     if len(grid) < 2 or not bool(torch.isfinite(grid).all()) or bool((grid <= 0).any()):
         raise ValueError("model_sigmas must hold at least two positive, finite training sigmas")
     if bool((grid[1:] < grid[:-1]).any()):
         raise ValueError("model_sigmas must be ascending (the model's training sigmas, smallest first)")
     return grid
+
+
+def _flow(model_sigmas):
+    """The flow model sampling, or None for a discrete-time model (or bare training sigmas)."""
+    return model_sigmas if isinstance(model_sigmas, FlowSampling) else None
+
+
+def _not_on_flow(name, model_sigmas, why):
+    if _flow(model_sigmas) is not None:
+        raise ValueError(f"the {name} schedule cannot be built on a flow model's sigmas (0..1]: {why}")
 
 
 def _steps(n):
@@ -92,29 +111,37 @@ def _timestep_of(grid, sigma):
     return float(nearest_index(torch.tensor([float(sigma)], dtype=torch.float64), grid.log())[0])
 
 
-def _timestep_range(name, grid, sigma_min, sigma_max):
-    """(timestep of sigma_max, timestep of sigma_min): both must lie on the model's training sigmas."""
+def _timestep_range(name, grid, sigma_min, sigma_max, flow=None):
+    """(timestep of sigma_max, timestep of sigma_min): both must lie on the model's training sigmas. A flow model's
+    timestep is continuous (sigma * multiplier, ComfyUI's ModelSamplingDiscreteFlow.timestep)."""
     lo, hi = _ends(grid, sigma_min, sigma_max)
     if hi > float(grid[-1]) * (1 + 1e-6) or lo < float(grid[0]) * (1 - 1e-6):
         raise ValueError(f"the {name} schedule spaces training timesteps: its sigma range must lie within the model's "
                          f"training sigmas {float(grid[0]):.4g}..{float(grid[-1]):.4g} (got {lo:.4g}..{hi:.4g})")
+    if flow is not None:
+        return tuple(float(flow.timestep(torch.tensor(v, dtype=torch.float64))) for v in (hi, lo))
     return _timestep_of(grid, hi), _timestep_of(grid, lo)
+
+
+def _sigmas_of(grid, t, flow):
+    """The sigmas at timesteps t: log-interpolated training sigmas, or a flow model's shift(t / multiplier)."""
+    return _sigma_at(grid, t) if flow is None else flow.sigma(t)
 
 
 def normal(n, model_sigmas, sigma_min=None, sigma_max=None):
     """Uniform in training timestep from sigma_max's to sigma_min's, both ends included (ComfyUI 'normal')."""
-    grid, n = _grid(model_sigmas), _steps(n)
-    start, end = _timestep_range("normal", grid, sigma_min, sigma_max)
-    sigmas = _sigma_at(grid, torch.linspace(start, end, n, dtype=torch.float64))
+    grid, n, flow = _grid(model_sigmas), _steps(n), _flow(model_sigmas)
+    start, end = _timestep_range("normal", grid, sigma_min, sigma_max, flow)
+    sigmas = _sigmas_of(grid, torch.linspace(start, end, n, dtype=torch.float64), flow)
     return _out(_distinct("normal", n, sigmas, "use fewer steps or a wider sigma range"))
 
 
 def sgm_uniform(n, model_sigmas, sigma_min=None, sigma_max=None):
     """Uniform in training timestep over n + 1 points, the last (sigma_min's) replaced by 0 (ComfyUI 'sgm_uniform',
     the SGM/SDXL reference's spacing)."""
-    grid, n = _grid(model_sigmas), _steps(n)
-    start, end = _timestep_range("sgm_uniform", grid, sigma_min, sigma_max)
-    sigmas = _sigma_at(grid, torch.linspace(start, end, n + 1, dtype=torch.float64)[:-1])
+    grid, n, flow = _grid(model_sigmas), _steps(n), _flow(model_sigmas)
+    start, end = _timestep_range("sgm_uniform", grid, sigma_min, sigma_max, flow)
+    sigmas = _sigmas_of(grid, torch.linspace(start, end, n + 1, dtype=torch.float64)[:-1], flow)
     return _out(_distinct("sgm_uniform", n, sigmas, "use fewer steps or a wider sigma range"))
 
 
@@ -184,6 +211,8 @@ def kl_optimal(n, model_sigmas, sigma_min=None, sigma_max=None):
 def align_your_steps(n, model_sigmas, model_type="SD1"):
     """Align Your Steps' optimized levels for SD 1.5 or SDXL, interpolated log-linearly to n steps; the last level
     becomes 0. Refused for a model whose training sigmas are not the SD range the tables were fitted on."""
+    _not_on_flow("align_your_steps", model_sigmas, "its tables were fitted to SD 1.x/2.x and SDXL eps models "
+                 f"(sigmas {AYS['SD1'][-1]}..{AYS['SD1'][0]}); use simple, normal, beta or sgm_uniform")
     grid, n = _grid(model_sigmas), _steps(n)
     if model_type not in AYS:
         raise ValueError(f"align_your_steps: model_type must be one of {', '.join(AYS)} (got {model_type!r})")
@@ -206,6 +235,7 @@ def align_your_steps(n, model_sigmas, model_type="SD1"):
 
 def vp(n, model_sigmas, beta_d=19.9, beta_min=0.1, eps_s=1e-3):
     """The variance-preserving SDE's schedule (Song et al. 2021; k-diffusion get_sigmas_vp)."""
+    _not_on_flow("vp", model_sigmas, "it is the variance-preserving SDE's, with sigmas up to about 157")
     _grid(model_sigmas)
     t = torch.linspace(1, eps_s, _steps(n), dtype=torch.float64)
     return _out(torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1))
@@ -216,6 +246,12 @@ def _diffusers(spacing, n, model_sigmas, steps_offset=0):
     timesteps (its interpolation_type 'linear')."""
     import numpy as np
 
+    if _flow(model_sigmas) is not None:
+        if spacing != "linspace":
+            _not_on_flow(f"diffusers_{spacing}", model_sigmas, "diffusers' flow-matching scheduler "
+                         "(FlowMatchEulerDiscreteScheduler) has no timestep_spacing; its set_timesteps is "
+                         "diffusers_linspace")
+        return _diffusers_flow(_steps(n), model_sigmas)
     grid, n = _grid(model_sigmas), _steps(n)
     total = len(grid)
     if n > total:
@@ -230,8 +266,22 @@ def _diffusers(spacing, n, model_sigmas, steps_offset=0):
     return _out(_distinct(f"diffusers {spacing}", n, torch.as_tensor(sigmas), "use fewer steps"))
 
 
+def _diffusers_flow(n, flow):
+    """diffusers' FlowMatchEulerDiscreteScheduler.set_timesteps(n): n timesteps evenly from its sigma_max's to its
+    sigma_min's (times T), over T, shifted. Its training sigmas are shifted already (so the small end is shifted
+    twice) unless it shifts by resolution (use_dynamic_shifting, Flux: mu), where they are t / T."""
+    import numpy as np
+
+    total = len(flow.sigmas)
+    low = 1 / total if flow.mu is not None else float(flow.sigmas[0])
+    t = np.linspace(float(flow.sigmas[-1]) * total, low * total, n) / total
+    return _out(_distinct("diffusers_linspace", n, flow.shifted(torch.as_tensor(t)),
+                          "use fewer steps"))
+
+
 def diffusers_linspace(n, model_sigmas):
-    """diffusers timestep_spacing='linspace': n timesteps evenly from the last training timestep to 0."""
+    """diffusers timestep_spacing='linspace': n timesteps evenly from the last training timestep to 0 (on a flow
+    model: FlowMatchEulerDiscreteScheduler.set_timesteps)."""
     return _diffusers("linspace", n, model_sigmas)
 
 
