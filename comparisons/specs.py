@@ -5,6 +5,7 @@ import json
 import re
 
 from sampler_lib import SAMPLERS
+from sampler_lib.models.interface import sampling_of
 
 from .core.config import MAX_SEED, MAX_STEPS, PAIRINGS, SCHEDULES, SamplerConfig, schedule
 from .core.engine import PRECISIONS
@@ -152,11 +153,11 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
                      schedules=tuple(schedules))
     # Every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2), and every schedule
     # can be built on this model's training sigmas (ddim_uniform at 7 steps cannot), before anything is written.
-    grid = model.denoiser("off").sigmas
+    sampling = sampling_of(model)
     for cell in spec.cells():
         for cfg in (cell.a, cell.b):
             try:
-                schedule(cfg, grid)
+                schedule(cfg, sampling)
             except ConfigError as exc:
                 raise ConfigError(f"question {cell.question!r} at {cell.sampler}, {cell.steps} steps: {exc}") from exc
     return spec

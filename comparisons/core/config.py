@@ -3,7 +3,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from sampler_lib import QUANTIZE_MODES, SAMPLERS, penultimate_sigma_min
+from sampler_lib import QUANTIZE_MODES, SAMPLERS, ModelSampling, penultimate_sigma_min
 from sampler_lib import SCHEDULES as NAMED_SCHEDULES
 
 from ..errors import ConfigError, at_field, clip
@@ -236,15 +236,20 @@ def check_seed(seed):
 
 
 def schedule(cfg, model_sigmas):
-    """The schedule this config asks for, before any discretization: `steps` intervals, from the model's training
-    sigmas (ascending, DiscreteSchedule.sigmas).
+    """The schedule this config asks for, before any discretization: `steps` intervals, on the model's model
+    sampling (`sampler_lib.models.interface.sampling_of(model)`; a tensor of training sigmas, ascending, is read as a
+    discrete-time model's).
 
     The three questions on any named schedule: final_zero=False is the schedule of steps + 1 intervals without its
     final 0 (so still `steps` intervals, ending at its smallest sigma); the sigma_min rules raise the sigma_min of
     the schedules between a sigma_min and a sigma_max (RANGED_SCHEDULES) to the next-to-last point of a Karras ramp;
     discretization is the sampler's business (`paper` is the identity on schedules made of training sigmas).
     """
-    grid = model_sigmas.detach().double().flatten().sort().values.cpu()
+    if isinstance(model_sigmas, ModelSampling):
+        sampling, grid = model_sigmas, model_sigmas.sigmas.detach().double().flatten().sort().values.cpu()
+    else:
+        grid = model_sigmas.detach().double().flatten().sort().values.cpu()
+        sampling = grid  # the named schedules read a tensor as a discrete-time model's training sigmas
     options = {}
     if cfg.schedule in RANGED_SCHEDULES:
         sigma_max = cfg.sigma_max or float(grid[-1])
@@ -261,7 +266,7 @@ def schedule(cfg, model_sigmas):
         options = {"model_type": cfg.ays_model}
     n = cfg.steps if cfg.final_zero else cfg.steps + 1
     try:
-        sigmas = NAMED_SCHEDULES[cfg.schedule](n, grid, **options)
+        sigmas = NAMED_SCHEDULES[cfg.schedule](n, sampling, **options)
     except ValueError as exc:
         raise at_field(ConfigError(str(exc)), "schedule") from exc
     return sigmas if cfg.final_zero else sigmas[:-1]

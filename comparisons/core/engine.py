@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise
+from sampler_lib.models.interface import sampling_of
 
 from .config import COMPILE_MODES, schedule
 
@@ -133,10 +134,10 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     device = model.device
-    probe = model.denoiser("off")
-    s_max = float(probe.sigma_max)
+    sampling = sampling_of(model)  # the training sigmas, the starting latent: the model sampling answers
+    s_max = float(sampling.sigma_max)
     distinct = list(dict.fromkeys(configs))
-    schedules = {cfg: schedule(cfg, probe.sigmas) for cfg in distinct}
+    schedules = {cfg: schedule(cfg, sampling) for cfg in distinct}
     noise_max = noise_ceiling(s_max, schedules.values()) if noise_max is None else noise_max
     # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
     conditions = {(p, g): model.condition(p, g)
@@ -160,8 +161,8 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
             if progress is not None:
                 progress(done[0], total)
 
-        out = _run_group(model, arms, smps, schedules, conditions, noise[part.start:part.stop], noise_max, precision,
-                         tick, stats)
+        out = _run_group(model, sampling, arms, smps, schedules, conditions, noise[part.start:part.stop], noise_max,
+                         precision, tick, stats)
         for k, arm in enumerate(arms):
             results.setdefault(arm, []).append(out[:, k])
     return torch.stack([torch.cat(results[cfg]) for cfg in configs], 1)
@@ -179,12 +180,14 @@ def increments(report):
     return progress
 
 
-def _run_group(model, arms, samples, schedules, conditions, noise, noise_max, precision, tick, stats):
+def _run_group(model, sampling, arms, samples, schedules, conditions, noise, noise_max, precision, tick, stats):
     """One lockstep group of arms on some samples, in one batch: (len(samples), len(arms), *latent_shape)."""
     cfg, n_s, n_k = arms[0], len(samples), len(arms)
     sig = torch.stack([schedules[a] for a in arms], 1)                       # (N+1, K)
     sigmas = sig.repeat(1, n_s).to(model.device)                              # (N+1, S*K), sample-major
-    x = (noise[:, None] * sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1).to(model.device)
+    # Each arm starts from its sample's noise at its schedule's first sigma, as the model's noising has it.
+    x = sampling.initial_latent(noise[:, None], sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1)
+    x = x.to(model.device)
     den = model.denoiser(tuple(a.quantize for a in arms) * n_s)
     batch_den = BatchDenoiser(den, n_s, n_k, precision, dedupe=model.network not in _STATIC)
     extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])

@@ -3,6 +3,7 @@ import time
 from dataclasses import dataclass, field
 
 from sampler_lib import round_sigmas
+from sampler_lib.models.interface import sampling_of
 
 from .config import SamplerConfig, schedule
 from .engine import Sample, lockstep_key, sample_arms
@@ -35,10 +36,9 @@ def can_lockstep(cfg_a, cfg_b):
 
 def arm_schedule(model, cfg):
     """(the schedule a config asks for, as the sampler used it, every nonzero sigma on the training grid)."""
-    den = model.denoiser("off")
-    s = schedule(cfg, den.sigmas)
-    arm_den = model.denoiser(cfg.quantize)
-    return s.tolist(), round_sigmas(arm_den, s).tolist(), arm_den.quantize_sigma(s).cpu().tolist()
+    sampling = sampling_of(model)
+    s = schedule(cfg, sampling)
+    return s.tolist(), round_sigmas(model.denoiser(cfg.quantize), s).tolist(), sampling.quantize_sigma(s).cpu().tolist()
 
 
 def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
