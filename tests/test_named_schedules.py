@@ -236,11 +236,11 @@ def test_every_sampler_and_schedule_has_its_menu_line():
     grouped = [s for names in SAMPLER_GROUPS.values() for s in names]
     assert sorted(grouped) == sorted(SAMPLERS)  # each sampler in exactly one group
     assert [value for _, value in SAMPLER_CHOICES] == grouped
-    assert SAMPLER_CHOICES[0][0].startswith("single-step · euler — ")
+    assert SAMPLER_CHOICES[0][0].startswith("euler · single-step — ")
     from comparisons.core.config import SCHEDULE_GROUPS
     from ui.compare import SCHEDULE_CHOICES
     assert sorted(s for names in SCHEDULE_GROUPS.values() for s in names) == sorted(SCHEDULES)
-    assert SCHEDULE_CHOICES[0] == ("sigma_min..sigma_max · karras — " + SCHEDULE_NOTES["karras"], "karras")
+    assert SCHEDULE_CHOICES[0] == ("karras · sigma_min..sigma_max — " + SCHEDULE_NOTES["karras"], "karras")
 
 
 def test_the_app_study_form_takes_schedules_and_refuses_in_its_own_words(tmp_path):
