@@ -100,3 +100,17 @@ def test_report_fits_the_viewport_at_1280_and_390_px(schedules_study, browser):
                                 " return [t.scrollWidth, t.parentElement.clientWidth]; }")
             assert box[0] <= box[1], box
         ctx.close()
+
+
+def test_study_tab_shows_both_plots_and_the_verdict_rules(schedules_study):
+    from types import SimpleNamespace
+
+    from comparisons.analysis.stats import EQUIVALENCE_MARGIN, INCONCLUSIVE_N
+    from ui.study_tab import show_study
+    lab = SimpleNamespace(store=ResultsStore(schedules_study / "r.db"))
+    header, table, plots, _ = show_study(lab, "two-schedules")
+    assert plots.count('<img class="plot"') == 2 and "final-zero@normal" in plots
+    # Two samples per cell cannot be decided: said so, and the rule (with its margin) beside the table.
+    assert "mean diff [95% CI]" in table and INCONCLUSIVE_N in table and "no difference" not in table.split(
+        'id="study-verdict-rules"')[0]
+    assert f"±{EQUIVALENCE_MARGIN}" in table.split('id="study-verdict-rules"')[1]

@@ -1,9 +1,11 @@
 """The Study tab: stored studies (verdicts, plots, examples), and a small study run from the app (not hosted)."""
 import functools
+import html
 import re
 
 import gradio as gr
 
+from comparisons.analysis.stats import VERDICT_RULES
 from comparisons.core.config import PAIRINGS, SCHEDULES
 from comparisons.core.grid import STUDY_QUESTIONS
 from comparisons.errors import UsageError
@@ -17,7 +19,7 @@ from ui.errors import run_checked, user_error
 
 MAX_APP_STUDY_SAMPLES = 64  # a study started from the app stays small; the CLI runs the big ones
 # The verdict table: what tells cells apart and the verdict; the rest of a cell under its "more".
-STUDY_MAIN = ["question", "sampler", "steps", "n", "A closer [95% CI]", "p_holm", "verdict"]
+STUDY_MAIN = ["question", "sampler", "steps", "n", "A closer [95% CI]", "p_holm", "mean diff [95% CI]", "verdict"]
 
 
 def study_names(lab):
@@ -56,8 +58,21 @@ def show_study(lab, name, hosted=False, campaign=False):
     table = view["table"].copy()
     table["A closer [95% CI]"] = [f"{r:.3f} [{lo:.2f}, {hi:.2f}]" if r == r else ""
                                   for r, lo, hi in zip(table["a_closer_rate"], table["ci_low"], table["ci_high"])]
-    return view["header"], views.fitted_table(table, STUDY_MAIN, "study-rows", "This study has no rows yet."), \
-        view["plots"], examples
+    table["mean diff [95% CI]"] = [_signed(d, lo, hi) for d, lo, hi in zip(table["mean_diff"], table["diff_ci_low"],
+                                                                           table["diff_ci_high"])]
+    table = table.drop(columns=["diff_ci_low", "diff_ci_high"])
+    rules = (f'<p class="verdict-rules" id="study-verdict-rules"><b>verdict</b>: {html.escape(VERDICT_RULES)} '
+             "mean diff: LPIPS(A, ref) − LPIPS(B, ref), negative when A is closer (bootstrap 95% interval).</p>")
+    fitted = views.fitted_table(table, STUDY_MAIN, "study-rows", "This study has no rows yet.",
+                                optional=("mean diff [95% CI]",))
+    return view["header"], fitted + (rules if len(table) else ""), view["plots"], examples
+
+
+def _signed(value, lo, hi):
+    """'-0.0123 [-0.0200, -0.0050]'; the value alone without an interval; '' without a value."""
+    if value != value:
+        return ""
+    return f"{value:+.4f}" + ("" if lo != lo or hi != hi else f" [{lo:+.4f}, {hi:+.4f}]")
 
 
 def show_grid(lab, name, x, y, z):

@@ -346,8 +346,8 @@ def study_view(store, name, visible_flip=FLIP_VISIBLE, app_url=""):
               f"{len(spec.prompts)} prompt(s) × {len(spec.seeds)} seed(s) · reference {spec.reference.sampler} "
               f"{spec.reference.steps} steps ({spec.reference.quantize}) · {spec.precision}")
     table = pd.DataFrame(summary_rows(cells))[["question", "sampler", "steps", "n", "a_closer_rate", "ci_low",
-                                                "ci_high", "p_holm", "mean_diff", "lpips_ab", "visible_share",
-                                                "verdict"]]
+                                                "ci_high", "p_holm", "mean_diff", "diff_ci_low", "diff_ci_high",
+                                                "lpips_ab", "visible_share", "verdict"]]
     ref_images = reference_images(store, rows)
     return {"header": header, "table": table.round(4), "plots": plots_html(spec, cells, rows) if rows else "",
             "examples": examples_html(store, rows, ref_images, app_url) if rows else "", "spec": spec}
