@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .core.config import COMPILE_MODES, CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
 from .core.visibility import FLIP_VISIBLE
-from .errors import ConfigError, ImageError, StoreError, UsageError
+from .errors import ConfigError, ImageError, StoreError, UsageError, printable
 from .results.store import DEFAULT_PATH, ResultsStore
 from .specs import OneLineParser, parse_cells, parse_seeds, study_spec
 from .workflows.xyz import AXES, DEFAULT_AXES, parse_axes
@@ -451,9 +451,10 @@ def _run_study(args, ray, store, model, metric, spec):
     def opened(c):
         """Before any work: say what is stored and cached, and which phases have work."""
         if c.rows_done == c.rows_total:
-            print(f"study {spec.name}: all {c.rows_total} rows are stored; nothing to sample", file=sys.stderr)
+            print(f"study {printable(spec.name)}: all {c.rows_total} rows are stored; nothing to sample",
+                  file=sys.stderr)
             return
-        print(f"study {spec.name}: {c.rows_done} of {c.rows_total} rows stored; to sample: references "
+        print(f"study {printable(spec.name)}: {c.rows_done} of {c.rows_total} rows stored; to sample: references "
               f"{c.references_cached} of {c.references} cached, arm outputs {c.arms_cached} of {c.arms} cached",
               file=sys.stderr)
         bars[0] = PhaseBars({"references": (c.reference_work, "references", " item-steps"),
@@ -561,17 +562,32 @@ def cmd_stats(args, out):
                   f"votes still needed for 80% power: {r['votes_still_needed']}", file=out)
 
 
+class Printable:
+    """A text stream whose writes pass through errors.printable: cell names, file names and metadata come from
+    files, and a terminal must show their control characters, not obey them."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        return self.stream.write(printable(text))
+
+    def flush(self):
+        self.stream.flush()
+
+
 def main(argv=None, out=sys.stdout):
     try:
         args = _parser().parse_args(argv)
         {"study": cmd_study, "sweep": cmd_sweep, "export": cmd_export, "stats": cmd_stats,
-         "campaign": cmd_campaign, "inspect": cmd_inspect}[args.command](args, out)
+         "campaign": cmd_campaign, "inspect": cmd_inspect}[args.command](args, Printable(out))
     except (UsageError, ConfigError, StoreError, ImageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file or folder the system refused: said in words, not as [Errno n]
         what = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot use{what}: {(exc.strerror or str(exc)).lower()}; choose another path", file=sys.stderr)
+        print(printable(f"error: cannot use{what}: {(exc.strerror or str(exc)).lower()}; choose another path"),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; every pair recorded so far is complete (rerun the same command to resume a study)",

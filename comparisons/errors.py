@@ -4,13 +4,25 @@ Each type's message says what to change. The app shows exactly these (ui/errors.
 one line with exit 2. Nothing here imports the rest of the project.
 """
 
+import re
+
 ECHO = 80  # an error message quotes at most this many characters of what was sent
+# What a terminal would act on rather than show: C0 controls but tab and newline, DEL, C1 controls (CSI, OSC, ...)
+# and the bidirectional overrides that reorder what is read. Names, metadata and cells come from files.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def clip(text, limit=ECHO):
     """`text` for an error message: at most `limit` characters, marked when cut."""
     text = str(text)
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def printable(text):
+    """`text` as a terminal shows it without obeying it: every control character written out as an escape
+    (ESC as '\\x1b', a right-to-left override as '\\u202e'), tabs and line breaks kept."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
+                            str(text))
 
 
 class ConfigError(ValueError):
