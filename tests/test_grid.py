@@ -69,8 +69,13 @@ def test_pngs_have_a_cell_per_image(tmp_path):
     pngs = grid_pngs(grid, tmp_path)
     assert list(pngs) == ["all"] and png_name(grid, "all") == "grid-steps-arm.png"
     image = Image.open(io.BytesIO(pngs["all"]))
-    assert image.size == (150 + 3 * 100, 56 + 2 * 100)  # a reference column and two step columns; two arms
-    assert image.getpixel((150 + 10, 56 + 10)) == (0, 0, 255)  # the reference first in each row
+    from comparisons.workflows.xyz import panel_layout
+    layout = panel_layout(grid, 0)
+    label_w = layout["images"][0][1]
+    # A reference column and two step columns; two arms (the label column as wide as its longest label).
+    assert image.size == layout["size"] and image.width == label_w + 3 * 100 and len(layout["images"]) == 2 * 3
+    _, x, y = layout["images"][0]
+    assert image.getpixel((x + 10, y + 10)) == (0, 0, 255)  # the reference first in each row
 
 
 def test_cli_refuses_bad_grid_axes_before_anything_is_written(tmp_path):

@@ -74,8 +74,17 @@ def xyz(items, x, y, z=None, fixed=None):
         raise at_field(ConfigError(f"a grid of {len(xs)} x {len(ys)} x {len(zs)} cells is more than {MAX_CELLS}; "
                                    "put an axis with fewer values (sampler, schedule, arm) on the panels or leave "
                                    "seed off the axes"), "grid-axes")
-    panels = [(zv, [[index.get((xv, yv, zv)) for xv in xs] for yv in ys]) for zv in zs]
-    return {"x": x, "y": y, "z": z, "x_values": xs, "y_values": ys, "panels": panels, "fixed": fixed}
+    panels, panel_axes = [], []
+    for zv in zs:
+        full = [[index.get((xv, yv, zv)) for xv in xs] for yv in ys]
+        # A panel shows only its rows and columns with an image: a row of nothing but "—" says nothing (with
+        # --schedules most arms exist under one schedule only).
+        rows = [i for i, row in enumerate(full) if any(c is not None for c in row)]
+        cols = [k for k in range(len(xs)) if any(full[i][k] is not None for i in rows)]
+        panels.append((zv, [[full[i][k] for k in cols] for i in rows]))
+        panel_axes.append(([xs[k] for k in cols], [ys[i] for i in rows]))
+    return {"x": x, "y": y, "z": z, "x_values": xs, "y_values": ys, "panels": panels, "panel_axes": panel_axes,
+            "fixed": fixed}
 
 
 def references(grid, cells):
@@ -83,7 +92,7 @@ def references(grid, cells):
     row): each cell's reference is its sample's (its seed; the prompt is fixed)."""
     first = lambda group: next((c["reference"] for c in group if c is not None), None)  # noqa: E731
     if grid["x"] == "seed":
-        return "row", [first([row[k] for row in cells]) for k in range(len(grid["x_values"]))]
+        return "row", [first([row[k] for row in cells]) for k in range(len(cells[0]) if cells else 0)]
     return "column", [first(row) for row in cells]
 
 
@@ -95,38 +104,98 @@ def caption(grid):
 
 # ---- PNG --------------------------------------------------------------------------------------------
 
+LABEL_MAX_PX = 320  # the PNG's row-label column grows to its longest label up to this, then labels wrap
+
+
+def _font():
+    from PIL import ImageFont
+    return ImageFont.load_default(size=11)
+
+
+def wrap_text(text, width, font):
+    """`text` in lines that each measure at most `width` px in `font`, broken after a space, '@', '_', '-' or '·'
+    (inside a word only when one alone is wider); the lines joined give `text` back whole."""
+    import re
+    lines, line = [], ""
+    for token in re.findall(r"[^ @_\-·]*[ @_\-·]?", text):
+        if not token:
+            continue
+        if line and font.getlength((line + token).rstrip()) > width:
+            lines.append(line)
+            line = ""
+        while font.getlength(token.rstrip()) > width and len(token) > 1:  # one word wider than the column
+            cut = max(k for k in range(1, len(token) + 1) if k == 1 or font.getlength(token[:k]) <= width)
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(token[:cut])
+            token = token[cut:]
+        line += token
+    return lines + [line] if line or not lines else lines
+
+
+def panel_layout(grid, index, font=None):
+    """Where one panel's PNG puts everything: {'size', 'texts': [{'kind', 'text', 'lines', 'x', 'y', 'width'}],
+    'images': [(path, x, y)], 'rows', 'columns'}. Every label is whole (wrapped within its column, which widens to
+    the longest row label up to LABEL_MAX_PX); only the panel's rows and columns with an image are drawn."""
+    font = font or _font()
+    zv, cells = grid["panels"][index]
+    xs, ys = grid["panel_axes"][index]
+    where, refs = references(grid, cells)
+    col0 = 1 if where == "column" else 0          # a reference column first, or a reference row on top
+    row0 = 1 if where == "row" else 0
+    step, pad = CELL_PX + 4, 4
+    line_h = font.getbbox("Ag")[3] + 3
+    row_labels = (["reference"] if row0 else []) + [f"{grid['y']} {yv}" for yv in ys]
+    label_w = min(LABEL_MAX_PX, max(font.getlength(t) for t in row_labels) + 3 * pad)
+    heads = (["reference"] if col0 else []) + [f"{grid['x']} {v}" for v in xs]
+    width = max(int(label_w) + len(heads) * step, 240)
+    caption_text = caption(grid) + (f" · {grid['z']} {zv}" if grid["z"] else "")
+    texts = [{"kind": "caption", "text": caption_text, "lines": wrap_text(caption_text, width - 2 * pad, font),
+              "x": pad, "y": pad, "width": width - 2 * pad}]
+    top = pad + len(texts[0]["lines"]) * line_h + pad
+    head_lines = [wrap_text(h, step - pad, font) for h in heads]
+    for k, (h, lines) in enumerate(zip(heads, head_lines)):
+        texts.append({"kind": "head", "text": h, "lines": lines, "x": int(label_w) + k * step, "y": top,
+                      "width": step - pad})
+    top += max(len(lines) for lines in head_lines) * line_h + pad
+    label_lines = [wrap_text(t, label_w - 2 * pad, font) for t in row_labels]
+    row_h = max(step, max(len(lines) for lines in label_lines) * line_h + pad)
+    images = []
+    for r, (label, lines) in enumerate(zip(row_labels, label_lines)):
+        y = top + r * row_h
+        texts.append({"kind": "row", "text": label, "lines": lines, "x": pad,
+                      "y": y + max(0, (CELL_PX - len(lines) * line_h) // 2), "width": label_w - 2 * pad})
+    place = lambda path, r, k: images.append((path, int(label_w) + k * step, top + r * row_h))  # noqa: E731
+    if row0:
+        for k, ref in enumerate(refs):
+            if ref is not None:
+                place(ref, 0, k)
+    for r, row in enumerate(cells):
+        if col0 and refs[r] is not None:
+            place(refs[r], r + row0, 0)
+        for k, c in enumerate(row):
+            if c is not None:
+                place(c["image"], r + row0, k + col0)
+    return {"size": (width, top + len(row_labels) * row_h), "texts": texts, "images": images, "line_h": line_h,
+            "rows": len(cells), "columns": len(xs)}
+
+
 def grid_pngs(grid, root):
-    """{panel label: PNG bytes}: each panel as one image with its references and labels around."""
+    """{panel label: PNG bytes}: each panel as one image with its references and labels around (panel_layout)."""
     from PIL import Image, ImageDraw
 
-    out = {}
-    label_w, label_h, step = 150, 28, CELL_PX + 4
-    for zv, cells in grid["panels"]:
-        where, refs = references(grid, cells)
-        col0 = 1 if where == "column" else 0          # a reference column first, or a reference row on top
-        row0 = 1 if where == "row" else 0
-        canvas = Image.new("RGB", (label_w + (len(grid["x_values"]) + col0) * step,
-                                   label_h * 2 + (len(cells) + row0) * step), "white")
+    font, out = _font(), {}
+    for index, (zv, _) in enumerate(grid["panels"]):
+        layout = panel_layout(grid, index, font)
+        canvas = Image.new("RGB", layout["size"], "white")
         draw = ImageDraw.Draw(canvas)
-        draw.text((4, 4), caption(grid) + (f" · {grid['z']} {zv}" if grid["z"] else ""), fill="black")
-        heads = (["reference"] if col0 else []) + [f"{grid['x']} {v}" for v in grid["x_values"]]
-        for k, name in enumerate(heads):
-            draw.text((label_w + k * step, label_h + 6), name[:16], fill="black")
-
-        def paste(path, r, k):
-            if path is not None:
-                image = Image.open(root / path).convert("RGB").resize((CELL_PX, CELL_PX), Image.NEAREST)
-                canvas.paste(image, (label_w + k * step, label_h * 2 + r * step))
-        if row0:
-            draw.text((4, label_h * 2 + CELL_PX // 2), "reference", fill="black")
-            for k, ref in enumerate(refs):
-                paste(ref, 0, k)
-        for r, (yv, row) in enumerate(zip(grid["y_values"], cells)):
-            draw.text((4, label_h * 2 + (r + row0) * step + CELL_PX // 2), f"{grid['y']} {yv}"[:24], fill="black")
-            if col0:
-                paste(refs[r], r, 0)
-            for k, c in enumerate(row):
-                paste(c and c["image"], r + row0, k + col0)
+        for t in layout["texts"]:
+            for n, line in enumerate(t["lines"]):
+                draw.text((t["x"], t["y"] + n * layout["line_h"]), line.rstrip(), fill="black", font=font)
+        for path, x, y in layout["images"]:
+            image = Image.open(root / path).convert("RGB").resize((CELL_PX, CELL_PX), Image.NEAREST)
+            canvas.paste(image, (x, y))
         buf = io.BytesIO()
         canvas.save(buf, format="PNG")
         out["all" if zv is None else str(zv)] = buf.getvalue()
@@ -161,21 +230,21 @@ def grid_html(grid, data_url):
     Two picked cells fill the grid's .grid-pair (static/grid.js)."""
     parts = [f'<p class="grid-caption">{html.escape(caption(grid))}. Wheel zooms every cell at once, drag pans, '
              '0 resets; click two cells to open them as a pair in the flicker view below.</p>']
-    for zv, cells in grid["panels"]:
+    for (zv, cells), (xs, ys) in zip(grid["panels"], grid["panel_axes"]):
         where, refs = references(grid, cells)
         in_panel = f" · {grid['z']} {zv}" if grid["z"] else ""
         # A reference is its sample's: the seed of its row, of the panel, or the fixed one.
         seed = zv if grid["z"] == "seed" else grid["fixed"].get("seed")
         ref_cell = lambda path, label: (_cell({"image": path}, f"reference · {label}", data_url)  # noqa: E731
                                         if path else '<td class="grid-empty">—</td>')
-        head = "".join(f"<th>{html.escape(grid['x'])} {html.escape(str(v))}</th>" for v in grid["x_values"])
+        head = "".join(f"<th>{html.escape(grid['x'])} {html.escape(str(v))}</th>" for v in xs)
         body = []
         if where == "row":
-            body.append("<tr><th>reference</th>" + "".join(ref_cell(p, f"seed {v}")
-                                                           for p, v in zip(refs, grid["x_values"])) + "</tr>")
-        for r, (yv, row) in enumerate(zip(grid["y_values"], cells)):
+            body.append("<tr><th>reference</th>" + "".join(ref_cell(p, f"seed {v}") for p, v in zip(refs, xs))
+                        + "</tr>")
+        for r, (yv, row) in enumerate(zip(ys, cells)):
             first = ref_cell(refs[r], f"seed {yv if grid['y'] == 'seed' else seed}") if where == "column" else ""
-            labels = [f"{grid['x']} {xv} · {grid['y']} {yv}{in_panel}" for xv in grid["x_values"]]
+            labels = [f"{grid['x']} {xv} · {grid['y']} {yv}{in_panel}" for xv in xs]
             body.append(f"<tr><th>{html.escape(grid['y'])} {html.escape(str(yv))}</th>{first}"
                         + "".join(_cell(c, label, data_url) for c, label in zip(row, labels)) + "</tr>")
         title = f"<h4>{html.escape(grid['z'])} {html.escape(str(zv))}</h4>" if grid["z"] else ""
