@@ -60,21 +60,6 @@ def _fmt(value, digits=3):
     return str(value)
 
 
-def verdict_text(cells):
-    """The verdict table as the terminal prints it."""
-    head = f"{'question':<22}{'sampler':<10}{'steps':>5}{'n':>6}  {'A closer':>9}  {'95% CI':<14}{'p_holm':>8}" \
-           f"  {'mean diff [95% CI]':<28}{'LPIPS(A,B)':>10}{'visible':>8}  verdict"
-    lines = [head, "-" * len(head)]
-    for c in cells:
-        ci = f"[{_fmt(c['ci_low'], 2)}, {_fmt(c['ci_high'], 2)}]" if not math.isnan(c["ci_low"]) else ""
-        diff = f"{c['mean_diff']:+.4f} [{c['diff_ci_low']:+.4f}, {c['diff_ci_high']:+.4f}]" \
-            if not math.isnan(c["diff_ci_low"]) else _fmt(c["mean_diff"], 4)
-        lines.append(f"{c['question']:<22}{c['sampler']:<10}{c['steps']:>5}{c['n']:>6}  "
-                     f"{_fmt(c['a_closer_rate'], 2):>9}  {ci:<14}{_fmt(c['p_holm'], 3):>8}  {diff:<28}"
-                     f"{c['lpips_ab']:>10.4f}{c['visible_share']:>8.0%}  {c['verdict']}")
-    return "\n".join(lines)
-
-
 # ---- examples --------------------------------------------------------------------------------------
 
 def examples(rows, per_cell=3):
