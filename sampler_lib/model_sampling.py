@@ -257,7 +257,10 @@ class FlowSampling(ModelSampling):
         self.shift, self.mu, self.shift_type = float(shift), None if mu is None else float(mu), shift_type
         self.multiplier = float(multiplier)
         t = torch.arange(1, int(timesteps) + 1, dtype=torch.float64) / int(timesteps)
-        super().__init__(self.shifted(t).to(torch.float32))
+        sigmas = self.shifted(t)
+        super().__init__(sigmas.to(torch.float32))
+        # The training sigmas' network timesteps, rounded once (unshifted: exactly 1..1000).
+        self.register_buffer("grid_timesteps", (sigmas * self.multiplier).to(torch.float32), persistent=False)
 
     def card(self):
         card = {"kind": self.kind, "timesteps": len(self.sigmas), "multiplier": self.multiplier}
@@ -272,14 +275,14 @@ class FlowSampling(ModelSampling):
 
     def nearest(self, sigma):
         """Nearest training sigma in sigma itself (the network's timestep is linear in sigma)."""
-        s = sigma.to(self.sigmas.dtype)
+        s = sigma.to(self.sigmas.dtype).contiguous()
         hi = torch.searchsorted(self.sigmas, s).clamp(1, len(self.sigmas) - 1)
         lo = hi - 1
         pick_hi = (self.sigmas[hi] - s) < (s - self.sigmas[lo])
         return torch.where(pick_hi, hi, lo)
 
     def _grid_t(self, idx, dtype):
-        return self.sigmas[idx].to(dtype) * self.multiplier
+        return self.grid_timesteps[idx].to(dtype)
 
     def _continuous_t(self, sigma):
         return sigma * self.multiplier
