@@ -1,12 +1,12 @@
-"""Print the Karras schedules of the three pairings, continuous and discretized (SD 1.x sigmas).
+"""Print the Karras schedules of the three pairings, continuous and discretized (SD 1.x sigmas, or a flow model's).
 
-    python -m sampler_lib [--steps 7] [--rho 7]
+    python -m sampler_lib [--steps 7] [--rho 7] [--flow-shift 3]
 """
 import argparse
 
 import torch
 
-from . import DiscreteEpsDenoiser, discretize_sigmas, get_sigmas_karras, penultimate_sigma_min
+from . import EpsSampling, FlowSampling, get_sigmas_karras, penultimate_sigma_min
 from .schedules import scaled_linear_alphas_cumprod
 
 
@@ -27,15 +27,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--rho", type=float, default=7.0)
+    parser.add_argument("--flow-shift", type=float, default=None,
+                        help="a flow model's grid (t/1000, shifted like SD3's) instead of Stable Diffusion's")
     args = parser.parse_args(argv)
-    den = DiscreteEpsDenoiser(lambda x, t: x, scaled_linear_alphas_cumprod())
-    lo, hi = float(den.sigma_min), float(den.sigma_max)
-    print(f"Stable Diffusion training sigmas: {len(den.sigmas)} from {lo:.4f} to {hi:.4f}\n")
+    if args.flow_shift is None:
+        sampling, what = EpsSampling(scaled_linear_alphas_cumprod()), "Stable Diffusion training sigmas"
+    else:
+        sampling, what = FlowSampling(shift=args.flow_shift), f"Flow training sigmas (shift {args.flow_shift:g})"
+    lo, hi = float(sampling.sigma_min), float(sampling.sigma_max)
+    print(f"{what}: {len(sampling.sigmas)} from {lo:.4f} to {hi:.4f}\n")
     fmt = lambda s: ", ".join(f"{v:.4f}" for v in s.tolist())  # noqa: E731
     for label, sigmas in pairing_schedules(args.steps, lo, hi, args.rho).items():
         print(label)
         print("  continuous :", fmt(sigmas))
-        print("  discretized:", fmt(discretize_sigmas(sigmas, den.sigmas)))
+        print("  discretized:", fmt(sampling.quantize_sigma(sigmas)))
 
 
 if __name__ == "__main__":
