@@ -292,7 +292,8 @@ def test_vote_view_in_the_browser(study_store, tmp_path):
                 page.locator("#campaign-header").click()
                 page.keyboard.press(key)
                 page.wait_for_function("s => document.querySelector('#reveal').innerText.includes('Left was') && "
-                                       "(document.querySelector('#pair-left') || {}).src !== s", arg=seen[-1],
+                                       "(document.querySelector('#pair-left') || {getAttribute: () => null}).getAttribute('src') !== s",
+                                       arg=seen[-1],
                                        timeout=60_000)
             page.wait_for_function("() => document.querySelector('#vote-status').innerText.includes('seen every')")
             assert len(set(seen)) == 3 and page.is_disabled("#vote-left")
@@ -341,9 +342,10 @@ def test_hosted_campaign_serves_and_takes_votes(study_store, tmp_path):
     db = fresh_copy(study_store, tmp_path / "a")
     cli("campaign", "create", "pub", "--study", "tiny", "--cells", "final-zero:heun:2", "--per-cell", "2",
         "--results", str(db))
-    app = LiveApp(db, "--campaign", "pub", "--hosted")
+    token = "t" * 24  # a hosted /export_votes exists only with --export-token, and asks for it
+    app = LiveApp(db, "--campaign", "pub", "--hosted", "--export-token", token)
     try:
-        client = Client(app.url, verbose=False)
+        client = Client(app.url, verbose=False, headers={"X-Export-Token": token})
         pair = client.predict(api_name="/next_pair")
         assert pair["visibility"]["max_abs_diff"] >= 0 and len(pair["pair_id"]) == 32
         client.predict(pair["pair_id"], "right", "", api_name="/vote")

@@ -68,9 +68,12 @@ def test_fresh_sessions_cannot_reset_the_rate_limits(hosted):
         voters[30].predict("nope", "left", "", api_name="/vote")
 
 
+TOKEN = "t" * 24  # --export-token: a hosted /export_votes exists only with one
+
+
 def test_votes_survive_a_restart(tmp_path):
     results = tmp_path / "data" / "results.db"
-    app = LiveApp(results, "--hosted", "--export-notes")
+    app = LiveApp(results, "--hosted", "--export-notes", "--export-token", TOKEN)
     try:
         c = Client(app.url, verbose=False)
         voted = c.predict("a cyan triangle", 5, "sigma-min", 3, "heun", api_name="/generate_pair")
@@ -79,9 +82,9 @@ def test_votes_survive_a_restart(tmp_path):
         session = c.session_hash
     finally:
         app.stop()
-    app = LiveApp(results, "--hosted", "--export-notes")
+    app = LiveApp(results, "--hosted", "--export-notes", "--export-token", TOKEN)
     try:
-        c = Client(app.url, verbose=False)
+        c = Client(app.url, verbose=False, headers={"X-Export-Token": TOKEN})  # /export_votes asks for it on hosted
         c.session_hash = session  # the same visitor after the restart (the pair was served to this session)
         c.predict(pending["pair_id"], "tie", "after restart", api_name="/vote")
         votes = pd.read_csv(c.predict(api_name="/export_votes"))
