@@ -226,6 +226,12 @@ def study_table(cells):
                       right=("steps", "n", "A closer", "p_holm", "LPIPS(A,B)", "visible"))
 
 
+def top_address(row):
+    """'40% (2 votes)': how much of a cell's votes came from its heaviest address; '—' where none is known."""
+    share = row["top_address_share"]
+    return "—" if math.isnan(share) else f"{share:.0%} ({row['top_address_votes']})"
+
+
 def campaign_table(name, rows):
     """A campaign's stats as plain tables: every vote, then without the sessions their attention checks flagged."""
     from .workflows.campaign import ALL_CELLS, VOTERS, cell_name
@@ -237,16 +243,20 @@ def campaign_table(name, rows):
              f"pairs from {rows[0]['sessions']} sessions; {rows[0]['flagged']} flagged by their attention checks (a "
              "side picked on most checks)"]
     header = ["cell", "votes", "A", "B", "tie", "bad", "A win rate [95% CI]", "p", "side-corr.", "left rate",
-              "side p", "votes say", "LPIPS says", "agreement"]
+              "side p", "top address", "w/o top: A", "B", "p ", "votes say", "LPIPS says", "agreement"]
     for voters in VOTERS:
         table = [[cell_name(r), r["votes"], r["a"], r["b"], r["tie"], r["both_bad"],
                   f"{fmt(r['a_win_rate'])} [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]", fmt(r["p_value"], 4),
-                  fmt(r["a_win_rate_corrected"]), fmt(r["left_rate"]), fmt(r["left_p"], 4), r["votes_verdict"],
+                  fmt(r["a_win_rate_corrected"]), fmt(r["left_rate"]), fmt(r["left_p"], 4), top_address(r),
+                  r["a_wo_top"], r["b_wo_top"], fmt(r["p_value_wo_top"], 4), r["votes_verdict"],
                   r["lpips_verdict"], r["agreement"]] for r in rows if r["voters"] == voters]
-        lines += ["", f"votes: {voters}", text_table(header, table, right=("votes", "A", "B", "tie", "bad", "p",
-                                                                            "side-corr.", "left rate", "side p"))]
+        lines += ["", f"votes: {voters}", text_table(header, table, right=(
+            "votes", "A", "B", "tie", "bad", "p", "side-corr.", "left rate", "side p", "top address", "w/o top: A",
+            "p "))]
     lines.append("side-corr.: A's win rate averaged over A shown left and A shown right (a side preference cancels); "
-                 "left rate: how often the left image won, side p its sign test (small: voters favour a side)")
+                 "left rate: how often the left image won, side p its sign test (small: voters favour a side); "
+                 "top address: the largest share of the votes cast from one address (hosted votes keep a salted "
+                 "hash of it; '—' where no vote has one), then A, B and p without that address's votes")
     return "\n".join(lines)
 
 

@@ -213,8 +213,9 @@ def test_attention_checks_flag_a_session_that_always_votes_left(study_store, tmp
     assert everyone["flagged"] == 1 and everyone["sessions"] == 2
     assert everyone["votes"] == 8  # 4 pairs x 2 sessions; the 4 check votes never count toward the cell
     assert trusted["votes"] == 4 and (trusted["a"], trusted["b"]) == (0, 4)  # the lazy session's votes dropped
-    report = campaign.stats_text("c", rows)
-    assert "1 flagged" in report and "votes: without flagged" in report
+    from comparisons.cli import campaign_table
+    report = campaign_table("c", rows)
+    assert "1 flagged" in report and "votes: without flagged" in report and "top address" in report
 
 
 def test_bundle_round_trip_is_idempotent_and_refuses_bad_zips(study_store, tmp_path):
@@ -292,9 +293,8 @@ def test_vote_view_in_the_browser(study_store, tmp_path):
                 page.locator("#campaign-header").click()
                 page.keyboard.press(key)
                 page.wait_for_function("s => document.querySelector('#reveal').innerText.includes('Left was') && "
-                                       "(document.querySelector('#pair-left') || {getAttribute: () => null}).getAttribute('src') !== s",
-                                       arg=seen[-1],
-                                       timeout=60_000)
+                                       "(document.querySelector('#pair-left') || {getAttribute: () => null})"
+                                       ".getAttribute('src') !== s", arg=seen[-1], timeout=60_000)
             page.wait_for_function("() => document.querySelector('#vote-status').innerText.includes('seen every')")
             assert len(set(seen)) == 3 and page.is_disabled("#vote-left")
             # On a phone a visitor's pair and its four buttons share the first screen (buttons straight under it).

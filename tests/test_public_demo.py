@@ -89,6 +89,9 @@ def test_one_counted_vote_per_address_and_pair_and_a_cap(tmp_path):
     (everything,) = [r for r in campaign.stats(lab.store, "c") if r["voters"] == "all" and r["question"] ==
                      "(all cells)"]
     assert everything["top_address_share"] == pytest.approx(3 / 4) and everything["votes_wo_top"] == 1
+    from comparisons.cli import campaign_table
+    printed = campaign_table("c", campaign.stats(lab.store, "c"))
+    assert "top address" in printed and "75% (3)" in printed  # as `campaign stats` prints it
 
 
 def test_a_vote_the_disk_refuses_is_said_and_nothing_is_lost(tmp_path, monkeypatch):

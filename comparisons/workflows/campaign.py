@@ -198,28 +198,3 @@ def cell_name(row):
     if row["question"] == ALL_CELLS or (row["sampler"] == "" and row["steps"] == 0):
         return row["question"]
     return f"{row['question']}:{row['sampler']}:{row['steps']}"
-
-
-def stats_text(name, rows):
-    """The stats as plain tables for the command line: every vote, then without flagged sessions."""
-    def fmt(x, d=3):
-        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
-    first = rows[0]
-    lines = [f"campaign {name}: {sum(r['votes'] for r in rows if r['voters'] == 'all' and r['question'] != ALL_CELLS)}"
-             f" votes over {sum(r['pairs'] for r in rows if r['voters'] == 'all' and r['question'] != ALL_CELLS)} "
-             f"pairs from {first['sessions']} sessions; {first['flagged']} flagged by their attention checks (a side "
-             "picked on most checks)"]
-    for voters in VOTERS:
-        lines += ["", f"votes: {voters}",
-                  f"{'cell':<34}{'votes':>6}{'A':>5}{'B':>5}{'tie':>5}{'bad':>5}  {'A win rate [95% CI]':<22}"
-                  f"{'p':>8}  {'side-corr.':>10}{'left rate':>10}{'side p':>8}  {'votes say':<14}{'LPIPS says':<26}"
-                  "agreement"]
-        for r in (r for r in rows if r["voters"] == voters):
-            rate = f"{fmt(r['a_win_rate'])} [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]"
-            lines.append(f"{cell_name(r):<34}{r['votes']:>6}{r['a']:>5}{r['b']:>5}{r['tie']:>5}{r['both_bad']:>5}  "
-                         f"{rate:<22}{fmt(r['p_value'], 4):>8}  {fmt(r['a_win_rate_corrected']):>10}"
-                         f"{fmt(r['left_rate']):>10}{fmt(r['left_p'], 4):>8}  {r['votes_verdict']:<14}"
-                         f"{r['lpips_verdict']:<26}{r['agreement']}")
-    lines.append("side-corr.: A's win rate averaged over A shown left and A shown right (a side preference cancels); "
-                 "left rate: how often the left image won, side p its sign test (small: voters favour a side)")
-    return "\n".join(lines)
