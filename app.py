@@ -339,8 +339,9 @@ def _parse_args(argv):
     p.add_argument("--max-votes-per-address", type=int, default=None,
                    help=f"hosted campaign: counted votes from one address (default "
                         f"{HostedLimits.max_votes_per_address}); one per pair and address in any case")
-    p.add_argument("--export-token", help="hosted: open /export_votes to callers sending this X-Export-Token header "
-                   "(rate limited); without it a hosted demo has no export")
+    p.add_argument("--export-token", default=os.environ.get("AB_LAB_EXPORT_TOKEN") or None,
+                   help="hosted: open /export_votes to callers sending this X-Export-Token header (rate limited); "
+                   "without it a hosted demo has no export (default: $AB_LAB_EXPORT_TOKEN, a Space's secret)")
     p.add_argument("--pair-downloads", action="store_true",
                    help="hosted: offer each voted pair's zip (it names which image was A); off by default")
     args = p.parse_args(argv)

@@ -305,3 +305,15 @@ def test_every_text_field_is_shown_as_text_and_nothing_leaves_for_another_host(t
     finally:
         app.stop()
 
+
+
+def test_the_export_token_comes_from_the_flag_or_a_spaces_secret(monkeypatch):
+    import app
+    monkeypatch.delenv("AB_LAB_EXPORT_TOKEN", raising=False)
+    assert app._parse_args(["--hosted"]).export_token is None  # no token: a hosted demo has no export
+    monkeypatch.setenv("AB_LAB_EXPORT_TOKEN", "s" * 20)
+    assert app._parse_args(["--hosted"]).export_token == "s" * 20
+    assert app._parse_args(["--hosted", "--export-token", "f" * 16]).export_token == "f" * 16
+    monkeypatch.setenv("AB_LAB_EXPORT_TOKEN", "short")
+    with pytest.raises(SystemExit):
+        app._parse_args(["--hosted"])  # a short secret is refused as a short flag is
