@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from comparisons.errors import StoreError, VoteRefused
+from comparisons.errors import StoreError, UsageError, VoteRefused
 from comparisons.results.store import SERVE_NEXT_SQL, ResultsStore
 from comparisons.workflows.blind import address_key, cast_vote, next_campaign_pair
 from comparisons.workflows.lab import Lab
@@ -315,5 +315,5 @@ def test_the_export_token_comes_from_the_flag_or_a_spaces_secret(monkeypatch):
     assert app._parse_args(["--hosted"]).export_token == "s" * 20
     assert app._parse_args(["--hosted", "--export-token", "f" * 16]).export_token == "f" * 16
     monkeypatch.setenv("AB_LAB_EXPORT_TOKEN", "short")
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="at least 16 characters"):
         app._parse_args(["--hosted"])  # a short secret is refused as a short flag is
