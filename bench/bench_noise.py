@@ -33,9 +33,10 @@ def main():
     args = p.parse_args()
     ks, _ = load_kdiffusion()
     model = load_model("embedded")
-    den = model.denoiser("off")
-    sigmas = get_sigmas_karras(STEPS, float(den.sigma_min), float(den.sigma_max))
-    s_min, s_max = float(den.sigma_min), float(den.sigma_max)
+    den = model.denoiser("off")  # the samplers run on it
+    sampling = model.model_sampling
+    sigmas = get_sigmas_karras(STEPS, float(sampling.sigma_min), float(sampling.sigma_max))
+    s_min, s_max = float(sampling.sigma_min), float(sampling.sigma_max)
     print(f"embedded model, latent {model.latent_shape}, {STEPS} Karras steps, {torch.get_num_threads()} threads")
     for batch in (32, 64):
         seeds = list(range(batch))

@@ -354,15 +354,16 @@ def _existing_store(path):
 def cmd_sweep(args, out):
     from tqdm import tqdm
 
+    from sampler_lib.models.interface import sampling_of
+
     from .analysis.stats import mean_interval
     from .workflows.lab import Lab
     pairing, cfg_a, cfg_b = sweep_configs(args)
     seeds = parse_seeds(args.seeds)
     model = load_model_or_fail(args.model)
-    den = model.denoiser("off")
     for cfg in (cfg_a, cfg_b):
         model.condition(args.prompt, cfg.guidance_scale)  # bad prompt words fail before any file is made
-        schedule(cfg, den.sigmas)  # so does a schedule that cannot be built
+        schedule(cfg, sampling_of(model))  # so does a schedule that cannot be built
     check_writable(args.results, "results file", "--results")
     lab = Lab(args.results, lpips_weights=args.lpips_weights, load=lambda name: model)
     lab.lpips()

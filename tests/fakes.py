@@ -1,7 +1,7 @@
 """A fast stand-in with the model interface, for tests that exercise plumbing rather than quality."""
 import torch
 
-from sampler_lib import DiscreteEpsDenoiser, scaled_linear_alphas_cumprod
+from sampler_lib import DiscreteEpsDenoiser, EpsSampling, scaled_linear_alphas_cumprod
 from sampler_lib.models.guidance import check_guidance, to_pil
 
 
@@ -20,6 +20,7 @@ class FakeModel:
 
     def __init__(self):
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self.model_sampling = EpsSampling(self.alphas_cumprod)
 
     def denoiser(self, quantize="off"):
         return DiscreteEpsDenoiser(cond_eps, self.alphas_cumprod, quantize=quantize)

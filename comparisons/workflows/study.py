@@ -8,6 +8,7 @@ import torch
 
 from sampler_lib import round_sigmas
 from sampler_lib.models.guidance import to_pil
+from sampler_lib.models.interface import sampling_of
 
 from ..core.config import schedule
 from ..core.engine import increments, noise_ceiling, sample_arms
@@ -51,16 +52,16 @@ class Plan:
     def arm_sigmas(self, model):
         """{arm config: its schedule as sampled}, built once per study (every chunk stores it)."""
         if self._sigmas is None:
-            grid = model.denoiser("off").sigmas
-            self._sigmas = {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, grid)).tolist()
+            sampling = sampling_of(model)
+            self._sigmas = {cfg: round_sigmas(model.denoiser(cfg.quantize), schedule(cfg, sampling)).tolist()
                             for cfg in self.arms}
         return self._sigmas
 
     def noise_max(self, model):
         """The Brownian noise's range shared by every arm of the study (engine.noise_ceiling), computed once."""
         if self._noise_max is None:
-            probe = model.denoiser("off")
-            self._noise_max = noise_ceiling(float(probe.sigma_max), [schedule(c, probe.sigmas) for c in self.arms])
+            sampling = sampling_of(model)
+            self._noise_max = noise_ceiling(float(sampling.sigma_max), [schedule(c, sampling) for c in self.arms])
         return self._noise_max
 
     def references_wanted(self, chunk):

@@ -17,11 +17,11 @@ class Model(Protocol):
     def network(self):
         """The guided network module every denoiser calls: what `torch.compile` wraps."""
 
-    # model_sampling: the model's sampler_lib.model_sampling.ModelSampling (EpsSampling, VSampling, FlowSampling):
-    # its training sigmas (ascending), sigma_min / sigma_max, the timestep in each discretization mode, the network's
-    # input and the denoised image, noise_scaling / initial_latent. Everything that needs the model's sigmas asks it
-    # (through `sampling_of`), never a denoiser. It joins the members checked below once every model in the tree
-    # (tests/fakes.py's FakeModel too) has one.
+    # The model's sampler_lib.model_sampling.ModelSampling (EpsSampling, VSampling, FlowSampling): its training
+    # sigmas (ascending), sigma_min / sigma_max, the timestep in each discretization mode, the network's input and
+    # the denoised image, noise_scaling / initial_latent. Everything that needs the model's sigmas asks it (through
+    # `sampling_of`), never a denoiser.
+    model_sampling: object
 
     def denoiser(self, quantize="off"):
         """A denoiser `D(x, sigma, **condition)` over the model's model sampling, in one quantize mode or one per
@@ -45,7 +45,5 @@ class Model(Protocol):
 
 def sampling_of(model):
     """The model's ModelSampling (`model.model_sampling`): what the engine, the schedules, pairs and studies ask for
-    the training sigmas, the starting latent and the time maps. A model written before the protocol (one without the
-    attribute) gets its 'off' denoiser's, until every model has its own."""
-    sampling = getattr(model, "model_sampling", None)
-    return sampling if sampling is not None else model.denoiser("off").model_sampling
+    the training sigmas, the starting latent and the time maps."""
+    return model.model_sampling
