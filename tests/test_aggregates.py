@@ -97,7 +97,7 @@ def test_win_rate_chart_draws_the_most_voted_questions_in_table_order():
 
 
 def test_lpips_chart_groups_by_step_count_and_counts_identical_pairs(tmp_path):
-    """The LPIPS chart's groups: a question at one step count (app pairs apart from a study's); identical pairs
+    """The LPIPS chart's groups: one comparison each (app pairs apart from a study's); identical pairs
     (LPIPS 0) are counted, not drawn at a made-up value on the log axis."""
     import io
 
@@ -113,7 +113,9 @@ def test_lpips_chart_groups_by_step_count_and_counts_identical_pairs(tmp_path):
                                config_b=SamplerConfig(steps=steps, final_zero=False),
                                image_a=image, image_b=image, metrics={"lpips": lpips}, sigmas_a=[1.0], sigmas_b=[1.0],
                                lockstep=True, seconds=0.0)
-    groups = store.lpips_groups()
-    assert groups == {"final-zero · 4 steps": [0.0, 0.02], "final-zero · 10 steps": [0.1]}
+    from comparisons.analysis.charts import comparison_groups
+    groups = comparison_groups(store.lpips_pairs())
+    assert sorted(groups.values()) == [[0.0, 0.02], [0.1]]  # one comparison per step count, in the order stored
+    assert all("final-zero" in label and "steps" in label for label in groups)
     for chart in (groups, {"final-zero · 4 steps": [0.0, 0.0]}, {}):  # all identical, and nothing at all
         assert Image.open(io.BytesIO(lpips_figure(chart))).width > 100

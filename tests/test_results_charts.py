@@ -40,7 +40,7 @@ def _store(path):
 
 def test_lpips_groups_are_one_comparison_each(tmp_path):
     store = _store(tmp_path / "r.db")
-    groups = comparison_groups(results.lpips_pairs(store))
+    groups = comparison_groups(store.lpips_pairs())
     assert len(groups) == len(SAMPLERS) + len(CUSTOM)  # not 2 pooled groups ("final-zero · 10 steps", "custom ...")
     assert sum(map(len, groups.values())) == 15 + 6
     for s in SAMPLERS:
@@ -78,7 +78,7 @@ def test_a_studys_pairs_stay_apart_from_the_apps(tmp_path):
         conn.execute("PRAGMA foreign_keys = OFF")
         conn.execute("INSERT INTO study_rows (study_id, question, sampler, steps, prompt, seed, pair_id, ref_key) "
                      "VALUES ('s', 'final-zero', 'euler', 10, 'p', 0, ?, 'r')", (pair_id,))
-    groups = comparison_groups(results.lpips_pairs(store))
+    groups = comparison_groups(store.lpips_pairs())
     assert groups["final-zero · euler 10 steps · final_zero True vs False · study"] == [0.01]
     assert len(groups["final-zero · euler 10 steps · final_zero True vs False"]) == 1  # the app's other pair
 

@@ -680,19 +680,13 @@ class ResultsStore:
                           "GROUP BY p.pairing, p.config_a, p.config_b, p.prompt, v.winner, v.left_config")
         return {tuple(r.values())[:-1]: r["n"] for r in rows}
 
-    def lpips_groups(self):
-        """{'pairing · N steps' (+ ' · study' for a study's pairs): [LPIPS(A, B) of each pair]}: what the LPIPS
-        chart draws, a question at one step count per group and the app's pairs apart from a study's, without the
-        pairs' other columns."""
-        out = {}
-        rows = self._read("SELECT pairing, json_extract(config_a, '$.steps') AS steps, lpips, "
-                          "pair_id IN (SELECT pair_id FROM study_rows) AS study FROM pairs "
-                          "WHERE lpips IS NOT NULL ORDER BY created, pair_id")
-        for r in rows:
-            # A pair of image files (a campaign from folders or a manifest) has no steps of its own.
-            steps = "image files" if r["steps"] is None else f"{r['steps']} steps"
-            out.setdefault(f"{r['pairing']} · {steps}" + (" · study" if r["study"] else ""), []).append(r["lpips"])
-        return out
+    def lpips_pairs(self):
+        """Every measured pair's comparison and LPIPS(A, B), oldest first: pairing, config_a, config_b, lpips and
+        study (1 for a study's pair), one query; the LPIPS chart groups them per comparison
+        (analysis.charts.comparison_groups), never by pairing and steps alone, which pools samplers and configs."""
+        return self._read("SELECT pairing, config_a, config_b, lpips, "
+                          "pair_id IN (SELECT pair_id FROM study_rows) AS study "
+                          "FROM pairs WHERE lpips IS NOT NULL ORDER BY created, pair_id")
 
 
 def _real(value):

@@ -33,18 +33,8 @@ def results(store):
     return _cached(store, "tables", compute)
 
 
-def lpips_pairs(store):
-    """Every measured pair's comparison and LPIPS(A, B): pairing, config_a, config_b, lpips, study (1 for a study's
-    pair), one query (what comparison_groups groups)."""
-    # ResultsStore.lpips_groups groups by pairing and steps alone, which pools samplers and config pairs; this reads
-    # the columns a comparison is made of (to move into the store as its own method).
-    return store._read("SELECT pairing, config_a, config_b, lpips, "
-                       "pair_id IN (SELECT pair_id FROM study_rows) AS study "
-                       "FROM pairs WHERE lpips IS NOT NULL ORDER BY created, pair_id")
-
-
 def charts(store):
     """{'win_rate_png', 'lpips_png'}: A's win rate per question and LPIPS(A, B) per comparison (pairing, config A,
     config B; a study's pairs apart), as PNG bytes."""
     return _cached(store, "charts", lambda: {"win_rate_png": win_rate_figure(results(store)["rows"]),
-                                             "lpips_png": lpips_figure(comparison_groups(lpips_pairs(store)))})
+                                             "lpips_png": lpips_figure(comparison_groups(store.lpips_pairs()))})
