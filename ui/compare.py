@@ -1,8 +1,17 @@
 """The Compare tab: a blind pair, seen side by side, flickered, zoomed and differenced, then voted on.
 
 Widgets live in dicts keyed by name; handlers take and return {widget: value}, never positional tuples.
+
+What a visitor's session keeps (`current`) is ids and image URLs: the pair's images are served by URL
+(ComparedImages, through app.py's /pair-image/ door), the maps come from a small process-wide cache (measured), and
+a pair's zip is made when its link is followed (/pair-zip/, after the vote; hosted only with --pair-downloads),
+never on a vote. Every text that came from a visitor or from data (a prompt, a note, a pairing, a file's metadata,
+an error quoting them) is shown escaped: through gr.HTML, or as markdown_text.
 """
+import html
 import secrets
+import threading
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -25,8 +34,7 @@ from comparisons.core.metrics import to_array
 from comparisons.core.pairs import ArmRun, arm_schedule
 from comparisons.core.visibility import GAINS, pair_maps
 from comparisons.errors import ConfigError, DuplicateVote, at_field, clip
-from comparisons.results.export import pair_zip
-from comparisons.workflows.blind import cast_vote, new_pair
+from comparisons.workflows.blind import PairImages, cast_vote, new_pair, other
 from comparisons.workflows.inspect_pair import measure_rgb
 from ui import views
 from ui.errors import USER_ERRORS, run_checked, user_error
@@ -65,7 +73,84 @@ def serve_pair(lab, settings, request, prompt, seed, model, pairing, cfg_a, cfg_
         with settings.generation(request):
             return new_pair(lab, text, seed_value, cfg_a, cfg_b, pairing, request.session_hash, model=model,
                             progress=progress)
-    return run_checked(run)
+    out = run_checked(run)
+    # Hosted, the answer names the images by URL (the API's /generate_pair too): a few hundred bytes, not megabytes.
+    return with_urls(lab, settings, out) if settings.hosted else out
+
+
+class ComparedImages(PairImages):
+    """The Compare tab's pairs by URL, through PairImages' door (app.py's Doors: /pair-image/v1/TOKEN.png, display
+    PNGs without metadata, cached a year): a pair's two files are registered when it is shown, so no image sits in a
+    session's state or in an answer. The latest LIMIT tokens are kept (a few hundred bytes each): a page still showing
+    a pair older than that gets a missing image, and the server's memory does not grow with pairs."""
+
+    LIMIT = 20_000
+
+    def __init__(self, store):
+        super().__init__(store, None)  # no campaign: nothing is served until a pair is shown
+        self._files, self._adding = OrderedDict(), threading.Lock()
+
+    def register(self, pair):
+        """{'A': url, 'B': url} of a stored pair (its row: image_a, image_b), servable from now on."""
+        with self._adding:
+            for arm in ("A", "B"):
+                token = self.token(pair[f"image_{arm.lower()}"], arm)
+                self._files[token] = pair[f"image_{arm.lower()}"]
+                self._files.move_to_end(token)
+            while len(self._files) > self.LIMIT:
+                self._files.popitem(last=False)
+        return {arm: self.url(pair, arm) for arm in ("A", "B")}
+
+
+def compared_images(lab, settings):
+    """The app's ComparedImages (made here when app.py's Settings.bind made none: the Doors read settings.images once
+    the tabs are built), or None without a store (a layout built for a test)."""
+    images = getattr(settings, "images", None)
+    if images is None and getattr(lab, "store", None) is not None:
+        images = settings.images = ComparedImages(lab.store)
+    return images if isinstance(images, ComparedImages) else None
+
+
+def with_urls(lab, settings, out):
+    """A served pair with its images' URLs as shown (`left_url`, `right_url`) and their `size`; unchanged when the
+    app serves no Compare images by URL."""
+    images = compared_images(lab, settings)
+    if images is None:
+        return out
+    urls = images.register(lab.store.pair(out["pair_id"]))
+    left = lab.store.served(out["serve_id"])["shown_left"]
+    return {**out, "left_url": urls[left], "right_url": urls[other(left)], "size": out["left"].size}
+
+
+# A pair's images and LPIPS/FLIP maps for the difference views at another gain: a few pairs for the whole process
+# (not per session), measured again from the stored files when gone.
+MEASURED_KEPT = 8
+_measured, _measured_lock = OrderedDict(), threading.Lock()
+
+
+def keep_measured(pair_id, a, b, spatial, flip):
+    with _measured_lock:
+        _measured[pair_id] = (a, b, spatial, flip)
+        _measured.move_to_end(pair_id)
+        while len(_measured) > MEASURED_KEPT:
+            _measured.popitem(last=False)
+    return a, b, spatial, flip
+
+
+def measured(lab, pair_id):
+    """(A, B, LPIPS spatial map, FLIP map) of a stored pair, from the cache or measured from its files; None for a
+    pair the store does not hold."""
+    with _measured_lock:
+        hit = _measured.get(pair_id)
+    if hit is not None:
+        return hit
+    pair = lab.store.pair(pair_id)
+    if pair is None:
+        return None
+    root = lab.store.path.parent
+    a, b = (open_as_compared(root / pair[k]) for k in ("image_a", "image_b"))
+    maps = measure_rgb(lab.lpips(), to_array(a), to_array(b))["maps"]
+    return keep_measured(pair_id, a, b, maps["lpips_spatial"], maps["flip"])
 
 
 def configs_of(data, w):
@@ -77,10 +162,28 @@ def configs_of(data, w):
     return preset_configs(pairing, data[w["steps"]], data[w["sampler"]], data[w["guidance"]])
 
 
-def shown(current, gain):
-    """The difference maps of the pair on screen at this gain."""
-    return views.maps_panel(pair_maps(current["left"], current["right"], current["spatial"], current["flip"], gain),
-                            gain)
+def shown(lab, current, gain):
+    """The difference maps of the pair on screen at this gain (|Δ|, LPIPS and FLIP are the same either way round)."""
+    found = measured(lab, current["pair_id"]) if current and current.get("pair_id") else None
+    if found is None:
+        return ""
+    a, b, spatial, flip = found
+    return views.maps_panel(pair_maps(a, b, spatial, flip, gain), gain)
+
+
+def sources(lab, settings, left, right, pair=None, shown_left="A"):
+    """(left src, right src, size) of a pair on screen: image URLs where the app serves them (ComparedImages, with
+    the stored `pair` row), else data URLs (a layout built without a store)."""
+    images = compared_images(lab, settings) if pair is not None else None
+    if images is None:
+        return views.data_url(left), views.data_url(right), left.size
+    urls = images.register(pair)
+    return urls[shown_left], urls[other(shown_left)], left.size
+
+
+def downloads(settings):
+    """Whether a voted pair's zip is offered (Settings.pair_downloads: always locally, hosted with --pair-downloads)."""
+    return getattr(settings, "pair_downloads", not getattr(settings, "hosted", None))
 
 
 def field_id(field):
@@ -95,48 +198,59 @@ def field_id(field):
     return field if field in FORM else None
 
 
-def refused(w, err):
+def refused(w, err, settings=None):
     """A refused generation: every view emptied (no stale pair, progress or schedule), one message under the
     controls naming what to change, the field at fault marked."""
-    return {**cleared(w), w["error"]: views.form_error_html(err.message, field_id(getattr(err, "field", None)))}
+    return {**cleared(w, settings=settings),
+            w["error"]: views.form_error_html(err.message, field_id(getattr(err, "field", None)))}
 
 
-def cleared(w, status=""):
+def cleared(w, status="", settings=None):
     """Every view of the previous pair emptied, its state dropped, voting disabled and the last refusal gone."""
     return {w["current"]: None, w["pair"]: views.empty_html("Generating a pair…" if status else
                                                             "Generate a pair to compare."),
             w["flicker"]: views.empty_html("The flicker view appears with the pair."), w["visibility"]: "",
             w["maps"]: "", w["slider"]: None, w["metrics"]: "", w["reveal"]: "", w["status"]: status,
             w["plot"]: "", w["schedules"]: "", w["error"]: "",
-            w["download"]: gr.update(value=None, interactive=False),
+            w["download"]: views.download_html() if downloads(settings) else "",
             **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
 
 
-def generate(lab, settings, w, data, request, progress, seed=None):
+def generate(lab, settings, w, data, request, progress, seed=None, before=""):
     """Run a pair from the form (with `seed` when given) and fill every view of it; a refusal (bad input, a limit)
-    empties the views and says why in one place (refused)."""
+    empties the views and says why in one place (refused). `before`: what the status line says first (the previous
+    pair, after a vote)."""
     seed = data[w["seed"]] if seed is None else seed
     try:
         cfg_a, cfg_b = run_checked(configs_of, data, w)
         out = serve_pair(lab, settings, request, data[w["prompt"]], seed, data[w["model"]], data[w["pairing"]],
                          cfg_a, cfg_b, progress=lambda done, total: progress(done / total, desc="sampling both arms"))
     except gr.Error as err:  # only user errors become gr.Error (ui/errors.py); a bug still fails loudly
-        return refused(w, err)
-    left, right, vis = out["left"], out["right"], out["visibility"]
-    current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right,
-               "spatial": out["maps"]["lpips_spatial"], "flip": out["maps"]["flip"]}
-    return {w["current"]: current, w["pair"]: views.pair_html(left, right),
-            w["flicker"]: views.flicker_html(left, right), w["visibility"]: views.visibility_html(vis),
-            w["maps"]: shown(current, data[w["gain"]]), w["slider"]: views.slider_images(left, right),
+        return refused(w, err, settings)
+    vis, arms = out["visibility"], out["arms"]
+    keep_measured(out["pair_id"], arms["A"].image, arms["B"].image, out["maps"]["lpips_spatial"], out["maps"]["flip"])
+    if "left_url" not in out:
+        out = with_urls(lab, settings, out)
+    if "left_url" in out:
+        left, right, size = out["left_url"], out["right_url"], out["size"]
+    else:
+        left, right, size = views.data_url(out["left"]), views.data_url(out["right"]), out["left"].size
+    # The session keeps ids and URLs; the images themselves are in the store (and the maps in `measured`).
+    current = {"serve_id": out["serve_id"], "pair_id": out["pair_id"], "left": left, "right": right, "size": size}
+    return {w["current"]: current, w["pair"]: views.pair_html(left, right, size=size),
+            w["flicker"]: views.flicker_html(left, right, size=size), w["visibility"]: views.visibility_html(vis),
+            w["maps"]: shown(lab, current, data[w["gain"]]),
+            w["slider"]: views.slider_images(out["left"], out["right"]),
             w["metrics"]: views.metrics_markdown(out["metrics"]),
-            w["plot"]: views.schedule_html(out["arms"]), w["schedules"]: views.schedule_markdown(out["arms"]),
-            w["reveal"]: "", w["status"]: views.vote_prompt(vis), w["download"]: gr.update(value=None,
-                                                                                              interactive=False),
+            w["plot"]: views.schedule_html(arms), w["schedules"]: views.schedule_markdown(arms),
+            w["reveal"]: "", w["status"]: views.prompt_html(vis, before),
+            w["download"]: views.download_html() if downloads(settings) else "",
             **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
 
 
-def vote(lab, settings, w, choice, current, note, request, export_dir):
-    """Record one blind vote, reveal the configs, relabel the views A/B, clear the note."""
+def vote(lab, settings, w, choice, current, note, request, export_dir=None):
+    """Record one blind vote, reveal the configs, relabel the views A/B, clear the note; the pair's zip is offered as
+    a link (made when followed), never made here."""
     if not current or not current.get("serve_id"):
         return {w["status"]: "Nothing to vote on: generate a pair first."}
     try:
@@ -148,19 +262,19 @@ def vote(lab, settings, w, choice, current, note, request, export_dir):
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
     except USER_ERRORS as exc:
         # Said beside the buttons (not a toast gone in seconds); the pair stays votable once the cause is gone.
-        return {w["status"]: f"**Vote not recorded:** {clip(str(exc), 400)}",
+        return {w["status"]: views.status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
                 **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
     reveal = result["reveal"]
     labels = (reveal["left"], reveal["right"])
     # Kept with the pair so a pair served next (auto-next) can say what this one was.
     current = {**current, "revealed": f"Previous pair: left was {labels[0]}, right was {labels[1]} "
                                       f"({reveal['pairing']}); you voted {choice}."}
-    zip_path = run_checked(pair_zip, lab.store, current["pair_id"], export_dir, keep_s=3600)
-    return {w["current"]: current, w["reveal"]: views.reveal_markdown(result), w["note"]: "",
-            w["status"]: "Vote recorded. Press `n` (or Next pair) for another.",
-            w["pair"]: views.pair_html(current["left"], current["right"], labels),
-            w["flicker"]: views.flicker_html(current["left"], current["right"], labels=labels),
-            w["download"]: gr.update(value=str(zip_path), interactive=True),
+    size = current.get("size")
+    return {w["current"]: current, w["reveal"]: views.reveal_html(result), w["note"]: "",
+            w["status"]: views.status_html(("Vote recorded. Press n (or Next pair) for another.", False)),
+            w["pair"]: views.pair_html(current["left"], current["right"], labels, size=size),
+            w["flicker"]: views.flicker_html(current["left"], current["right"], labels=labels, size=size),
+            w["download"]: views.download_html(current["serve_id"]) if downloads(settings) else "",
             **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
 
 
@@ -185,13 +299,13 @@ def open_stored_pair(lab, settings, w, pair_id):
         return {w["reveal"]: "Stored pairs open by link in a local app only."}
     pair = lab.store.pair(pair_id)
     if pair is None:
-        return {w["reveal"]: f"No stored pair `{clip(pair_id)}` in this results file."}
+        return {w["reveal"]: f"<p>No stored pair <code>{html.escape(clip(pair_id))}</code> in this results file.</p>"}
     root = lab.store.path.parent
     a, b = (open_as_compared(root / pair[k]) for k in ("image_a", "image_b"))
-    out = stored_views(lab, w, pair_id, a, b)
+    out = stored_views(lab, settings, w, pair, a, b)
     if pair.get("image_meta"):
         # Image files made elsewhere: what they say about themselves instead of a schedule; the form left as it is.
-        return {**out, w["reveal"]: views.stored_pair_markdown(pair), w["plot"]: "",
+        return {**out, w["reveal"]: views.stored_pair_html(pair), w["plot"]: "",
                 w["schedules"]: "Image files made elsewhere: no schedule."}
     cfg_a, cfg_b = (SamplerConfig.from_json(pair[k]) for k in ("config_a", "config_b"))
     model = lab.model(pair["model"]) if pair["model"] in settings.models else None
@@ -200,9 +314,10 @@ def open_stored_pair(lab, settings, w, pair_id):
         if model is not None else None
     preset = pair["pairing"] in PAIRINGS and make_pair(pair["pairing"], cfg_a) == (cfg_a, cfg_b)
     out.update({
-        w["reveal"]: views.stored_pair_markdown(pair, lab.store.study_row(pair_id)),
+        w["reveal"]: views.stored_pair_html(pair, lab.store.study_row(pair_id)),
         w["plot"]: views.schedule_html(arms) if arms else "",
-        w["schedules"]: views.schedule_markdown(arms) if arms else f"Model {pair['model']} is not loaded here.",
+        w["schedules"]: views.schedule_markdown(arms) if arms else
+        views.markdown_text(f"Model {pair['model']} is not loaded here."),
         w["prompt"]: gr.update(value=pair["prompt"] or UNCONDITIONAL, interactive=False),
         w["seed"]: gr.update(value=str(pair["seed"]), interactive=False),
         w["model"]: gr.update(value=pair["model"], interactive=False),
@@ -218,18 +333,19 @@ def open_stored_pair(lab, settings, w, pair_id):
     return out
 
 
-def stored_views(lab, w, pair_id, a, b):
+def stored_views(lab, settings, w, pair, a, b):
     """What every stored pair opened by link shows: the pair, flicker, slider, visibility line, metrics and maps,
     measured as a pair of files is (workflows.inspect_pair.measure_rgb), with Generate and Next locked."""
-    measured = measure_rgb(lab.lpips(), to_array(a), to_array(b))
-    current = {"serve_id": None, "pair_id": pair_id, "left": a, "right": b,
-               "spatial": measured["maps"]["lpips_spatial"], "flip": measured["maps"]["flip"]}
+    result = measure_rgb(lab.lpips(), to_array(a), to_array(b))
+    keep_measured(pair["pair_id"], a, b, result["maps"]["lpips_spatial"], result["maps"]["flip"])
+    left, right, size = sources(lab, settings, a, b, pair)
+    current = {"serve_id": None, "pair_id": pair["pair_id"], "left": left, "right": right, "size": size}
     labels = ("A", "B")
     locked = gr.update(interactive=False)
-    return {w["current"]: current, w["pair"]: views.pair_html(a, b, labels),
-            w["flicker"]: views.flicker_html(a, b, labels=labels), w["slider"]: views.slider_images(a, b),
-            w["visibility"]: views.visibility_html(measured["visibility"]),
-            w["metrics"]: views.metrics_markdown(measured["metrics"]), w["maps"]: shown(current, 8),
+    return {w["current"]: current, w["pair"]: views.pair_html(left, right, labels, size=size),
+            w["flicker"]: views.flicker_html(left, right, labels=labels, size=size),
+            w["slider"]: views.slider_images(a, b), w["visibility"]: views.visibility_html(result["visibility"]),
+            w["metrics"]: views.metrics_markdown(result["metrics"]), w["maps"]: shown(lab, current, 8),
             w["generate"]: locked, w["next"]: locked}
 
 
@@ -265,11 +381,13 @@ def sent_to_form(w, settings, unmapped, source):
         for field, _, kind in CUSTOM_FIELDS:
             value = getattr(cfg, field)
             out[w[f"{name}:{field}"]] = value if kind in ("choice", "bool") else ("" if value is None else str(value))
-    sent = (f"**Sent from Inspect:** {source} → a custom pair, both configs {cfg.sampler}, {cfg.schedule}, "
-            f"{cfg.steps} steps, guidance {cfg.guidance_scale:g}"
-            + ("" if settings["seed"] is None else f", seed {settings['seed']}") + f", model {settings['model']}. ")
-    line = f"**Not mapped:** {'; '.join(unmapped)}." if unmapped else "Every stated setting was carried over."
-    out[w["sent"]] = sent + line + " Change config B where the pair should differ."
+    e = html.escape  # a file's name and what it says about itself are shown, never obeyed
+    sent = (f"<b>Sent from Inspect:</b> {e(source)} → a custom pair, both configs {e(cfg.sampler)}, "
+            f"{e(cfg.schedule)}, {cfg.steps} steps, guidance {cfg.guidance_scale:g}"
+            + ("" if settings["seed"] is None else f", seed {e(str(settings['seed']))}")
+            + f", model {e(settings['model'])}. ")
+    line = f"<b>Not mapped:</b> {e('; '.join(unmapped))}." if unmapped else "Every stated setting was carried over."
+    out[w["sent"]] = f"<p>{sent}{line} Change config B where the pair should differ.</p>"
     return out
 
 
@@ -304,14 +422,15 @@ def stage(w, pair_html, flicker_html):
                 for choice, (label, eid) in VOTE_BUTTONS.items():
                     w[f"vote:{choice}"] = gr.Button(label, elem_id=eid, interactive=False, min_width=110)
             w["visibility"] = gr.HTML("", elem_id="visibility")
-            w["status"] = gr.Markdown(elem_id="vote-status")
-            w["reveal"] = gr.Markdown("", elem_id="reveal")
+            w["status"] = gr.HTML("", elem_id="vote-status")  # escaped HTML: it quotes visitors' text
+            w["reveal"] = gr.HTML("", elem_id="reveal")
 
 
 def build_compare_tab(lab, settings, export_dir):
     """Lay out the tab and wire it; returns the widgets by name."""
     model = lab.model(settings.model)
     prompts = list(model.prompts() or [])
+    compared_images(lab, settings)  # before app.py hands settings.images to its Doors
     w = {}
     with gr.Tab("Compare"):
         with gr.Row(equal_height=True, elem_id="controls"):
@@ -331,7 +450,7 @@ def build_compare_tab(lab, settings, export_dir):
                                        max_lines=1, min_width=80, elem_id="guidance")
         w["explain"] = gr.Markdown(EXPLANATIONS["discretization"], elem_id="preset-explanation")
         # What the Inspect tab's "Send to Compare" filled in, and what of the file it could not carry over.
-        w["sent"] = gr.Markdown("", elem_id="sent-from-inspect")
+        w["sent"] = gr.HTML("", elem_id="sent-from-inspect")
         with gr.Accordion("Custom configs A and B (pairing: custom)", open=False, elem_id="custom") as custom:
             w["custom"] = custom
             with gr.Row():
@@ -350,7 +469,8 @@ def build_compare_tab(lab, settings, export_dir):
                                                                                   "the pair."))
         gr.HTML(views.KEY_HINT)
         w["note"] = gr.Textbox(label="note (optional, saved with your vote)", max_lines=2, elem_id="vote-note")
-        w["download"] = gr.DownloadButton("Download this pair (zip)", elem_id="download-pair", interactive=False)
+        # The voted pair's zip, made when its link is followed (app.py's /pair-zip/ door), never on a vote.
+        w["download"] = gr.HTML(views.download_html() if downloads(settings) else "", elem_id="download-pair-box")
         w["metrics"] = gr.Markdown(elem_id="pair-metrics")
         w["gain"] = gr.Radio(list(GAINS), value=8, label="difference gain", elem_id="diff-gain")
         w["maps"] = gr.HTML("", elem_id="diff-maps")
@@ -396,10 +516,11 @@ def wire(lab, settings, w, custom, export_dir):
         # Only after a vote this pair took (a refused or repeated one leaves no "revealed").
         if not data[w["auto_next"]] or not (data[w["current"]] or {}).get("revealed"):
             return {w["status"]: gr.update()}  # nothing changes (Gradio wants at least one output named)
-        out = on_next(data, request, progress)
-        return {**out, w["status"]: f"{data[w['current']].get('revealed', '')} {out[w['status']]}"}
+        seed = str(secrets.randbelow(2 ** 31))
+        return {**generate(lab, settings, w, data, request, progress, seed=seed,
+                           before=data[w["current"]].get("revealed", "")), w["seed"]: seed}
 
-    clear = lambda: cleared(w, "Sampling…")  # noqa: E731 - shown at once, so a failure leaves no stale pair
+    clear = lambda: cleared(w, "Sampling…", settings)  # noqa: E731 - shown at once, so a failure leaves no stale pair
     w["generate"].click(clear, None, views_out, queue=False, show_progress="hidden", **private).then(
         on_generate, form, views_out, **gen)
     w["next"].click(clear, None, views_out, queue=False, show_progress="hidden", **private).then(
@@ -417,5 +538,5 @@ def wire(lab, settings, w, custom, export_dir):
                                   concurrency_id="vote", concurrency_limit=64, trigger_mode="once",
                                   show_progress_on=w["status"], **private).then(
             on_auto_next, form | {w["auto_next"], w["current"]}, views_out + [w["seed"]], **gen)
-    w["gain"].change(lambda current, gain: shown(current, gain) if current else "", [w["current"], w["gain"]],
+    w["gain"].change(lambda current, gain: shown(lab, current, gain), [w["current"], w["gain"]],
                      w["maps"], concurrency_id="read", concurrency_limit=16, **private)

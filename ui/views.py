@@ -3,6 +3,7 @@ import base64
 import html
 import json
 import math
+import re
 
 import pandas as pd
 
@@ -20,6 +21,8 @@ from comparisons.workflows.pair_view import (  # noqa: F401 - the pair's views, 
     pair_html,
     visibility_html,
 )
+
+e = html.escape
 
 
 def slider_images(left, right, target=DISPLAY_MAX):
@@ -78,30 +81,60 @@ def schedule_markdown(arms):
     return "\n\n".join(lines)
 
 
-def reveal_markdown(vote):
+def status_html(*parts):
+    """The status line beside the vote buttons: each part is (text, bold?), escaped (nothing of it is markup)."""
+    inner = " ".join(f"<b>{e(text)}</b>" if bold else e(text) for text, bold in parts if text)
+    return f'<div class="vote-status-text"><p>{inner}</p></div>'
+
+
+def prompt_html(v, before=""):
+    """status_html of a fresh pair's vote_prompt, after `before` (what was said of the previous pair)."""
+    prompt = vote_prompt(v)
+    return status_html((before, False), (prompt.replace("**", ""), prompt.startswith("**")))
+
+
+def download_html(serve_id=None):
+    """The voted pair's zip, made when the link is followed (app.py's /pair-zip/ door), or a disabled button."""
+    if not serve_id:
+        return '<button id="download-pair" class="download-pair" disabled>Download the last pair (zip)</button>'
+    return (f'<a id="download-pair" class="download-pair" href="/pair-zip/{e(serve_id)}.zip" download>'
+            "Download the last pair (zip)</a>")
+
+
+def _arm_label(reveal, arm):
+    return reveal[f"config_{arm.lower()}"].get("label") or arm
+
+
+def reveal_html(vote):
+    """The reveal after a vote as escaped HTML: which side was A (a blind reveal, without `left`, only the two configs
+    the pair compared), then what differs and the full configs, or for image files what each says about itself."""
     r = vote["reveal"]
+    names = {arm: _arm_label(r, arm) for arm in ("A", "B")}
+    named = {arm: arm if names[arm] == arm else f"{arm} · {names[arm]}" for arm in ("A", "B")}
+    if "left" not in r:
+        head = (f"<p>This pair compared <b>{e(named['A'])}</b> and <b>{e(named['B'])}</b> ({e(r['pairing'])}). "
+                f"Your vote: <b>{e(vote['choice'])}</b>.</p>")
+    else:
+        winner = {"A": named["A"], "B": named["B"], "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
+        head = (f"<p>Left was <b>{e(named[r['left']])}</b>, right was <b>{e(named[r['right']])}</b> "
+                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b> → {e(winner)}.</p>")
     if "images" in r:
-        return images_reveal_markdown(vote)
-    changed = {k: (r["config_a"][k], r["config_b"][k]) for k in r["config_a"] if r["config_a"][k] != r["config_b"][k]}
-    diff = "; ".join(f"`{k}`: A = {a!r}, B = {b!r}" for k, (a, b) in changed.items()) or "identical configs"
-    winner = {"A": "A", "B": "B", "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
-    return (f"### Revealed\nLeft was **{r['left']}**, right was **{r['right']}** ({r['pairing']}). "
-            f"Your vote: **{vote['choice']}** → {winner}.\n\nDifference: {diff}\n\n"
-            f"<details><summary>Full configs</summary>\n\n```json\nA = {json.dumps(r['config_a'], indent=1)}\n"
-            f"B = {json.dumps(r['config_b'], indent=1)}\n```\n</details>")
+        body = metadata_table(r["images"], compact=True)  # every value escaped (workflows.pair_view)
+    else:
+        a, b = r["config_a"], r["config_b"]
+        changed = "; ".join(f"{k}: A = {a[k]!r}, B = {b.get(k)!r}" for k in a if a[k] != b.get(k))
+        body = (f"<p>Difference: {e(changed or 'identical configs')}</p><details><summary>Full configs</summary>"
+                f"<pre>A = {e(json.dumps(a, indent=1))}\nB = {e(json.dumps(b, indent=1))}</pre></details>")
+    return f'<div class="reveal-body"><h3>Revealed</h3>{head}{body}</div>'
 
 
-def images_reveal_markdown(vote):
-    """The reveal of a pair of image files: which label was on which side, then what each file says about itself,
-    field by field, the fields that differ in bold (metadata_table)."""
-    r = vote["reveal"]
-    names = {"A": r["config_a"]["label"], "B": r["config_b"]["label"]}
-    winner = {"A": f"A ({names['A']})", "B": f"B ({names['B']})", "tie": "a tie",
-              "both_bad": "both bad"}[vote["winner"]]
-    side = lambda s: f"**{s} · {html.escape(names[s])}**"  # noqa: E731
-    return (f"### Revealed\nLeft was {side(r['left'])}, right was {side(r['right'])} "
-            f"({html.escape(r['pairing'])}). Your vote: **{vote['choice']}** → {html.escape(winner)}.\n\n"
-            + metadata_table(r["images"], compact=True))
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]()#+\-.!|~]")
+
+
+def markdown_text(text):
+    """`text` as Markdown that shows it as written: punctuation backslash-escaped, <, > and & as entities (no link,
+    image, emphasis or tag can come of it)."""
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(0), e(str(text), quote=False))
 
 
 STATS_COLUMNS = ["pairing", "sampler", "steps", "guidance", "prompt", "decisive", "A wins", "B wins", "ties",
@@ -263,19 +296,19 @@ def _config_diff(a_json, b_json):
     return "; ".join(f"{k}: {a[k]} vs {b[k]}" for k in a if a[k] != b.get(k)) or "same"
 
 
-def stored_pair_markdown(pair, study_row=None):
-    """What a stored pair opened by link is: not blind, A left and B right, with its numbers."""
-    lines = [f"### Stored pair `{pair['pair_id']}` — not blind: **A left, B right**",
-             f"Question **{html.escape(pair['pairing'])}** · prompt “{html.escape(pair['prompt'])}” · seed "
-             f"{pair['seed']} · model {html.escape(pair['model'])}",
-             f"`{_config_diff(pair['config_a'], pair['config_b'])}`"]
+def stored_pair_html(pair, study_row=None):
+    """What a stored pair opened by link is (not blind, A left and B right, with its numbers), escaped HTML."""
+    parts = [f"<h3>Stored pair <code>{e(pair['pair_id'])}</code> — not blind: <b>A left, B right</b></h3>",
+             f"<p>Question <b>{e(pair['pairing'])}</b> · prompt “{e(pair['prompt'])}” · seed {e(str(pair['seed']))} · "
+             f"model {e(pair['model'])}</p>",
+             f"<p><code>{e(_config_diff(pair['config_a'], pair['config_b']))}</code></p>"]
     if pair.get("image_meta"):
-        lines.append(metadata_table(json.loads(pair["image_meta"])))
+        parts.append(metadata_table(json.loads(pair["image_meta"])))
     if study_row:
-        lines.append(f"LPIPS to the reference: A {study_row['lpips_a_ref']:.4f}, B {study_row['lpips_b_ref']:.4f} · "
-                     f"LPIPS(A, B) {study_row['lpips_ab']:.4g} · max |Δ| {study_row['max_abs_diff']}/255")
-    lines.append("Votes are only taken on pairs served blind: generate a pair to vote.")
-    return "\n\n".join(lines)
+        parts.append(f"<p>LPIPS to the reference: A {study_row['lpips_a_ref']:.4f}, B {study_row['lpips_b_ref']:.4f} · "
+                     f"LPIPS(A, B) {study_row['lpips_ab']:.4g} · max |Δ| {study_row['max_abs_diff']}/255</p>")
+    parts.append("<p>Votes are only taken on pairs served blind: generate a pair to vote.</p>")
+    return f'<div class="reveal-body">{"".join(parts)}</div>'
 
 
 def page_note(page, per_page, total, what):

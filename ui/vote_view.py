@@ -21,40 +21,6 @@ SEEN_ALL = "You have seen every pair of this campaign: thank you. Your votes are
 e = html.escape
 
 
-def _frame(url, side, label, size, extra=""):
-    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
-    return (f'<img class="zoom-img pixelated{extra}" data-side="{side}" data-label="{e(label)}" src="{e(url)}" '
-            f'alt="{e(label)} image"{dims} draggable="false">')
-
-
-def pair_html(left, right, size=None, labels=("left", "right")):
-    """workflows.pair_view.pair_html with image URLs instead of data URLs (the same elements, ids and classes, so
-    static/viewer.js zooms and reads them alike)."""
-    cells = "".join(
-        f'<figure class="pair-cell"><div class="zoom-box" id="pair-{side}-box">'
-        f'{_frame(url, side, label, size).replace("<img ", f"<img id=pair-{side} ", 1)}</div>'
-        f'<figcaption>{e(label)}</figcaption></figure>'
-        for side, label, url in (("left", labels[0], left), ("right", labels[1], right)))
-    return (f'<div class="pair-row">{cells}</div>'
-            '<div class="viewer-bar"><span id="zoom-level" class="zoom-level">zoom ×1</span>'
-            '<span id="pixel-readout" class="pixel-readout"><span class="key-hint">hover for pixel values</span>'
-            '<span class="touch-hint">drag: pan, and read the pixel under your finger</span></span>'
-            '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
-
-
-def flicker_html(left, right, size=None, labels=("left", "right"), interval_ms=300):
-    """workflows.pair_view.flicker_html with image URLs (static/flicker.js drives it)."""
-    frames = "".join(
-        _frame(url, label, label, size, " flicker-frame").replace(
-            "<img ", f'<img style="visibility:{"visible" if k == 0 else "hidden"}" ', 1)
-        for k, (label, url) in enumerate(((labels[0], left), (labels[1], right))))
-    return (f'<div class="flicker-root"><div class="zoom-box flicker-stage" id="flicker-box">{frames}</div>'
-            '<div class="flicker-controls"><button type="button" id="flicker-toggle" class="flicker-toggle">Flicker'
-            '</button><label>every <input type="number" id="flicker-ms" class="flicker-ms" min="30" max="5000" '
-            f'step="10" value="{int(interval_ms)}"> ms</label><span id="flicker-side" class="flicker-side">showing: '
-            f'{e(labels[0])}</span><span class="touch-hint">tap the image: start/stop</span></div></div>')
-
-
 def status_html(*parts):
     """The status line beside the buttons: each part is (text, bold?) and escaped."""
     inner = " ".join(f"<b>{e(text)}</b>" if bold else e(text) for text, bold in parts if text)
@@ -127,8 +93,9 @@ def serve_next(lab, settings, w, request, status=""):
     prompt = views.vote_prompt(vis)
     below = prompt.startswith("**")
     current = {"serve_id": out["serve_id"], "left": left, "right": right, "size": size}
-    return {w["current"]: current, w["pair"]: pair_html(left, right, size),
-            w["flicker"]: flicker_html(left, right, size), w["visibility"]: views.visibility_html(vis),
+    return {w["current"]: current, w["pair"]: views.pair_html(left, right, size=size),
+            w["flicker"]: views.flicker_html(left, right, size=size),
+            w["visibility"]: views.visibility_html(vis),
             w["status"]: status_html((status, False), (prompt.replace("**", ""), below)),
             **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
 

@@ -21,20 +21,30 @@ def array_url(array):
     return data_url(Image.fromarray(array))
 
 
-def _frame(img, side, label, extra=""):
+def image_src(img, size=None):
+    """(src, width, height) of one image of a pair: a PIL image as a PNG data URL at its own size, or a str (an image
+    URL, e.g. workflows.blind.PairImages') with `size` (width, height) when known."""
+    if isinstance(img, str):
+        return (img, *size) if size else (img, None, None)
+    return data_url(img), img.width, img.height
+
+
+def _frame(img, side, label, extra="", size=None):
+    src, width, height = image_src(img, size)
+    dims = f' width="{int(width)}" height="{int(height)}"' if width else ""
     return (f'<img class="zoom-img pixelated{extra}" data-side="{side}" data-label="{html.escape(label)}" '
-            f'src="{data_url(img)}" alt="{html.escape(label)} image" width="{img.width}" height="{img.height}" '
-            f'draggable="false">')
+            f'src="{html.escape(src)}" alt="{html.escape(label)} image"{dims} draggable="false">')
 
 
-def pair_html(left, right, labels=("left", "right"), prefix=""):
+def pair_html(left, right, labels=("left", "right"), prefix="", size=None):
     """Side by side in synced zoom boxes (static/viewer.js: wheel zoom, drag pan, 0 resets, pixel readout).
 
+    `left`/`right`: PIL images (inlined as data URLs) or image URLs (then `size`, their (width, height), when known).
     Labels are 'left'/'right' before a vote and 'A'/'B' after it; the readout names pixels by them.
     """
     cells = "".join(
         f'<figure class="pair-cell"><div class="zoom-box" id="{prefix}pair-{side}-box">'
-        f'{_frame(img, side, label).replace("<img ", f"<img id={prefix}pair-{side} ", 1)}</div>'
+        f'{_frame(img, side, label, size=size).replace("<img ", f"<img id={prefix}pair-{side} ", 1)}</div>'
         f'<figcaption>{html.escape(label)}</figcaption></figure>'
         for side, label, img in (("left", labels[0], left), ("right", labels[1], right)))
     return (f'<div class="pair-row">{cells}</div>'
@@ -45,10 +55,11 @@ def pair_html(left, right, labels=("left", "right"), prefix=""):
             '<span class="key-hint">wheel: zoom · drag: pan · 0: reset</span></div>')
 
 
-def flicker_html(left, right, interval_ms=300, labels=("left", "right"), prefix=""):
-    """Two stacked frames static/flicker.js alternates (f or space, or a tap); zoomed with the pair."""
+def flicker_html(left, right, interval_ms=300, labels=("left", "right"), prefix="", size=None):
+    """Two stacked frames static/flicker.js alternates (f or space, or a tap); zoomed with the pair. Images as
+    pair_html takes them."""
     frames = "".join(
-        _frame(img, label, label, " flicker-frame").replace(
+        _frame(img, label, label, " flicker-frame", size).replace(
             "<img ", f'<img style="visibility:{"visible" if k == 0 else "hidden"}" ', 1)
         for k, (label, img) in enumerate(((labels[0], left), (labels[1], right))))
     return (f'<div class="flicker-root"><div class="zoom-box flicker-stage" id="{prefix}flicker-box">{frames}</div>'
