@@ -150,11 +150,9 @@ class StableDiffusionXLModel(StableDiffusionModel):
                 "time_ids_uncond": ids_uncond, "guidance_scale": g}
 
 
-def load_single_file(path, device=None, dtype=None):
-    """One .safetensors checkpoint in the original (ComfyUI/A1111) layout, read through the diffusers config folder
-    beside it (`model.safetensors` with `model/` holding model_index.json and each component's config): nothing
-    is downloaded. A checkpoint that marks itself v-prediction (a `v_pred` key, as ComfyUI reads it) while its
-    config says epsilon is refused rather than sampled wrongly."""
+def checkpoint_config(path):
+    """(the checkpoint file, its diffusers config folder beside it, that folder's model_index.json as a dict) of a
+    single checkpoint file in the original (ComfyUI/A1111) layout; WeightsUnavailable when either is missing."""
     from pathlib import Path
 
     path = Path(path)
@@ -167,7 +165,37 @@ def load_single_file(path, device=None, dtype=None):
             "(model_index.json and each component's config, e.g. `huggingface-cli download "
             "stabilityai/stable-diffusion-xl-base-1.0 --include '*.json' '*.txt' --local-dir "
             f"{config}`), or pass a diffusers folder instead")
-    index = json.loads((config / "model_index.json").read_text())
+    return path, config, json.loads((config / "model_index.json").read_text())
+
+
+def checkpoint_index(path):
+    """The model_index.json of the config folder beside a checkpoint file, or None where there is none (loading it
+    then says what is missing): what load_model tells the pipelines apart by."""
+    try:
+        return checkpoint_config(path)[2]
+    except WeightsUnavailable:
+        return None
+
+
+def checkpoint_pipeline(path, pipeline_cls, device, dtype):
+    """(model_index.json, the pipeline's components) of a checkpoint file read by diffusers' from_single_file offline
+    through the config folder beside it (nothing is downloaded); networks moved to `device` in `dtype`, frozen."""
+    path, config, index = checkpoint_config(path)
+    try:
+        pipe = pipeline_cls.from_single_file(str(path), config=str(config), local_files_only=True, torch_dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WeightsUnavailable(f"{path} could not be read with the config in {config}/ "
+                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+    return index, {k: v.to(device, dtype).eval().requires_grad_(False) if isinstance(v, nn.Module) else v
+                   for k, v in pipe.components.items()}
+
+
+def load_single_file(path, device=None, dtype=None):
+    """One .safetensors checkpoint in the original (ComfyUI/A1111) layout, read through the diffusers config folder
+    beside it (`model.safetensors` with `model/` holding model_index.json and each component's config): nothing
+    is downloaded. A checkpoint that marks itself v-prediction (a `v_pred` key, as ComfyUI reads it) while its
+    config says epsilon is refused rather than sampled wrongly."""
+    path, config, index = checkpoint_config(path)
     scheduler = config / "scheduler" / "scheduler_config.json"
     prediction = json.loads(scheduler.read_text()).get("prediction_type", "epsilon") if scheduler.is_file() else None
     if path.suffix == ".safetensors":
@@ -181,13 +209,7 @@ def load_single_file(path, device=None, dtype=None):
     cls = StableDiffusionXLPipeline if is_sdxl(index) else StableDiffusionPipeline
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    try:
-        pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, torch_dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise WeightsUnavailable(f"{path} could not be read with the config in {config}/ "
-                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-    parts = {k: v.to(device, dtype).eval().requires_grad_(False) if isinstance(v, nn.Module) else v
-             for k, v in pipe.components.items()}
+    index, parts = checkpoint_pipeline(path, cls, device, dtype)
     if is_sdxl(index):
         keys = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "unet", "vae", "scheduler")
         return StableDiffusionXLModel(str(path), device=device, **{k: parts.get(k) for k in keys},
