@@ -3,15 +3,17 @@
 (sampler_lib/model_sampling.py), or its training sigmas, ascending, read as a discrete-time model's. On a flow model
 (FlowSampling: sigmas in (0, 1], shifted) the schedules that space training timesteps use its own time maps, as
 ComfyUI's do on ModelSamplingDiscreteFlow / ModelSamplingFlux; diffusers_linspace is diffusers'
-FlowMatchEulerDiscreteScheduler.set_timesteps; a schedule that means nothing there (align_your_steps, vp, diffusers'
-leading and trailing spacings) is refused saying why.
+FlowMatchEulerDiscreteScheduler.set_timesteps; a schedule that means nothing there (align_your_steps, vp, laplace,
+diffusers' leading and trailing spacings) is refused saying why.
 
 Sources: Karras et al. 2022 eq. 5 (karras); k-diffusion (exponential, polyexponential, vp); ComfyUI's
-comfy/samplers.py (normal, sgm_uniform, simple, ddim_uniform, beta, linear_quadratic, kl_optimal); Sabour et al.
-2024, "Align Your Steps" (tables for SD 1.5 and SDXL, log-linear interpolation as in ComfyUI's
-AlignYourStepsScheduler); diffusers' EulerDiscreteScheduler (timestep_spacing linspace, leading, trailing) and
+comfy/samplers.py (normal, sgm_uniform, simple, ddim_uniform, beta, linear_quadratic, kl_optimal) and
+comfy/k_diffusion/sampling.py (laplace: get_sigmas_laplace, Tiankai et al. 2024); Sabour et al. 2024, "Align Your
+Steps" (ComfyUI's AlignYourStepsScheduler tables for SD 1.5, SDXL and SVD, to its digits, and its log-linear
+interpolation); diffusers' EulerDiscreteScheduler (timestep_spacing linspace, leading, trailing) and
 FlowMatchEulerDiscreteScheduler. A schedule that cannot give n distinct steps is refused with a ValueError saying
-what to change, never silently shortened."""
+what to change, never silently shortened or lengthened: where ComfyUI runs another number of steps than asked
+(ddim_uniform's stride, beta's repeated timesteps), the message says how many it runs."""
 import math
 
 import torch
@@ -24,12 +26,18 @@ from .schedules import (
     nearest_index,
 )
 
-# Align Your Steps' published 10-step noise levels (Sabour et al. 2024, project page and ComfyUI's
-# AlignYourStepsScheduler), highest first; the last is the model's sigma_min and is replaced by 0.
+# Align Your Steps' published 10-step noise levels, highest first, as ComfyUI's AlignYourStepsScheduler carries them
+# (comfy_extras/nodes_align_your_steps.py NOISE_LEVELS, digit for digit); the last is the model's sigma_min and is
+# replaced by 0. SD1 and SDXL are for SD 1.x/2.x and SDXL's discrete eps sigmas (0.0292..14.61), SVD for Stable Video
+# Diffusion's continuous EDM sigmas (0.002..700).
 AYS = {
-    "SD1": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
-    "SDXL": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029],
+    "SD1": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+    "SDXL": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+    "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
 }
+AYS_FOR = {"SD1": "SD 1.x/2.x eps", "SDXL": "SDXL eps", "SVD": "Stable Video Diffusion's EDM"}
 
 
 def _grid(model_sigmas):
@@ -153,32 +161,78 @@ def simple(n, model_sigmas):
     return _out(_distinct("simple", n, picked, f"use at most {len(grid)} steps"))
 
 
+def _ddim_count(total, n):
+    """How many steps ComfyUI's ddim_scheduler runs when asked for n on `total` training sigmas: every
+    (total // n)-th timestep from 1 (its stride taken over n + 1 when sigmas[1] is 0 within 1e-5, which then ends
+    the schedule in place of an appended 0)."""
+    return len(range(1, total, max(total // n, 1)))
+
+
 def ddim_uniform(n, model_sigmas):
-    """Every (len // n)-th training sigma from index 1 upward, reversed (ComfyUI 'ddim_uniform'). Where n does not
-    divide the timesteps that stride gives more than n steps (ComfyUI then runs them all): refused here."""
+    """Every (len // n)-th training sigma from index 1 upward, reversed, then 0 (ComfyUI 'ddim_uniform'). Where the
+    stride gives another number of steps than n, ComfyUI runs that many: refused here, saying how many it runs and
+    which step counts nearby it runs as asked."""
     grid, n = _grid(model_sigmas), _steps(n)
-    stride = max(len(grid) // n, 1)
-    picked = grid[list(range(1, len(grid), stride))].flip(0)
+    total = len(grid)
+    # ComfyUI: a grid whose sigmas[1] is 0 (within 1e-5) is strided over n + 1 and ends on that sigma, no 0 appended.
+    zero_first = math.isclose(float(grid[1]), 0, abs_tol=1e-5)
+    asked = n + 1 if zero_first else n
+    stride = max(total // asked, 1)
+    picked = grid[list(range(1, total, stride))].flip(0)
+    if zero_first:
+        picked = picked[:-1]  # its last sigma, grid[1], is ComfyUI's end (within 1e-5 of 0): _out's 0 stands for it
     if len(picked) != n:
-        fits = [k for k in range(1, min(len(grid), 200)) if len(range(1, len(grid), max(len(grid) // k, 1))) == k]
-        near = sorted(fits, key=lambda k: (abs(k - n), k))[:3]
-        raise ValueError(f"ddim_uniform at {n} steps takes every {stride}th of {len(grid)} training sigmas, which "
-                         f"gives {len(picked)} steps, not {n}; choose {', '.join(map(str, sorted(near)))} steps")
+        extra = 1 if zero_first else 0
+        fits = [k for k in range(1, total + 1) if _ddim_count(total, k + extra) - extra == k]
+        near = sorted(sorted(fits, key=lambda k: (abs(k - n), k))[:3])
+        raise ValueError(f"ddim_uniform at {n} steps: ComfyUI runs {len(picked)} steps here (stride {total} // "
+                         f"{asked} = {stride} from training timestep 1), and this tool runs exactly the steps asked; "
+                         f"choose {', '.join(map(str, near[:-1]))} or {near[-1]} steps, where ComfyUI runs as many "
+                         f"as asked" if len(near) > 1 else f"choose {near[0]} steps")
     return _out(picked)
+
+
+def _beta_timesteps(n, total, alpha, beta):
+    """ComfyUI's beta_scheduler timesteps for n steps, before it drops repeats: numpy.rint of the Beta(alpha, beta)
+    quantiles at 1 - i/n (numpy.linspace(0, 1, n, endpoint=False)), times the last training timestep."""
+    import numpy as np
+    from scipy.stats import beta as beta_dist  # the Beta quantile function; imported only for this schedule
+
+    return np.rint(beta_dist.ppf(1 - np.linspace(0, 1, n, endpoint=False), alpha, beta) * (total - 1))
+
+
+def _beta_most(n, total, alpha, beta):
+    """The most steps below n whose Beta quantiles land on distinct training timesteps. Timestep t takes the
+    quantiles between the Beta CDF at (t - 0.5) / (total - 1) and at (t + 0.5) / (total - 1) (rint's rounding
+    interval), so a step count is checked by binning its quantiles; the count found is checked again with the
+    quantile function itself (ComfyUI's formula), stepping down past any count a bin edge misjudged."""
+    import numpy as np
+    from scipy.stats import beta as beta_dist
+
+    edges = beta_dist.cdf((np.arange(total - 1) + 0.5) / (total - 1), alpha, beta)
+    for m in range(n - 1, 0, -1):
+        bins = np.searchsorted(edges, 1 - np.arange(m) / m)
+        if len(np.unique(bins)) == m and len(np.unique(_beta_timesteps(m, total, alpha, beta))) == m:
+            return m
+    return 1
 
 
 def beta(n, model_sigmas, alpha=0.6, beta=0.6):
     """Training timesteps at the quantiles of a Beta(alpha, beta) distribution (Lee et al. 2024, arXiv:2407.12173;
-    ComfyUI 'beta'); duplicate timesteps are refused, not dropped."""
-    from scipy.stats import beta as beta_dist  # the Beta quantile function; imported only for this schedule
-
+    ComfyUI 'beta'). Where two quantiles land on one timestep ComfyUI drops the repeat and runs fewer steps than
+    asked: refused here, saying how many it runs and the most steps below n that land on distinct timesteps."""
     for name, value in (("alpha", alpha), ("beta", beta)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"beta schedule: {name} must be a number above 0 (got {value!r})")
     grid, n = _grid(model_sigmas), _steps(n)
-    q = 1 - torch.linspace(0, 1, n + 1, dtype=torch.float64)[:-1]
-    t = torch.as_tensor(beta_dist.ppf(q.numpy(), alpha, beta) * (len(grid) - 1)).round().long()
-    return _out(_distinct("beta", n, grid[t], f"use fewer steps, or alpha/beta closer to 1 (got {alpha}, {beta})"))
+    t = torch.as_tensor(_beta_timesteps(n, len(grid), alpha, beta)).long()
+    runs = len(torch.unique(t))
+    if runs != n:
+        raise ValueError(f"beta at {n} steps: ComfyUI runs {runs} steps here ({n - runs} of its Beta({alpha:g}, "
+                         f"{beta:g}) quantiles repeat a training timestep and it drops them), and "
+                         f"this tool runs exactly the steps asked; use {_beta_most(n, len(grid), alpha, beta)} steps "
+                         f"(the most below {n} on distinct timesteps), or alpha/beta closer to 1")
+    return _out(grid[t])
 
 
 def linear_quadratic(n, model_sigmas, threshold_noise=0.025, linear_steps=None):
@@ -209,18 +263,23 @@ def kl_optimal(n, model_sigmas, sigma_min=None, sigma_max=None):
 
 
 def align_your_steps(n, model_sigmas, model_type="SD1"):
-    """Align Your Steps' optimized levels for SD 1.5 or SDXL, interpolated log-linearly to n steps; the last level
-    becomes 0. Refused for a model whose training sigmas are not the SD range the tables were fitted on."""
+    """Align Your Steps' optimized levels for SD 1.5, SDXL or SVD (ComfyUI's tables), interpolated log-linearly to n
+    steps; the last level becomes 0. Refused for a model whose training sigmas are not the range its table was
+    fitted on."""
     _not_on_flow("align_your_steps", model_sigmas, "its tables were fitted to SD 1.x/2.x and SDXL eps models "
-                 f"(sigmas {AYS['SD1'][-1]}..{AYS['SD1'][0]}); use simple, normal, beta or sgm_uniform")
+                 f"(sigmas {AYS['SD1'][-1]:.4g}..{AYS['SD1'][0]:.4g}) and SVD's EDM sigmas "
+                 f"({AYS['SVD'][-1]:g}..{AYS['SVD'][0]:g}); use simple, normal, beta or sgm_uniform")
     grid, n = _grid(model_sigmas), _steps(n)
     if model_type not in AYS:
         raise ValueError(f"align_your_steps: model_type must be one of {', '.join(AYS)} (got {model_type!r})")
     table = AYS[model_type]
     if not (math.isclose(float(grid[-1]), table[0], rel_tol=0.01) and math.isclose(float(grid[0]), table[-1],
                                                                                    rel_tol=0.05)):
-        raise ValueError(f"align_your_steps: its tables are for training sigmas {table[-1]}..{table[0]} (SD 1.x/2.x "
-                         f"eps, SDXL); this model's are {float(grid[0]):.4g}..{float(grid[-1]):.4g}")
+        fits = [k for k, t in AYS.items() if math.isclose(float(grid[-1]), t[0], rel_tol=0.01)
+                and math.isclose(float(grid[0]), t[-1], rel_tol=0.05)]
+        raise ValueError(f"align_your_steps: its {model_type} table is for {AYS_FOR[model_type]} training sigmas "
+                         f"{table[-1]:.4g}..{table[0]:.4g}; this model's are {float(grid[0]):.4g}.."
+                         f"{float(grid[-1]):.4g}" + (f": use ays_model {' or '.join(fits)}" if fits else ""))
     levels = torch.tensor(table, dtype=torch.float64)
     if n + 1 != len(levels):
         # Log-linear interpolation over an even grid, as ComfyUI's loglinear_interp (numpy.interp) does.
@@ -231,6 +290,45 @@ def align_your_steps(n, model_sigmas, model_type="SD1"):
         w = (new - xs[idx - 1]) / (xs[idx] - xs[idx - 1])
         levels = (ys[idx - 1] + w * (ys[idx] - ys[idx - 1])).exp().flip(0)
     return _out(levels[:-1])
+
+
+LAPLACE_EPSILON = 1e-5  # get_sigmas_laplace's epsilon ("avoid log(0)"): its curve spans e^(mu -+ beta ln 1e5)
+
+
+def _laplace_points(n, lo, hi, mu, beta):
+    """ComfyUI's get_sigmas_laplace: n points x evenly over [0, 1], sigma = exp(mu - beta sign(0.5 - x)
+    log(1 - 2|0.5 - x| + 1e-5)) clamped to [sigma_min, sigma_max]. The points x are ComfyUI's float32 linspace
+    (at x = 0.5 the epsilon makes the curve jump by 2 beta 1e-5: float32's midpoint, a hair off 0.5 for some n,
+    decides the side as in ComfyUI); the rest runs in float64."""
+    x = torch.linspace(0, 1, n, dtype=torch.float32).double()
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + LAPLACE_EPSILON)
+    return lmb.exp().clamp(lo, hi)
+
+
+def laplace(n, model_sigmas, sigma_min=None, sigma_max=None, mu=0.0, beta=0.5):
+    """The Laplace schedule of Tiankai et al. 2024 as ComfyUI's get_sigmas_laplace (mu 0, beta 0.5): log sigma at
+    the quantiles of a Laplace(mu, beta) distribution, n points from sigma_max to sigma_min (clamped to them; the
+    curve itself spans 0.00316..316 around sigma e^mu = 1), then 0. ComfyUI's LaplaceScheduler node returns those n
+    points without the 0 (n - 1 steps ending at sigma_min): final_zero off at n - 1 steps here. Where the clamp puts
+    two points on one end (many steps, or a narrow range) it is refused, saying the most steps that fit."""
+    _not_on_flow("laplace", model_sigmas, "its curve is centred on sigma e^mu = 1, a flow model's sigma_max, so "
+                 "half its points would clamp to 1; use karras, exponential or kl_optimal")
+    lo, hi = _ends(_grid(model_sigmas), sigma_min, sigma_max)
+    n = _steps(n)
+    for name, value in (("mu", mu), ("beta", beta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"laplace schedule: {name} must be a finite number (got {value!r})")
+    if beta <= 0 or not 0 < lo < hi:
+        raise ValueError(f"laplace schedule: beta must be above 0 and 0 < sigma_min < sigma_max (got beta {beta}, "
+                         f"sigma {lo:.4g}..{hi:.4g})")
+    sigmas = _laplace_points(n, lo, hi, mu, beta)
+    if bool((sigmas[1:] >= sigmas[:-1]).any()):
+        most = next(m for m in range(n - 1, 0, -1)
+                    if not bool((_laplace_points(m, lo, hi, mu, beta).diff() >= 0).any()))
+        raise ValueError(f"the laplace schedule at {n} steps clamps two points to one end of sigma {lo:.4g}..{hi:.4g} "
+                         f"(ComfyUI would repeat a sigma: a step of length 0); use at most {most} steps, or a wider "
+                         "sigma range")
+    return _out(sigmas)
 
 
 def vp(n, model_sigmas, beta_d=19.9, beta_min=0.1, eps_s=1e-3):
@@ -300,7 +398,7 @@ SCHEDULES = {
     "sgm_uniform": sgm_uniform, "simple": simple, "ddim_uniform": ddim_uniform, "beta": beta,
     "linear_quadratic": linear_quadratic, "kl_optimal": kl_optimal, "align_your_steps": align_your_steps, "vp": vp,
     "diffusers_linspace": diffusers_linspace, "diffusers_leading": diffusers_leading,
-    "diffusers_trailing": diffusers_trailing,
+    "diffusers_trailing": diffusers_trailing, "laplace": laplace,
 }
 # Schedules whose every sigma is a training sigma: 'paper' rounding leaves them unchanged.
 ON_TRAINING_SIGMAS = ("simple", "ddim_uniform", "beta")

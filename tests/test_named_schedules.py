@@ -87,17 +87,98 @@ def test_comfyui_schedules_at_ten_steps():
     close(SCHEDULES["linear_quadratic"](4, SIGMAS), [hi * (1 - v) for v in (0, 0.0125, 0.025, 0.275, 1)])
 
 
+# Stable Video Diffusion's model sampling in ComfyUI (ModelSamplingContinuousEDM, sigma 0.002..700): 1000 sigmas
+# evenly spaced in log sigma.
+SVD_GRID = torch.linspace(math.log(0.002), math.log(700.0), 1000, dtype=torch.float64).exp()
+AYS_GRIDS = {"SD1": SIGMAS, "SDXL": SIGMAS, "SVD": SVD_GRID}
+
+
+def test_align_your_steps_tables_are_comfyuis_to_the_digit():
+    """comfy_extras/nodes_align_your_steps.py NOISE_LEVELS, written down: SD1, SDXL and SVD."""
+    assert AYS == {
+        "SD1": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+                0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+        "SDXL": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+                 0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+        "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002]}
+    from comparisons.core.config import AYS_MODELS
+    assert AYS_MODELS == tuple(AYS)
+
+
 @pytest.mark.parametrize("model_type", sorted(AYS))
-@pytest.mark.parametrize("n", [10, 4, 20, 32])
+@pytest.mark.parametrize("n", [10, 1, 4, 20, 32])
 def test_align_your_steps_tables_and_log_linear_interpolation(model_type, n):
     table = AYS[model_type]
-    if n == 10:
-        want = table[:-1] + [0]  # the published levels, the last replaced by 0
+    # ComfyUI's AlignYourStepsScheduler (denoise 1): the table when steps + 1 == 11, else loglinear_interp(table,
+    # steps + 1) = exp(numpy.interp of log levels, lowest first, over an even grid), reversed; the last set to 0.
+    if n + 1 == len(table):
+        want = table[:]
     else:
-        # ComfyUI's loglinear_interp: numpy.interp of log levels (lowest first) over an even grid of n + 1 points.
-        ys = np.exp(np.interp(np.linspace(0, 1, n + 1), np.linspace(0, 1, len(table)), np.log(table[::-1])))[::-1]
-        want = list(ys[:-1]) + [0]
-    close(SCHEDULES["align_your_steps"](n, SIGMAS, model_type=model_type), want)
+        xs, ys = np.linspace(0, 1, len(table)), np.log(table[::-1])
+        want = list(np.exp(np.interp(np.linspace(0, 1, n + 1), xs, ys))[::-1])
+    want[-1] = 0
+    ours = SCHEDULES["align_your_steps"](n, AYS_GRIDS[model_type], model_type=model_type)
+    torch.testing.assert_close(ours, torch.FloatTensor(want), rtol=1e-6, atol=0)
+
+
+def test_align_your_steps_refuses_a_table_for_other_sigmas_naming_the_one_that_fits():
+    with pytest.raises(ValueError, match="its SVD table is for Stable Video Diffusion's EDM training sigmas "
+                                         "0.002..700; this model's are 0.02917..14.61: use ays_model SD1 or SDXL"):
+        SCHEDULES["align_your_steps"](10, SIGMAS, model_type="SVD")
+    with pytest.raises(ValueError, match="its SDXL table .*: use ays_model SVD$"):
+        SCHEDULES["align_your_steps"](10, SVD_GRID, model_type="SDXL")
+
+
+# ComfyUI's comfy/k_diffusion/sampling.py get_sigmas_laplace, written down (float32, as ComfyUI runs it): n sigmas
+# from sigma_max to sigma_min, no final 0.
+def comfy_laplace(n, sigma_min, sigma_max, mu=0., beta=0.5):
+    epsilon = 1e-5  # avoid log(0)
+    x = torch.linspace(0, 1, n)
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + epsilon)
+    return torch.clamp(torch.exp(lmb), min=sigma_min, max=sigma_max)
+
+
+@pytest.mark.parametrize("lo, hi", [(None, None), (0.1, 10.0), (0.002, 80.0), (0.5, 1000.0)])
+def test_laplace_equals_comfyuis_formula(lo, hi):
+    """laplace(n) = ComfyUI's get_sigmas_laplace(n) then 0, for every n it makes distinct (n = 1..150)."""
+    lo_, hi_ = float(SIGMAS[0]) if lo is None else lo, float(SIGMAS[-1]) if hi is None else hi
+    made = 0
+    for n in range(1, 151):
+        want = torch.cat([comfy_laplace(n, lo_, hi_), torch.zeros(1)])
+        if bool((want[1:-1] >= want[:-2]).any()):  # ComfyUI repeats a sigma at an end: refused here
+            with pytest.raises(ValueError, match=f"laplace schedule at {n} steps clamps two points to one end"):
+                SCHEDULES["laplace"](n, SIGMAS, sigma_min=lo, sigma_max=hi)
+            continue
+        made += 1
+        # ComfyUI's float32 log(1 - 2|0.5 - x| + 1e-5) cancels near the ends (a few 1e-6 relative): ours runs in
+        # float64.
+        torch.testing.assert_close(SCHEDULES["laplace"](n, SIGMAS, sigma_min=lo, sigma_max=hi), want, rtol=1e-5,
+                                   atol=0)
+    assert made >= 8
+    assert made == 150 or lo == 0.5  # a sigma_min above e^mu = 1's neighbours clamps early: (0.5, 1000) at 9 steps
+
+
+def test_laplace_through_a_config_and_comfyuis_node():
+    """Its sigma range is the config's (the sigma_min rules apply); final_zero off at N steps is what ComfyUI's
+    LaplaceScheduler node gives at N + 1 steps (N + 1 sigmas ending at sigma_min, no 0)."""
+    from comparisons.core.config import RANGED_SCHEDULES, SCHEDULE_GROUPS, SamplerConfig, schedule
+    assert "laplace" in RANGED_SCHEDULES and "laplace" in SCHEDULE_GROUPS["sigma_min..sigma_max"]
+    lo, hi = float(SIGMAS[0]), float(SIGMAS[-1])
+    for steps in (1, 4, 10, 25):
+        cut = schedule(SamplerConfig(schedule="laplace", steps=steps, final_zero=False), SIGMAS)
+        torch.testing.assert_close(cut, comfy_laplace(steps + 1, lo, hi), rtol=1e-5, atol=0)
+    s = schedule(SamplerConfig(schedule="laplace", steps=10, sigma_min=0.1, sigma_max=10.0), SIGMAS)
+    torch.testing.assert_close(s, torch.cat([comfy_laplace(10, 0.1, 10.0), torch.zeros(1)]), rtol=1e-5, atol=0)
+    raised = schedule(SamplerConfig(schedule="laplace", steps=10, sigma_min_rule="penultimate_steps_plus_1"),
+                      SIGMAS)
+    assert float(raised[-2]) > lo and raised[-1] == 0
+
+
+def test_laplace_on_a_flow_model_is_refused_saying_why():
+    from sampler_lib import FlowSampling
+    with pytest.raises(ValueError, match="laplace schedule cannot be built on a flow model's sigmas.*centred on "
+                                         "sigma e\\^mu = 1"):
+        SCHEDULES["laplace"](10, FlowSampling(shift=3.0))
 
 
 def test_paper_rounding_leaves_schedules_on_training_sigmas_unchanged():
@@ -112,9 +193,11 @@ def test_paper_rounding_leaves_schedules_on_training_sigmas_unchanged():
 @pytest.mark.parametrize("call, message", [
     (lambda: SCHEDULES["beta"](10, SIGMAS, alpha=0), "alpha must be a number above 0"),
     (lambda: SCHEDULES["beta"](10, SIGMAS, beta=-1.0), "beta must be a number above 0"),
-    (lambda: SCHEDULES["beta"](400, SIGMAS), "cannot make 400 distinct steps"),
-    (lambda: SCHEDULES["ddim_uniform"](7, SIGMAS), "gives 8 steps, not 7; choose"),
-    (lambda: SCHEDULES["align_your_steps"](10, SIGMAS * 3), "tables are for training sigmas"),
+    (lambda: SCHEDULES["beta"](400, SIGMAS), "beta at 400 steps: ComfyUI runs 387 steps here"),
+    (lambda: SCHEDULES["ddim_uniform"](7, SIGMAS), "ddim_uniform at 7 steps: ComfyUI runs 8 steps here .*; choose"),
+    (lambda: SCHEDULES["align_your_steps"](10, SIGMAS * 3), "its SD1 table is for SD 1.x/2.x eps training sigmas"),
+    (lambda: SCHEDULES["laplace"](430, SIGMAS), "laplace schedule at 430 steps .*use at most 429 steps"),
+    (lambda: SCHEDULES["laplace"](10, SIGMAS, beta=0), "beta must be above 0"),
     (lambda: SCHEDULES["align_your_steps"](10, SIGMAS, model_type="SD3"), "model_type must be one of"),
     (lambda: SCHEDULES["karras"](0, SIGMAS), "steps must be a whole number >= 1"),
     (lambda: SCHEDULES["simple"](10, SIGMAS.flip(0)), "must be ascending"),

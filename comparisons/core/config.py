@@ -5,14 +5,15 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from sampler_lib import QUANTIZE_MODES, SAMPLERS, ModelSampling, penultimate_sigma_min
 from sampler_lib import SCHEDULES as NAMED_SCHEDULES
+from sampler_lib.named_schedules import AYS
 
 from ..errors import ConfigError, at_field, clip
 
 SCHEDULES = tuple(NAMED_SCHEDULES)  # every named schedule of sampler_lib (sampler_lib/named_schedules.py)
 # Schedules between a sigma_min and a sigma_max (the config's, or the model's): the sigma_min rules and explicit
 # sigma_min / sigma_max apply to these. The others take their sigmas from the training timesteps or a table.
-RANGED_SCHEDULES = ("karras", "exponential", "polyexponential", "normal", "sgm_uniform", "kl_optimal")
-AYS_MODELS = ("SD1", "SDXL")
+RANGED_SCHEDULES = ("karras", "exponential", "polyexponential", "normal", "sgm_uniform", "kl_optimal", "laplace")
+AYS_MODELS = tuple(AYS)  # align_your_steps' tables (ComfyUI's): SD1, SDXL, SVD
 # One line per sampler for the menus: what it is, and whose.
 SAMPLER_NOTES = {
     "euler": "first order (Karras Alg. 2 without the correction)",
@@ -59,6 +60,7 @@ SCHEDULE_NOTES = {
     "beta": "timesteps at Beta(alpha, beta) quantiles (ComfyUI beta)",
     "linear_quadratic": "linear then quadratic in sigma (Mochi; ComfyUI)",
     "kl_optimal": "even in arctan(sigma) (A1111 #15608; ComfyUI)",
+    "laplace": "log sigma at Laplace quantiles around 1 (ComfyUI)",
     "align_your_steps": "Align Your Steps' tables, log-linear (A1111, ComfyUI)",
     "vp": "the VP SDE's schedule (k-diffusion get_sigmas_vp)",
     "diffusers_linspace": "diffusers timestep_spacing=linspace",
@@ -111,7 +113,7 @@ class SamplerConfig:
     guidance_scale: float = 3.0           # classifier-free guidance
     beta_alpha: float = 0.6               # the beta schedule's alpha and beta (Lee et al. 2024)
     beta_beta: float = 0.6
-    ays_model: str = "SD1"                # align_your_steps: which published table (SD1 | SDXL)
+    ays_model: str = "SD1"                # align_your_steps: which published table (SD1 | SDXL | SVD)
 
     def __post_init__(self):
         validate(self)
