@@ -12,6 +12,10 @@ def load_model(name="embedded", device=None, dtype=None, local_files_only=None):
         from .embedded import EmbeddedModel
 
         return EmbeddedModel.load(device=device)
+    if name == "embedded-flow":  # the embedded model's rectified-flow twin
+        from .embedded_flow import EmbeddedFlowModel
+
+        return EmbeddedFlowModel.load(device=device)
     from . import flux, sd3
     from .sdxl import StableDiffusionXLModel, checkpoint_index, is_sdxl, load_single_file, pipeline_index
     from .stable_diffusion import StableDiffusionModel

@@ -49,7 +49,8 @@ def build_unet(config=None):
 
 
 class GuidedEps(nn.Module):
-    """The UNet as eps(x, t; label) with classifier-free guidance (label NUM_CLASSES is the empty prompt)."""
+    """The UNet as out(x, t; label) with classifier-free guidance (label NUM_CLASSES is the empty prompt): eps for the
+    eps model, the velocity for the flow model (guidance is linear in either)."""
 
     def __init__(self, unet):
         super().__init__()
@@ -60,31 +61,38 @@ class GuidedEps(nn.Module):
         return guided_eps(self.unet, x, t, labels, torch.full_like(labels, NUM_CLASSES), guidance_scale)
 
 
-class EmbeddedModel:
-    """The offline default: prompts like 'a red circle', 32x32 RGB, eps-prediction, SD sigmas."""
+class ShapesModel:
+    """What the embedded models share (the eps model, EmbeddedModel, and its flow twin,
+    embedded_flow.EmbeddedFlowModel): the class-conditional UNet on the shapes data with guidance, its prompts,
+    decoding and faithfulness check. A subclass gives its name, weights folder, trainer, model sampling
+    (`sampling(card)`) and `denoiser`."""
 
-    name = "embedded"
+    name = None
+    weights_dir = None
+    trainer = None  # the module that rebuilds the weights, named when they are missing
 
     def __init__(self, unet, card, device="cpu"):
         self.device = torch.device(device)
         self.eps = GuidedEps(unet.eval().requires_grad_(False).to(self.device))
         self.card = card
-        self.alphas_cumprod = scaled_linear_alphas_cumprod()
-        self.model_sampling = EpsSampling(self.alphas_cumprod)  # SD's 1000-step eps schedule
+        self.model_sampling = self.sampling(card)
         size = card["architecture"]["sample_size"]
         self.latent_shape = (card["architecture"]["in_channels"], size, size)
         self.vocabulary = {"colors": dict(COLORS), "shapes": list(SHAPES)}
 
+    def sampling(self, card):
+        raise NotImplementedError
+
     @classmethod
-    def load(cls, weights_dir=WEIGHTS_DIR, device=None):
+    def load(cls, weights_dir=None, device=None):
         """Weights from the package; the GPU when there is one, else the CPU."""
         from safetensors.torch import load_file
 
-        weights_dir = Path(weights_dir)
+        weights_dir = Path(weights_dir or cls.weights_dir)
         path = weights_dir / "model.safetensors"
         if not path.exists():
-            raise FileNotFoundError(f"embedded model weights missing at {path}; run "
-                                    "`python -m sampler_lib.models.train_embedded` to rebuild them")
+            raise FileNotFoundError(f"{cls.name} model weights missing at {path}; run "
+                                    f"`python -m {cls.trainer}` to rebuild them")
         card = json.loads((weights_dir / "card.json").read_text())
         unet = UNet(**architecture(card))  # same modules and forward as diffusers', torch only
         unet.load_state_dict(load_file(path))
@@ -94,11 +102,6 @@ class EmbeddedModel:
     @property
     def network(self):
         return self.eps
-
-    def denoiser(self, quantize="off"):
-        """A DiscreteEpsDenoiser over the guided network (its model sampling: EpsSampling), with the given
-        discretization mode."""
-        return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize).to(self.device)
 
     def parse(self, prompt):
         """'a red circle' -> (colour, shape); '' -> (None, None), the unconditional prompt."""
@@ -141,3 +144,23 @@ class EmbeddedModel:
         """Whether the image shows the colour and shape the prompt asks for; None for the empty prompt."""
         colour, shape = self.parse(prompt)
         return None if colour is None else classify(image) == (colour, shape)
+
+
+class EmbeddedModel(ShapesModel):
+    """The offline default: prompts like 'a red circle', 32x32 RGB, eps-prediction, SD sigmas."""
+
+    name = "embedded"
+    weights_dir = WEIGHTS_DIR
+    trainer = "sampler_lib.models.train_embedded"
+
+    def __init__(self, unet, card, device="cpu"):
+        self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        super().__init__(unet, card, device)
+
+    def sampling(self, card):
+        return EpsSampling(self.alphas_cumprod)  # SD's 1000-step eps schedule
+
+    def denoiser(self, quantize="off"):
+        """A DiscreteEpsDenoiser over the guided network (its model sampling: EpsSampling), with the given
+        discretization mode."""
+        return DiscreteEpsDenoiser(self.eps, self.alphas_cumprod, quantize=quantize).to(self.device)
