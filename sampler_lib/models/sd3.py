@@ -7,6 +7,7 @@ scaling factor, classifier-free guidance. The model sampling is a FlowSampling r
 What every flow pipeline here shares (the scheduler's config, the VAE's shift, the checks on a folder) lives in
 `FlowPipelineModel`; `flux.py` builds Flux.1 on it."""
 import functools
+import json
 import os
 
 import torch
@@ -45,14 +46,31 @@ def default_device_dtype(device, dtype):
     return device, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
+def check_scheduler(name, config, kind):
+    """The scheduler config a flow pipeline ships (FlowMatchEulerDiscreteScheduler): another (a DDIM config) is
+    refused naming it, rather than read as a flow one."""
+    cls = config.get("_class_name")
+    if cls != FLOW_SCHEDULER:
+        raise ValueError(f"{name}: scheduler/ is {cls or 'a config without _class_name'}, not {FLOW_SCHEDULER}: "
+                         f"{kind} is a flow-matching model and its scheduler config sets the shift; put the "
+                         "pipeline's own scheduler/scheduler_config.json back")
+
+
 def check_folder(name, wanted, kind, what):
-    """A local folder must hold every wanted part's subfolder: WeightsUnavailable naming the missing ones."""
+    """A local folder must hold every wanted part's subfolder (WeightsUnavailable naming the missing ones) and the
+    flow scheduler's config: both checked before any weights are read."""
     if not os.path.isdir(name):
         return
     missing = [p for p in wanted if not os.path.isdir(os.path.join(name, p))]
     if missing:
         raise WeightsUnavailable(f"{kind} folder {name} lacks {', '.join(p + '/' for p in missing)}: {what} "
                                  "(save_pretrained writes them)")
+    path = os.path.join(name, "scheduler", "scheduler_config.json")
+    if not os.path.isfile(path):
+        raise WeightsUnavailable(f"{kind} folder {name} lacks scheduler/scheduler_config.json: it sets the flow "
+                                 "model's shift")
+    with open(path) as f:
+        check_scheduler(name, json.load(f), kind)
 
 
 class FlowPipelineModel:
@@ -64,11 +82,7 @@ class FlowPipelineModel:
 
     def _setup(self, name, net, vae, scheduler_config, device, latent_shape, tokens):
         self.name, self.device, self.net = name, device, net
-        cls = scheduler_config.get("_class_name")
-        if cls != FLOW_SCHEDULER:
-            raise ValueError(f"{name}: scheduler/ is {cls or 'a config without _class_name'}, not {FLOW_SCHEDULER}: "
-                             f"{self.kind} is a flow-matching model and its scheduler config sets the shift; put the "
-                             "pipeline's own scheduler/scheduler_config.json back")
+        check_scheduler(name, scheduler_config, self.kind)
         if vae.config.get("force_upcast", False):
             vae = vae.to(torch.float32)  # the SD3 and Flux VAEs overflow in half precision (diffusers upcasts too)
         self.vae = vae
