@@ -391,8 +391,9 @@ def load_model_or_fail(name):
         return load_model(name)
     except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot load model {name!r} ({first}); use --model embedded or a Stable Diffusion "
-                         "id or folder that is available offline") from exc
+        raise UsageError(f"cannot load model {name!r} ({first}); use --model embedded, embedded-flow "
+                         "or a diffusers id or folder (SD 1.x/2.x, SDXL, SD3/SD3.5, Flux.1) that is available "
+                         "offline") from exc
 
 
 class PhaseBars:
