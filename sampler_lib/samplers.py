@@ -3,6 +3,13 @@
 `sigmas` is (N+1,) for the whole batch or (N+1, B) with one schedule per batch item, so two arms of a
 comparison can run in lockstep in one batch. A model with `round_sigma` (paper-mode discretization)
 gets every nonzero schedule sigma and every churned `sigma_hat` rounded before it is used.
+
+Flow models. A deterministic sampler needs nothing of the model's family: on a rectified flow
+(x = (1 - sigma) x0 + sigma noise) dx/dsigma = (x - D) / sigma holds as on an eps model, so every ODE step here
+integrates it as it stands. A sampler that adds noise does: before its loop it asks `flow_sampling(model)` (the
+denoiser's `model_sampling`, as ComfyUI asks for CONST) and, on a flow model, takes ComfyUI's rectified-flow
+formulas (`get_ancestral_step_rf`; the SDE samplers in half-log-SNR lambda = log((1 - sigma) / sigma) with
+alpha = 1 - sigma). Karras churn has no flow formula: refused on a flow model.
 """
 from typing import NamedTuple
 
@@ -40,11 +47,54 @@ def _setup(model, x, sigmas, extra_args):
     return ({} if extra_args is None else extra_args), sigmas
 
 
+def flow_sampling(model):
+    """The model's FlowSampling when the denoiser samples a rectified flow (ComfyUI's CONST), else None. Read once,
+    before a sampler's loop, from the denoiser's `model_sampling` (sampler_lib's Denoiser and the engine's batch
+    denoiser expose it); a denoiser without one is an eps model, as k-diffusion's are."""
+    sampling = getattr(model, "model_sampling", None)
+    return sampling if getattr(sampling, "kind", None) == "flow" else None
+
+
+def half_log_snr(sigma, flow):
+    """lambda = log(alpha / sigma): -log sigma on an eps model, log((1 - sigma) / sigma) on a flow (ComfyUI's
+    sigma_to_half_log_snr)."""
+    return sigma.logit().neg() if flow is not None else sigma.log().neg()
+
+
+FLOW_START_OFFSET = 1e-4  # ComfyUI's offset_first_sigma_for_snr: percent_to_sigma(1e-4)
+
+
+def offset_first_sigma(sigmas, flow):
+    """On a flow model, a first sigma of 1 (lambda = -inf) moved to the model's sigma at 1 - 1e-4 of the way (ComfyUI's
+    offset_first_sigma_for_snr for its SDE samplers); unchanged on an eps model."""
+    if flow is None:
+        return sigmas
+    start = float(flow.shifted(torch.tensor(1.0 - FLOW_START_OFFSET, dtype=torch.float64)))
+    return torch.cat([torch.where(sigmas[:1] >= 1, torch.full_like(sigmas[:1], start), sigmas[:1]), sigmas[1:]])
+
+
+def get_ancestral_step_rf(sigma_from, sigma_to, eta=1.0):
+    """ComfyUI's rectified-flow ancestral split (sample_euler_ancestral_RF): step down deterministically to
+    sigma_down = sigma_to (1 + (sigma_to / sigma_from - 1) eta), then re-noise with the flow's own scaling,
+    x <- (alpha_to / alpha_down) x + renoise z with alpha = 1 - sigma and renoise = sqrt(sigma_to^2 - (sigma_down
+    alpha_to / alpha_down)^2), so x is again (1 - sigma_to) x0 + sigma_to noise. Where eta > 1 would take sigma_down
+    below 0 it stays at 0 (ComfyUI's goes negative). Returns (sigma_down, alpha_to / alpha_down, renoise)."""
+    sigma_down = sigma_to * (1 + (sigma_to / sigma_from - 1) * eta).clamp(min=0)
+    alpha_to, alpha_down = 1 - sigma_to, 1 - sigma_down
+    renoise = (sigma_to ** 2 - sigma_down ** 2 * alpha_to ** 2 / alpha_down ** 2).clamp(min=0) ** 0.5
+    return sigma_down, alpha_to / alpha_down, renoise
+
+
 def _need(noise_sampler):
     if noise_sampler is None:
         raise ValueError("this sampler adds noise: pass noise_sampler=BrownianNoiseSampler(x, seed, "
                          "sigma_max) so the randomness is explicit and reproducible")
     return noise_sampler
+
+
+CHURN_ON_FLOW = ("s_churn (Karras churn) has no rectified-flow formula: its sigma_hat = sigma (1 + gamma) can pass a "
+                 "flow's largest sigma, 1, and its noise is the eps form's; set s_churn to 0 on a flow model, or "
+                 "choose an ancestral or SDE sampler for fresh noise")
 
 
 class Churn(NamedTuple):
@@ -60,6 +110,8 @@ class Churn(NamedTuple):
 def _churn_plan(model, sigmas, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
     """Algorithm 2, lines 4-5, for all steps at once: gamma = min(s_churn / N, sqrt 2 - 1) in the window."""
     sigma, n = sigmas[:-1], len(sigmas) - 1
+    if s_churn > 0 and flow_sampling(model) is not None:
+        raise ValueError(CHURN_ON_FLOW)
     gamma = min(s_churn / n, 2 ** 0.5 - 1) if s_churn > 0 else 0.0
     in_window = (sigma >= s_tmin) & (sigma <= s_tmax)
     if gamma == 0:
@@ -165,7 +217,9 @@ def get_ancestral_step(sigma_from, sigma_to, eta=1.0):
 @torch.no_grad()
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                            s_noise=1.0, noise_sampler=None):
-    """Ancestral sampling with Euler steps (k-diffusion's euler_a)."""
+    """Ancestral sampling with Euler steps (k-diffusion's euler_a); on a flow model ComfyUI's euler_ancestral_RF."""
+    if flow_sampling(model) is not None:
+        return _euler_ancestral_rf(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
     # Step sizes depend only on the schedule: computed for all steps at once.
     sigma_down, sigma_up = get_ancestral_step(sigmas[:-1], sigmas[1:], eta=eta)
@@ -181,6 +235,26 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
         x = x + to_d(x, sigmas[i], denoised) * dt[i]
         if add_noise[i]:
             x = x + _need(noise_sampler)(host[i], host[i + 1]) * noise_scale[i]
+    return x
+
+
+def _euler_ancestral_rf(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler):
+    """ComfyUI's sample_euler_ancestral_RF: an Euler step to sigma_down (x <- (sigma_down / sigma) x + (1 -
+    sigma_down / sigma) D), then the flow's re-noising to sigma_next (get_ancestral_step_rf); D into sigma = 0."""
+    extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    sigma_down, alpha_ratio, renoise = get_ancestral_step_rf(sigma, sigma_next, eta)
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    ratio = sigma_down / sigma
+    c_x, c_denoised, c_alpha, c_noise = dims(ratio), dims(1 - ratio), dims(alpha_ratio), dims(renoise * s_noise)
+    add_noise = ((sigma_next > 0).any(1) & bool(eta)).tolist()  # read once: no host sync inside the loop
+    host = sigmas.cpu()  # the noise sampler's keys
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        x = c_x[i] * x + c_denoised[i] * denoised
+        if add_noise[i]:
+            x = c_alpha[i] * x + _need(noise_sampler)(host[i], host[i + 1]) * c_noise[i]
     return x
 
 
@@ -219,16 +293,21 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
 @torch.no_grad()
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                         s_noise=1.0, noise_sampler=None, solver_type="midpoint"):
-    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's variant, midpoint or heun correction)."""
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's variant, midpoint or heun correction). On a flow model
+    ComfyUI's: h in lambda = log((1 - sigma) / sigma), the denoised terms times alpha_next = 1 - sigma_next, and a
+    first sigma of 1 moved to 1 - 1e-4 of the way (offset_first_sigma)."""
     if solver_type not in ("heun", "midpoint"):
         raise ValueError(f"solver_type must be 'heun' or 'midpoint' (got {solver_type!r})")
+    flow = flow_sampling(model)
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    sigmas = offset_first_sigma(sigmas, flow)
     sigma, sigma_next = sigmas[:-1], sigmas[1:]
     # Every coefficient depends only on the schedule: computed for all steps at once. A step into
     # sigma = 0 returns the denoised image; it gets a safe stand-in sigma so nothing is inf or NaN.
     last = sigma_next == 0
     safe_next = torch.where(last, sigma, sigma_next)
-    h = _t(safe_next) - _t(sigma)
+    lambda_next = half_log_snr(safe_next, flow)
+    h = lambda_next - half_log_snr(sigma, flow)
     eta_h = eta * h
     h_last = torch.cat([torch.full_like(h[:1], float("nan")), h[:-1]])
     second = ~last & (h > 0) & (h_last > 0)
@@ -238,8 +317,11 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     else:
         coef = 0.5 * keep
     dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
-    c_x, c_denoised = dims(safe_next / sigma * (-eta_h).exp()), dims(keep)
-    c_second = dims(torch.where(second, coef * h / h_last, torch.zeros_like(h)))
+    c_second = torch.where(second, coef * h / h_last, torch.zeros_like(h))
+    if flow is not None:  # alpha_next = sigma_next e^lambda_next (1 - sigma_next), as ComfyUI computes it
+        alpha_next = safe_next * lambda_next.exp()
+        keep, c_second = alpha_next * keep, alpha_next * c_second
+    c_x, c_denoised, c_second = dims(safe_next / sigma * (-eta_h).exp()), dims(keep), dims(c_second)
     c_noise = dims(safe_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise)
     all_last, any_second = last.all(1).tolist(), second.any(1).tolist()
     host_sigma, host_next = sigma.cpu(), safe_next.cpu()  # the noise sampler's keys, read once

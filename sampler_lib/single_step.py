@@ -1,9 +1,11 @@
 """Samplers whose step uses only the current state (ComfyUI's names): ddpm and lcm, which draw fresh noise each
-step, and heunpp2, which looks two sigmas ahead. Each uses only the schedule's sigmas (rounded in paper mode)."""
+step, and heunpp2, which looks two sigmas ahead. Each uses only the schedule's sigmas (rounded in paper mode). On a
+flow model (`samplers.flow_sampling`) ddpm samples the flow's own posterior and lcm re-noises with its noise_scaling;
+heunpp2's churn is refused there, as every churn is."""
 import torch
 from tqdm.auto import trange
 
-from .samplers import _churn, _churn_plan, _need, _report, _setup, _where, to_d
+from .samplers import _churn, _churn_plan, _need, _report, _setup, _where, flow_sampling, to_d
 from .wrappers import append_dims
 
 
@@ -11,8 +13,12 @@ from .wrappers import append_dims
 def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, posterior variance beta-tilde), on any schedule: with
     alpha_bar = 1 / (1 + sigma^2), the step samples q(x_s | x_t, x_0 = D) (ComfyUI's ddpm; diffusers' DDPMScheduler,
-    variance fixed_small: equal, tested)."""
+    variance fixed_small: equal, tested). On a flow model the same posterior of the flow's own noising
+    (_ddpm_flow_coefficients); ComfyUI's ddpm has no flow branch."""
+    flow = flow_sampling(model)
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    if flow is not None:
+        return _ddpm_flow(model, x, sigmas, extra_args, callback, disable, s_noise, noise_sampler)
     sigma, sigma_next = sigmas[:-1], sigmas[1:]
     # In Karras coordinates x = x_t / sqrt(alpha_bar): every coefficient depends only on the schedule.
     a_t, a_s = 1 / (1 + sigma ** 2), 1 / (1 + sigma_next ** 2)
@@ -35,14 +41,46 @@ def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     return x
 
 
+def ddpm_flow_coefficients(sigma, sigma_next):
+    """(c_x, c_denoised, c_noise) of DDPM's posterior q(x_next | x, x0 = D) on a flow, x = alpha x0 + sigma noise with
+    alpha = 1 - sigma (Kingma et al. 2021, eq. 32-33, for any alpha and sigma): with a = alpha / alpha_next and
+    s2 = sigma^2 - a^2 sigma_next^2 (the forward step's variance, >= 0 since sigma / alpha grows with sigma), the mean
+    is (a sigma_next^2 / sigma^2) x + (alpha_next s2 / sigma^2) D and the deviation sqrt(s2) sigma_next / sigma. At
+    sigma = 1 it is alpha_next D + sigma_next z; into sigma = 0, D. With alpha = 1 it is the eps model's ddpm."""
+    alpha, alpha_next = 1 - sigma, 1 - sigma_next
+    a = alpha / alpha_next
+    s2 = (sigma ** 2 - a ** 2 * sigma_next ** 2).clamp(min=0)
+    return a * sigma_next ** 2 / sigma ** 2, alpha_next * s2 / sigma ** 2, s2.sqrt() * sigma_next / sigma
+
+
+def _ddpm_flow(model, x, sigmas, extra_args, callback, disable, s_noise, noise_sampler):
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    dims = lambda v: append_dims(v, x.ndim + 1)  # noqa: E731
+    c_x, c_d, c_noise = ddpm_flow_coefficients(sigma, sigma_next)
+    c_x, c_d, c_noise = dims(c_x), dims(c_d), dims(c_noise * s_noise)
+    noisy = (sigma_next > 0).any(1).tolist()
+    host_sigma, host_next = sigma.cpu(), sigma_next.cpu()  # the noise sampler's keys, read once
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, sigma[i], **extra_args)
+        _report(callback, x, i, sigma[i], sigma[i], denoised)
+        x = c_x[i] * x + c_d[i] * denoised
+        if noisy[i]:
+            x = x + _need(noise_sampler)(host_sigma[i], host_next[i]) * c_noise[i]
+    return x
+
+
 @torch.no_grad()
 def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None):
     """Latent consistency sampling (Luo et al. 2023, multistep: ComfyUI's lcm, diffusers' LCMScheduler): jump to
     the denoised image, then noise it afresh to the next sigma. The consistency boundary condition (c_skip, c_out)
-    belongs to an LCM model's wrapper, not to the sampler."""
+    belongs to an LCM model's wrapper, not to the sampler. On a flow model the fresh noise goes in as the flow's
+    noise_scaling has it (ComfyUI's lcm): x = (1 - sigma_next) D + sigma_next s_noise z."""
+    flow = flow_sampling(model)
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
     sigma, sigma_next = sigmas[:-1], sigmas[1:]
     c_noise = append_dims(sigma_next * s_noise, x.ndim + 1)
+    if flow is not None:
+        c_noise = append_dims(sigma_next, x.ndim + 1)  # s_noise scales the draw itself (ComfyUI's order)
     noisy = (sigma_next > 0).any(1).tolist()
     host_sigma, host_next = sigma.cpu(), sigma_next.cpu()  # the noise sampler's keys, read once
     for i in trange(len(sigmas) - 1, disable=disable):
@@ -50,7 +88,8 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, s
         _report(callback, x, i, sigma[i], sigma[i], denoised)
         x = denoised
         if noisy[i]:
-            x = x + _need(noise_sampler)(host_sigma[i], host_next[i]) * c_noise[i]
+            noise = _need(noise_sampler)(host_sigma[i], host_next[i])
+            x = x + noise * c_noise[i] if flow is None else flow.noise_scaling(c_noise[i], noise * s_noise, denoised)
     return x
 
 
