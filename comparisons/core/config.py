@@ -237,6 +237,30 @@ def check_seed(seed):
     return int(seed)
 
 
+FLOW_SIGMA_MAX = 1.0  # a flow model's sigmas lie in (0, 1]: x = (1 - sigma) x0 + sigma noise
+
+
+def check_for_model(cfg, sampling):
+    """ConfigError (with its form field) for what this config asks of a model that the model's family cannot do; the
+    config is already valid on its own (validate). On a flow model (sampling.kind 'flow'): Karras churn (no
+    rectified-flow formula: sampler_lib's churn samplers refuse it too), a sigma_max or sigma_min outside (0, 1]; a
+    schedule that cannot be built on its grid is refused by `schedule`, which runs this check first. Called before
+    anything is written: the CLI's sweep and study and the app's generate path reach it through `schedule`."""
+    if getattr(sampling, "kind", None) != "flow":
+        return
+    if cfg.sampler in CHURN and cfg.s_churn > 0:
+        raise at_field(ConfigError(
+            f"s_churn {cfg.s_churn:g} on a flow model: Karras churn has no rectified-flow formula (its sigma_hat = "
+            f"sigma (1 + gamma) can pass the flow's largest sigma, 1, and its noise is the eps form's); set s_churn "
+            f"to 0, or choose an ancestral or SDE sampler for fresh noise"), "s_churn")
+    for name in ("sigma_max", "sigma_min"):
+        value = getattr(cfg, name)
+        if value is not None and not 0 < value <= FLOW_SIGMA_MAX:
+            raise at_field(ConfigError(
+                f"{name} {value:g} is outside a flow model's sigmas (0, 1] (x = (1 - sigma) x0 + sigma noise; its "
+                f"largest sigma, 1, is pure noise); leave {name} unset for the model's own"), name)
+
+
 def schedule(cfg, model_sigmas):
     """The schedule this config asks for, before any discretization: `steps` intervals, on the model's model
     sampling (`sampler_lib.models.interface.sampling_of(model)`; a tensor of training sigmas, ascending, is read as a
@@ -246,8 +270,10 @@ def schedule(cfg, model_sigmas):
     final 0 (so still `steps` intervals, ending at its smallest sigma); the sigma_min rules raise the sigma_min of
     the schedules between a sigma_min and a sigma_max (RANGED_SCHEDULES) to the next-to-last point of a Karras ramp;
     discretization is the sampler's business (`paper` is the identity on schedules made of training sigmas).
+    Given a model sampling, what the config asks of the model's family is checked first (check_for_model).
     """
     if isinstance(model_sigmas, ModelSampling):
+        check_for_model(cfg, model_sigmas)
         sampling, grid = model_sigmas, model_sigmas.sigmas.detach().double().flatten().sort().values.cpu()
     else:
         grid = model_sigmas.detach().double().flatten().sort().values.cpu()

@@ -1,0 +1,108 @@
+"""Bad input on a flow model (#34 item 7): what only an eps model can do (Karras churn, a sigma_max above 1, a schedule
+that cannot be built on the flow grid) is one line, a ConfigError with its form field, before anything is sampled or
+written: exit 2 from the CLI's sweep and study, nothing in the results file; the same configs still run on an eps model,
+and the flow model still runs what it can."""
+import json
+
+import pytest
+import torch
+
+from comparisons import cli
+from comparisons.core.config import CHURN, SamplerConfig, check_for_model, schedule
+from comparisons.core.engine import Sample, sample_arms
+from comparisons.errors import ConfigError
+from comparisons.specs import study_spec
+from sampler_lib import EpsSampling, FlowSampling, scaled_linear_alphas_cumprod
+from tests.fakes import FakeModel
+from tests.test_model_sampling import FlowFake
+
+FLOW = FlowSampling(shift=3.0)
+EPS = EpsSampling(scaled_linear_alphas_cumprod())
+
+# (config overrides, the field at fault, words the message says)
+REFUSED = [
+    ({"sampler": "euler", "s_churn": 1.0}, "s_churn", "churn has no rectified-flow formula"),
+    ({"sampler": "heun", "s_churn": 0.5}, "s_churn", "set s_churn to 0"),
+    ({"sampler": "dpm_2", "s_churn": 4.0}, "s_churn", "s_churn"),
+    ({"sampler": "heunpp2", "s_churn": 2.0}, "s_churn", "s_churn"),
+    ({"sigma_max": 14.6}, "sigma_max", "outside a flow model's sigmas (0, 1]"),
+    ({"schedule": "align_your_steps"}, "schedule", "cannot be built on a flow model"),
+    ({"schedule": "vp"}, "schedule", "cannot be built on a flow model"),
+    ({"schedule": "diffusers_trailing"}, "schedule", "cannot be built on a flow model"),
+]
+
+
+def refusal(overrides, sampling=FLOW):
+    cfg = SamplerConfig.from_dict(overrides)
+    with pytest.raises(ConfigError) as err:
+        schedule(cfg, sampling)
+    return err.value
+
+
+@pytest.mark.parametrize("overrides, field, words", REFUSED, ids=lambda v: str(v)[:40])
+def test_flow_refusals_are_one_line_with_their_field(overrides, field, words):
+    err = refusal(overrides)
+    assert err.field == field and words in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.parametrize("overrides", [r[0] for r in REFUSED if r[1] != "schedule"], ids=str)
+def test_the_same_configs_run_on_an_eps_model(overrides):
+    cfg = SamplerConfig.from_dict(overrides)
+    check_for_model(cfg, EPS)
+    assert float(schedule(cfg, EPS)[-1]) == 0.0
+
+
+def test_what_flow_models_can_do_is_not_refused():
+    """Every sampler without churn (the ancestral and SDE ones have flow formulas), an explicit sigma_min in (0, 1], and
+    s_churn on a sampler that takes none (it is ignored there) pass."""
+    from sampler_lib import SAMPLERS
+    for name in SAMPLERS:
+        check_for_model(SamplerConfig(sampler=name), FLOW)
+    check_for_model(SamplerConfig(sampler="euler_ancestral", s_churn=3.0), FLOW)
+    assert float(schedule(SamplerConfig(sigma_min=0.01), FLOW)[-2]) == pytest.approx(0.01)
+    assert set(CHURN) == {"euler", "heun", "dpm_2", "heunpp2"}
+
+
+def test_the_engine_refuses_before_sampling():
+    model = FlowFake()
+    calls = []
+    denoiser = model.denoiser
+    model.denoiser = lambda quantize="off": calls.append(quantize) or denoiser(quantize)
+    with pytest.raises(ConfigError, match="s_churn"):
+        sample_arms(model, [SamplerConfig(sampler="euler", steps=4, s_churn=1.0)], [Sample("a red circle", 1)])
+    assert calls == []
+    # the model is still usable, and the eps model still churns
+    out = sample_arms(model, [SamplerConfig(sampler="euler_ancestral", steps=4, schedule="simple")],
+                      [Sample("a red circle", 1)])
+    assert torch.isfinite(out).all()
+    out = sample_arms(FakeModel(), [SamplerConfig(sampler="euler", steps=4, s_churn=1.0)], [Sample("a red circle", 1)])
+    assert torch.isfinite(out).all()
+
+
+def test_a_study_spec_on_a_flow_model_refuses_its_question(tmp_path):
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps({"churn": [{"s_churn": 1.0}, {}]}))
+    with pytest.raises(ConfigError, match="s_churn .*flow model") as err:
+        study_spec(FlowFake(), name="s", model_name="fake-flow", questions_file=str(questions), samplers="euler",
+                   steps="4", seeds="0-1")
+    assert "\n" not in str(err.value) and "question 'churn' at euler, 4 steps" in str(err.value)
+    spec = study_spec(FakeModel(), name="s", model_name="fake", questions_file=str(questions), samplers="euler",
+                      steps="4", seeds="0-1")
+    assert len(spec.cells()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--sampler", "euler", "--a", '{"s_churn": 1.0}', "--b", "{}"],
+    ["sweep", "--a", '{"schedule": "vp"}', "--b", "{}"],
+    ["sweep", "--a", '{"sigma_max": 14.6}', "--b", "{}"],
+    ["study", "--questions", "discretization", "--samplers", "heun", "--steps", "4", "--seeds", "0-1",
+     "--schedules", "align_your_steps"],
+], ids=["churn", "schedule", "sigma_max", "study"])
+def test_cli_exits_2_with_one_line_and_writes_nothing(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "load_model_or_fail", lambda name: FlowFake())
+    results, out = tmp_path / "results.db", tmp_path / "out"
+    extra = ["--model", "fake-flow", "--results", str(results)] + (["--out", str(out)] if argv[0] == "study" else [])
+    assert cli.main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not results.exists() and not out.exists()
