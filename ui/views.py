@@ -112,12 +112,13 @@ def reveal_html(vote):
     names = {arm: _arm_label(r, arm) for arm in ("A", "B")}
     named = {arm: arm if names[arm] == arm else f"{arm} · {names[arm]}" for arm in ("A", "B")}
     if "left" not in r:
-        head = (f"<p>This pair compared <b>{e(named['A'])}</b> and <b>{e(named['B'])}</b> ({e(r['pairing'])}). "
-                f"Your vote: <b>{e(vote['choice'])}</b>.</p>")
+        head = (f"<p><b>Revealed:</b> this pair compared <b>{e(named['A'])}</b> and <b>{e(named['B'])}</b> "
+                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b>.</p>")
     else:
         winner = {"A": named["A"], "B": named["B"], "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
-        head = (f"<p>Left was <b>{e(named[r['left']])}</b>, right was <b>{e(named[r['right']])}</b> "
-                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b> → {e(winner)}.</p>")
+        head = (f"<p><b>Revealed:</b> Left was <b>{e(named[r['left']])}</b>, "
+                f"right was <b>{e(named[r['right']])}</b> ({e(r['pairing'])}). "
+                f"Your vote: <b>{e(vote['choice'])}</b> → {e(winner)}.</p>")
     if "images" in r:
         body = metadata_table(r["images"], compact=True)  # every value escaped (workflows.pair_view)
     else:
@@ -125,7 +126,7 @@ def reveal_html(vote):
         changed = "; ".join(f"{k}: A = {a[k]!r}, B = {b.get(k)!r}" for k in a if a[k] != b.get(k))
         body = (f"<p>Difference: {e(changed or 'identical configs')}</p><details><summary>Full configs</summary>"
                 f"<pre>A = {e(json.dumps(a, indent=1))}\nB = {e(json.dumps(b, indent=1))}</pre></details>")
-    return f'<div class="reveal-body"><h3>Revealed</h3>{head}{body}</div>'
+    return f'<div class="reveal-body">{head}{body}</div>'
 
 
 _MARKDOWN = re.compile(r"[\\`*_{}\[\]()#+\-.!|~]")
