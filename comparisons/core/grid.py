@@ -13,6 +13,14 @@ from .engine import Sample
 
 # The converged image an arm is measured against: many Heun steps, continuous sigmas.
 REFERENCE = SamplerConfig(sampler="heun", steps=200, quantize="off")
+# --reference-steps auto: the rungs tried, smallest first; the first rung whose reference differs from the next
+# rung's by less than REFERENCE_TOLERANCE (LPIPS, the largest over the --reference-check samples) is the reference.
+# The tolerance is a tenth of analysis.stats.EQUIVALENCE_MARGIN (0.01, the smallest effect a verdict resolves): a
+# reference off by d moves each arm's distance to it by at most d, so A's minus B's by at most 2d; Heun being
+# second order, a rung's own error is about 4/3 of its distance to the doubled rung, so the verdicts' mean
+# difference moves by at most 2 * 4/3 * 0.001 < 0.003, under a third of the margin (tests check the tie).
+REFERENCE_LADDER = (25, 50, 100, 200)
+REFERENCE_TOLERANCE = 0.001
 # The grid sets these; a question that changed them would mislabel its cells.
 GRID_FIELDS = ("sampler", "steps", "guidance_scale")
 # Study-only questions. `schedule`: Karras (A) against each schedule of --schedules (B). `sampler`: the grid's
@@ -60,6 +68,8 @@ class StudySpec:
     precision: str = "fp32"   # fp32 | bf16 (network in bfloat16 autocast)
     reference_check: int = 8  # samples whose reference is also computed in 'paper' mode
     schedules: tuple = ()     # --schedules: every question asked under each (cells named question@schedule)
+    reference_ladder: tuple = ()    # --reference-steps auto: the rungs tried (reference.steps is the one chosen)
+    reference_tolerance: float = 0.0  # ... and the LPIPS a rung may differ from the next by
 
     def grid(self):
         d = asdict(self)
@@ -69,6 +79,9 @@ class StudySpec:
         d["reference"] = json.loads(self.reference.to_json())
         if not self.schedules:
             d.pop("schedules")
+        if not self.reference_ladder:
+            d.pop("reference_ladder")
+            d.pop("reference_tolerance")
         return d
 
     def to_json(self):
@@ -117,13 +130,17 @@ class StudySpec:
     def paper_reference(self):
         return SamplerConfig.from_dict({"quantize": "paper"}, self.reference)
 
+    def rung(self, steps):
+        """The reference at `steps` steps (a rung of reference_ladder)."""
+        return replace(self.reference, steps=steps)
+
     @classmethod
     def from_json(cls, text):
         d = json.loads(text)
         d["questions"] = tuple(Question(q["name"], tuple(map(tuple, q["a"])), tuple(map(tuple, q["b"])))
                                for q in d["questions"])
         d["reference"] = SamplerConfig.from_dict(d["reference"])
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # no schedules: ()
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # absent fields: defaults
 
 
 @dataclass(frozen=True)
