@@ -9,7 +9,7 @@ from sampler_lib.models.interface import sampling_of
 
 from .core.config import MAX_SEED, MAX_STEPS, PAIRINGS, SCHEDULES, SamplerConfig, schedule
 from .core.engine import PRECISIONS
-from .core.grid import REFERENCE, STUDY_QUESTIONS, Question, StudySpec
+from .core.grid import REFERENCE, REFERENCE_LADDER, REFERENCE_TOLERANCE, STUDY_QUESTIONS, Question, StudySpec
 from .errors import CampaignError, ConfigError, UsageError, clip
 
 MAX_SEEDS = 100_000
@@ -108,8 +108,12 @@ def parse_cells(text):
 
 def study_spec(model, *, name, model_name, questions="", questions_file=None, samplers="heun", steps="4,7,10,25",
                seeds="0-63", prompts="a red circle", guidance=SamplerConfig.guidance_scale, reference="{}",
-               precision="fp32", reference_check=8, schedules=""):
-    """The StudySpec of textual settings (the CLI's flags, the app's fields), validated before anything is written."""
+               precision="fp32", reference_check=8, schedules="", reference_steps="",
+               reference_ladder=",".join(map(str, REFERENCE_LADDER)), reference_tolerance=REFERENCE_TOLERANCE):
+    """The StudySpec of textual settings (the CLI's flags, the app's fields), validated before anything is written.
+
+    `reference_steps`: '' (what `reference` says), a step count, or 'auto': the steps are then chosen from
+    `reference_ladder` by workflows.study.choose_reference_steps (the spec holds the top rung until then)."""
     questions = questions_from(questions, questions_file)
     samplers = parse_list(samplers, "--samplers")
     unknown = [x for x in samplers if x not in SAMPLERS]
@@ -140,6 +144,26 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
                          f"\"steps\": 500}}'") from exc
     if isinstance(overrides, dict) and "guidance_scale" in overrides:
         raise UsageError("--reference sets guidance_scale; the reference always uses --guidance")
+    ladder, tolerance = (), 0.0
+    steps_text = str(reference_steps or "").strip()
+    if steps_text:
+        if isinstance(overrides, dict) and "steps" in overrides:
+            raise UsageError("--reference sets steps and so does --reference-steps; give one")
+        if steps_text == "auto":
+            ladder = tuple(parse_steps(reference_ladder))
+            if len(ladder) < 2:
+                raise UsageError(f"--reference-ladder needs two step counts or more (got {clip(str(reference_ladder))})")
+            if reference_check < 1:
+                raise UsageError("--reference-steps auto measures each rung on the --reference-check samples; "
+                                 "pass --reference-check 1 or more")
+            tolerance = float(reference_tolerance)
+            if not 0 < tolerance < 1:
+                raise UsageError(f"--reference-tolerance must be above 0 and below 1 (LPIPS; got {tolerance})")
+            steps_text = str(ladder[-1])
+        elif not steps_text.isdigit():
+            raise UsageError(f"--reference-steps takes a step count or 'auto' (got {clip(repr(steps_text))})")
+        if isinstance(overrides, dict):  # anything else is refused below, as without --reference-steps
+            overrides = {**overrides, "steps": int(steps_text)}
     base = SamplerConfig.from_dict({"guidance_scale": guidance}, REFERENCE)
     try:
         reference = SamplerConfig.from_dict(overrides, base)
@@ -150,7 +174,7 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
     spec = StudySpec(name=name.strip(), model=model_name, questions=questions, samplers=tuple(samplers),
                      steps=tuple(steps), prompts=tuple(prompts), seeds=tuple(seeds), guidance=guidance,
                      reference=reference, precision=precision, reference_check=reference_check,
-                     schedules=tuple(schedules))
+                     schedules=tuple(schedules), reference_ladder=ladder, reference_tolerance=tolerance)
     # Every cell's configs validate (e.g. sigma_min_rule penultimate_steps needs steps >= 2), and every schedule
     # can be built on this model's training sigmas (ddim_uniform at 7 steps cannot), before anything is written.
     sampling = sampling_of(model)
