@@ -106,3 +106,52 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(argv, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not results.exists() and not out.exists()
+
+
+# --- the shift question (#34 item 6): a config's shift on a flow model; None is the model's own -----------------------
+
+def test_shift_is_a_later_field_old_configs_keep_their_json():
+    old = SamplerConfig().to_json()
+    assert "shift" not in old and SamplerConfig.from_json(old) == SamplerConfig()
+    assert json.loads(SamplerConfig(shift=1.0).to_json())["shift"] == 1.0
+
+
+def test_shift_spaces_the_schedule_on_the_shifted_grid():
+    for name in ("simple", "normal", "beta", "karras"):
+        cfg = SamplerConfig(schedule=name, steps=8)
+        one = SamplerConfig.from_dict({"shift": 1.0}, cfg)
+        assert torch.equal(schedule(one, FLOW), schedule(cfg, FlowSampling(shift=1.0))), name
+        assert not torch.equal(schedule(one, FLOW), schedule(cfg, FLOW)), name
+    # Flux's dynamic shift e^mu is SD3's constant one at s = e^mu: "fixed 3" on mu = ln 3 is the model's own
+    flux = FlowSampling(mu=float(torch.tensor(3.0).log()))
+    torch.testing.assert_close(schedule(SamplerConfig(schedule="simple", shift=3.0), flux),
+                               schedule(SamplerConfig(schedule="simple"), flux))
+
+
+@pytest.mark.parametrize("overrides, sampling, field, words", [
+    ({"shift": 3.0}, EPS, "shift", "applies to flow models"),
+    ({"shift": 3.0, "quantize": "paper"}, FLOW, "quantize", "use quantize off with a shift"),
+    ({"shift": 3.0, "quantize": "ingress"}, FLOW, "quantize", "use quantize off with a shift"),
+], ids=["eps", "paper", "ingress"])
+def test_shift_refusals(overrides, sampling, field, words):
+    err = refusal(overrides, sampling)
+    assert err.field == field and words in str(err) and "\n" not in str(err)
+    with pytest.raises(ConfigError, match="shift must be between") as bad:
+        SamplerConfig(shift=0.0)
+    assert bad.value.field == "shift"
+
+
+def test_a_shift_study_question_runs_on_a_flow_model_only(tmp_path):
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps({"shift": [{"shift": 3.0}, {"shift": 1.0}], "shift-dynamic": [{}, {"shift": 3.0}]}))
+    spec = study_spec(FlowFake(), name="s", model_name="fake-flow", questions_file=str(questions),
+                      samplers="euler,dpmpp_2m_sde", steps="4", seeds="0-1")
+    assert len(spec.cells()) == 4
+    with pytest.raises(ConfigError, match="shift 3 applies to flow models"):
+        study_spec(FakeModel(), name="s", model_name="fake", questions_file=str(questions), samplers="euler",
+                   steps="4", seeds="0-1")
+    # the two arms run in lockstep, each on its own grid's schedule; shift 3 vs 1 are different images
+    model = FlowFake()
+    cfgs = [SamplerConfig(sampler="euler", steps=5, schedule="simple", shift=s) for s in (3.0, 1.0, None)]
+    out = sample_arms(model, cfgs, [Sample("a red circle", 2)])
+    assert not torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 0], out[0, 2])  # FlowFake's own shift is 3

@@ -3,7 +3,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from sampler_lib import QUANTIZE_MODES, SAMPLERS, ModelSampling, penultimate_sigma_min
+from sampler_lib import QUANTIZE_MODES, SAMPLERS, FlowSampling, ModelSampling, penultimate_sigma_min
 from sampler_lib import SCHEDULES as NAMED_SCHEDULES
 from sampler_lib.named_schedules import AYS
 
@@ -83,7 +83,8 @@ STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpm_2_ancestral", "dpmpp_2s_an
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 NOISE_ONLY = ("ddpm", "lcm")                             # fresh noise each step, scaled by s_noise; no eta
 CHURN = ("euler", "heun", "dpm_2", "heunpp2")            # Karras churn (s_churn, s_tmin, s_tmax, s_noise)
-LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1"}
+LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1", "shift": None}
+SHIFT_RANGE = (0.05, 20.0)         # a flow model's time shift (SD3 ships 3.0; Flux's dynamic one is e^mu, 1.6..3.2)
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000
 RHO_RANGE = (0.5, 50.0)            # Karras rho; polyexponential: the ramp's degree, at most POLY_RHO_MAX
@@ -114,6 +115,7 @@ class SamplerConfig:
     beta_alpha: float = 0.6               # the beta schedule's alpha and beta (Lee et al. 2024)
     beta_beta: float = 0.6
     ays_model: str = "SD1"                # align_your_steps: which published table (SD1 | SDXL | SVD)
+    shift: float | None = None            # flow models: SD3's constant time shift instead of the model's own (None)
 
     def __post_init__(self):
         validate(self)
@@ -199,6 +201,7 @@ def validate(cfg):
     _number(cfg, "guidance_scale", 0, 100)
     _number(cfg, "beta_alpha", 0.01, 100)
     _number(cfg, "beta_beta", 0.01, 100)
+    _number(cfg, "shift", SHIFT_RANGE[0], SHIFT_RANGE[1], optional=True)
     if cfg.ays_model not in AYS_MODELS:
         raise at_field(ConfigError(f"unknown ays_model {clip(repr(cfg.ays_model))}; choose one of "
                                    f"{', '.join(AYS_MODELS)}"), "ays_model")
@@ -244,10 +247,18 @@ def check_for_model(cfg, sampling):
     """ConfigError (with its form field) for what this config asks of a model that the model's family cannot do; the
     config is already valid on its own (validate). On a flow model (sampling.kind 'flow'): Karras churn (no
     rectified-flow formula: sampler_lib's churn samplers refuse it too), a sigma_max or sigma_min outside (0, 1]; a
-    schedule that cannot be built on its grid is refused by `schedule`, which runs this check first. Called before
-    anything is written: the CLI's sweep and study and the app's generate path reach it through `schedule`."""
-    if getattr(sampling, "kind", None) != "flow":
+    schedule that cannot be built on its grid is refused by `schedule`, which runs this check first. A `shift` on any
+    other model, or with a rounding mode (the network's grid stays the model's own shift). Called before anything is
+    written: the CLI's sweep and study and the app's generate path reach it through `schedule`."""
+    kind = getattr(sampling, "kind", None)
+    if cfg.shift is not None and kind != "flow":
+        raise at_field(ConfigError(f"shift {cfg.shift:g} applies to flow models (SD3's time shift of their sigmas); "
+                                   f"this {kind or 'eps'} model has none: leave shift unset"), "shift")
+    if kind != "flow":
         return
+    if cfg.shift is not None and cfg.quantize != "off":
+        raise at_field(ConfigError(f"shift {cfg.shift:g} with quantize {cfg.quantize!r}: rounding goes to the model's "
+                                   "own training grid, not the shifted one; use quantize off with a shift"), "quantize")
     if cfg.sampler in CHURN and cfg.s_churn > 0:
         raise at_field(ConfigError(
             f"s_churn {cfg.s_churn:g} on a flow model: Karras churn has no rectified-flow formula (its sigma_hat = "
@@ -261,6 +272,16 @@ def check_for_model(cfg, sampling):
                 f"largest sigma, 1, is pure noise); leave {name} unset for the model's own"), name)
 
 
+def shifted(sampling, shift):
+    """A flow model sampling with SD3's constant `shift` in place of its own (constant or Flux's e^mu: the same map,
+    e^mu t / (1 + (e^mu - 1) t)), its timesteps and multiplier kept; `sampling` itself when shift is None. The network
+    sees sigma * multiplier either way: only the grid the schedules are spaced on changes (ComfyUI's ModelSamplingSD3
+    node)."""
+    if shift is None:
+        return sampling
+    return FlowSampling(shift=float(shift), timesteps=len(sampling.sigmas), multiplier=sampling.multiplier)
+
+
 def schedule(cfg, model_sigmas):
     """The schedule this config asks for, before any discretization: `steps` intervals, on the model's model
     sampling (`sampler_lib.models.interface.sampling_of(model)`; a tensor of training sigmas, ascending, is read as a
@@ -270,11 +291,13 @@ def schedule(cfg, model_sigmas):
     final 0 (so still `steps` intervals, ending at its smallest sigma); the sigma_min rules raise the sigma_min of
     the schedules between a sigma_min and a sigma_max (RANGED_SCHEDULES) to the next-to-last point of a Karras ramp;
     discretization is the sampler's business (`paper` is the identity on schedules made of training sigmas).
-    Given a model sampling, what the config asks of the model's family is checked first (check_for_model).
+    Given a model sampling, what the config asks of the model's family is checked first (check_for_model), and a
+    flow config's `shift` spaces the schedule on the shifted grid (`shifted`).
     """
     if isinstance(model_sigmas, ModelSampling):
         check_for_model(cfg, model_sigmas)
-        sampling, grid = model_sigmas, model_sigmas.sigmas.detach().double().flatten().sort().values.cpu()
+        sampling = shifted(model_sigmas, cfg.shift)
+        grid = sampling.sigmas.detach().double().flatten().sort().values.cpu()
     else:
         grid = model_sigmas.detach().double().flatten().sort().values.cpu()
         sampling = grid  # the named schedules read a tensor as a discrete-time model's training sigmas
