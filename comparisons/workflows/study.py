@@ -1,7 +1,7 @@
 """The study workflow: plan what a study lacks, compute it chunk by chunk on the engine, store each chunk in
 one transaction (docs/ARCHITECTURE.md, "How data flows"). The grid itself is core/grid.py."""
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ class StudyRun:
     seconds: float = 0.0
     images: int = 0                     # arm images sampled (samples x distinct arms)
     network_batches: list = field(default_factory=list)
+    reference_work: int = 0             # reference item-steps computed (samples x steps)
+    reference_seconds: float = 0.0      # the time they took
 
 
 @dataclass
@@ -166,6 +168,8 @@ class ChunkResult:
     sigmas: dict          # arm config -> schedule as sampled
     measured: list        # (cell, sample index, arm A index, arm B index, pair metrics, study row)
     network_batches: list
+    reference_work: int = 0          # reference item-steps computed for this chunk
+    reference_seconds: float = 0.0   # and the time they took
 
 
 def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
@@ -179,10 +183,12 @@ def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
     wanted = [w for w in plan.references_wanted(chunk) if w not in known.references]
     if wanted:
         report("references", 0)
+    started = time.perf_counter()
     for precision in dict.fromkeys(p for *_, p in wanted):
         computed = compute_references(model, spec.model, [(s, c) for s, c, p in wanted if p == precision], precision,
                                       progress=phase("references"))
         new.update({(s, c, precision): v for (s, c), v in computed.items()})
+    ref_seconds, ref_work = time.perf_counter() - started, sum(c.steps for _, c, _ in wanted)
     refs = {**known.references, **{k: ref for k, (ref, _) in new.items()}}
     step_stats = {}
     report("arms", 0)
@@ -216,7 +222,7 @@ def compute_chunk(model, lpips_metric, plan, chunk, known, progress=None):
         measured.append((cell, s, a, b, metrics, row))
         report("measuring", 1)
     return ChunkResult(chunk, new, new_arms, images, plan.arm_sigmas(model), measured,
-                       step_stats.get("batch_sizes", []))
+                       step_stats.get("batch_sizes", []), ref_work, ref_seconds)
 
 
 def store_chunk(store, plan, result):
@@ -256,6 +262,8 @@ def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_c
     for n, chunk in enumerate(plan.chunks):
         result = compute_chunk(model, lpips_metric, plan, chunk, known_outputs(store, plan, chunk), progress)
         run.network_batches.extend(result.network_batches)
+        run.reference_work += result.reference_work
+        run.reference_seconds += result.reference_seconds
         if progress:
             progress("rows", 0)
         written = store_chunk(store, plan, result)
@@ -268,6 +276,64 @@ def run_study(store, model, lpips_metric, spec, batch=64, progress=None, after_c
             after_chunk(n)
     run.seconds = time.perf_counter() - started
     return run
+
+
+@dataclass
+class LadderChoice:
+    """What --reference-steps auto measured: each rung compared with the next on the checked samples (LPIPS),
+    the rung chosen, and the reference work it cost (item-steps computed now; 0 when the store held every rung)."""
+    ladder: tuple
+    tolerance: float
+    chosen: int
+    differences: list     # (rung, next rung, largest LPIPS, mean LPIPS), in the order measured
+    samples: int          # checked samples
+    converged: bool       # False: no rung came within the tolerance of the next; the top rung is used
+    work: int = 0
+    seconds: float = 0.0
+
+    def sentence(self):
+        steps = "; ".join(f"{a} vs {b} steps: LPIPS max {mx:.4f} (mean {mean:.4f})"
+                          for a, b, mx, mean in self.differences)
+        rule = (f"the smallest rung of {', '.join(map(str, self.ladder))} whose reference differs from the next "
+                f"rung's by less than LPIPS {self.tolerance:g} on every one of {self.samples} checked samples")
+        outcome = (f"{self.chosen} steps" if self.converged else
+                   f"none did; the top rung, {self.chosen} steps, is used (its own error is not measured)")
+        return f"reference steps chosen as {rule}: {steps} -> {outcome}"
+
+
+def choose_reference_steps(store, model, lpips_metric, spec, progress=None):
+    """(spec with its reference at the chosen rung, LadderChoice) for a spec with a reference_ladder (unchanged
+    spec and None without one). Rungs are computed upward on the --reference-check samples, each only when the
+    comparison needs it, through the reference cache (so a rerun or a later study computes none again); every
+    rung's reference stays stored under its own key. `progress(item-steps)` as they are computed."""
+    if not spec.reference_ladder:
+        return spec, None
+    samples, ladder, precision = spec.samples()[:spec.reference_check], spec.reference_ladder, spec.precision
+    started, work, rungs = time.perf_counter(), [0], {}
+
+    def rung(steps):
+        if steps not in rungs:
+            cfg = spec.rung(steps)
+            wanted = [(s, cfg) for s in samples]
+            found = stored_references(store, spec.model, wanted, precision)
+            computed = compute_references(model, spec.model, [w for w in wanted if w not in found], precision,
+                                          progress=progress)
+            record_references(store, spec.model, computed, precision)
+            work[0] += steps * len(computed)
+            refs = {**found, **{k: ref for k, (ref, _) in computed.items()}}
+            rungs[steps] = [np.asarray(refs[w].image) for w in wanted]
+        return rungs[steps]
+
+    differences, chosen = [], None
+    for low, high in zip(ladder, ladder[1:]):
+        lp = [float(v) for v in lpips_metric.batch(rung(low), rung(high))]
+        differences.append((low, high, max(lp), sum(lp) / len(lp)))
+        if max(lp) < spec.reference_tolerance:
+            chosen = low
+            break
+    choice = LadderChoice(ladder, spec.reference_tolerance, chosen or ladder[-1], differences, len(samples),
+                          chosen is not None, work[0], time.perf_counter() - started)
+    return replace(spec, reference=spec.rung(choice.chosen)), choice
 
 
 def _bool(value):
