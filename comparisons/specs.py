@@ -152,7 +152,8 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
         if steps_text == "auto":
             ladder = tuple(parse_steps(reference_ladder))
             if len(ladder) < 2:
-                raise UsageError(f"--reference-ladder needs two step counts or more (got {clip(str(reference_ladder))})")
+                raise UsageError("--reference-ladder needs two step counts or more "
+                                 f"(got {clip(str(reference_ladder))})")
             if reference_check < 1:
                 raise UsageError("--reference-steps auto measures each rung on the --reference-check samples; "
                                  "pass --reference-check 1 or more")
