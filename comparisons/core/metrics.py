@@ -36,6 +36,36 @@ def lpips_input(arr):
     return x
 
 
+BLOCK = 64  # outputs per block of a block-Toeplitz filter
+
+
+def toeplitz(kernels, dtype):
+    """1-D kernels (C, 2r + 1) as block-Toeplitz matrices (C, BLOCK + 2r, BLOCK): BLOCK correlated outputs from
+    BLOCK + 2r inputs, one matrix product (a GEMM) where a depthwise convolution is several times slower on a CPU."""
+    kernels = np.asarray(kernels, np.float64)
+    t = np.zeros((len(kernels), BLOCK + kernels.shape[1] - 1, BLOCK))
+    for j in range(BLOCK):
+        t[:, j:j + kernels.shape[1], j] = kernels
+    return torch.from_numpy(t).to(dtype)
+
+
+def separable_filter(x, across, down):
+    """Each plane of x (C, N, h + 2r, w + 2r) correlated with its own separable filter (toeplitz() matrices of its
+    kernel along the rows, `across`, and down the columns, `down`), over valid windows only: (C, N, h, w)."""
+    c, n = x.shape[:2]
+    span = across.shape[1]
+    h, w = x.shape[2] - span + BLOCK, x.shape[3] - span + BLOCK
+    nh, nw = -(-h // BLOCK), -(-w // BLOCK)
+    x = F.pad(x, (0, nw * BLOCK + span - BLOCK - x.shape[3], 0, nh * BLOCK + span - BLOCK - x.shape[2]))
+    hp, wp = x.shape[2:]
+    blocks = x.as_strided((c, n, hp, nw, span), (n * hp * wp, hp * wp, wp, BLOCK, 1))
+    y = torch.bmm(blocks.reshape(c, n * hp * nw, span), across.expand(c, -1, -1)).view(c, n, hp, nw * BLOCK)
+    wo = nw * BLOCK
+    blocks = y.as_strided((c, n, nh, span, wo), (n * hp * wo, hp * wo, BLOCK * wo, wo, 1))
+    out = torch.matmul(down.transpose(1, 2).expand(c, -1, -1)[:, None], blocks.reshape(c, n * nh, span, wo))
+    return out.view(c, n, nh * BLOCK, wo)[:, :, :h, :w]
+
+
 def unit_images(images):
     """[-1, 1] float images (B, 3, H, W) -> (B, H, W, 3) in [0, 1], clamped as the 8-bit image is."""
     return ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
