@@ -8,6 +8,7 @@ import json
 import math
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ NO_REFERENCE = "no reference image"  # a cell's LPIPS verdict where no reference
 MANIFEST_COLUMNS = ("a", "b")
 MANIFEST_OPTIONAL = ("cell", "prompt", "seed")
 NOT_STATED = "(not stated)"  # the model of a pair whose files name none
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_COLUMNS = 50  # a manifest's own columns kept with each pair (each value at most MAX_TEXT characters)
 
 
@@ -157,25 +159,44 @@ def check_name(name):
 
 def measure_all(sources, metric, progress=None):
     """Every pair read and measured (LPIPS, FLIP, PSNR, SSIM, max |Δ|) before anything is written: [(source,
-    measures)]. Only numbers, metadata and each file's SHA-256 are kept; the files are read again when stored."""
+    measures)]. Streamed: only numbers, metadata and each file's SHA-256 are kept, never pixels or bytes (the files
+    are read again when stored), so memory stays flat however many pairs there are. The next pair is read and
+    decoded in a thread while this one is measured."""
     if len(sources) > MAX_PAIRS:
         raise CampaignError(f"{len(sources)} pairs; a campaign holds at most {MAX_PAIRS}")
     same = [src for src in sources if _same_file(src)]
     if same:  # before any pair is measured
         raise CampaignError(same_file_message(same))
     measured = []
-    for k, src in enumerate(sources):
-        a, b = load(src.a), load(src.b)
-        sha = tuple(hashlib.sha256(p.data).hexdigest() for p in (a, b))
-        if sha[0] == sha[1]:  # changed since the check above
-            raise CampaignError(same_file_message([src]))
-        result = measure(metric, a, b)
-        measured.append((src, {"sha": sha,
-                               "metrics": result["metrics"], "meta": (a.meta, b.meta), "alpha": result["alpha"],
-                               "lpips_how": result["lpips_how"]}))
-        if progress:
-            progress(k + 1, len(sources))
+    with ThreadPoolExecutor(1, thread_name_prefix="read-pairs") as pool:
+        ahead = pool.submit(_read_pair, sources[0]) if sources else None
+        try:
+            for k, src in enumerate(sources):
+                a, b, sha = ahead.result()
+                ahead = pool.submit(_read_pair, sources[k + 1]) if k + 1 < len(sources) else None
+                if sha[0] == sha[1]:  # changed since the check above
+                    raise CampaignError(same_file_message([src]))
+                result = measure(metric, a, b)
+                measured.append((src, kept(result, sha)))
+                del a, b, result
+                if progress:
+                    progress(k + 1, len(sources))
+        finally:
+            if ahead is not None:
+                ahead.cancel()
     return measured
+
+
+def _read_pair(src):
+    """Both files of a source read and decoded, with their SHA-256 (in the read-ahead thread)."""
+    a, b = load(src.a), load(src.b)
+    return a, b, tuple(hashlib.sha256(p.data).hexdigest() for p in (a, b))
+
+
+def kept(result, sha):
+    """What measure_all keeps of a measured pair: numbers, metadata, hashes and texts; no array, no bytes."""
+    return {"sha": sha, "metrics": result["metrics"], "meta": (result["a"].meta, result["b"].meta),
+            "alpha": result["alpha"], "lpips_how": result["lpips_how"]}
 
 
 def _same_file(src):
@@ -312,8 +333,9 @@ def _stored_image(store, path, sha):
     data = Path(path).read_bytes()
     if hashlib.sha256(data).hexdigest() != sha:
         raise ImageError(f"{path} changed while the campaign was being made; run the command again")
-    picture = load_bytes(data, str(path))
-    return store.save_image_bytes(stored_png(picture))
+    if data.startswith(PNG_SIGNATURE):  # the bytes measured, kept as they came: nothing to decode again
+        return store.save_image_bytes(data)
+    return store.save_image_bytes(stored_png(load_bytes(data, str(path))))
 
 
 def _pair_fields(store, cell, arms, src, m):
