@@ -289,10 +289,23 @@ def _create_from_images(args, out):
     if held is not None and held.campaign(args.name) is not None:
         raise UsageError(f"a campaign named {args.name!r} exists in {args.results}; choose another name")
     # Every pair measured (LPIPS, FLIP, …) before the results file is opened: a file that fails writes nothing.
-    with tqdm(total=len(sources), desc="measuring pairs", unit="pair", file=sys.stderr, disable=None) as bar:
-        measured = image_campaign.measure_all(sources, LPIPS(args.lpips_weights), lambda done, total: bar.update())
-    definition = image_campaign.create(ResultsStore(args.results), args.name, measured, labels, kind,
-                                       args.only_visible, args.seed, args.checks, unmatched)
+    # On a terminal each step has a bar with pairs done, elapsed < ETA, and the rate (s/pair, or pairs/s).
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} pairs [{elapsed}<{remaining}, {rate_fmt}]"
+
+    def bar(desc, total):
+        return tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, disable=None, bar_format=bar_format,
+                    smoothing=0.1)
+
+    def advance(shown):
+        def step(done, total):
+            shown.total = total
+            shown.update(done - shown.n)
+        return step
+    with bar("measuring pairs", len(sources)) as shown:
+        measured = image_campaign.measure_all(sources, LPIPS(args.lpips_weights), advance(shown))
+    with bar("storing pairs", len(measured)) as shown:
+        definition = image_campaign.create(ResultsStore(args.results), args.name, measured, labels, kind,
+                                           args.only_visible, args.seed, args.checks, unmatched, advance(shown))
     for path in unmatched:
         print(f"  left out (no file of the same name in the other folder): {path}", file=out)
     for c in definition["cells"]:
@@ -314,7 +327,13 @@ def cmd_inspect(args, out):
             raise UsageError(f"--out {target} is a file; name a folder")
     a, b = load(args.a), load(args.b)
     check_pair(a, b)  # both files refused or accepted before LPIPS is loaded
+    shown = sys.stderr.isatty()  # progress on a terminal only: stderr stays empty for scripts
+    if shown:
+        print(f"measuring {a.size} (LPIPS, FLIP, PSNR, SSIM) …", end="", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     result = measure(LPIPS(args.lpips_weights), a, b)
+    if shown:
+        print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
     print(text_report(result), file=out)
     if args.out:
         paths = write_outputs(args.out, result, page_assets())
