@@ -267,10 +267,11 @@ def _short(value):
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def create(store, name, measured, labels, kind, only_visible=False, seed=0, checks=0.1, unmatched=()):
+def create(store, name, measured, labels, kind, only_visible=False, seed=0, checks=0.1, unmatched=(), progress=None):
     """Store measure_all's pairs as campaign `name`: cells named by the manifest or by the settings the files state
     differently (campaign_cell), the images copied in, the campaign and its attention checks in one transaction; the
-    definition. A pair whose A and B are the same bytes is refused (same_file_message)."""
+    definition. A pair whose A and B are the same bytes is refused (same_file_message). `progress(done, total)` after
+    each pair's files are copied in."""
     check_name(name)
     check_rate(checks)
     labels = check_labels(labels)
@@ -293,8 +294,12 @@ def create(store, name, measured, labels, kind, only_visible=False, seed=0, chec
     if not by_cell:
         raise CampaignError("the selection is empty: every pair is below visibility (try without --only-visible)"
                             if only_visible else "the selection is empty")
-    pairs = [(_pair_fields(store, cell, arms, src, m), (cell, "", 0)) for cell, items in by_cell.items()
-             for src, m in items]
+    chosen = [(cell, src, m) for cell, items in by_cell.items() for src, m in items]
+    pairs = []
+    for cell, src, m in chosen:
+        pairs.append((_pair_fields(store, cell, arms, src, m), (cell, "", 0)))
+        if progress:
+            progress(len(pairs), len(chosen))
     check_pairs = _checks(pairs, checks, seed)
     cells = [{"question": cell, "sampler": "", "steps": 0, "pairs": len(items), "available": available[cell],
               "skipped_invisible": skipped.get(cell, 0), "lpips_verdict": NO_REFERENCE, "lpips_a_closer_rate": None,
