@@ -30,7 +30,7 @@ def check_writable(path, what, flag):
 
 
 def _study_parser(sub):
-    from .core.grid import REFERENCE
+    from .core.grid import REFERENCE, REFERENCE_LADDER, REFERENCE_TOLERANCE
     s = sub.add_parser("study", help="answer questions over samplers x step counts x prompts x seeds")
     s.add_argument("--questions", default="", help=f"comma-separated presets: {', '.join(PAIRINGS)}")
     s.add_argument("--questions-file", help='JSON {"name": [{A overrides}, {B overrides}]}')
@@ -60,6 +60,15 @@ def _study_parser(sub):
     s.add_argument("--visible-lpips", type=float, help=argparse.SUPPRESS)  # the rule before FLIP; refused below
     s.add_argument("--reference-check", type=int, default=8,
                    help="samples whose reference is also computed in paper mode (the reference's uncertainty)")
+    s.add_argument("--reference-steps", default="",
+                   help="the reference's step count, or 'auto': the smallest rung of --reference-ladder whose "
+                        "reference differs from the next rung's by less than --reference-tolerance (LPIPS, the "
+                        "largest over the --reference-check samples)")
+    s.add_argument("--reference-ladder", default=",".join(map(str, REFERENCE_LADDER)),
+                   help="the step counts --reference-steps auto tries, smallest first")
+    s.add_argument("--reference-tolerance", type=float, default=REFERENCE_TOLERANCE,
+                   help="LPIPS a rung may differ from the next by (default: a tenth of the verdicts' equivalence "
+                        "margin)")
     s.add_argument("--app-url", default="http://127.0.0.1:7860", help="where the report's example links point")
     s.add_argument("--grid", default=",".join(DEFAULT_AXES), metavar="X,Y[,Z]",
                    help="the X/Y/Z grid's columns, rows and panels in report.html and grid-*.png: two or three of "
@@ -501,6 +510,36 @@ def _run_study(args, ray, store, model, metric, spec):
         bars[0].close()
 
 
+def _choose_reference(store, model, metric, spec):
+    """--reference-steps auto: the ladder climbed (a bar in item-steps while rungs are computed), the choice said."""
+    from tqdm import tqdm
+
+    from .workflows.study import choose_reference_steps
+    if not spec.reference_ladder:
+        return spec, None
+    bar = tqdm(desc="reference ladder", unit=" item-steps", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    try:
+        spec, ladder = choose_reference_steps(store, model, metric, spec, progress=bar.update)
+    finally:
+        bar.close()
+    print(printable(ladder.sentence()), file=sys.stderr, flush=True)
+    return spec, ladder
+
+
+def _reference_cost(run, ladder, seconds, on_ray=False):
+    """The line that says what the references cost: item-steps computed (the ladder's and the study's) and their share
+    of the study's time, from the start of the ladder to the stored rows (Ray's shards are not split by phase)."""
+    if on_ray:
+        return f"references: not split from the arms on Ray (its shards run every phase); study {seconds:.1f} s"
+    work = run.reference_work + (ladder.work if ladder else 0)
+    spent = run.reference_seconds + (ladder.seconds if ladder else 0.0)
+    split = f"ladder {ladder.work} + study {run.reference_work}, " if ladder else ""
+    if not work:
+        return f"references: none computed (all cached), study {seconds:.1f} s"
+    return (f"references: {work} item-steps ({split}samples x steps) in {spent:.1f} s of {seconds:.1f} s "
+            f"({100 * spent / seconds:.0f}%)")
+
+
 def cmd_study(args, out):
     import datetime
 
@@ -530,7 +569,8 @@ def cmd_study(args, out):
                       questions=args.questions, questions_file=args.questions_file, samplers=args.samplers,
                       steps=args.steps, seeds=args.seeds, prompts=args.prompts, guidance=args.guidance,
                       reference=args.reference, precision=args.precision, reference_check=args.reference_check,
-                      schedules=args.schedules)
+                      schedules=args.schedules, reference_steps=args.reference_steps,
+                      reference_ladder=args.reference_ladder, reference_tolerance=args.reference_tolerance)
     if args.ray_workers is not None and args.ray_workers < 1:
         raise UsageError(f"--ray-workers must be >= 1 (got {args.ray_workers})")
     if (args.ray_workers or args.ray_gpus_per_worker) and not args.ray:
@@ -540,8 +580,10 @@ def cmd_study(args, out):
     if args.ray:
         from .workflows.distributed import connect
         ray = connect(args.ray)  # an unreachable cluster fails here, before the results file exists
+    started_all = time.perf_counter()
     try:
         store = ResultsStore(args.results)
+        spec, ladder = _choose_reference(store, model, metric, spec)
         run = _run_study(args, ray, store, model, metric, spec)
     finally:
         if ray is not None:
@@ -557,13 +599,18 @@ def cmd_study(args, out):
     started = time.perf_counter()
     print(f"writing the report of {len(rows)} rows (reference uncertainty, precision floor, summary.csv, rows.csv, "
           f"report.html, grid PNGs) to {args.out}…", file=sys.stderr, flush=True)
-    paths = write_outputs(args.out, store, spec, cells, rows, reference_uncertainty(store, spec.model, spec, metric),
+    cost = _reference_cost(run, ladder, time.perf_counter() - started_all, on_ray=bool(args.ray))
+    uncertainty = {**reference_uncertainty(store, spec.model, spec, metric), "ladder": ladder, "cost": cost}
+    paths = write_outputs(args.out, store, spec, cells, rows, uncertainty,
                           precision_floor(store, spec, rows, metric), args.app_url, created, grid_axes)
     print(f"report written in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     print(f"\nstudy {spec.name}: {len(rows)} rows ({run.rows_written} new, {run.samples_run} samples run in "
           f"{run.seconds:.1f} s), model {spec.model}, reference {spec.reference.sampler} {spec.reference.steps} "
           f"steps, {spec.precision}", file=out)
     print(study_table(cells), file=out)
+    if ladder is not None:
+        print(ladder.sentence(), file=out)
+    print(cost, file=out)
     print("wrote " + ", ".join(str(p) for p in paths) + f"; results {args.results}", file=out)
 
 
