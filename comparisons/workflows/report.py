@@ -159,6 +159,10 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
            f"mode differs from it by LPIPS {_fmt(ref_uncertainty['mean'], 4)} on average "
            f"(max {_fmt(ref_uncertainty['max'], 4)}, {ref_uncertainty['n']} samples): differences between arms "
            "smaller than that are within the reference's own uncertainty.")
+    # --reference-steps auto: the evidence the steps were chosen by; then what the references cost this run.
+    ladder, cost = ref_uncertainty.get("ladder"), ref_uncertainty.get("cost")
+    for said in ([ladder.sentence()] if ladder is not None else []) + ([cost] if cost else []):
+        ref += f" {html.escape(said[0].upper() + said[1:])}."
     prec = f"Precision: <b>{spec.precision}</b>."
     if floor:
         prec += (f" The noise floor of {spec.precision} itself (the first cell's arm A in {spec.precision} against "
