@@ -38,6 +38,10 @@ AYS = {
     "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
 }
 AYS_FOR = {"SD1": "SD 1.x/2.x eps", "SDXL": "SDXL eps", "SVD": "Stable Video Diffusion's EDM"}
+# A schedule whose values changed for the same config (a bug fixed, a table made exact) gets a revision here, so an
+# image sampled on its old values is never reused for its new ones (comparisons.core.references keys on it).
+# align_your_steps 2: ComfyUI's full digits instead of three decimals (2026-12-03).
+REVISIONS = {"align_your_steps": 2}
 
 
 def _grid(model_sigmas):

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from sampler_lib.models.guidance import to_pil
+from sampler_lib.named_schedules import REVISIONS
 
 from .engine import increments, sample_arms
 from .metrics import unit_images
@@ -17,9 +18,16 @@ def _digest(*parts):
     return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:32]
 
 
+def _config_key(cfg):
+    """The config as a cache key: its JSON, plus its schedule's revision where the schedule's values changed since
+    images were first stored for it (named_schedules.REVISIONS), so no image of the old values answers for the new."""
+    revision = REVISIONS.get(getattr(cfg, "schedule", None))
+    return cfg.to_json() if revision is None else f"{cfg.to_json()}#schedule-revision-{revision}"
+
+
 def reference_key(model, sample, cfg, precision):
     """Cache key of a reference image: model, prompt, seed, full config (guidance included), precision."""
-    return _digest(model, sample.prompt, sample.seed, cfg.to_json(), precision)
+    return _digest(model, sample.prompt, sample.seed, _config_key(cfg), precision)
 
 
 @dataclass
@@ -91,7 +99,7 @@ def arm_key(model, sample, cfg, precision, noise_from=None):
     """Cache key of a sampled arm: a reference's key, plus the largest explicit sigma_max among the arms it was
     sampled with (None: the model's), which sets the Brownian noise's range (engine.noise_ceiling) and so the
     noise a stochastic sampler drew."""
-    return _digest(model, sample.prompt, sample.seed, cfg.to_json(), precision, noise_from)
+    return _digest(model, sample.prompt, sample.seed, _config_key(cfg), precision, noise_from)
 
 
 def noise_from(configs):
