@@ -24,7 +24,8 @@ from sampler_lib import (
 ON_FLOW = ("karras", "exponential", "polyexponential", "normal", "sgm_uniform", "simple", "ddim_uniform", "beta",
            "linear_quadratic", "kl_optimal", "diffusers_linspace")
 REFUSED = {"align_your_steps": "fitted to SD 1.x/2.x and SDXL eps models", "vp": "variance-preserving",
-           "diffusers_leading": "no timestep_spacing", "diffusers_trailing": "no timestep_spacing"}
+           "diffusers_leading": "no timestep_spacing", "diffusers_trailing": "no timestep_spacing",
+           "laplace": "centred on sigma e"}
 FLUX_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
                "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
 # diffusers configs: shift 1 (SD3-medium-like without shift), shift 3 (SD3), Flux's dynamic shift at 512² and 1024².
