@@ -459,8 +459,6 @@ def test_no_step_of_a_flow_sampler_waits_on_the_device(name, quantize, monkeypat
     assert reads(4) == reads(12)
 
 
-@pytest.mark.xfail(strict=True, reason="comparisons/core/engine.py's BatchDenoiser does not expose model_sampling "
-                                       "yet: the engine's samplers take the eps formulas on a flow model")
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde"])
 def test_the_engine_samples_a_flow_model_with_the_flow_formulas(name):
     from comparisons.core.config import SamplerConfig, schedule

@@ -82,6 +82,11 @@ class BatchDenoiser(nn.Module):
     def round_sigma(self, sigma):
         return self.den.round_sigma(sigma)
 
+    @property
+    def model_sampling(self):
+        """The wrapped denoiser's model sampling: a noisy sampler reads its family (eps or flow) before its loop."""
+        return self.den.model_sampling
+
     def forward(self, x, sigma, **extra_args):
         sigma_b, x_in, t = self.den.ingress(x, sigma)
         return self.den.egress(x, sigma_b, self._evaluate(x_in, t, extra_args))
