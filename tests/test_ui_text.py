@@ -84,7 +84,9 @@ def test_cli_campaign_table_separates_long_cells():
            "steps": 0, "voters": "all", "votes": 12345, "pairs": 3, "sessions": 2, "flagged": 0, "a": 1, "b": 2,
            "tie": 0, "both_bad": 0, "a_win_rate": 0.5, "ci_low": 0.1, "ci_high": 0.9, "p_value": 1.0,
            "a_win_rate_corrected": nan, "left_rate": 0.5, "left_p": 1.0, "votes_verdict": "no preference yet",
-           "lpips_verdict": "no reference image (image files)", "agreement": "—"}
+           "lpips_verdict": "no reference image (image files)", "agreement": "—",
+           "top_address_share": nan, "top_address_votes": 0, "votes_wo_top": 12345, "a_wo_top": 1, "b_wo_top": 2,
+           "a_win_rate_wo_top": 1 / 3, "p_value_wo_top": 1.0}
     out = campaign_table("c", [row, {**row, "voters": "without flagged"}])
     line = next(x for x in out.splitlines() if x.startswith(row["question"]))
     assert line[len(row["question"]):].startswith("  ") and "12345" in line.split()
