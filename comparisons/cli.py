@@ -336,11 +336,12 @@ def cmd_inspect(args, out):
             raise UsageError(f"--out {target} is a file; name a folder")
     a, b = load(args.a), load(args.b)
     check_pair(a, b)  # both files refused or accepted before LPIPS is loaded
+    metric = LPIPS(args.lpips_weights)
     shown = sys.stderr.isatty()  # progress on a terminal only: stderr stays empty for scripts
     if shown:
         print(f"measuring {a.size} (LPIPS, FLIP, PSNR, SSIM) …", end="", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    result = measure(LPIPS(args.lpips_weights), a, b)
+    result = measure(metric, a, b)
     if shown:
         print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
     print(text_report(result), file=out)
