@@ -27,7 +27,13 @@ from comparisons.workflows.blind import PairImages, address_key, cast_vote, next
 from comparisons.workflows.campaign import definition_of as campaign_definition  # noqa: E402
 from comparisons.workflows.lab import Lab  # noqa: E402
 from ui import views  # noqa: E402
-from ui.compare import build_compare_tab, open_stored_pair, serve_pair, stored_pair_outputs  # noqa: E402
+from ui.compare import (  # noqa: E402
+    ComparedImages,
+    build_compare_tab,
+    open_stored_pair,
+    serve_pair,
+    stored_pair_outputs,
+)
 from ui.errors import run_checked, user_error  # noqa: E402
 from ui.inputs import preset_configs  # noqa: E402
 from ui.inspect_tab import build_inspect_tab  # noqa: E402
@@ -95,8 +101,8 @@ class Settings:
     def bind(self, lab):
         """The store sessions and addresses are keyed by; a campaign's images served by URL."""
         self.store = lab.store
-        if self.campaign:
-            self.images = PairImages(lab.store, self.campaign)
+        # The images the Doors serve by URL: a campaign's pairs, or the pairs the Compare tab makes.
+        self.images = PairImages(lab.store, self.campaign) if self.campaign else ComparedImages(lab.store)
 
     def session(self, request):
         """The session a campaign's servings and votes are kept under. Hosted: made by the server from the address

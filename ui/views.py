@@ -101,7 +101,7 @@ def download_html(serve_id=None):
             "Download the last pair (zip)</a>")
 
 
-def _arm_label(reveal, arm):
+def arm_label(reveal, arm):
     return reveal[f"config_{arm.lower()}"].get("label") or arm
 
 
@@ -109,11 +109,12 @@ def reveal_html(vote):
     """The reveal after a vote as escaped HTML: which side was A (a blind reveal, without `left`, only the two configs
     the pair compared), then what differs and the full configs, or for image files what each says about itself."""
     r = vote["reveal"]
-    names = {arm: _arm_label(r, arm) for arm in ("A", "B")}
+    names = {arm: arm_label(r, arm) for arm in ("A", "B")}
     named = {arm: arm if names[arm] == arm else f"{arm} · {names[arm]}" for arm in ("A", "B")}
     if "left" not in r:
         head = (f"<p><b>Revealed:</b> this pair compared <b>{e(named['A'])}</b> and <b>{e(named['B'])}</b> "
-                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b>.</p>")
+                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b>. Which side showed which is not said "
+                "on this public demo, so that no later showing of a pair can be recognised.</p>")
     else:
         winner = {"A": named["A"], "B": named["B"], "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
         head = (f"<p><b>Revealed:</b> Left was <b>{e(named[r['left']])}</b>, "

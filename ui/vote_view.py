@@ -7,7 +7,6 @@ about themselves) or from a visitor is shown through gr.HTML, escaped: nothing o
 included.
 """
 import html
-import json
 
 import gradio as gr
 
@@ -21,59 +20,14 @@ SEEN_ALL = "You have seen every pair of this campaign: thank you. Your votes are
 e = html.escape
 
 
-def status_html(*parts):
-    """The status line beside the buttons: each part is (text, bold?) and escaped."""
-    inner = " ".join(f"<b>{e(text)}</b>" if bold else e(text) for text, bold in parts if text)
-    return f'<div class="vote-status-text"><p>{inner}</p></div>'
-
-
-def _arm_label(reveal, arm):
-    cfg = reveal[f"config_{arm.lower()}"]
-    return cfg.get("label") or arm
-
-
-def reveal_html(vote):
-    """The reveal after a vote, as escaped HTML. A hosted campaign's reveal (no `left` in it) names the two configs
-    the pair compared and not which side showed which; a local one says which side was A."""
-    r = vote["reveal"]
-    names = {arm: _arm_label(r, arm) for arm in ("A", "B")}
-    named = {arm: arm if names[arm] == arm else f"{arm} · {names[arm]}" for arm in ("A", "B")}
-    if "left" not in r:
-        head = (f"<p>This pair compared <b>{e(named['A'])}</b> and <b>{e(named['B'])}</b> ({e(r['pairing'])}). "
-                f"Your vote: <b>{e(vote['choice'])}</b>. Which side showed which is not said on this public "
-                "demo, so that no later showing of a pair can be recognised.</p>")
-    else:
-        winner = {"A": f"A ({names['A']})" if names["A"] != "A" else "A",
-                  "B": f"B ({names['B']})" if names["B"] != "B" else "B",
-                  "tie": "a tie", "both_bad": "both bad"}[vote["winner"]]
-        head = (f"<p>Left was <b>{e(named[r['left']])}</b>, right was <b>{e(named[r['right']])}</b> "
-                f"({e(r['pairing'])}). Your vote: <b>{e(vote['choice'])}</b> → {e(winner)}.</p>")
-    if "images" in r:
-        body = views.metadata_table(r["images"], compact=True)  # every value escaped (workflows.pair_view)
-    else:
-        a, b = r["config_a"], r["config_b"]
-        changed = "; ".join(f"{k}: A = {a[k]!r}, B = {b.get(k)!r}" for k in a if a[k] != b.get(k))
-        body = (f"<p>Difference: {e(changed or 'identical configs')}</p><details><summary>Full configs</summary>"
-                f"<pre>A = {e(json.dumps(a, indent=1))}\nB = {e(json.dumps(b, indent=1))}</pre></details>")
-    return f'<div class="reveal-body"><h3>Revealed</h3>{head}{body}</div>'
-
-
 def previous_line(vote):
     """'Previous pair: …' said once the next pair is on screen."""
     r = vote["reveal"]
     if "left" not in r:
-        return (f"Previous pair: {_arm_label(r, 'A')} vs {_arm_label(r, 'B')} ({r['pairing']}); "
+        return (f"Previous pair: {views.arm_label(r, 'A')} vs {views.arm_label(r, 'B')} ({r['pairing']}); "
                 f"you voted {vote['choice']}.")
-    return (f"Previous pair: left was {_arm_label(r, r['left'])}, right was {_arm_label(r, r['right'])} "
+    return (f"Previous pair: left was {views.arm_label(r, r['left'])}, right was {views.arm_label(r, r['right'])} "
             f"({r['pairing']}); you voted {vote['choice']}.")
-
-
-def download_html(serve_id=None):
-    """The last pair's zip, made when the link is followed (app.py's /pair-zip/ door), or a disabled button."""
-    if not serve_id:
-        return '<button id="download-pair" class="download-pair" disabled>Download the last pair (zip)</button>'
-    return (f'<a id="download-pair" class="download-pair" href="/pair-zip/{e(serve_id)}.zip" download>'
-            "Download the last pair (zip)</a>")
 
 
 def serve_next(lab, settings, w, request, status=""):
@@ -84,10 +38,10 @@ def serve_next(lab, settings, w, request, status=""):
         out = run_checked(next_campaign_pair, lab, settings.campaign, settings.session(request),
                           address=settings.vote_address(request), images=settings.images)
     except gr.Error as err:
-        return {w["status"]: status_html(("Not served:", True), (err.message, False))}
+        return {w["status"]: views.status_html(("Not served:", True), (err.message, False))}
     if out is None:
         return {w["current"]: None, w["pair"]: views.empty_html(SEEN_ALL), w["flicker"]: "",
-                w["visibility"]: "", w["status"]: status_html((status, False), (SEEN_ALL, False)),
+                w["visibility"]: "", w["status"]: views.status_html((status, False), (SEEN_ALL, False)),
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
     left, right, vis, size = out["left_url"], out["right_url"], out["visibility"], out.get("size")
     prompt = views.vote_prompt(vis)
@@ -96,34 +50,34 @@ def serve_next(lab, settings, w, request, status=""):
     return {w["current"]: current, w["pair"]: views.pair_html(left, right, size=size),
             w["flicker"]: views.flicker_html(left, right, size=size),
             w["visibility"]: views.visibility_html(vis),
-            w["status"]: status_html((status, False), (prompt.replace("**", ""), below)),
+            w["status"]: views.status_html((status, False), (prompt.replace("**", ""), below)),
             **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
 
 
 def vote(lab, settings, w, choice, current, note, request):
     """Record one blind vote; the reveal, or why it was not recorded (the pair stays votable)."""
     if not current or not current.get("serve_id"):
-        return {w["status"]: status_html(("Nothing to vote on yet: wait for the pair.", False))}
+        return {w["status"]: views.status_html(("Nothing to vote on yet: wait for the pair.", False))}
     try:
         settings.admit_vote(request, note)
         result = cast_vote(lab.store, current["serve_id"], choice, settings.session(request), note,
                            address=settings.vote_address(request), max_per_address=settings.max_votes_per_address,
                            blind=settings.hosted is not None)
     except DuplicateVote:
-        return {w["status"]: status_html(("Your vote on this pair is already recorded.", False)),
+        return {w["status"]: views.status_html(("Your vote on this pair is already recorded.", False)),
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
     except StoreError as exc:
         # The disk refused the write (full, read-only): nothing was stored; the pair stays to vote on again.
-        return {w["status"]: status_html((clip(str(exc), 400), True)),
+        return {w["status"]: views.status_html((clip(str(exc), 400), True)),
                 **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
     except VoteRefused as exc:
-        return {w["status"]: status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
+        return {w["status"]: views.status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
                 **{w[f"vote:{c}"]: gr.update(interactive=False) for c in VOTE_BUTTONS}}
     except USER_ERRORS as exc:
-        return {w["status"]: status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
+        return {w["status"]: views.status_html(("Vote not recorded:", True), (clip(str(exc), 400), False)),
                 **{w[f"vote:{c}"]: gr.update(interactive=True) for c in VOTE_BUTTONS}}
-    return {w["reveal"]: reveal_html(result), w["note"]: "",
-            w["download"]: download_html(current["serve_id"]) if settings.pair_downloads else "",
+    return {w["reveal"]: views.reveal_html(result), w["note"]: "",
+            w["download"]: views.download_html(current["serve_id"]) if settings.pair_downloads else "",
             "previous": previous_line(result)}
 
 
@@ -154,7 +108,7 @@ def build_vote_tab(lab, settings, export_dir, definition):
             w["note"] = gr.Textbox(label="note (optional, saved with your vote)", max_lines=2, elem_id="vote-note",
                                    scale=3)
             w["next"] = gr.Button("Skip (n)", elem_id="next-pair", scale=0, min_width=100)
-        w["download"] = gr.HTML(download_html() if settings.pair_downloads else "", elem_id="download-pair-box")
+        w["download"] = gr.HTML(views.download_html() if settings.pair_downloads else "", elem_id="download-pair-box")
 
     shown = [w[k] for k in ("current", "pair", "flicker", "visibility", "status")] + \
         [w[f"vote:{c}"] for c in VOTE_BUTTONS]
