@@ -155,3 +155,12 @@ def test_a_shift_study_question_runs_on_a_flow_model_only(tmp_path):
     cfgs = [SamplerConfig(sampler="euler", steps=5, schedule="simple", shift=s) for s in (3.0, 1.0, None)]
     out = sample_arms(model, cfgs, [Sample("a red circle", 2)])
     assert not torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 0], out[0, 2])  # FlowFake's own shift is 3
+
+
+def test_the_shift_presets_run_by_name_on_a_flow_model_and_are_refused_on_eps():
+    spec = study_spec(FlowFake(), name="s", model_name="fake-flow", questions="shift,shift-model-vs-fixed,final-zero",
+                      samplers="euler", steps="4", seeds="0-1")
+    assert {c.question for c in spec.cells()} == {"shift", "shift-model-vs-fixed", "final-zero"}
+    with pytest.raises(ConfigError, match="shift 3 applies to flow models"):
+        study_spec(FakeModel(), name="s", model_name="fake", questions="shift", samplers="euler", steps="4",
+                   seeds="0-1")

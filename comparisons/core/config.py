@@ -338,6 +338,10 @@ PAIRINGS = {
     # the 0 with sigma_min raised to the penultimate point of a steps+1 ramp.
     "zero-vs-raised-min": ({"final_zero": False, "sigma_min_rule": "model"},
                            {"final_zero": True, "sigma_min_rule": "penultimate_steps_plus_1"}),
+    # Flow models only (SD3, Flux, embedded-flow): SD3's shift against none, and the model's own shift (Flux: by
+    # resolution) against a fixed 3. Refused on eps/v models (check_for_model), naming why.
+    "shift": ({"shift": 3.0}, {"shift": 1.0}),
+    "shift-model-vs-fixed": ({}, {"shift": 3.0}),
     # A config against itself: bit-identical images, LPIPS 0. Any other pair is measured against this.
     "noise-floor": ({}, {}),
 }
@@ -356,6 +360,10 @@ EXPLANATIONS = {
                           "the model's own sigma_min. Is the last network call wasted at a tiny sigma?",
     "zero-vs-raised-min": "A drops the 0 and ends at the model's sigma_min; B keeps the 0 with sigma_min raised. "
                           "Which of the two proposed fixes is better?",
+    "shift": "Flow models: A spaces the schedule with SD3's shift 3 (more steps at high noise), B with no shift. "
+             "Does the shift change the picture?",
+    "shift-model-vs-fixed": "Flow models: A uses the model's own shift (Flux's follows the image size), B a fixed "
+                            "shift 3. Does the dynamic shift matter?",
     "noise-floor": "A and B are the same config: the images are identical. A vote here shows how voters behave "
                    "when there is nothing to see.",
     CUSTOM: "A and B are the two configs you set in the custom panels below.",
