@@ -90,7 +90,9 @@ class Settings:
             # turn, and votes never queue behind them. Enough workers for every place the gate can hold.
             self.generate_workers = 32
         else:
-            self.models = ["embedded"] + ([args.model] if args.model != "embedded" else [])
+            # The embedded models (eps, then its rectified-flow twin), then the one asked for.
+            embedded = ["embedded", "embedded-flow"]
+            self.models = embedded + ([args.model] if args.model not in embedded else [])
             self.max_concurrent, self.queue_size = args.max_concurrent, args.queue_size
             self.gate = GenerationGate(per_address=args.queue_size, slots=args.max_concurrent)
             self.generate_workers = args.max_concurrent
@@ -327,7 +329,8 @@ def _parse_args(argv):
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--results", help=f"SQLite results file (default {DEFAULT_PATH}; hosted: {HOSTED_RESULTS} "
                    "when /data exists)")
-    p.add_argument("--model", default="embedded", help="'embedded' or a diffusers SD model id / folder")
+    p.add_argument("--model", default="embedded",
+                   help="'embedded', 'embedded-flow' or a diffusers model id / folder")
     p.add_argument("--share", action="store_true", help="print a temporary public Gradio link")
     p.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
     p.add_argument("--max-concurrent", type=int, default=1, help="generations run at once")
