@@ -164,3 +164,21 @@ def test_the_shift_presets_run_by_name_on_a_flow_model_and_are_refused_on_eps():
     with pytest.raises(ConfigError, match="shift 3 applies to flow models"):
         study_spec(FakeModel(), name="s", model_name="fake", questions="shift", samplers="euler", steps="4",
                    seeds="0-1")
+
+
+def test_the_app_refuses_a_shift_on_an_eps_model_before_it_spends_a_visitors_budget():
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui.compare import serve_pair
+
+    def admit(*_):
+        raise AssertionError("a config the model cannot run reached the rate limits")
+
+    settings = SimpleNamespace(models=["fake"], max_prompt=500, admit_generation=admit, hosted=None)
+    lab = SimpleNamespace(model=lambda name: FakeModel())
+    with pytest.raises(gr.Error) as refused:
+        serve_pair(lab, settings, SimpleNamespace(session_hash="s"), "a red circle", "1", "fake", "custom",
+                   SamplerConfig(shift=3.0), SamplerConfig())
+    assert refused.value.field == "shift" and "flow models" in str(refused.value)

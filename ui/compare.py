@@ -28,6 +28,7 @@ from comparisons.core.config import (
     SIGMA_MIN_RULES,
     SamplerConfig,
     make_pair,
+    schedule,
 )
 from comparisons.core.image_files import open_as_compared
 from comparisons.core.metrics import to_array
@@ -36,6 +37,7 @@ from comparisons.core.visibility import GAINS, pair_maps
 from comparisons.errors import ConfigError, DuplicateVote, at_field, clip
 from comparisons.workflows.blind import PairImages, cast_vote, new_pair, other
 from comparisons.workflows.inspect_pair import measure_rgb
+from sampler_lib.models.interface import sampling_of
 from ui import views
 from ui.errors import USER_ERRORS, run_checked, user_error
 from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt, parse_seed, preset_configs
@@ -67,8 +69,10 @@ def serve_pair(lab, settings, request, prompt, seed, model, pairing, cfg_a, cfg_
         # waits in the generation queue.
         text, seed_value = parse_prompt(prompt), parse_seed(seed)
         check_text("prompt", text, settings.max_prompt)
+        sampling = sampling_of(lab.model(model))
         for cfg in (cfg_a, cfg_b):
             lab.model(model).condition(text, cfg.guidance_scale)
+            schedule(cfg, sampling)  # a config the model cannot run (churn or a shift on the wrong family, ...)
         settings.admit_generation(request, text, cfg_a, cfg_b)
         with settings.generation(request):
             return new_pair(lab, text, seed_value, cfg_a, cfg_b, pairing, request.session_hash, model=model,
@@ -403,8 +407,9 @@ def config_panel(name, defaults, w):
             elif kind == "bool":
                 widget = gr.Checkbox(value, label=label, elem_id=eid)
             else:
+                empty = "empty = the model's own (flow models)" if field == "shift" else "empty = no limit"
                 widget = gr.Textbox("" if value is None else str(value), label=label, elem_id=eid,
-                                    placeholder="empty = no limit" if kind == "float?" else None, max_lines=1)
+                                    placeholder=empty if kind == "float?" else None, max_lines=1)
             w[f"{name}:{field}"] = widget
 
 
