@@ -25,6 +25,13 @@ def as_from(address):
     return {"X-Forwarded-For": address}
 
 
+def stored_pairs(results, after=0):
+    """(rowid, prompt, seed) of the pairs stored after rowid `after`, in the order the server stored them: what ran
+    ahead of what, counted rather than timed."""
+    with sqlite3.connect(results, timeout=30) as conn:
+        return conn.execute("SELECT rowid, prompt, seed FROM pairs WHERE rowid > ? ORDER BY rowid", (after,)).fetchall()
+
+
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory):
     """A hosted demo that trusts no proxy."""
@@ -99,23 +106,28 @@ def test_the_gate_serves_addresses_in_turn():
 
 
 def test_flood_from_one_address_leaves_another_address_served(proxied):
-    """One address keeps 10 generation requests going for up to 15 s; another address's 20 votes answer
-    within 2 s (p95) and its own generation is served in turn. Loopback only, bounded in count and time."""
+    """One address keeps 10 generation requests going while another address's 20 votes answer within 2 s or, on a
+    slower machine, half the time a flood request takes there (p95 against the median: a vote never waits behind a
+    generation), and that address's own generation is served in turn. Loopback only, bounded in count and time."""
     from tests.test_integrity import _pair
     visitor = Client(proxied.url, verbose=False, headers=as_from("198.51.100.7"))
     visitor.predict("a red circle", 1, "final-zero", 4, "euler", api_name="/generate_pair")
     # 20 stored pairs served to the visitor's session, so p95 is measured over 20 votes.
     store = ResultsStore(proxied.results)
     pairs = [{"pair_id": store.serve(_pair(store), visitor.session_hash, "A")} for _ in range(20)]
-    stop, flooded = time.time() + 15, []  # the votes below take a few seconds; the flood outlasts them
+    stop, flooded, took, asked = time.time() + 55, [], [], set()  # within one rate window; or until the votes end
+    voted = threading.Event()
 
     def flood():
         c = Client(proxied.url, verbose=False, headers=as_from("203.0.113.200"))
         for _ in range(40):
-            if time.time() > stop:
+            if time.time() > stop or voted.is_set():
                 return
+            asked.add(threading.get_ident())
             try:
+                started = time.perf_counter()
                 c.predict("a blue ring", 1, "final-zero", 12, "heun", api_name="/generate_pair")
+                took.append(time.perf_counter() - started)
                 flooded.append("ran")
             except Exception as exc:  # noqa: BLE001 - the flood is refused, that is the point
                 flooded.append(str(exc)[:60])
@@ -123,20 +135,27 @@ def test_flood_from_one_address_leaves_another_address_served(proxied):
     threads = [threading.Thread(target=flood) for _ in range(10)]
     for t in threads:
         t.start()
-    time.sleep(3)
+    deadline = time.time() + 180  # a fail-safe: every flood client has sent, so the flood is on
+    while len(asked) < len(threads) and time.time() < deadline:
+        time.sleep(0.1)
     latencies = []
     for p in pairs:
         started = time.perf_counter()
         visitor.predict(p["pair_id"], "left", "", api_name="/vote")
         latencies.append(time.perf_counter() - started)
-    started = time.perf_counter()
+    arrived = max(r[0] for r in stored_pairs(proxied.results))
     visitor.predict("a green square", 9, "final-zero", 4, "euler", api_name="/generate_pair")
-    turn = time.perf_counter() - started
+    voted.set()
     for t in threads:
-        t.join(60)
+        t.join(120)
     p95 = sorted(latencies)[math.ceil(0.95 * len(latencies)) - 1]
-    assert p95 < 2.0, latencies
-    assert turn < 30, turn  # at most the flood's two places and its own run ahead of it
+    # 2 s, or half the flood's own requests timed on this machine as loaded now, whichever is longer: a vote that
+    # queued behind generations would take as long as they do (p95 2.6 s against 17-20 s at load 15 on two cores).
+    assert took and p95 < max(2.0, 0.5 * sorted(took)[len(took) // 2]), (latencies, took)
+    # At most the flood's two places (and one finishing as the request arrives) ahead of its own run: counted.
+    after = stored_pairs(proxied.results, arrived)
+    mine = [r[0] for r in after if r[1:] == ("a green square", 9)]
+    assert len(mine) == 1 and len([r for r in after if r[0] < mine[0]]) <= 2 + 1, after
     assert flooded.count("ran") <= 6 and len(flooded) > 6  # per-address cap held against the flood
 
 
@@ -291,40 +310,62 @@ def test_a_vote_without_a_pair_is_a_message_not_an_empty_answer():
     assert vote(None, None, w, "left", {"serve_id": None, "pair_id": "p"}, "", None, None) == out
 
 
-def test_a_flood_from_eight_addresses_leaves_a_visitor_served_within_15_s(proxied):
-    """Eight addresses each keep their two generations in flight (within their limits) for up to 30 s; a ninth
-    visitor's 10-step generation is answered within 15 s. In arrival order it would wait behind all 16. Kept last
-    in this module: its flood's tail ends with the module's app."""
-    stop, ran, done = time.time() + 30, [], threading.Event()
+def test_a_flood_from_eight_addresses_leaves_a_visitor_served_after_one_generation_each(proxied):
+    """Eight addresses each keep their two generations in flight (within their limits); a ninth visitor's 10-step
+    generation is served after at most one generation per flooding address (and the one running), counted in the
+    store, not timed: in arrival order it would wait behind all 16. Kept last in this module: its flood's tail ends
+    with the module's app."""
+    stop, ran, asked, done = time.time() + 300, [], set(), threading.Event()  # 300 s: a fail-safe only
 
     def flood(address):
         c = Client(proxied.url, verbose=False, headers=as_from(address))
         for _ in range(3):  # 2 threads x 3 = the address's 6 a minute
             if time.time() > stop or done.is_set():
                 return
+            asked.add(threading.get_ident())
             try:
                 c.predict("a blue ring", 1, "final-zero", 15, "heun", api_name="/generate_pair")
                 ran.append(address)
             except Exception:  # noqa: BLE001 - a refusal is the flood's problem, not the visitor's
                 pass
 
+    def stored(after=0):
+        return stored_pairs(proxied.results, after)
+
+    def wait_for(condition, what, seconds=180):  # a fail-safe on a state, not a measure
+        deadline = time.time() + seconds
+        while not condition():
+            assert time.time() < deadline, what
+            time.sleep(0.1)
+
+    before = max([r[0] for r in stored()], default=0)
     threads = [threading.Thread(target=flood, args=(f"203.0.113.{n}",), daemon=True) for n in range(8)
                for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(4)  # the queue is full of the flood
+    # The queue is full of the flood: all 16 requests sent, and a generation stored after the last was sent.
+    wait_for(lambda: len(asked) == len(threads), "the flood's clients did not all send")
+    sent = max([r[0] for r in stored()], default=0)
+    wait_for(lambda: stored(sent), "the flood's first generations never finished")
     visitor = Client(proxied.url, verbose=False, headers=as_from("198.51.100.99"))
+    arrived = max(r[0] for r in stored())
     started = time.perf_counter()
     out = visitor.predict("a green square", 5, "final-zero", 10, "heun", api_name="/generate_pair")
     waited = time.perf_counter() - started
     done.set()  # the measurement is made: the flood sends nothing more
-    deadline = time.time() + 10
-    while len(ran) < 8 and time.time() < deadline:  # answers already on their way back
-        time.sleep(0.1)
+    mine = [r[0] for r in stored(arrived) if r[1:] == ("a green square", 5)]
+    assert out["pair_id"] and len(mine) == 1
+    ahead = [r for r in stored(arrived) if r[0] < mine[0]]
+    # The flood's generations still queued are served after the visitor's: the queue really was full.
+    wait_for(lambda: [r for r in stored(mine[0]) if r[1] == "a blue ring"], "no flood generation after the visitor's")
     # Not joined: the generations still in flight end with the module's app, stopped right after this test (the
-    # module's last), instead of running on for another 20 s.
+    # module's last), instead of running on.
+    flood_pairs = [r for r in stored(before) if r[1] == "a blue ring"]
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "fairness.txt").write_text(f"visitor's 10-step pair under an 8-address flood: {waited:.1f} s; "
-                                            f"{len(ran)} flood generations ran\n")
-    assert out["pair_id"] and waited < 15, waited
-    assert len(ran) >= 8  # the flood really ran
+    (ARTIFACTS / "fairness.txt").write_text(f"visitor's 10-step pair under an 8-address flood: {waited:.1f} s, after "
+                                            f"{len(ahead)} flood generations; {len(flood_pairs)} flood generations "
+                                            "ran\n")
+    # By address in turn: the one running when the visitor asked, then at most one per flooding address (8), and one
+    # more that may finish while the request travels to the queue. First come, first served would put ~16 ahead.
+    assert all(r[1] == "a blue ring" for r in ahead) and len(ahead) <= 1 + 8 + 1, ahead
+    assert len(flood_pairs) >= 8  # the flood really ran
