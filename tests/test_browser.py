@@ -1,4 +1,5 @@
 """End to end in Debian's Chromium driven by Playwright: generate, flicker, vote, reveal, results, CSV."""
+import sqlite3
 import time
 
 import pandas as pd
@@ -48,7 +49,7 @@ def test_generate_flicker_vote_reveal_results_csv(live_app, page, tmp_path):
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("f")
     seen = set()
-    deadline = time.time() + 5
+    deadline = time.time() + 30  # a fail-safe: the loop ends as soon as both sides were seen
     while time.time() < deadline and len(seen) < 2:
         seen.add(visible_side(page))
         time.sleep(0.05)
@@ -87,7 +88,13 @@ def test_generate_flicker_vote_reveal_results_csv(live_app, page, tmp_path):
 
 
 def test_generate_to_both_images_visible_time(live_app, page):
-    """Click on Generate -> both images visible, 25 Heun steps, embedded model (median of 3)."""
+    """Click on Generate -> both images visible, 25 Heun steps, embedded model (median of 3), against the sampling time
+    the server measured for the same pairs: on this machine, as loaded now."""
     times = sorted(generate(page, live_app.url, steps="25") for _ in range(3))
-    (ARTIFACTS / "generate-latency.txt").write_text(", ".join(f"{t:.2f}" for t in times) + " s\n")
-    assert times[1] < 30  # generous bound for a loaded CI machine; the figure is in BENCHMARKS.md
+    with sqlite3.connect(live_app.results) as conn:
+        sampling = sorted(r[0] for r in conn.execute("SELECT seconds FROM pairs ORDER BY rowid DESC LIMIT 3"))
+    (ARTIFACTS / "generate-latency.txt").write_text(", ".join(f"{t:.2f}" for t in times) + " s; sampling "
+                                                    + ", ".join(f"{t:.2f}" for t in sampling) + " s\n")
+    # The page adds little to the sampling itself: ~1.4x at load 6 (7.4 s against 5.0 s); the idle figure is in
+    # BENCHMARKS.md. A slower machine slows both.
+    assert times[1] < 5 * sampling[1], (times, sampling)
