@@ -41,7 +41,7 @@ def _study_parser(sub):
     s.add_argument("--steps", default="4,7,10,25", help="comma-separated step counts")
     s.add_argument("--seeds", default="0-63", help="e.g. 0-255 or 0,3,7-9")
     s.add_argument("--prompts", default="a red circle",
-                   help="comma-separated prompts; 'all' = every prompt of the embedded model")
+                   help="comma-separated prompts; 'all' = every prompt of an embedded model")
     s.add_argument("--results", default=str(DEFAULT_PATH))
     s.add_argument("--out", required=True, help="folder for summary.csv, rows.csv and report.html")
     s.add_argument("--name", help="the study's name in the results file (default: the --out folder's name)")

@@ -127,7 +127,7 @@ def study_spec(model, *, name, model_name, questions="", questions_file=None, sa
     if prompts.strip() == "all":
         prompts = model.prompts()
         if prompts is None:
-            raise UsageError(f"--prompts all needs a model with a fixed vocabulary (the embedded one), not "
+            raise UsageError(f"--prompts all needs a model with a fixed vocabulary (an embedded one), not "
                              f"{model_name!r}; list the prompts instead")
     else:
         prompts = list(dict.fromkeys(parse_list(prompts, "--prompts")))
