@@ -100,7 +100,7 @@ class LiveApp:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
 
-    def wait_ready(self, timeout=120):
+    def wait_ready(self, timeout=300):  # a fail-safe: a busy 2-core machine took over 120 s to start one
         import time
         import urllib.request
         deadline = time.time() + timeout
@@ -163,3 +163,48 @@ def fill_checked(field, value, tries=3):
             continue
     field.fill(value)
     expect(field).to_have_value(value)
+
+
+# -- `make test-fast`: what starts something, runs a study or samples a model is marked slow -------------------------
+# A test is `slow` when its source, or the source of a fixture it uses (directly or through other fixtures), starts a
+# server, a browser, Ray or another process, runs a study, or loads a model to sample it: found in the source, so a
+# new test that does is marked without anyone remembering to. SLOW_MODULES and SLOW_TESTS add what the source does
+# not show (real Stable Diffusion weights; a test that loops over every sampler or thousands of rows), measured:
+# every test left unmarked takes well under a second on an idle 2-core machine. `make test-fast` runs
+# `-m "not slow"`; `make test` runs everything.
+SLOW_SOURCE = ("LiveApp(", "sync_playwright", "ray.init", "subprocess.run(", "subprocess.Popen(", "subprocess_=True",
+               "multiprocessing.", "load_model(", "Lab(", "start_study_ui(", "run_study(", "_study_args(", "*STUDY",
+               '["study", "--')
+SLOW_FIXTURES = {"browser", "page", "live_app", "ray_local"}
+SLOW_MODULES = {"test_browser", "test_glance", "test_hostile_visitor", "test_hosted", "test_hosted_compare",
+                "test_instrument_browser", "test_ray", "test_study_app", "test_stable_diffusion", "test_sdxl",
+                "test_sd3", "test_flux"}
+SLOW_TESTS = {"test_every_sampler_schedule_and_mode_gives_a_finite_image", "test_flip_rule_on_cases_a_person_can_check",
+              "test_noise_keeps_the_flows_marginal_on_a_point_mass", "test_trainer_runs_two_steps_into_a_tmp_folder",
+              "test_every_config_that_validates_gives_a_finite_schedule",
+              "test_refused_commands_create_no_results_file", "test_page_payload_with_1000_pairs_and_5000_votes"}
+_STARTS = {}
+
+
+def _starts_something(func):
+    import inspect
+    if func not in _STARTS:
+        try:
+            source = inspect.getsource(func)
+        except (OSError, TypeError):
+            source = ""
+        _STARTS[func] = any(s in source for s in SLOW_SOURCE)
+    return _STARTS[func]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = [d.func for defs in (info.name2fixturedefs.values() if info else ()) for d in defs]
+        if (module is not None and module.__name__.rpartition(".")[2] in SLOW_MODULES
+                or getattr(item, "originalname", item.name) in SLOW_TESTS
+                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or _starts_something(getattr(item, "function", None))
+                or any(_starts_something(f) for f in fixtures)):
+            item.add_marker(pytest.mark.slow)
