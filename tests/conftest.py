@@ -168,21 +168,26 @@ def fill_checked(field, value, tries=3):
 # -- `make test-fast`: what starts something, runs a study or samples a model is marked slow -------------------------
 # A test is `slow` when its source, or the source of a fixture it uses (directly or through other fixtures), starts a
 # server, a browser, Ray or another process, runs a study, or loads a model to sample it: found in the source, so a
-# new test that does is marked without anyone remembering to. SLOW_MODULES and SLOW_TESTS add what the source does
-# not show (real Stable Diffusion weights; a test that loops over every sampler or thousands of rows), measured:
-# every test left unmarked takes well under a second on an idle 2-core machine. `make test-fast` runs
+# new test that does is marked without anyone remembering to (refusals, which stop before any work, stay fast).
+# SLOW_MODULES, SLOW_FIXTURES and SLOW_TESTS add what the source does not show (real model weights, images or latents
+# at full size, a loop over every sampler or thousands of rows), by measured durations. `make test-fast` runs
 # `-m "not slow"`; `make test` runs everything.
 SLOW_SOURCE = ("LiveApp(", "sync_playwright", "ray.init", "subprocess.run(", "subprocess.Popen(", "subprocess_=True",
                "multiprocessing.", "load_model(", "Lab(", "start_study_ui(", "run_study(", "_study_args(", "*STUDY",
                '["study", "--')
-SLOW_FIXTURES = {"browser", "page", "live_app", "ray_local"}
+SLOW_FIXTURES = {"browser", "page", "live_app", "ray_local", "sizes", "folder_campaign"}
 SLOW_MODULES = {"test_browser", "test_glance", "test_hostile_visitor", "test_hosted", "test_hosted_compare",
                 "test_instrument_browser", "test_ray", "test_study_app", "test_stable_diffusion", "test_sdxl",
-                "test_sd3", "test_flux"}
-SLOW_TESTS = {"test_every_sampler_schedule_and_mode_gives_a_finite_image", "test_flip_rule_on_cases_a_person_can_check",
-              "test_noise_keeps_the_flows_marginal_on_a_point_mass", "test_trainer_runs_two_steps_into_a_tmp_folder",
+                "test_sd3", "test_flux", "test_noise_speed", "test_image_speed"}
+SLOW_TESTS = {"test_every_sampler_schedule_and_mode_gives_a_finite_image",
+              "test_flip_rule_on_cases_a_person_can_check", "test_noise_keeps_the_flows_marginal_on_a_point_mass",
+              "test_trainer_runs_two_steps_into_a_tmp_folder",
               "test_every_config_that_validates_gives_a_finite_schedule",
-              "test_refused_commands_create_no_results_file", "test_page_payload_with_1000_pairs_and_5000_votes"}
+              "test_refused_commands_create_no_results_file", "test_page_payload_with_1000_pairs_and_5000_votes",
+              "test_inspect_downscales_lpips_above_its_pixel_cap_and_says_so",
+              "test_cli_and_app_offer_it_beside_the_default", "test_inspect_cli_writes_the_page_maps_and_json",
+              "test_only_visible_drops_pairs_below_visibility_per_cell",
+              "test_skip_unmatched_leaves_them_out_and_says_so"}
 _STARTS = {}
 
 
