@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: run test lint lpips-weights bench docker-test
+.PHONY: run test test-fast lint lpips-weights bench docker-test
 
 # k-diffusion is only the reference the equivalence tests compare against; its full dependency set
 # (wandb, clip, ...) is not needed for the two modules they load, hence --no-deps.
@@ -34,6 +34,12 @@ lint: $(STAMP)
 
 test: $(STAMP) lpips-weights $(CHROMIUM) lint
 	$(PY) -m pytest -q
+
+# The inner loop while editing: units, parsers, samplers, schedules, stats; nothing that starts a server, a browser,
+# Ray or a process, runs a study or samples a model (tests/conftest.py marks those slow). About 2 minutes on this
+# 2-core machine; `make test` (everything, what CI runs) before a commit.
+test-fast: $(STAMP) lpips-weights lint
+	$(PY) -m pytest -q -m "not slow"
 
 # The hosted demo's image, built and served for real (.ci/docker-test says what it does; CI runs it).
 docker-test: $(STAMP)
