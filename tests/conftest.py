@@ -187,7 +187,9 @@ SLOW_TESTS = {"test_every_sampler_schedule_and_mode_gives_a_finite_image",
               "test_inspect_downscales_lpips_above_its_pixel_cap_and_says_so",
               "test_cli_and_app_offer_it_beside_the_default", "test_inspect_cli_writes_the_page_maps_and_json",
               "test_only_visible_drops_pairs_below_visibility_per_cell",
-              "test_skip_unmatched_leaves_them_out_and_says_so"}
+              "test_skip_unmatched_leaves_them_out_and_says_so",
+              "test_multistep_and_ancestral_samplers_survive_repeated_rounded_sigmas",
+              "test_slices_of_samples_give_the_outputs_of_one_batch"}
 _STARTS = {}
 
 
