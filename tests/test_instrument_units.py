@@ -25,12 +25,12 @@ from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt,
 
 PANEL = {"sampler": "heun", "steps": "4", "schedule": "karras", "rho": "7", "sigma_min_rule": "model",
          "final_zero": True, "quantize": "off", "s_churn": "20", "s_tmin": "0", "s_tmax": "", "s_noise": "1",
-         "eta": "1", "guidance_scale": "3", "beta_alpha": "0.6", "beta_beta": "0.6", "ays_model": "SD1"}
+         "eta": "1", "guidance_scale": "3", "beta_alpha": "0.6", "beta_beta": "0.6", "ays_model": "SD1", "shift": ""}
 
 
 def test_an_empty_optional_field_is_none_not_zero():
     cfg = custom_config("A", PANEL)
-    assert cfg.s_tmax is None and cfg.s_churn == 20 and cfg.steps == 4
+    assert cfg.s_tmax is None and cfg.shift is None and cfg.s_churn == 20 and cfg.steps == 4
     # None means no upper bound: churn acts at every sigma, so it changes the image (s_tmax 0 would not).
     assert math.isinf(cfg.sampler_kwargs()["s_tmax"])
     assert set(PANEL) == {f for f, _, _ in CUSTOM_FIELDS}
