@@ -81,27 +81,36 @@ def test_client_address_trusts_the_proxy_header_only_when_told():
 
 
 def test_generation_gate_caps_each_address_and_serves_in_turn():
-    gate, order, started = GenerationGate(per_address=2, slots=1), [], threading.Event()
+    gate, order, started, release = GenerationGate(per_address=2, slots=1), [], threading.Event(), threading.Event()
 
     def run(address, tag, hold):
         with gate.enter(address):
             order.append(tag)
             started.set()
-            time.sleep(hold)
+            if hold:
+                release.wait(60)  # held until the test has queued the others: their order, not a sleep's length
 
-    first = threading.Thread(target=run, args=("flood", "f1", 0.3))
+    def queued(address, n):  # the gate's own count, waited for (a busy machine starts a thread late)
+        deadline = time.time() + 60
+        while gate._in_flight.get(address, 0) < n:
+            assert time.time() < deadline, address
+            time.sleep(0.005)
+
+    first = threading.Thread(target=run, args=("flood", "f1", True))
     first.start()
-    started.wait(5)
-    second = threading.Thread(target=run, args=("flood", "f2", 0.0))
+    started.wait(60)
+    second = threading.Thread(target=run, args=("flood", "f2", False))
     second.start()
-    time.sleep(0.05)
+    queued("flood", 2)
     with pytest.raises(RateLimited, match="at most 2 generations at a time"):
         with gate.enter("flood"):
             pass
-    other = threading.Thread(target=run, args=("visitor", "v1", 0.0))
+    other = threading.Thread(target=run, args=("visitor", "v1", False))
     other.start()
+    queued("visitor", 1)
+    release.set()
     for t in (first, second, other):
-        t.join(5)
+        t.join(60)
     assert order == ["f1", "f2", "v1"]  # first come, first served; the flood holds at most two places
 
 
