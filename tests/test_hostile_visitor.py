@@ -84,23 +84,29 @@ def test_the_gate_serves_addresses_in_turn():
         with gate.enter(address):
             order.append(address)
             if address == "first":
-                hold.wait(5)
+                hold.wait(60)  # released once every request below is queued
+
+    def queued(address, n):  # the gate's own count, waited for: a busy machine starts a thread late
+        deadline = time.time() + 60
+        while gate._in_flight.get(address, 0) < n:
+            assert time.time() < deadline, address
+            time.sleep(0.005)
 
     threads = [threading.Thread(target=run, args=("first",))]
     threads[0].start()
     while not order:
         time.sleep(0.01)
     for n in range(8):  # eight flooding addresses queue two each, then a visitor asks once
-        for _ in range(2):
+        for k in range(2):
             threads.append(threading.Thread(target=run, args=(f"flood{n}",)))
             threads[-1].start()
-            time.sleep(0.02)
+            queued(f"flood{n}", k + 1)
     threads.append(threading.Thread(target=run, args=("visitor",)))
     threads[-1].start()
-    time.sleep(0.1)
+    queued("visitor", 1)
     hold.set()
     for t in threads:
-        t.join(10)
+        t.join(60)
     # In turn: each flooding address once, then the visitor, before any address's second request.
     assert order.index("visitor") == 9 and order[1:9] == [f"flood{n}" for n in range(8)]
 
