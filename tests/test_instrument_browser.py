@@ -310,7 +310,7 @@ def test_phone_keeps_two_columns_and_tap_flickers(browser, app):
         .filter(i => i.style.visibility === 'visible').map(i => i.dataset.side).join()""")  # noqa: E731
     page.locator("#flicker-box").tap()
     seen = set()
-    deadline = time.time() + 5
+    deadline = time.time() + 30  # a fail-safe: the loop ends as soon as both sides were seen
     while time.time() < deadline and len(seen) < 2:
         seen.add(side())
         time.sleep(0.05)
