@@ -124,7 +124,7 @@ def test_send_a_and_b_to_compare_fill_the_form(live_app, browser, pngs):
     _inspect(page, live_app.url, pngs)
     page.click("#send-a-to-compare")
     # The Compare tab is shown, its form a custom pair of the mapped config.
-    expect(page.locator("#sent-from-inspect")).to_contain_text("Sent from Inspect", timeout=20_000)
+    expect(page.locator("#sent-from-inspect")).to_contain_text("Sent from Inspect", timeout=60_000)
     expect(page.locator("#seed input, #seed textarea").first).to_have_value("4242")
     expect(page.locator("#pairing input")).to_have_value("custom")
     sent = page.inner_text("#sent-from-inspect")
@@ -140,7 +140,7 @@ def test_send_a_and_b_to_compare_fill_the_form(live_app, browser, pngs):
     # B: a scheduler this tool does not have is named, the rest carried over.
     page.get_by_role("tab", name="Inspect").click()
     page.click("#send-b-to-compare")
-    expect(page.locator("#sent-from-inspect")).to_contain_text("B · ", timeout=20_000)
+    expect(page.locator("#sent-from-inspect")).to_contain_text("B · ", timeout=60_000)
     expect(page.locator("#seed input, #seed textarea").first).to_have_value("77")
     assert "scheduler 'foo'" in page.inner_text("#sent-from-inspect")
     assert page.locator("#custom-a-sampler input").input_value().startswith("euler_ancestral · ")
