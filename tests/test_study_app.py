@@ -148,7 +148,7 @@ def test_grid_zooms_and_opens_two_cells_as_a_flicker_pair(study_app, page):
     assert page.locator("#study-grid .grid-pair .pair-cell img").count() == 2
     page.click("#study-grid .flicker-toggle")
     page.wait_for_function("() => [...document.querySelectorAll('#study-grid img.flicker-frame')]"
-                           ".map((i) => i.style.visibility).join() === 'hidden,visible'", timeout=5_000)
+                           ".map((i) => i.style.visibility).join() === 'hidden,visible'", timeout=30_000)
     page.click("#study-grid .flicker-toggle")  # stop
     page.screenshot(path=str(ARTIFACTS / "study-grid.png"), full_page=True)
     # Axes that repeat are refused where the grid would be.
