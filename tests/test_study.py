@@ -412,7 +412,7 @@ def test_study_killed_after_first_chunk_resumes(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "comparisons", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "res" / "r.db"
-    deadline, rows = time.time() + 180, 0
+    deadline, rows = time.time() + 600, 0  # a fail-safe: the loop ends at the first stored row
     while time.time() < deadline and proc.poll() is None:
         try:
             rows = sqlite3.connect(db, timeout=5).execute("SELECT COUNT(*) FROM study_rows").fetchone()[0]
