@@ -157,11 +157,11 @@ def test_a_study_and_a_pair_in_the_app_on_sd3(sd3, sd3_dir, tmp_path):
     from comparisons.workflows.blind import new_pair
     from comparisons.workflows.lab import Lab
     settings = app.Settings(app.parse_args(["--model", str(sd3_dir), "--results", str(tmp_path / "app.db")]))
-    assert settings.models == ["embedded", str(sd3_dir)]
+    assert settings.models == ["embedded", "embedded-flow", str(sd3_dir)]
     lab = Lab(tmp_path / "app.db", load=lambda name: sd3 if name == str(sd3_dir) else load_model(name))
     demo = app.build_app(lab, settings)
     menu = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model")
-    assert [value for _, value in menu.choices] == ["embedded", str(sd3_dir)]
+    assert [value for _, value in menu.choices] == ["embedded", "embedded-flow", str(sd3_dir)]
     out = new_pair(lab, "a red circle", 3, *make_pair("discretization"), "discretization", "s", model=str(sd3_dir))
     assert out["left"].size == (16, 16) and out["metrics"]["lpips"] >= 0
     assert lab.store.pair(out["pair_id"])["model"] == str(sd3_dir)

@@ -120,11 +120,11 @@ def test_a_study_and_a_pair_in_the_app_on_sdxl(sdxl, sdxl_dir, tmp_path):
     from comparisons.workflows.blind import new_pair
     from comparisons.workflows.lab import Lab
     settings = app.Settings(app.parse_args(["--model", str(sdxl_dir), "--results", str(tmp_path / "app.db")]))
-    assert settings.models == ["embedded", str(sdxl_dir)]
+    assert settings.models == ["embedded", "embedded-flow", str(sdxl_dir)]
     lab = Lab(tmp_path / "app.db", load=lambda name: sdxl if name == str(sdxl_dir) else load_model(name))
     demo = app.build_app(lab, settings)
     menu = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model")
-    assert [value for _, value in menu.choices] == ["embedded", str(sdxl_dir)]
+    assert [value for _, value in menu.choices] == ["embedded", "embedded-flow", str(sdxl_dir)]
     out = new_pair(lab, "a red circle", 3, *make_pair("final-zero"), "final-zero", "s", model=str(sdxl_dir))
     assert out["left"].size == (16, 16) and out["metrics"]["lpips"] >= 0
     assert lab.store.pair(out["pair_id"])["model"] == str(sdxl_dir)
