@@ -212,17 +212,9 @@ def text_table(header, rows, right=()):
     return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
 
 
-def _fmt(value, digits=3):
-    """A number as the study's report prints it ('' for none)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
-    return str(value)
-
-
 def study_table(cells):
     """A study's verdict per cell as the terminal prints it."""
+    from .workflows.report import fmt_number as _fmt
     rows = []
     for c in cells:
         ci = f"[{_fmt(c['ci_low'], 2)}, {_fmt(c['ci_high'], 2)}]" if not math.isnan(c["ci_low"]) else ""

@@ -52,7 +52,8 @@ def grid_assets():
     return f"<style>{css}\n.xyz .zoom-box {{ touch-action: none; cursor: grab; }}</style>{scripts}"
 
 
-def _fmt(value, digits=3):
+def fmt_number(value, digits=3):
+    """A number as the report and the CLI's study table print it ('' for none)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -133,9 +134,9 @@ def verdict_frame(cells):
     return pd.DataFrame([{
         "question": c["question"], "sampler": c["sampler"], "steps": c["steps"], "n": c["n"],
         "A closer [95% CI]": _interval(c["a_closer_rate"], c["ci_low"], c["ci_high"], 2),
-        "p_holm": _fmt(c["p_holm"], 3),
+        "p_holm": fmt_number(c["p_holm"], 3),
         "mean diff [95% CI]": _interval(c["mean_diff"], c["diff_ci_low"], c["diff_ci_high"], 4, signed=True),
-        "LPIPS(A,B)": _fmt(c["lpips_ab"], 4),
+        "LPIPS(A,B)": fmt_number(c["lpips_ab"], 4),
         "visible": "" if math.isnan(c["visible_share"]) else f"{c['visible_share']:.0%}",
         "verdict": c["verdict"]} for c in cells],
         columns=["question", "sampler", "steps", "n", "A closer [95% CI]", "p_holm", "mean diff [95% CI]",
@@ -156,8 +157,8 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
     questions = "".join(f"<li><b>{html.escape(q.name)}</b>: A = <code>{html.escape(str(dict(q.a)))}</code>, "
                         f"B = <code>{html.escape(str(dict(q.b)))}</code></li>" for q in spec.questions)
     ref = (f"{html.escape(spec.reference.to_json())}. Its own uncertainty: the same reference in <code>paper</code> "
-           f"mode differs from it by LPIPS {_fmt(ref_uncertainty['mean'], 4)} on average "
-           f"(max {_fmt(ref_uncertainty['max'], 4)}, {ref_uncertainty['n']} samples): differences between arms "
+           f"mode differs from it by LPIPS {fmt_number(ref_uncertainty['mean'], 4)} on average "
+           f"(max {fmt_number(ref_uncertainty['max'], 4)}, {ref_uncertainty['n']} samples): differences between arms "
            "smaller than that are within the reference's own uncertainty.")
     # --reference-steps auto: the evidence the steps were chosen by; then what the references cost this run.
     ladder, cost = ref_uncertainty.get("ladder"), ref_uncertainty.get("cost")
@@ -166,7 +167,8 @@ def report_html(store, spec, cells, rows, ref_uncertainty, floor, app_url, creat
     prec = f"Precision: <b>{spec.precision}</b>."
     if floor:
         prec += (f" The noise floor of {spec.precision} itself (the first cell's arm A in {spec.precision} against "
-                 f"fp32, {floor['n']} samples): LPIPS {_fmt(floor['mean'], 4)} mean, {_fmt(floor['max'], 4)} max, "
+                 f"fp32, {floor['n']} samples): LPIPS {fmt_number(floor['mean'], 4)} mean, "
+                 f"{fmt_number(floor['max'], 4)} max, "
                  f"max |Δ| {floor['max_abs_diff']}/255. Effects below it are not measurable at this precision.")
     legend = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in LEGEND.items())
     return f"""<!doctype html>
@@ -217,11 +219,11 @@ def campaign_frame(rows):
     sessions flagged by their attention checks."""
     return pd.DataFrame([{"cell": cell_name(r), "voters": r["voters"], "pairs": r["pairs"], "votes": r["votes"],
                           "A": r["a"], "B": r["b"], "tie": r["tie"], "both bad": r["both_bad"],
-                          "A win rate": _fmt(r["a_win_rate"]),
+                          "A win rate": fmt_number(r["a_win_rate"]),
                           "95% CI": "" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
-                          "sign test p": _fmt(r["p_value"], 4), "A win rate, side-corrected":
-                          _fmt(r["a_win_rate_corrected"]), "left rate": _fmt(r["left_rate"]),
-                          "side p": _fmt(r["left_p"], 4), "flagged sessions": r["flagged"],
+                          "sign test p": fmt_number(r["p_value"], 4), "A win rate, side-corrected":
+                          fmt_number(r["a_win_rate_corrected"]), "left rate": fmt_number(r["left_rate"]),
+                          "side p": fmt_number(r["left_p"], 4), "flagged sessions": r["flagged"],
                           "votes say": r["votes_verdict"], "LPIPS says": r["lpips_verdict"],
                           "agreement": r["agreement"]} for r in rows], columns=CAMPAIGN_COLUMNS)
 

@@ -34,6 +34,21 @@ class TrainConfig:
     threads: int = 2             # torch CPU threads
 
 
+def optimizer_step(cfg, step, unet, ema, opt, loss):
+    """One AdamW step at the schedule's learning rate (gradient-norm clipped), then the EMA of the weights (its
+    decay warming up as (1 + step) / (10 + step)); shared by the eps and the flow trainers."""
+    for group in opt.param_groups:
+        group["lr"] = _lr(cfg, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+    opt.step()
+    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), unet.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+
+
 def _lr(cfg, step):
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -64,16 +79,7 @@ def train(cfg, data_cfg, out_dir, log_every=100):
         a = alphas_cumprod[t][:, None, None, None]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         loss = torch.nn.functional.mse_loss(unet(x_t, t, class_labels=labels).sample, eps)
-        for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        optimizer_step(cfg, step, unet, ema, opt, loss)
         losses.append(loss.item())
         if (step + 1) % log_every == 0:
             print(f"step {step + 1}/{cfg.steps} loss {sum(losses[-log_every:]) / log_every:.4f} "

@@ -26,7 +26,7 @@ import torch
 from .embedded import UNET_CONFIG, build_unet
 from .embedded import WEIGHTS_DIR as EPS_WEIGHTS_DIR
 from .shapes import NUM_CLASSES, DataConfig, render
-from .train_embedded import TrainConfig, _commit, _lr
+from .train_embedded import TrainConfig, _commit, optimizer_step
 
 WEIGHTS_DIR = Path(__file__).parent / "embedded_flow"
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -106,16 +106,7 @@ def train(cfg, data_cfg, out_dir, log_every=50, unet_config=None, eps_weights=EP
         t = sample_t(cfg, cfg.batch_size, gen)
         noise = torch.randn(x0.shape, generator=gen)
         loss = flow_loss(unet, x0, labels, t, noise)
-        for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        optimizer_step(cfg, step, unet, ema, opt, loss)
         losses.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
             window = losses[-((step % log_every) + 1):]
