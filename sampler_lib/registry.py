@@ -1,0 +1,109 @@
+"""The one registry of samplers: each sampler declared once, next to its function, with the facts the menus, the
+config's option sets and the study's network-call counts derive from (tests/test_registry.py counts the calls)."""
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+GROUPS = ("single-step", "multistep", "own steps", "adds noise")  # menu order
+FLOW_FORMS = ("denoised", "rf")  # or "refused: <why>"
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    fn: Callable
+    group: str
+    note: str
+    calls_per_step: int | None          # network calls one step takes; None: the sampler picks its own steps
+    final_calls: int | None = None      # calls on a last step into sigma 0 when they differ (heun: 1); None = per step
+    options: tuple[str, ...] = ()       # keyword options beyond the contract (eta, s_noise, s_churn, ...)
+    adds_noise: bool = False
+    flow: str = "denoised"              # "denoised", "rf" (rectified-flow noise formulas) or "refused: <why>"
+    cfg_pp: bool = False                # needs the unconditional prediction (CFG++ guidance hook)
+    alias_of: str | None = None
+    after: str | None = None            # menu position: right after this sampler of the same group (None: the end)
+    calls: Callable[[int, bool], int] | None = None  # exact calls for (steps, final_zero) when steps differ (heunpp2)
+
+
+# Every sampler by name, in menu order (GROUPS order, then declaration order, `after` honoured). Updated in place,
+# so a module that imported it sees samplers registered later.
+REGISTRY: dict[str, SamplerSpec] = {}
+_DECLARED: list[SamplerSpec] = []
+
+
+def _check(spec):
+    if spec.name in REGISTRY:
+        raise ValueError(f"sampler {spec.name!r} is registered twice")
+    if spec.group not in GROUPS:
+        raise ValueError(f"sampler {spec.name!r}: group {spec.group!r} is not one of {', '.join(GROUPS)}")
+    if not (spec.flow in FLOW_FORMS or spec.flow.startswith("refused: ")):
+        raise ValueError(f"sampler {spec.name!r}: flow must be 'denoised', 'rf' or 'refused: <why>'")
+    if spec.calls_per_step is None and spec.final_calls is not None:
+        raise ValueError(f"sampler {spec.name!r}: final_calls needs calls_per_step")
+
+
+def _menu_order(specs):
+    """GROUPS order; in a group, declaration order with each `after` spec placed behind its target once placed."""
+    order = []
+    for group in GROUPS:
+        members = [s for s in specs if s.group == group]
+        names = {s.name for s in members}
+        placed = [s.name for s in members if s.after not in names]
+        waiting = [s for s in members if s.after in names]
+        while waiting:
+            ready = [s for s in waiting if s.after in placed]
+            if not ready:  # a cycle of `after`s: keep declaration order
+                placed += [s.name for s in waiting]
+                break
+            for s in ready:
+                at = placed.index(s.after) + 1
+                # Behind the target and behind followers already placed there, so declaration order holds.
+                while at < len(placed) and REGISTRY_BY_NAME[placed[at]].after == s.after:
+                    at += 1
+                placed.insert(at, s.name)
+                waiting.remove(s)
+        order += placed
+    return order
+
+
+REGISTRY_BY_NAME: dict[str, SamplerSpec] = {}
+
+
+def _register(spec):
+    _check(spec)
+    _DECLARED.append(spec)
+    REGISTRY_BY_NAME[spec.name] = spec
+    order = _menu_order(_DECLARED)
+    REGISTRY.clear()
+    REGISTRY.update((name, REGISTRY_BY_NAME[name]) for name in order)
+
+
+def sampler(name, *, group, note, calls_per_step, final_calls=None, options=(), adds_noise=False, flow="denoised",
+            cfg_pp=False, after=None, calls=None):
+    """Decorator: declares fn as sampler `name` (one entry of REGISTRY); returns fn unchanged. Duplicate names
+    raise."""
+    def declare(fn):
+        _register(SamplerSpec(name=name, fn=fn, group=group, note=note, calls_per_step=calls_per_step,
+                              final_calls=final_calls, options=tuple(options), adds_noise=adds_noise, flow=flow,
+                              cfg_pp=cfg_pp, after=after, calls=calls))
+        return fn
+    return declare
+
+
+def alias(name, target, note):
+    """Another menu name for a registered sampler (ComfyUI's *_gpu names), listed right after it."""
+    if target not in REGISTRY:
+        raise ValueError(f"alias {name!r}: no sampler {target!r} is registered")
+    spec = REGISTRY[target]
+    _register(replace(spec, name=name, note=note, alias_of=spec.alias_of or target, after=target))
+
+
+def network_calls(name, steps, final_zero=True):
+    """Declared network calls for a schedule of `steps` intervals (ending in sigma 0 when final_zero); None when
+    the sampler picks its own steps."""
+    spec = REGISTRY[name]
+    if spec.calls is not None:
+        return spec.calls(steps, final_zero)
+    if spec.calls_per_step is None:
+        return None
+    last = spec.final_calls if final_zero and spec.final_calls is not None else spec.calls_per_step
+    return spec.calls_per_step * (steps - 1) + last
