@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .registry import sampler
 from .samplers import _report, _setup, round_sigmas, to_d
 from .wrappers import append_dims
 
@@ -93,6 +94,8 @@ def _step(model, x, eps, w, s, order, extra_args):
     return x_1 - w["l1"] * e1, x_1 - w["k1"] * e1 - w["k2"] * e2
 
 
+@sampler("dpm_fast", group="own steps", note="DPM-Solver-fast: N calls even in log sigma; ends at sigma_min",
+         calls_per_step=1)
 @torch.no_grad()
 def sample_dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver-fast: N network calls as floor(N/3) + 1 steps of order 3 (the last ones of order 2, 1), even in
@@ -142,6 +145,9 @@ class _PID:
         return accept
 
 
+@sampler("dpm_adaptive", group="own steps", note="DPM-Solver-23, adaptive: ignores steps; ends at sigma_min",
+         calls_per_step=None, options=("order", "rtol", "atol", "h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety",
+                                       "max_calls"))
 @torch.no_grad()
 def sample_dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, rtol=0.05,
                         atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81,

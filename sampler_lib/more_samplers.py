@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import trange
 
+from .registry import sampler
 from .samplers import (
     _need,
     _report,
@@ -36,6 +37,9 @@ def _ancestral_plan(sigmas, eta):
     return sigma, sigma_next, sigma_down, sigma_up, euler, safe_down, euler.all(1).tolist(), euler.any(1).tolist()
 
 
+@sampler("dpm_2_ancestral", group="adds noise", note="DPM-Solver-2 + fresh noise, 2 calls a step",
+         calls_per_step=2, final_calls=1, options=("eta", "s_noise"), adds_noise=True, flow="rf",
+         after="euler_ancestral")
 @torch.no_grad()
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                            noise_sampler=None):
@@ -105,6 +109,8 @@ def _dpm_2_ancestral_rf(model, x, sigmas, extra_args, callback, disable, eta, s_
     return x
 
 
+@sampler("dpmpp_2s_ancestral", group="adds noise", note="DPM-Solver++(2S) + fresh noise, 2 calls a step",
+         calls_per_step=2, final_calls=1, options=("eta", "s_noise"), adds_noise=True, flow="rf")
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                               noise_sampler=None):
@@ -175,6 +181,8 @@ def _dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args, callback, disable, eta,
     return x
 
 
+@sampler("dpmpp_sde", group="adds noise", note="DPM-Solver++ SDE: two noisy half-steps, 2 calls a step",
+         calls_per_step=2, final_calls=1, options=("eta", "s_noise", "r"), adds_noise=True, flow="rf")
 @torch.no_grad()
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                      noise_sampler=None, r=0.5):
@@ -262,6 +270,8 @@ def _dpmpp_sde_rf(model, flow, x, sigmas, extra_args, callback, disable, eta, s_
     return x
 
 
+@sampler("dpmpp_3m_sde", group="adds noise", note="DPM-Solver++(3M) SDE (eta)", calls_per_step=1,
+         options=("eta", "s_noise"), adds_noise=True, flow="rf", after="dpmpp_2m_sde")
 @torch.no_grad()
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                         noise_sampler=None):
@@ -359,6 +369,8 @@ def lms_coefficients(sigmas, order=4):
     return torch.as_tensor(out[inverse.numpy()], dtype=sigmas.dtype).permute(1, 2, 0)
 
 
+@sampler("lms", group="multistep", note="linear multistep in sigma, order 4 (k-diffusion)", calls_per_step=1,
+         options=("order",), after="dpmpp_2m")
 @torch.no_grad()
 def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4, noise_sampler=None):
     """Linear multistep (k-diffusion's lms): dx/dsigma from the last `order` steps, integrated exactly over each
@@ -379,6 +391,8 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     return x
 
 
+@sampler("ddim", group="single-step", note="DDIM, eta 0: Euler's step in sigma (as ComfyUI)", calls_per_step=1,
+         after="euler")
 @torch.no_grad()
 def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DDIM with eta = 0 (Song et al. 2021). With x = x_t / sqrt(alpha_bar_t) and sigma = sqrt((1 - alpha_bar) /

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import trange
 
+from .registry import sampler
 from .samplers import _report, _setup
 from .wrappers import append_dims
 
@@ -183,6 +184,8 @@ def _deis_step(col, i, hist):
     return 1.0, out
 
 
+@sampler("ipndm", group="multistep", note="iPNDM: Adams-Bashforth to order 4, equal-step weights", calls_per_step=1,
+         options=("max_order",), after="lms")
 @torch.no_grad()
 def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, noise_sampler=None):
     """iPNDM (Zhang & Chen 2023; zju-pi/diff-sampler, ComfyUI's ipndm): Adams–Bashforth in sigma with the
@@ -190,12 +193,16 @@ def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return _run_d_multistep(model, x, sigmas, extra_args, callback, disable, _ipndm_step, max_order)
 
 
+@sampler("ipndm_v", group="multistep", note="iPNDM-v: variable-step Adams-Bashforth to order 4", calls_per_step=1,
+         options=("max_order",))
 @torch.no_grad()
 def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, noise_sampler=None):
     """iPNDM-v (ComfyUI's ipndm_v): iPNDM with variable-step Adams–Bashforth weights of order up to 4."""
     return _run_d_multistep(model, x, sigmas, extra_args, callback, disable, _ipndm_v_step, max_order)
 
 
+@sampler("deis", group="multistep", note="DEIS tAB: multistep in DEIS's VP time, order 3", calls_per_step=1,
+         options=("max_order",))
 @torch.no_grad()
 def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=3, noise_sampler=None):
     """DEIS tAB (Zhang & Chen 2023, ComfyUI's deis): Adams–Bashforth on dx/dsigma with polynomials fitted in DEIS's
@@ -223,6 +230,7 @@ def _run_denoised_multistep(model, x, sigmas, extra_args, callback, disable, ste
                           lambda x_, sigma, denoised: denoised)
 
 
+@sampler("res_multistep", group="multistep", note="RES: second-order exponential multistep", calls_per_step=1)
 @torch.no_grad()
 def sample_res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """RES multistep, second order, deterministic (ComfyUI's res_multistep); first order on the first step and
@@ -312,6 +320,8 @@ def _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, varian
     return x
 
 
+@sampler("uni_pc", group="multistep", note="UniPC, B(h)=h: predictor-corrector, order 3, 1 call a step",
+         calls_per_step=1, options=("order",))
 @torch.no_grad()
 def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None):
     """UniPC with B(h) = h (Zhao et al. 2023; ComfyUI's uni_pc): predictor–corrector multistep of order up to 3
@@ -319,6 +329,8 @@ def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None
     return _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, "bh1")
 
 
+@sampler("uni_pc_bh2", group="multistep", note="UniPC, B(h)=e^h-1 (diffusers' default)", calls_per_step=1,
+         options=("order",))
 @torch.no_grad()
 def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None):
     """UniPC with B(h) = e^h - 1 (ComfyUI's uni_pc_bh2, diffusers' default solver_type)."""

@@ -21,13 +21,14 @@ class SamplerSpec:
     cfg_pp: bool = False                # needs the unconditional prediction (CFG++ guidance hook)
     alias_of: str | None = None
     after: str | None = None            # menu position: right after this sampler of the same group (None: the end)
-    calls: Callable[[int, bool], int] | None = None  # exact calls for (steps, final_zero) when steps differ (heunpp2)
+    tail_calls: tuple[int, ...] = ()    # calls of the last steps whatever the last sigma (heunpp2: (2, 1)); () = none
 
 
 # Every sampler by name, in menu order (GROUPS order, then declaration order, `after` honoured). Updated in place,
 # so a module that imported it sees samplers registered later.
 REGISTRY: dict[str, SamplerSpec] = {}
-_DECLARED: list[SamplerSpec] = []
+_DECLARED: list[SamplerSpec] = []                 # in declaration order
+_BY_NAME: dict[str, SamplerSpec] = {}
 
 
 def _check(spec):
@@ -37,8 +38,10 @@ def _check(spec):
         raise ValueError(f"sampler {spec.name!r}: group {spec.group!r} is not one of {', '.join(GROUPS)}")
     if not (spec.flow in FLOW_FORMS or spec.flow.startswith("refused: ")):
         raise ValueError(f"sampler {spec.name!r}: flow must be 'denoised', 'rf' or 'refused: <why>'")
-    if spec.calls_per_step is None and spec.final_calls is not None:
-        raise ValueError(f"sampler {spec.name!r}: final_calls needs calls_per_step")
+    if spec.calls_per_step is None and (spec.final_calls is not None or spec.tail_calls):
+        raise ValueError(f"sampler {spec.name!r}: final_calls and tail_calls need calls_per_step")
+    if spec.final_calls is not None and spec.tail_calls:
+        raise ValueError(f"sampler {spec.name!r}: give final_calls or tail_calls, not both")
 
 
 def _menu_order(specs):
@@ -57,7 +60,7 @@ def _menu_order(specs):
             for s in ready:
                 at = placed.index(s.after) + 1
                 # Behind the target and behind followers already placed there, so declaration order holds.
-                while at < len(placed) and REGISTRY_BY_NAME[placed[at]].after == s.after:
+                while at < len(placed) and _BY_NAME[placed[at]].after == s.after:
                     at += 1
                 placed.insert(at, s.name)
                 waiting.remove(s)
@@ -65,26 +68,23 @@ def _menu_order(specs):
     return order
 
 
-REGISTRY_BY_NAME: dict[str, SamplerSpec] = {}
-
-
 def _register(spec):
     _check(spec)
     _DECLARED.append(spec)
-    REGISTRY_BY_NAME[spec.name] = spec
+    _BY_NAME[spec.name] = spec
     order = _menu_order(_DECLARED)
     REGISTRY.clear()
-    REGISTRY.update((name, REGISTRY_BY_NAME[name]) for name in order)
+    REGISTRY.update((name, _BY_NAME[name]) for name in order)
 
 
 def sampler(name, *, group, note, calls_per_step, final_calls=None, options=(), adds_noise=False, flow="denoised",
-            cfg_pp=False, after=None, calls=None):
+            cfg_pp=False, after=None, tail_calls=()):
     """Decorator: declares fn as sampler `name` (one entry of REGISTRY); returns fn unchanged. Duplicate names
     raise."""
     def declare(fn):
         _register(SamplerSpec(name=name, fn=fn, group=group, note=note, calls_per_step=calls_per_step,
                               final_calls=final_calls, options=tuple(options), adds_noise=adds_noise, flow=flow,
-                              cfg_pp=cfg_pp, after=after, calls=calls))
+                              cfg_pp=cfg_pp, after=after, tail_calls=tuple(tail_calls)))
         return fn
     return declare
 
@@ -101,9 +101,10 @@ def network_calls(name, steps, final_zero=True):
     """Declared network calls for a schedule of `steps` intervals (ending in sigma 0 when final_zero); None when
     the sampler picks its own steps."""
     spec = REGISTRY[name]
-    if spec.calls is not None:
-        return spec.calls(steps, final_zero)
     if spec.calls_per_step is None:
         return None
+    if spec.tail_calls:
+        tail = spec.tail_calls[-steps:]
+        return spec.calls_per_step * (steps - len(tail)) + sum(tail)
     last = spec.final_calls if final_zero and spec.final_calls is not None else spec.calls_per_step
     return spec.calls_per_step * (steps - 1) + last

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import trange
 
 from ._checks import check_sigmas
+from .registry import sampler
 from .wrappers import append_dims
 
 
@@ -148,6 +149,8 @@ def _where(mask, a, b):
     return torch.where(append_dims(mask, a.ndim), a, b)
 
 
+@sampler("euler", group="single-step", note="first order (Karras Alg. 2 without the correction)",
+         calls_per_step=1, options=("s_churn", "s_tmin", "s_tmax", "s_noise"))
 @torch.no_grad()
 def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0,
                  s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
@@ -159,6 +162,8 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return x
 
 
+@sampler("heun", group="single-step", note="second order, 2 calls a step (Karras Alg. 2)", calls_per_step=2,
+         final_calls=1, options=("s_churn", "s_tmin", "s_tmax", "s_noise"))
 @torch.no_grad()
 def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0,
                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
@@ -181,6 +186,8 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     return x
 
 
+@sampler("dpm_2", group="single-step", note="DPM-Solver-2: log-sigma midpoint, 2 calls a step", calls_per_step=2,
+         final_calls=1, options=("s_churn", "s_tmin", "s_tmax", "s_noise"))
 @torch.no_grad()
 def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0,
                  s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
@@ -214,6 +221,8 @@ def get_ancestral_step(sigma_from, sigma_to, eta=1.0):
     return sigma_down, sigma_up
 
 
+@sampler("euler_ancestral", group="adds noise", note="Euler + fresh noise each step (eta)", calls_per_step=1,
+         options=("eta", "s_noise"), adds_noise=True, flow="rf")
 @torch.no_grad()
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                            s_noise=1.0, noise_sampler=None):
@@ -263,6 +272,7 @@ def _t(sigma):
     return sigma.log().neg()
 
 
+@sampler("dpmpp_2m", group="multistep", note="DPM-Solver++(2M): multistep, 1 call a step", calls_per_step=1)
 @torch.no_grad()
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2); deterministic, so noise_sampler is unused."""
@@ -290,6 +300,8 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     return x
 
 
+@sampler("dpmpp_2m_sde", group="adds noise", note="DPM-Solver++(2M) SDE (eta)", calls_per_step=1,
+         options=("eta", "s_noise", "solver_type"), adds_noise=True, flow="rf", after="dpmpp_sde")
 @torch.no_grad()
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                         s_noise=1.0, noise_sampler=None, solver_type="midpoint"):

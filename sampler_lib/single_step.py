@@ -5,10 +5,13 @@ heunpp2's churn is refused there, as every churn is."""
 import torch
 from tqdm.auto import trange
 
+from .registry import sampler
 from .samplers import _churn, _churn_plan, _need, _report, _setup, _where, flow_sampling, to_d
 from .wrappers import append_dims
 
 
+@sampler("ddpm", group="adds noise", note="DDPM ancestral (Ho et al.): posterior noise each step", calls_per_step=1,
+         options=("s_noise",), adds_noise=True, flow="rf", after="dpmpp_3m_sde")
 @torch.no_grad()
 def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, posterior variance beta-tilde), on any schedule: with
@@ -69,6 +72,8 @@ def _ddpm_flow(model, x, sigmas, extra_args, callback, disable, s_noise, noise_s
     return x
 
 
+@sampler("lcm", group="adds noise", note="LCM: denoise, then noise afresh to the next sigma", calls_per_step=1,
+         options=("s_noise",), adds_noise=True, flow="rf")
 @torch.no_grad()
 def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None):
     """Latent consistency sampling (Luo et al. 2023, multistep: ComfyUI's lcm, diffusers' LCMScheduler): jump to
@@ -93,6 +98,8 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, s
     return x
 
 
+@sampler("heunpp2", group="single-step", note="Heun++: 3 calls a step, yet first order on an exact ODE",
+         calls_per_step=3, tail_calls=(2, 1), options=("s_churn", "s_tmin", "s_tmax", "s_noise"))
 @torch.no_grad()
 def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
                    s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
