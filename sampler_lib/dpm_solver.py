@@ -203,6 +203,3 @@ def sample_dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
         pbar.update()
     pbar.close()
     return x
-
-
-DPM_SOLVER_SAMPLERS = {"dpm_fast": sample_dpm_fast, "dpm_adaptive": sample_dpm_adaptive}

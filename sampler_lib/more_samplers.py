@@ -399,13 +399,3 @@ def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     alpha_bar), its update x' = D + (sigma' / sigma)(x - D) is exactly Euler's step on the probability-flow ODE
     (Karras et al. 2022, sec. 3); ComfyUI's ddim is its euler too. Equal to diffusers' DDIMScheduler (tested)."""
     return sample_euler(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable)
-
-
-MORE_SAMPLERS = {
-    "ddim": sample_ddim,
-    "lms": sample_lms,
-    "dpm_2_ancestral": sample_dpm_2_ancestral,
-    "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
-    "dpmpp_sde": sample_dpmpp_sde,
-    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
-}

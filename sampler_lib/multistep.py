@@ -335,13 +335,3 @@ def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None
 def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None):
     """UniPC with B(h) = e^h - 1 (ComfyUI's uni_pc_bh2, diffusers' default solver_type)."""
     return _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, "bh2")
-
-
-MULTISTEP_SAMPLERS = {
-    "ipndm": sample_ipndm,
-    "ipndm_v": sample_ipndm_v,
-    "deis": sample_deis,
-    "res_multistep": sample_res_multistep,
-    "uni_pc": sample_uni_pc,
-    "uni_pc_bh2": sample_uni_pc_bh2,
-}

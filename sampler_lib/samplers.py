@@ -352,14 +352,3 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         x = _where(last[i], denoised, x_new)
         old_denoised = denoised
     return x
-
-
-# The core samplers; sampler_lib.SAMPLERS adds more_samplers.MORE_SAMPLERS to these.
-CORE_SAMPLERS = {
-    "euler": sample_euler,
-    "euler_ancestral": sample_euler_ancestral,
-    "heun": sample_heun,
-    "dpm_2": sample_dpm_2,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-}

@@ -143,6 +143,3 @@ def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=Non
             x_heun = _where(plus, x_plus, x_heun)
         x = _where(euler, x_euler, x_heun)
     return x
-
-
-SINGLE_STEP_SAMPLERS = {"ddpm": sample_ddpm, "lcm": sample_lcm, "heunpp2": sample_heunpp2}
