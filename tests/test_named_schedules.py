@@ -292,7 +292,7 @@ def test_study_over_schedules_with_the_schedule_and_sampler_questions(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (["--questions", "schedule"], "question schedule sets Karras against each schedule of --schedules"),
     (["--schedules", "karras,nope"], "unknown schedule 'nope'; choose from karras"),
-    (["--questions", "sampler", "--samplers", "euler"], "the sampler question sets a second-order sampler"),
+    (["--questions", "sampler", "--samplers", "euler"], "euler makes one network call a step"),
     (["--questions", "sigma-min", "--schedules", "simple"], "sigma_min_rule applies to the schedules"),
     (["--schedules", "ddim_uniform", "--steps", "7"], "ddim_uniform at 7 steps"),
 ])

@@ -3,7 +3,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from sampler_lib import QUANTIZE_MODES, SAMPLERS, FlowSampling, ModelSampling, penultimate_sigma_min
+from sampler_lib import GROUPS as SAMPLER_GROUP_NAMES
+from sampler_lib import QUANTIZE_MODES, REGISTRY, SAMPLERS, FlowSampling, ModelSampling, penultimate_sigma_min
 from sampler_lib import SCHEDULES as NAMED_SCHEDULES
 from sampler_lib.named_schedules import AYS
 
@@ -14,40 +15,12 @@ SCHEDULES = tuple(NAMED_SCHEDULES)  # every named schedule of sampler_lib (sampl
 # sigma_min / sigma_max apply to these. The others take their sigmas from the training timesteps or a table.
 RANGED_SCHEDULES = ("karras", "exponential", "polyexponential", "normal", "sgm_uniform", "kl_optimal", "laplace")
 AYS_MODELS = tuple(AYS)  # align_your_steps' tables (ComfyUI's): SD1, SDXL, SVD
-# One line per sampler for the menus: what it is, and whose.
-SAMPLER_NOTES = {
-    "euler": "first order (Karras Alg. 2 without the correction)",
-    "ddim": "DDIM, eta 0: Euler's step in sigma (as ComfyUI)",
-    "heun": "second order, 2 calls a step (Karras Alg. 2)",
-    "dpm_2": "DPM-Solver-2: log-sigma midpoint, 2 calls a step",
-    "heunpp2": "Heun++: 3 calls a step, yet first order on an exact ODE",
-    "dpmpp_2m": "DPM-Solver++(2M): multistep, 1 call a step",
-    "lms": "linear multistep in sigma, order 4 (k-diffusion)",
-    "ipndm": "iPNDM: Adams-Bashforth to order 4, equal-step weights",
-    "ipndm_v": "iPNDM-v: variable-step Adams-Bashforth to order 4",
-    "deis": "DEIS tAB: multistep in DEIS's VP time, order 3",
-    "res_multistep": "RES: second-order exponential multistep",
-    "uni_pc": "UniPC, B(h)=h: predictor-corrector, order 3, 1 call a step",
-    "uni_pc_bh2": "UniPC, B(h)=e^h-1 (diffusers' default)",
-    "dpm_fast": "DPM-Solver-fast: N calls even in log sigma; ends at sigma_min",
-    "dpm_adaptive": "DPM-Solver-23, adaptive: ignores steps; ends at sigma_min",
-    "euler_ancestral": "Euler + fresh noise each step (eta)",
-    "dpm_2_ancestral": "DPM-Solver-2 + fresh noise, 2 calls a step",
-    "dpmpp_2s_ancestral": "DPM-Solver++(2S) + fresh noise, 2 calls a step",
-    "dpmpp_sde": "DPM-Solver++ SDE: two noisy half-steps, 2 calls a step",
-    "dpmpp_2m_sde": "DPM-Solver++(2M) SDE (eta)",
-    "dpmpp_3m_sde": "DPM-Solver++(3M) SDE (eta)",
-    "ddpm": "DDPM ancestral (Ho et al.): posterior noise each step",
-    "lcm": "LCM: denoise, then noise afresh to the next sigma",
-}
+# The samplers' facts, each declared once next to its function (sampler_lib.registry); the menus and the option
+# sets below derive from them. One line per sampler for the menus: what it is, and whose.
+SAMPLER_NOTES = {name: spec.note for name, spec in REGISTRY.items()}
 # The menus' groups, in menu order: every sampler in exactly one (tests/test_named_schedules.py).
-SAMPLER_GROUPS = {
-    "single-step": ("euler", "ddim", "heun", "dpm_2", "heunpp2"),
-    "multistep": ("dpmpp_2m", "lms", "ipndm", "ipndm_v", "deis", "res_multistep", "uni_pc", "uni_pc_bh2"),
-    "own steps": ("dpm_fast", "dpm_adaptive"),
-    "adds noise": ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
-                   "dpmpp_3m_sde", "ddpm", "lcm"),
-}
+SAMPLER_GROUPS = {group: tuple(name for name, spec in REGISTRY.items() if spec.group == group)
+                  for group in SAMPLER_GROUP_NAMES}
 # One line per schedule for the menus: what it spaces evenly, and whose it is.
 SCHEDULE_NOTES = {
     "karras": "Karras et al. eq. 5: even in sigma^(1/rho)",
@@ -74,15 +47,17 @@ SCHEDULE_GROUPS = {
                            "diffusers_trailing"),
     "own formula or table": ("linear_quadratic", "align_your_steps", "vp"),
 }
-# Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
-# its JSON, and so its reference key and its study's identity.
 # Samplers that add fresh noise with an amount eta (and s_noise; the seeded Brownian path).
-STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
-              "dpmpp_3m_sde")
+STOCHASTIC = tuple(name for name, spec in REGISTRY.items() if spec.adds_noise and "eta" in spec.options)
 # torch.compile modes the study's --compile-mode takes (reduce-overhead: CUDA graphs on a GPU).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-NOISE_ONLY = ("ddpm", "lcm")                             # fresh noise each step, scaled by s_noise; no eta
-CHURN = ("euler", "heun", "dpm_2", "heunpp2")            # Karras churn (s_churn, s_tmin, s_tmax, s_noise)
+# Fresh noise each step, scaled by s_noise; no eta.
+NOISE_ONLY = tuple(name for name, spec in REGISTRY.items()
+                   if spec.adds_noise and "s_noise" in spec.options and "eta" not in spec.options)
+CHURN = tuple(name for name, spec in REGISTRY.items() if "s_churn" in spec.options)  # s_churn, s_tmin, s_tmax, s_noise
+SAMPLER_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "eta")  # config fields a sampler may declare as options
+# Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
+# its JSON, and so its reference key and its study's identity.
 LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1", "shift": None}
 SHIFT_RANGE = (0.05, 20.0)         # a flow model's time shift (SD3 ships 3.0; Flux's dynamic one is e^mu, 1.6..3.2)
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
@@ -154,15 +129,11 @@ class SamplerConfig:
         return cls.from_dict(data, base)
 
     def sampler_kwargs(self):
-        """Keyword arguments this config's sampler takes."""
-        if self.sampler in CHURN:
-            return dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_noise=self.s_noise,
-                        s_tmax=math.inf if self.s_tmax is None else self.s_tmax)
-        if self.sampler in STOCHASTIC:
-            return dict(eta=self.eta, s_noise=self.s_noise)
-        if self.sampler in NOISE_ONLY:
-            return dict(s_noise=self.s_noise)
-        return {}
+        """Keyword arguments this config's sampler takes: the config fields among its declared options."""
+        kwargs = {name: getattr(self, name) for name in REGISTRY[self.sampler].options if name in SAMPLER_OPTIONS}
+        if "s_tmax" in kwargs and kwargs["s_tmax"] is None:
+            kwargs["s_tmax"] = math.inf  # no upper bound on churn
+        return kwargs
 
 
 def _number(cfg, name, lo=None, hi=None, integer=False, optional=False):

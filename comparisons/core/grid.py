@@ -7,6 +7,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
+from sampler_lib import REGISTRY
+
 from ..errors import ConfigError
 from .config import SCHEDULES, SamplerConfig
 from .engine import Sample
@@ -24,11 +26,11 @@ REFERENCE_TOLERANCE = 0.001
 # The grid sets these; a question that changed them would mislabel its cells.
 GRID_FIELDS = ("sampler", "steps", "guidance_scale")
 # Study-only questions. `schedule`: Karras (A) against each schedule of --schedules (B). `sampler`: the grid's
-# sampler at N steps (A) against Euler at 2N (B), equal network calls when A is a second-order sampler, since
-# calls are what a practitioner pays.
+# sampler at N steps (A) against Euler at N times A's network calls a step (B: heun 2N, heunpp2 3N), the calls a
+# practitioner pays (equal but for A's cheaper last steps: heun's into sigma 0 takes one call).
 STUDY_QUESTIONS = {"schedule": ({"schedule": "karras"}, {}), "sampler": ({}, {})}
-# Network calls per step; every other sampler here makes one.
-SECOND_ORDER = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2}
+# Network calls per step of the samplers that make more than one (sampler_lib.registry declares them).
+SECOND_ORDER = {name: spec.calls_per_step for name, spec in REGISTRY.items() if (spec.calls_per_step or 1) > 1}
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,11 @@ class StudySpec:
         a, b = q.configs(SamplerConfig.from_dict(base))
         if q.name == "sampler" and q.a == () and q.b == ():
             if sampler not in SECOND_ORDER:
-                raise ConfigError(f"the sampler question sets a second-order sampler ({', '.join(SECOND_ORDER)}) at "
-                                  f"N steps against euler at 2N; {sampler} makes one network call a step")
+                why = ("picks its own steps" if REGISTRY[sampler].calls_per_step is None
+                       else "makes one network call a step")
+                raise ConfigError(f"the sampler question sets a sampler of several network calls a step "
+                                  f"({', '.join(SECOND_ORDER)}) at N steps against euler at N times its calls; "
+                                  f"{sampler} {why}")
             b = replace(a, sampler="euler", steps=steps * SECOND_ORDER[sampler])
         return a, b
 
