@@ -370,12 +370,20 @@ def lms_coefficients(sigmas, order=4):
 
 
 @sampler("lms", group="multistep", note="linear multistep in sigma, order 4 (k-diffusion)", calls_per_step=1,
-         options=("order",), after="dpmpp_2m")
+         options=("order", "final"), after="dpmpp_2m")
 @torch.no_grad()
-def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4, noise_sampler=None):
+def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4, noise_sampler=None,
+               final="integrate"):
     """Linear multistep (k-diffusion's lms): dx/dsigma from the last `order` steps, integrated exactly over each
-    step; deterministic, so noise_sampler is unused."""
+    step; deterministic, so noise_sampler is unused. final="denoised": a step into sigma 0 returns the denoised
+    image instead (ComfyUI's sample_lms)."""
+    if final not in ("integrate", "denoised"):
+        raise ValueError(f"final must be 'integrate' or 'denoised' (got {final!r})")
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    # Which items step into 0, read once before the loop.
+    into_zero = sigmas[1:] == 0
+    all_zero, any_zero = (into_zero.all(1).tolist(), into_zero.any(1).tolist()) if final == "denoised" else \
+        ([False] * len(into_zero),) * 2
     coeffs = lms_coefficients(sigmas, order)
     # One schedule for the whole batch (the usual case): plain Python weights, as cheap as k-diffusion's.
     shared = bool((sigmas == sigmas[:, :1]).all())
@@ -387,7 +395,10 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
         ds.append(to_d(x, sigmas[i], denoised))
         if len(ds) > order:
             ds.pop(0)
-        x = x + sum(weights[i][j] * d for j, d in enumerate(reversed(ds)))
+        x_next = x + sum(weights[i][j] * d for j, d in enumerate(reversed(ds)))
+        if any_zero[i]:
+            x_next = denoised if all_zero[i] else torch.where(append_dims(into_zero[i], x.ndim), denoised, x_next)
+        x = x_next
     return x
 
 

@@ -302,8 +302,13 @@ def _unipc_plan(sigmas, order, variant):
     return _weights(sigmas, _moving(predictor), order), _weights(sigmas, corrector, order)
 
 
-def _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, variant):
+def _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, variant, end_sigma=None):
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
+    if end_sigma is not None:
+        if not 0 < end_sigma < 1:
+            raise ValueError(f"end_sigma must be between 0 and 1 (got {end_sigma})")
+        # ComfyUI's sample_unipc: a final 0 becomes end_sigma, and x there is returned (not denoised).
+        sigmas = torch.cat([sigmas[:-1], torch.where(sigmas[-1:] == 0, end_sigma, sigmas[-1:])])
     (p_a, p_w), (c_a, c_w) = _unipc_plan(sigmas, order, variant)
     predict, correct = _Combiner(p_a, p_w, sigmas, x), _Combiner(c_a, c_w, sigmas, x)
     has_corrector = (c_w != 0).any(1).any(1).tolist()
@@ -321,17 +326,20 @@ def _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, varian
 
 
 @sampler("uni_pc", group="multistep", note="UniPC, B(h)=h: predictor-corrector, order 3, 1 call a step",
-         calls_per_step=1, options=("order",))
+         calls_per_step=1, options=("order", "end_sigma"))
 @torch.no_grad()
-def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None):
+def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None,
+                  end_sigma=None):
     """UniPC with B(h) = h (Zhao et al. 2023; ComfyUI's uni_pc): predictor–corrector multistep of order up to 3
-    on the denoised output, the corrector reusing each step's network call; order 1 into the last sigma."""
-    return _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, "bh1")
+    on the denoised output, the corrector reusing each step's network call; order 1 into the last sigma.
+    end_sigma: a final sigma 0 replaced by it (ComfyUI ends at 0.001)."""
+    return _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, "bh1", end_sigma)
 
 
 @sampler("uni_pc_bh2", group="multistep", note="UniPC, B(h)=e^h-1 (diffusers' default)", calls_per_step=1,
-         options=("order",))
+         options=("order", "end_sigma"))
 @torch.no_grad()
-def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None):
-    """UniPC with B(h) = e^h - 1 (ComfyUI's uni_pc_bh2, diffusers' default solver_type)."""
-    return _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, "bh2")
+def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, noise_sampler=None,
+                      end_sigma=None):
+    """UniPC with B(h) = e^h - 1 (ComfyUI's uni_pc_bh2, diffusers' default solver_type); end_sigma as uni_pc."""
+    return _sample_unipc(model, x, sigmas, extra_args, callback, disable, order, "bh2", end_sigma)

@@ -235,3 +235,45 @@ def initial_noise(shape, seed, dtype=torch.float32, device="cpu"):
     """Initial N(0, I) noise of one item from its own seeded generator (so batches equal single runs)."""
     gen = torch.Generator().manual_seed(int(seed))
     return torch.randn(shape, generator=gen, dtype=dtype).to(device)
+
+
+# Whose conventions a run follows: the initial noise a seed gives, its scaling, and (in comparisons.core.config) the
+# schedule and sampler endings each tool uses. kdiffusion is this library's own (and k-diffusion's).
+CONVENTIONS = ("kdiffusion", "comfyui", "a1111", "diffusers")
+# diffusers' schedulers that work in sigma (init_noise_sigma from the spacing); the others work in VP form (x / sqrt(1 +
+# sigma^2)) with init_noise_sigma 1: DDIM, DPMSolverMultistep, UniPC, DEIS, DDPM, LCM, PNDM.
+DIFFUSERS_SIGMA_SPACE = ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_sde")
+
+
+def convention_noise(convention, shape, seed, batch_size=1):
+    """(batch_size, *shape) N(0, I) noise of a batch from one seed, drawn as each tool draws it on the CPU: ComfyUI's
+    prepare_noise (torch.manual_seed(seed), then one torch.randn over the whole batch) and diffusers' randn_tensor
+    with one CPU torch.Generator draw the batch at once; A1111 (its CPU RNG source) and kdiffusion draw image i from
+    seed + i alone. Image 0 is initial_noise(shape, seed) under every convention."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    if convention in ("comfyui", "diffusers"):
+        gen = torch.Generator().manual_seed(int(seed))
+        return torch.randn((batch_size, *shape), generator=gen, dtype=torch.float32)
+    return torch.stack([initial_noise(shape, int(seed) + i) for i in range(batch_size)])
+
+
+def noise_scale(convention, sigma0, sigma_max, kind="eps", sampler=None, spacing=None):
+    """The factor on N(0, I) noise that starts sampling from pure noise at the schedule's first sigma `sigma0` (the
+    model's largest training sigma `sigma_max`), as each tool computes it. Flow models: sigma0 everywhere (ComfyUI's
+    CONST noise_scaling, diffusers' init_noise_sigma 1 at sigma 1). Eps and v models: k-diffusion and A1111 take
+    sigma0; ComfyUI's noise_scaling takes sqrt(1 + sigma0^2) when sigma0 reaches sigma_max (its max_denoise, rel_tol
+    1e-5), else sigma0; diffusers' init_noise_sigma is sigma0 for its sigma-space schedulers with linspace or trailing
+    spacing (their default spacing, linspace, for a schedule that names none), else sqrt(1 + sigma0^2) (leading
+    spacing, and every VP-form scheduler, whose 1 in VP form is that in sigma form)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    sigma0, sigma_max = float(sigma0), float(sigma_max)
+    if kind == "flow" or convention in ("kdiffusion", "a1111"):
+        return sigma0
+    if convention == "comfyui":
+        max_denoise = math.isclose(sigma_max, sigma0, rel_tol=1e-5) or sigma0 > sigma_max
+        return math.sqrt(1.0 + sigma0 ** 2) if max_denoise else sigma0
+    if sampler in DIFFUSERS_SIGMA_SPACE and spacing in (None, "linspace", "trailing"):
+        return sigma0
+    return math.sqrt(1.0 + sigma0 ** 2)

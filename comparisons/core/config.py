@@ -3,10 +3,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+import torch
+
 from sampler_lib import GROUPS as SAMPLER_GROUP_NAMES
 from sampler_lib import QUANTIZE_MODES, REGISTRY, SAMPLERS, FlowSampling, ModelSampling, penultimate_sigma_min
 from sampler_lib import SCHEDULES as NAMED_SCHEDULES
 from sampler_lib.named_schedules import AYS
+from sampler_lib.noise import CONVENTIONS
 
 from ..errors import ConfigError, at_field, clip
 
@@ -58,7 +61,12 @@ CHURN = tuple(name for name, spec in REGISTRY.items() if "s_churn" in spec.optio
 SAMPLER_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "eta")  # config fields a sampler may declare as options
 # Fields added after configs were first stored: written to JSON only when set, so every config stored before keeps
 # its JSON, and so its reference key and its study's identity.
-LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1", "shift": None}
+LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1", "shift": None, "convention": "kdiffusion"}
+# Samplers whose schedule each tool computes for steps + 1 and then drops the next-to-last sigma of (ComfyUI's
+# KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS; A1111's discard_next_to_last_sigma on DPM2 and DPM2 a).
+DISCARD_PENULTIMATE = {"comfyui": ("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"),
+                       "a1111": ("dpm_2", "dpm_2_ancestral")}
+COMFY_UNIPC_END = 0.001  # ComfyUI's sample_unipc replaces a final sigma 0 by this and returns x there
 SHIFT_RANGE = (0.05, 20.0)         # a flow model's time shift (SD3 ships 3.0; Flux's dynamic one is e^mu, 1.6..3.2)
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000
@@ -91,6 +99,8 @@ class SamplerConfig:
     beta_beta: float = 0.6
     ays_model: str = "SD1"                # align_your_steps: which published table (SD1 | SDXL | SVD)
     shift: float | None = None            # flow models: SD3's constant time shift instead of the model's own (None)
+    convention: str = "kdiffusion"        # whose noise, scaling, schedule and endings: kdiffusion | comfyui | a1111 |
+                                          # diffusers (sampler_lib.noise.CONVENTIONS)
 
     def __post_init__(self):
         validate(self)
@@ -127,6 +137,17 @@ class SamplerConfig:
             raise ConfigError(f"config is not valid JSON ({clip(exc)}); "
                               "write e.g. '{\"quantize\": \"paper\"}'") from exc
         return cls.from_dict(data, base)
+
+    def convention_kwargs(self):
+        """Sampler options this config's convention adds: ComfyUI's lms returns the denoised image on a last step into
+        0, and its uni_pc ends at sigma 0.001."""
+        if self.convention != "comfyui":
+            return {}
+        if self.sampler == "lms":
+            return {"final": "denoised"}
+        if self.sampler in ("uni_pc", "uni_pc_bh2"):
+            return {"end_sigma": COMFY_UNIPC_END}
+        return {}
 
     def sampler_kwargs(self):
         """Keyword arguments this config's sampler takes: the config fields among its declared options."""
@@ -173,6 +194,9 @@ def validate(cfg):
     _number(cfg, "beta_alpha", 0.01, 100)
     _number(cfg, "beta_beta", 0.01, 100)
     _number(cfg, "shift", SHIFT_RANGE[0], SHIFT_RANGE[1], optional=True)
+    if cfg.convention not in CONVENTIONS:
+        raise at_field(ConfigError(f"unknown convention {clip(repr(cfg.convention))}; choose one of "
+                                   f"{', '.join(CONVENTIONS)}"), "convention")
     if cfg.ays_model not in AYS_MODELS:
         raise at_field(ConfigError(f"unknown ays_model {clip(repr(cfg.ays_model))}; choose one of "
                                    f"{', '.join(AYS_MODELS)}"), "ays_model")
@@ -227,6 +251,13 @@ def check_for_model(cfg, sampling):
                                    f"this {kind or 'eps'} model has none: leave shift unset"), "shift")
     if kind != "flow":
         return
+    flow_form = REGISTRY[cfg.sampler].flow  # the sampler's declared flow formula, or "refused: <why>"
+    if flow_form.startswith("refused: "):
+        raise at_field(ConfigError(f"{cfg.sampler} on a flow model: {flow_form.removeprefix('refused: ')}"), "sampler")
+    if cfg.convention == "comfyui" and cfg.sampler in ("uni_pc", "uni_pc_bh2"):
+        raise at_field(ConfigError(f"convention comfyui with {cfg.sampler} on a flow model: ComfyUI runs its UniPC "
+                                   "through an eps-form conversion there, which this tool does not reproduce; use "
+                                   "convention kdiffusion"), "convention")
     if cfg.shift is not None and cfg.quantize != "off":
         raise at_field(ConfigError(f"shift {cfg.shift:g} with quantize {cfg.quantize!r}: rounding goes to the model's "
                                    "own training grid, not the shifted one; use quantize off with a shift"), "quantize")
@@ -286,12 +317,15 @@ def schedule(cfg, model_sigmas):
         options = {"alpha": cfg.beta_alpha, "beta": cfg.beta_beta}
     elif cfg.schedule == "align_your_steps":
         options = {"model_type": cfg.ays_model}
-    n = cfg.steps if cfg.final_zero else cfg.steps + 1
+    discard = cfg.sampler in DISCARD_PENULTIMATE.get(cfg.convention, ())
+    n = (cfg.steps if cfg.final_zero else cfg.steps + 1) + discard
     try:
         sigmas = NAMED_SCHEDULES[cfg.schedule](n, sampling, **options)
     except ValueError as exc:
         raise at_field(ConfigError(str(exc)), "schedule") from exc
-    return sigmas if cfg.final_zero else sigmas[:-1]
+    sigmas = sigmas if cfg.final_zero else sigmas[:-1]
+    # steps + 1 sigmas, the next-to-last dropped: still `steps` intervals, the last one longer.
+    return torch.cat([sigmas[:-2], sigmas[-1:]]) if discard else sigmas
 
 
 # Each preset: (A overrides, B overrides) over a base config; A is the "paper's way" arm.

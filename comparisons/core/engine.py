@@ -16,6 +16,7 @@ from torch import nn
 
 from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise
 from sampler_lib.models.interface import sampling_of
+from sampler_lib.noise import noise_scale
 
 from .config import COMPILE_MODES, schedule
 
@@ -42,7 +43,26 @@ class Sample:
 
 def lockstep_key(cfg):
     """Arms with equal keys can share one batch: one sampler, one step count, one set of arguments."""
-    return (cfg.sampler, cfg.steps, json.dumps(cfg.sampler_kwargs(), sort_keys=True), cfg.guidance_scale)
+    return (cfg.sampler, cfg.steps, json.dumps(sampler_options(cfg), sort_keys=True), cfg.guidance_scale)
+
+
+def sampler_options(cfg):
+    """The keyword options a config's sampler runs with: its own, and its convention's (ComfyUI's lms and uni_pc
+    endings)."""
+    return {**cfg.sampler_kwargs(), **cfg.convention_kwargs()}
+
+
+SPACINGS = {"diffusers_linspace": "linspace", "diffusers_leading": "leading", "diffusers_trailing": "trailing"}
+
+
+def start_scale(cfg, sampling, sigmas):
+    """What the convention of `cfg` multiplies the initial noise by, its schedule `sigmas` starting from pure noise
+    (sampler_lib.noise.noise_scale); the schedule's first sigma itself under kdiffusion (today's start, bit for
+    bit)."""
+    if cfg.convention == "kdiffusion":
+        return sigmas[0]
+    return torch.tensor(noise_scale(cfg.convention, float(sigmas[0]), float(sampling.sigma_max), sampling.kind,
+                                    cfg.sampler, SPACINGS.get(cfg.schedule)), dtype=sigmas.dtype)
 
 
 def arm_groups(configs, lockstep=True):
@@ -91,17 +111,25 @@ class BatchDenoiser(nn.Module):
         sigma_b, x_in, t = self.den.ingress(x, sigma)
         return self.den.egress(x, sigma_b, self._evaluate(x_in, t, extra_args))
 
-    def _network(self, x_in, t, extra_args):
+    def denoised_and_uncond(self, x, sigma, **extra_args):
+        """The wrapped Denoiser's (D, unconditional D) for a CFG++ sampler: the same one network call, batched and
+        de-duplicated as `forward`'s."""
+        sigma_b, x_in, t = self.den.ingress(x, sigma)
+        out, out_uncond = self._evaluate(x_in, t, extra_args, with_uncond=True)
+        return self.den.egress(x, sigma_b, out), self.den.egress(x, sigma_b, out_uncond)
+
+    def _network(self, x_in, t, extra_args, with_uncond=False):
         self.batch_sizes.append(x_in.shape[0])
         if self.precision == "bf16":
             with torch.autocast(x_in.device.type, dtype=torch.bfloat16):
-                return self.den.inner_model(x_in, t, **extra_args).float()
-        return self.den.inner_model(x_in, t, **extra_args)
+                out = self.den.network(x_in, t, extra_args, with_uncond)
+            return tuple(o.float() for o in out) if with_uncond else out.float()
+        return self.den.network(x_in, t, extra_args, with_uncond)
 
-    def _evaluate(self, x_in, t, extra_args):
+    def _evaluate(self, x_in, t, extra_args, with_uncond=False):
         s, k = self.n_samples, self.n_arms
         if k == 1 or not self.dedupe:
-            return self._network(x_in, t, extra_args)
+            return self._network(x_in, t, extra_args, with_uncond)
         xs, ts = x_in.reshape(s, k, -1), t.reshape(s, k)
         # first[s, j]: the first arm of sample s whose network input equals arm j's.
         first = torch.arange(k, device=x_in.device).expand(s, k).clone()
@@ -112,14 +140,14 @@ class BatchDenoiser(nn.Module):
         rep = (first + torch.arange(s, device=x_in.device)[:, None] * k).flatten()
         keep = rep == torch.arange(s * k, device=x_in.device)
         if bool(keep.all()):
-            return self._network(x_in, t, extra_args)
+            return self._network(x_in, t, extra_args, with_uncond)
         idx = keep.nonzero().flatten()
         n = x_in.shape[0]
         sub = {key: v[idx] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n else v
                for key, v in extra_args.items()}
-        out = self._network(x_in[idx], t[idx], sub)
-        position = torch.cumsum(keep.long(), 0) - 1  # where each kept item sits in `out`
-        return out[position[rep]]
+        out = self._network(x_in[idx], t[idx], sub, with_uncond)
+        at = (torch.cumsum(keep.long(), 0) - 1)[rep]  # where each item's representative sits in `out`
+        return tuple(o[at] for o in out) if with_uncond else out[at]
 
 
 def noise_ceiling(model_sigma_max, schedules):
@@ -147,6 +175,8 @@ def sample_arms(model, configs, samples, progress=None, lockstep=True, precision
     # Prompt and guidance are checked here, before any sampling (an unknown word raises ValueError).
     conditions = {(p, g): model.condition(p, g)
                   for p in dict.fromkeys(x.prompt for x in samples) for g in {c.guidance_scale for c in distinct}}
+    # One draw per sample serves every arm: each convention's noise for a single image is initial_noise of its seed
+    # (sampler_lib.noise.convention_noise); the conventions differ in its scaling (start_scale).
     noise = torch.stack([initial_noise(model.latent_shape, x.seed) for x in samples])
     groups = arm_groups(distinct, lockstep)
     limit = network_batch(device) if max_batch == "device" else max_batch
@@ -190,15 +220,17 @@ def _run_group(model, sampling, arms, samples, schedules, conditions, noise, noi
     cfg, n_s, n_k = arms[0], len(samples), len(arms)
     sig = torch.stack([schedules[a] for a in arms], 1)                       # (N+1, K)
     sigmas = sig.repeat(1, n_s).to(model.device)                              # (N+1, S*K), sample-major
-    # Each arm starts from its sample's noise at its schedule's first sigma, as the model's noising has it.
-    x = sampling.initial_latent(noise[:, None], sig[0].view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1)
+    # Each arm starts from its sample's noise at its schedule's first sigma, as the model's noising has it, scaled
+    # as its convention scales it.
+    start = torch.stack([start_scale(a, sampling, schedules[a]) for a in arms])
+    x = sampling.initial_latent(noise[:, None], start.view(1, n_k, *[1] * (noise.ndim - 1))).flatten(0, 1)
     x = x.to(model.device)
     den = model.denoiser(tuple(a.quantize for a in arms) * n_s)
     batch_den = BatchDenoiser(den, n_s, n_k, precision, dedupe=model.network not in _STATIC)
     extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])
     seeds = [smp.seed for smp in samples for _ in arms]
     out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
-                                noise_sampler=BrownianNoiseSampler(x, seeds, noise_max), **cfg.sampler_kwargs())
+                                noise_sampler=BrownianNoiseSampler(x, seeds, noise_max), **sampler_options(cfg))
     if stats is not None:
         stats.setdefault("batch_sizes", []).extend(batch_den.batch_sizes)
     return out.float().reshape(n_s, n_k, *out.shape[1:]).cpu()

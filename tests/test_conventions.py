@@ -1,0 +1,415 @@
+"""Conventions as a choice (#35 item 1): ComfyUI's, A1111's and diffusers' initial noise, its scaling, KSampler's
+discard-penultimate rule and ComfyUI's lms / uni_pc endings, checked against their formulas written down here (a
+literal transcription of comfy/sample.py prepare_noise, comfy/model_sampling.py noise_scaling, comfy/samplers.py
+KSampler.calculate_sigmas and max_denoise, comfy/k_diffusion/sampling.py and comfy/extra_samplers/uni_pc.py; ComfyUI
+is not installable from PyPI). A ComfyUI KSampler node's (seed, sampler, scheduler, steps, cfg, denoise 1.0) run
+through that transcription on a toy eps network gives the latent ours gives with convention comfyui."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from comparisons.core.config import DISCARD_PENULTIMATE, SamplerConfig, schedule
+from comparisons.core.engine import Sample, noise_ceiling, sample_arms
+from comparisons.errors import ConfigError
+from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise
+from sampler_lib.noise import CONVENTIONS, convention_noise, noise_scale
+from tests.fakes import FakeModel, cond_eps
+
+PROMPT, SEED = "a red circle", 1234
+
+
+# --- ComfyUI, transcribed -------------------------------------------------------------------------------------
+
+def comfy_prepare_noise(latent_image, seed):
+    """comfy/sample.py prepare_noise (noise_inds None)."""
+    with torch.random.fork_rng():
+        generator = torch.manual_seed(seed)
+        return torch.randn(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout,
+                           generator=generator, device="cpu")
+
+
+class ComfySD15Sampling:
+    """comfy/model_sampling.py ModelSamplingDiscrete (SD 1.5's scaled-linear betas) with EPS."""
+
+    def __init__(self):
+        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        self.sigmas, self.log_sigmas = sigmas.float(), sigmas.log().float()
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
+
+    def timestep(self, sigma):
+        dists = sigma.log() - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape)
+
+    def sigma(self, timestep):
+        t = torch.clamp(timestep.float(), min=0, max=(len(self.sigmas) - 1))
+        low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]).exp()
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        sigma = sigma.view(sigma.shape[:1] + (1,) * (noise.ndim - 1))
+        noise = noise * torch.sqrt(1.0 + sigma ** 2.0) if max_denoise else noise * sigma
+        return noise + latent_image
+
+
+def comfy_karras(n, sigma_min, sigma_max, rho=7.0):
+    ramp = torch.linspace(0, 1, n)
+    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def comfy_normal(s, steps):
+    """comfy/samplers.py normal_scheduler (sgm False)."""
+    start, end = s.timestep(s.sigma_max), s.timestep(s.sigma_min)
+    append_zero = True
+    if math.isclose(float(s.sigma(end)), 0, abs_tol=0.00001):
+        steps += 1
+        append_zero = False
+    timesteps = torch.linspace(start, end, steps)
+    sigs = [s.sigma(ts) for ts in timesteps] + [0.0] * append_zero
+    return torch.FloatTensor(sigs)
+
+
+def comfy_calculate_sigmas(s, scheduler, steps, sampler):
+    """KSampler.calculate_sigmas: steps + 1 sigmas, the penultimate dropped, for DISCARD_PENULTIMATE_SIGMA_SAMPLERS."""
+    discard = sampler in ("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2")
+    steps += discard
+    sigmas = (comfy_karras(steps, float(s.sigma_min), float(s.sigma_max)) if scheduler == "karras"
+              else comfy_normal(s, steps))
+    return torch.cat([sigmas[:-2], sigmas[-1:]]) if discard else sigmas
+
+
+def comfy_max_denoise(s, sigmas):
+    max_sigma, sigma = float(s.sigma_max), float(sigmas[0])
+    return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
+
+
+def to_d(x, sigma, denoised):
+    return (x - denoised) / sigma
+
+
+def comfy_euler(model, x, sigmas, noise_sampler):
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def comfy_dpm_2(model, x, sigmas, noise_sampler):
+    for i in range(len(sigmas) - 1):
+        sigma_hat = sigmas[i]
+        denoised = model(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        if sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        else:
+            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
+            x_2 = x + d * (sigma_mid - sigma_hat)
+            denoised_2 = model(x_2, sigma_mid)
+            x = x + to_d(x_2, sigma_mid, denoised_2) * (sigmas[i + 1] - sigma_hat)
+    return x
+
+
+def linear_multistep_coeff(order, t, i, j):
+    def fn(tau):
+        prod = 1.
+        for k in range(order):
+            if j != k:
+                prod *= (tau - t[i - k]) / (t[i - j] - t[i - k])
+        return prod
+    return integrate.quad(fn, t[i], t[i + 1], epsrel=1e-4)[0]
+
+
+def comfy_lms(model, x, sigmas, noise_sampler, order=4):
+    sigmas_cpu = sigmas.detach().cpu().numpy()
+    ds = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        ds.append(to_d(x, sigmas[i], denoised))
+        if len(ds) > order:
+            ds.pop(0)
+        if sigmas[i + 1] == 0:
+            x = denoised  # ComfyUI's ending: the denoised image, not the integrated step
+        else:
+            cur_order = min(i + 1, order)
+            coeffs = [linear_multistep_coeff(cur_order, sigmas_cpu, i, j) for j in range(cur_order)]
+            x = x + sum(coeff * d for coeff, d in zip(coeffs, reversed(ds)))
+    return x
+
+
+def comfy_dpmpp_2m_sde(model, x, sigmas, noise_sampler, eta=1., s_noise=1.):
+    """Eps form, solver_type midpoint (lambda = -log sigma, alpha_t = 1)."""
+    old_denoised, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lambda_s, lambda_t = -sigmas[i].log(), -sigmas[i + 1].log()
+            h = lambda_t - lambda_s
+            h_eta = h * (eta + 1)
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + (-h_eta).expm1().neg() * denoised
+            if old_denoised is not None:
+                r = h_last / h
+                x = x + 0.5 * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
+            noise = noise_sampler(sigmas[i], sigmas[i + 1])
+            x = x + noise * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+        old_denoised, h_last = denoised, h
+    return x
+
+
+# comfy/extra_samplers/uni_pc.py: SigmaConvert's VP marginals of a k-diffusion sigma.
+def _log_mean_coeff(sigma):
+    return 0.5 * torch.log(1 / ((sigma * sigma) + 1))
+
+
+def _alpha(t):
+    return torch.exp(_log_mean_coeff(t))
+
+
+def _std(t):
+    return torch.sqrt(1. - torch.exp(2. * _log_mean_coeff(t)))
+
+
+def _lambda(t):
+    lmc = _log_mean_coeff(t)
+    return lmc - 0.5 * torch.log(1. - torch.exp(2. * lmc))
+
+
+def _uni_pc_bh_update(model_fn, x, model_prev_list, t_prev_list, t, order, use_corrector, variant):
+    """UniPC.multistep_uni_pc_bh_update, predict_x0."""
+    t_prev_0, model_prev_0 = t_prev_list[-1], model_prev_list[-1]
+    lambda_prev_0, lambda_t = _lambda(t_prev_0), _lambda(t)
+    sigma_prev_0, sigma_t, alpha_t = _std(t_prev_0), _std(t), _alpha(t)
+    h = lambda_t - lambda_prev_0
+    rks, D1s = [], []
+    for i in range(1, order):
+        rk = float(((_lambda(t_prev_list[-(i + 1)]) - lambda_prev_0) / h)[0])
+        rks.append(rk)
+        D1s.append((model_prev_list[-(i + 1)] - model_prev_0) / rk)
+    rks = torch.tensor(rks + [1.])
+    hh = -h[0]
+    h_phi_1 = torch.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    factorial_i = 1
+    B_h = hh if variant == "bh1" else torch.expm1(hh)
+    R, b = [], []
+    for i in range(1, order + 1):
+        R.append(torch.pow(rks, i - 1))
+        b.append(h_phi_k * factorial_i / B_h)
+        factorial_i *= (i + 1)
+        h_phi_k = h_phi_k / hh - 1 / factorial_i
+    R, b = torch.stack(R), torch.tensor(b)
+    use_predictor = len(D1s) > 0
+    if use_predictor:
+        D1s = torch.stack(D1s, dim=1)
+        rhos_p = torch.tensor([0.5]) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+    else:
+        D1s = None
+    if use_corrector:
+        rhos_c = torch.tensor([0.5]) if order == 1 else torch.linalg.solve(R, b)
+    x_t_ = (sigma_t / sigma_prev_0)[:, None, None, None] * x - (alpha_t * h_phi_1)[:, None, None, None] * model_prev_0
+    pred_res = torch.einsum('k,bkchw->bchw', rhos_p, D1s) if use_predictor else 0
+    x_t = x_t_ - (alpha_t * B_h)[:, None, None, None] * pred_res
+    model_t = None
+    if use_corrector:
+        model_t = model_fn(x_t, t)
+        corr_res = torch.einsum('k,bkchw->bchw', rhos_c[:-1], D1s) if D1s is not None else 0
+        x_t = x_t_ - (alpha_t * B_h)[:, None, None, None] * (corr_res + rhos_c[-1] * (model_t - model_prev_0))
+    return x_t, model_t
+
+
+def comfy_uni_pc(model, noise, sigmas, noise_sampler, variant="bh1"):
+    """sample_unipc: a final 0 becomes 0.001, VP form in between, x there returned in k-diffusion scaling."""
+    timesteps = sigmas.clone()
+    if sigmas[-1] == 0:
+        timesteps[-1] = 0.001
+    x = noise / torch.sqrt(1.0 + timesteps[0] ** 2.0)
+
+    def model_fn(x, t):  # model_wrapper(model_type "noise") over predict_eps_sigma, data prediction
+        sigma = t.view(-1, 1, 1, 1)
+        x_in = x * ((sigma ** 2 + 1.0) ** 0.5)
+        eps = (x_in - model(x_in, t)) / sigma
+        return (x - _std(t)[:, None, None, None] * eps) / _alpha(t)[:, None, None, None]
+
+    order = min(3, len(timesteps) - 2)
+    steps = len(timesteps) - 1
+    batch = x.shape[0]
+    for step_index in range(steps):  # UniPC.sample, method multistep, lower_order_final
+        if step_index == 0:
+            vec_t = timesteps[0].expand(batch)
+            model_prev_list, t_prev_list = [model_fn(x, vec_t)], [vec_t]
+        elif step_index < order:
+            vec_t = timesteps[step_index].expand(batch)
+            x, model_x = _uni_pc_bh_update(model_fn, x, model_prev_list, t_prev_list, vec_t, step_index, True,
+                                           variant)
+            model_prev_list.append(model_x if model_x is not None else model_fn(x, vec_t))
+            t_prev_list.append(vec_t)
+        else:
+            for step in range(step_index, step_index + 1 + (step_index == steps - 1)):
+                vec_t = timesteps[step].expand(batch)
+                step_order = min(order, steps + 1 - step)
+                x, model_x = _uni_pc_bh_update(model_fn, x, model_prev_list, t_prev_list, vec_t, step_order,
+                                               step != steps, variant)
+                for i in range(order - 1):
+                    t_prev_list[i], model_prev_list[i] = t_prev_list[i + 1], model_prev_list[i + 1]
+                t_prev_list[-1] = vec_t
+                if step < steps:
+                    model_prev_list[-1] = model_x if model_x is not None else model_fn(x, vec_t)
+    return x / _alpha(timesteps[-1])
+
+
+COMFY_SAMPLERS = {"euler": comfy_euler, "dpm_2": comfy_dpm_2, "lms": comfy_lms, "uni_pc": comfy_uni_pc,
+                  "dpmpp_2m_sde": comfy_dpmpp_2m_sde}
+
+
+def comfy_ksampler(seed, sampler, scheduler, steps, cfg, noise_max, ours_sigmas):
+    """A KSampler node at denoise 1.0 on an empty latent, on FakeModel's network and guidance: the latent it returns.
+    The SDE's noise is this tool's Brownian path in both (ComfyUI's torchsde tree is not reproduced), drawn over
+    `ours_sigmas`' intervals: a Brownian path moves by sqrt(dt) when its key moves by dt, so ComfyUI's float32
+    schedule (6e-6 from ours) would key visibly different noise."""
+    fake, s = FakeModel(), ComfySD15Sampling()
+    extra = fake.condition(PROMPT, cfg)
+
+    def model(x, sigma):  # BaseModel.apply_model with EPS: the network sees the nearest training timestep
+        sigma = sigma.reshape(-1).expand(x.shape[0])
+        xc = x / (sigma[:, None, None, None] ** 2 + 1) ** 0.5
+        eps = cond_eps(xc, s.timestep(sigma).float(), **extra)
+        return x - eps * sigma[:, None, None, None]
+
+    latent = torch.zeros((1, *fake.latent_shape))
+    noise = comfy_prepare_noise(latent, seed)
+    sigmas = comfy_calculate_sigmas(s, scheduler, steps, sampler)
+    x = s.noise_scaling(sigmas[0], noise, latent, comfy_max_denoise(s, sigmas))
+    brownian = BrownianNoiseSampler(x, [seed], noise_max)
+
+    def noise_sampler(sigma, sigma_next):  # step i's noise: ours at step i
+        i = int((sigmas - sigma).abs().argmin())
+        return brownian(ours_sigmas[i], ours_sigmas[i + 1])
+    return COMFY_SAMPLERS[sampler](model, x, sigmas, noise_sampler)[0], sigmas
+
+
+# --- the tests ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scheduler", ["karras", "normal"])
+@pytest.mark.parametrize("sampler", list(COMFY_SAMPLERS))
+def test_comfyui_ksampler_latent_is_ours_with_convention_comfyui(sampler, scheduler):
+    fake = FakeModel()
+    cfg = SamplerConfig(sampler=sampler, schedule=scheduler, steps=8, guidance_scale=5.0, convention="comfyui",
+                        quantize="ingress")
+    ours_sigmas = schedule(cfg, fake.model_sampling)
+    golden, sigmas = comfy_ksampler(SEED, sampler, scheduler, 8, 5.0,
+                                    noise_ceiling(fake.model_sampling.sigma_max, [ours_sigmas]), ours_sigmas)
+    torch.testing.assert_close(ours_sigmas.float(), sigmas, rtol=2e-5, atol=1e-6)  # float32 vs float64
+    ours = sample_arms(fake, [cfg], [Sample(PROMPT, SEED)])[0, 0]
+    torch.testing.assert_close(ours, golden, rtol=2e-5, atol=2e-5)
+    # The convention is what makes them agree: today's (k-diffusion's) run of the same settings is elsewhere.
+    plain = sample_arms(fake, [SamplerConfig(**{**cfg.to_dict(), "convention": "kdiffusion"})],
+                        [Sample(PROMPT, SEED)])[0, 0]
+    assert float((plain - golden).abs().max()) > 1e-2
+
+
+def test_prepare_noise_and_the_other_tools_draws():
+    shape = (4, 8, 8)
+    comfy = comfy_prepare_noise(torch.zeros((3, *shape)), SEED)
+    assert torch.equal(convention_noise("comfyui", shape, SEED, 3), comfy)
+    # diffusers' randn_tensor with one CPU torch.Generator over the batch.
+    gen = torch.Generator(device="cpu").manual_seed(SEED)
+    assert torch.equal(convention_noise("diffusers", shape, SEED, 3),
+                       torch.randn((3, *shape), generator=gen, device="cpu", dtype=torch.float32))
+    # A1111 (RNG source CPU): image i from torch.manual_seed(seed + i), then torch.randn(shape) on the CPU.
+    a1111 = []
+    for i in range(3):
+        with torch.random.fork_rng():
+            torch.manual_seed(SEED + i)
+            a1111.append(torch.randn(shape, device="cpu"))
+    assert torch.equal(convention_noise("a1111", shape, SEED, 3), torch.stack(a1111))
+    # One image: every convention draws this tool's initial noise; a batch's later images differ.
+    for convention in CONVENTIONS:
+        assert torch.equal(convention_noise(convention, shape, SEED)[0], initial_noise(shape, SEED))
+    assert not torch.equal(comfy[1], torch.stack(a1111)[1])
+
+
+def test_noise_scaling_formulas():
+    s = ComfySD15Sampling()
+    sigma_max = float(s.sigma_max)
+    for sigma0 in (sigma_max, 3.0):  # from the model's top (max_denoise) and from below it
+        want = s.noise_scaling(torch.tensor([sigma0]), torch.ones(1, 1), torch.zeros(1, 1),
+                               comfy_max_denoise(s, torch.tensor([sigma0])))
+        assert noise_scale("comfyui", sigma0, sigma_max) == pytest.approx(float(want), rel=1e-6)
+        assert noise_scale("kdiffusion", sigma0, sigma_max) == noise_scale("a1111", sigma0, sigma_max) == sigma0
+        # Flow (CONST): sigma * noise + (1 - sigma) * latent, whatever max_denoise says.
+        assert noise_scale("comfyui", 1.0, 1.0, kind="flow") == noise_scale("diffusers", 1.0, 1.0, kind="flow") == 1.0
+    assert noise_scale("comfyui", sigma_max, sigma_max) == pytest.approx(math.sqrt(1 + sigma_max ** 2))
+    # diffusers' init_noise_sigma: EulerDiscreteScheduler's (max_sigma^2 + 1)^0.5, max_sigma with linspace/trailing;
+    # a VP-form scheduler's 1.0 is sqrt(1 + sigma^2) in sigma form.
+    root = math.sqrt(1 + 14.6 ** 2)
+    assert noise_scale("diffusers", 14.6, 14.6, sampler="euler", spacing="leading") == pytest.approx(root)
+    assert noise_scale("diffusers", 14.6, 14.6, sampler="euler", spacing="trailing") == 14.6
+    assert noise_scale("diffusers", 14.6, 14.6, sampler="euler") == 14.6
+    assert noise_scale("diffusers", 14.6, 14.6, sampler="ddim", spacing="trailing") == pytest.approx(root)
+
+
+@pytest.mark.parametrize("sampler", ["dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2", "euler"])
+def test_discard_penultimate(sampler):
+    fake, s = FakeModel(), ComfySD15Sampling()
+    for scheduler in ("karras", "normal"):
+        cfg = SamplerConfig(sampler=sampler, schedule=scheduler, steps=6, convention="comfyui")
+        torch.testing.assert_close(schedule(cfg, fake.model_sampling).float(),
+                                   comfy_calculate_sigmas(s, scheduler, 6, sampler), rtol=2e-5, atol=1e-6)
+    a1111 = schedule(SamplerConfig(sampler=sampler, steps=6, convention="a1111"), fake.model_sampling)
+    plain = schedule(SamplerConfig(sampler=sampler, steps=6), fake.model_sampling)
+    seven = schedule(SamplerConfig(sampler=sampler, steps=7), fake.model_sampling)
+    assert len(a1111) == len(plain) == 7
+    assert torch.equal(a1111, torch.cat([seven[:-2], seven[-1:]]) if sampler in DISCARD_PENULTIMATE["a1111"]
+                       else plain)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "lms", "uni_pc", "dpm_2", "dpmpp_2m_sde"])
+def test_default_convention_is_todays_run_bit_for_bit(sampler):
+    """kdiffusion runs what the engine ran before conventions: noise * sigma_0, the sampler's own options."""
+    fake = FakeModel()
+    cfg = SamplerConfig(sampler=sampler, steps=6)
+    out = sample_arms(fake, [cfg], [Sample(PROMPT, SEED)])[0, 0]
+    sigmas = schedule(cfg, fake.model_sampling)
+    noise = initial_noise(fake.latent_shape, SEED)[None]
+    x = fake.model_sampling.initial_latent(noise, sigmas[:1])
+    extra = fake.condition(PROMPT, cfg.guidance_scale)
+    before = SAMPLERS[sampler](fake.denoiser(), x, sigmas[:, None], extra_args=extra, disable=True,
+                               noise_sampler=BrownianNoiseSampler(x, [SEED], noise_ceiling(
+                                   fake.model_sampling.sigma_max, [sigmas])), **cfg.sampler_kwargs())
+    assert torch.equal(out, before[0])
+
+
+def test_config_json_keeps_its_identity_and_refuses_unknown_conventions():
+    assert "convention" not in SamplerConfig().to_json()
+    cfg = SamplerConfig(convention="a1111")
+    assert '"convention": "a1111"' in cfg.to_json() and SamplerConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ConfigError) as err:
+        SamplerConfig(convention="forge")
+    assert str(err.value) == "unknown convention 'forge'; choose one of kdiffusion, comfyui, a1111, diffusers"
+    assert err.value.field == "convention"
+
+
+def test_comfyui_endings_are_options_of_the_samplers():
+    fake = FakeModel()
+    den, extra = fake.denoiser(), fake.condition(PROMPT, 3.0)
+    sigmas = schedule(SamplerConfig(steps=5), fake.model_sampling)
+    x = initial_noise(fake.latent_shape, 0)[None] * sigmas[0]
+    seen = []
+    SAMPLERS["lms"](den, x, sigmas, extra_args=extra, final="denoised",
+                    callback=lambda info: seen.append(info["denoised"]))
+    assert torch.equal(SAMPLERS["lms"](den, x, sigmas, extra_args=extra, final="denoised"), seen[-1])
+    with pytest.raises(ValueError, match="final must be"):
+        SAMPLERS["lms"](den, x, sigmas, extra_args=extra, final="zero")
+    # uni_pc ending at 0.001 is uni_pc on the schedule whose final 0 is 0.001.
+    ended = SAMPLERS["uni_pc"](den, x, sigmas, extra_args=extra, end_sigma=0.001)
+    moved = SAMPLERS["uni_pc"](den, x, torch.cat([sigmas[:-1], torch.tensor([0.001], dtype=sigmas.dtype)]),
+                               extra_args=extra)
+    assert torch.equal(ended, moved)
+    assert not np.allclose(ended.numpy(), SAMPLERS["uni_pc"](den, x, sigmas, extra_args=extra).numpy(), atol=1e-3)
