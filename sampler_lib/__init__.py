@@ -1,6 +1,6 @@
 """sampler_lib: Karras schedules, samplers, model sampling (eps, v, flow) and model wrappers with EDM-style sigma
 discretization."""
-from . import dpm_solver, more_samplers, multistep, samplers, single_step  # noqa: F401  (they register samplers)
+from . import cfg_pp, dpm_solver, more_samplers, multistep, samplers, single_step  # noqa: F401  (they register samplers)
 from .model_sampling import (
                        DiscreteSampling,
                        EpsSampling,

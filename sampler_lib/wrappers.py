@@ -1,6 +1,7 @@
 """Model wrappers: the one contract `denoiser(x, sigma, **extra_args) -> denoised` (k-diffusion, EDM), over a
 model sampling (sampler_lib/model_sampling.py: eps, v, flow)."""
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -126,6 +127,25 @@ class Denoiser(BaseModelWrapper):
         sigma_b, x_in, t = self.ingress(x, sigma)
         return self.egress(x, sigma_b, self.inner_model(x_in, t, **extra_args))
 
+    def denoised_and_uncond(self, x, sigma, **extra_args):
+        """(D, the unconditional D) at (x, sigma) from one network call: what a CFG++ sampler steps with (ComfyUI's
+        sampler_post_cfg_function hands it uncond_denoised)."""
+        sigma_b, x_in, t = self.ingress(x, sigma)
+        out, out_uncond = self.network(x_in, t, extra_args, with_uncond=True)
+        return self.egress(x, sigma_b, out), self.egress(x, sigma_b, out_uncond)
+
+    def network(self, x_in, t, extra_args, with_uncond=False):
+        """The network's output; with_uncond: (guided output, unconditional output) from that one call (the network's
+        guidance, models.guidance.guided_eps, returns both), a network that takes no `with_uncond` giving its one
+        output as both (an unguided network's prediction is its unconditional one)."""
+        if not with_uncond:
+            return self.inner_model(x_in, t, **extra_args)
+        if not takes_uncond(self.inner_model):
+            out = self.inner_model(x_in, t, **extra_args)
+            return out, out
+        out = self.inner_model(x_in, t, with_uncond=True, **extra_args)
+        return out if isinstance(out, tuple) else (out, out)
+
     def ingress(self, x, sigma):
         """(sigma broadcast over x, the network's input, the network's timestep)."""
         ms = self.model_sampling
@@ -144,6 +164,15 @@ class Denoiser(BaseModelWrapper):
     def egress(self, x, sigma_b, out):
         """The denoised image from the network's output."""
         return self.model_sampling.calculate_denoised(sigma_b, out, x)
+
+
+def takes_uncond(net):
+    """Whether a network takes `with_uncond` (by name, or as any keyword)."""
+    try:
+        params = inspect.signature(getattr(net, "forward", net)).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == "with_uncond" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _modes(quantize):

@@ -56,9 +56,9 @@ class GuidedEps(nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x, t, labels, guidance_scale=1.0):
+    def forward(self, x, t, labels, guidance_scale=1.0, with_uncond=False):
         labels = labels.to(x.device)
-        return guided_eps(self.unet, x, t, labels, torch.full_like(labels, NUM_CLASSES), guidance_scale)
+        return guided_eps(self.unet, x, t, labels, torch.full_like(labels, NUM_CLASSES), guidance_scale, with_uncond)
 
 
 class ShapesModel:

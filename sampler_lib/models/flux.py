@@ -28,6 +28,11 @@ def is_flux(index):
     return bool(index) and "Flux" in str(index.get("_class_name", ""))
 
 
+NO_UNCOND = ("Flux.1 has no unconditional prediction here (no classifier-free guidance: dev's guidance is distilled "
+             "into the transformer, schnell has none), and a CFG++ sampler (*_cfg_pp) steps with one; choose the "
+             "sampler without _cfg_pp")
+
+
 class GuidedFlux(nn.Module):
     """FluxTransformer2DModel as v(x, t; T5 embeddings, CLIP pooled embedding, distilled guidance) on unpacked latents
     (B, C, H, W), called as FluxPipeline calls it."""
@@ -37,7 +42,9 @@ class GuidedFlux(nn.Module):
         self.transformer = transformer
         self.guidance_embeds = bool(transformer.config.guidance_embeds)
 
-    def forward(self, x, t, cond, pooled, guidance_scale=1.0):
+    def forward(self, x, t, cond, pooled, guidance_scale=1.0, with_uncond=False):
+        if with_uncond:
+            raise ValueError(NO_UNCOND)
         from diffusers import FluxPipeline
 
         b, c, h, w = x.shape

@@ -11,21 +11,28 @@ def check_guidance(guidance_scale):
     return g
 
 
-def guided_eps(net, x, t, cond, uncond, guidance_scale):
+def guided_eps(net, x, t, cond, uncond, guidance_scale, with_uncond=False):
     """Ho & Salimans (2022): eps_u + w (eps_c - eps_u), cond and uncond in one batch of 2B. A condition is a tensor
     (SD's text embedding) or a tuple of tensors (SDXL's embedding, pooled embedding and time ids), each batched
-    alike."""
+    alike. `with_uncond` (what a CFG++ sampler asks through `Denoiser.denoised_and_uncond`): (guided, eps_u) from
+    that one call, the 2B batch run at scale 1 too (ComfyUI's disable_cfg1_optimization)."""
     b = x.shape[0]
     t = t.expand(b)
     widen = lambda c: c.expand(b, *c.shape[1:])  # noqa: E731
     cond = tuple(map(widen, cond)) if isinstance(cond, tuple) else widen(cond)
-    if guidance_scale == 1.0:
+    if guidance_scale == 1.0 and not with_uncond:
         return net(x, t, cond)
     uncond = tuple(map(widen, uncond)) if isinstance(uncond, tuple) else widen(uncond)
     both = (tuple(torch.cat(pair) for pair in zip(cond, uncond)) if isinstance(cond, tuple)
             else torch.cat([cond, uncond]))
     eps_cond, eps_uncond = net(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+    guided = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+    return (guided, eps_uncond) if with_uncond else guided
+
+
+def cast(out, dtype):
+    """A network's output, or guided_eps's (guided, uncond) pair, in `dtype`."""
+    return tuple(o.to(dtype) for o in out) if isinstance(out, tuple) else out.to(dtype)
 
 
 def to_pil(images):

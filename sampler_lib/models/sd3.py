@@ -15,7 +15,7 @@ from torch import nn
 
 from ..model_sampling import flow_sampling_from_config, image_tokens
 from ..wrappers import Denoiser
-from .guidance import check_guidance, guided_eps, to_pil
+from .guidance import cast, check_guidance, guided_eps, to_pil
 from .sdxl import checkpoint_pipeline, pipeline_index, present
 from .stable_diffusion import WeightsUnavailable, load_parts
 
@@ -138,14 +138,15 @@ class GuidedSD3(nn.Module):
         super().__init__()
         self.transformer = transformer
 
-    def forward(self, x, t, cond, uncond, pooled, pooled_uncond, guidance_scale=1.0):
+    def forward(self, x, t, cond, uncond, pooled, pooled_uncond, guidance_scale=1.0, with_uncond=False):
         dtype = self.transformer.dtype
 
         def net(x, t, c):
             hidden, pooled = (v.to(dtype) for v in c)
             return self.transformer(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=hidden,
                                     pooled_projections=pooled, return_dict=False)[0]
-        return guided_eps(net, x, t, (cond, pooled), (uncond, pooled_uncond), guidance_scale).to(x.dtype)
+        return cast(guided_eps(net, x, t, (cond, pooled), (uncond, pooled_uncond), guidance_scale, with_uncond),
+                    x.dtype)
 
 
 class StableDiffusion3Model(FlowPipelineModel):

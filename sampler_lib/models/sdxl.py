@@ -8,7 +8,7 @@ import os
 import torch
 from torch import nn
 
-from .guidance import check_guidance, guided_eps
+from .guidance import cast, check_guidance, guided_eps
 from .stable_diffusion import StableDiffusionModel, WeightsUnavailable, attempts_for, load_parts
 
 AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE = 6.0, 2.5  # a refiner's conditioning, as diffusers' defaults
@@ -21,7 +21,8 @@ class GuidedUNetXL(nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x, t, cond, uncond, pooled, pooled_uncond, time_ids, time_ids_uncond, guidance_scale=1.0):
+    def forward(self, x, t, cond, uncond, pooled, pooled_uncond, time_ids, time_ids_uncond, guidance_scale=1.0,
+                with_uncond=False):
         dtype = self.unet.dtype
 
         def net(x, t, c):
@@ -29,8 +30,8 @@ class GuidedUNetXL(nn.Module):
             return self.unet(x.to(dtype), t, encoder_hidden_states=hidden,
                              added_cond_kwargs={"text_embeds": text_embeds, "time_ids": ids}).sample
         out = guided_eps(net, x, t, (cond, pooled, time_ids), (uncond, pooled_uncond, time_ids_uncond),
-                         guidance_scale)
-        return out.to(x.dtype)
+                         guidance_scale, with_uncond)
+        return cast(out, x.dtype)
 
 
 def pipeline_index(name, local_files_only=None):

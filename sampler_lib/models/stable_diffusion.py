@@ -7,7 +7,7 @@ from torch import nn
 
 from ..model_sampling import EpsSampling, VSampling
 from ..wrappers import DiscreteEpsDenoiser, DiscreteVDenoiser
-from .guidance import check_guidance, guided_eps, to_pil
+from .guidance import cast, check_guidance, guided_eps, to_pil
 
 
 class WeightsUnavailable(RuntimeError):
@@ -21,11 +21,11 @@ class GuidedUNet(nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x, t, cond, uncond, guidance_scale=1.0):
+    def forward(self, x, t, cond, uncond, guidance_scale=1.0, with_uncond=False):
         dtype = self.unet.dtype
         out = guided_eps(lambda x, t, c: self.unet(x.to(dtype), t, encoder_hidden_states=c).sample,
-                         x, t, cond, uncond, guidance_scale)
-        return out.to(x.dtype)
+                         x, t, cond, uncond, guidance_scale, with_uncond)
+        return cast(out, x.dtype)
 
 
 class StableDiffusionModel:
