@@ -3,6 +3,7 @@ that cannot be built on the flow grid) is one line, a ConfigError with its form 
 written: exit 2 from the CLI's sweep and study, nothing in the results file; the same configs still run on an eps model,
 and the flow model still runs what it can."""
 import json
+import re
 
 import pytest
 import torch
@@ -53,10 +54,16 @@ def test_the_same_configs_run_on_an_eps_model(overrides):
 
 
 def test_what_flow_models_can_do_is_not_refused():
-    """Every sampler without churn (the ancestral and SDE ones have flow formulas), an explicit sigma_min in (0, 1], and
-    s_churn on a sampler that takes none (it is ignored there) pass."""
-    from sampler_lib import SAMPLERS
+    """Every sampler without churn (the ancestral and SDE ones have flow formulas) but those declared refused on a flow
+    (each refused in its own words), an explicit sigma_min in (0, 1], and s_churn on a sampler that takes none (it is
+    ignored there) pass."""
+    from sampler_lib import REGISTRY, SAMPLERS
     for name in SAMPLERS:
+        refused = REGISTRY[name].flow.removeprefix("refused: ")
+        if refused != REGISTRY[name].flow:
+            with pytest.raises(ConfigError, match=f"^{name} on a flow model: {re.escape(refused)}$"):
+                check_for_model(SamplerConfig(sampler=name), FLOW)
+            continue
         check_for_model(SamplerConfig(sampler=name), FLOW)
     check_for_model(SamplerConfig(sampler="euler_ancestral", s_churn=3.0), FLOW)
     assert float(schedule(SamplerConfig(sigma_min=0.01), FLOW)[-2]) == pytest.approx(0.01)
