@@ -8,7 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-from .core.config import COMPILE_MODES, CUSTOM, MAX_STEPS, PAIRINGS, SamplerConfig, make_pair, schedule
+from .core.config import (
+    COMPILE_MODES,
+    CONVENTION_NOTES,
+    CUSTOM,
+    MAX_STEPS,
+    PAIRINGS,
+    SamplerConfig,
+    make_pair,
+    schedule,
+)
 from .core.visibility import FLIP_VISIBLE
 from .errors import ConfigError, ImageError, StoreError, UsageError, printable
 from .results.store import DEFAULT_PATH, ResultsStore
@@ -93,6 +102,9 @@ def _parser():
     s.add_argument("--steps", type=int, default=7)
     s.add_argument("--sampler", default="heun")
     s.add_argument("--guidance", type=float, default=SamplerConfig.guidance_scale)
+    s.add_argument("--convention", default=SamplerConfig.convention, choices=list(CONVENTION_NOTES),
+                   help="whose noise scaling, schedule and sampler endings both arms follow (a config's own "
+                        "'convention' wins): " + "; ".join(f"{k}: {v}" for k, v in CONVENTION_NOTES.items()))
     s.add_argument("--prompt", default="a red circle")
     s.add_argument("--model", default="embedded")
     s.add_argument("--results", default=str(DEFAULT_PATH))
@@ -110,6 +122,10 @@ def _parser():
     i.add_argument("b", help="image B, the same size as A")
     i.add_argument("--out", help="folder for inspect.html, inspect.json, A.png, B.png and the four maps")
     i.add_argument("--lpips-weights", help="AlexNet trunk file (else $LPIPS_ALEXNET_WEIGHTS, caches)")
+    i.add_argument("--remake", metavar="MODEL",
+                   help="remake the pair here from the files' own metadata (ComfyUI, A1111) on MODEL, with their "
+                        "tool's convention: prints the two configs and the sweep that runs them; with --out also "
+                        "samples them into remade-A.png, remade-B.png and remake.json")
     _campaign_parser(sub)
     return p
 
@@ -328,6 +344,7 @@ def cmd_inspect(args, out):
             raise UsageError(f"--out {target} is a file; name a folder")
     a, b = load(args.a), load(args.b)
     check_pair(a, b)  # both files refused or accepted before LPIPS is loaded
+    remade = _remake(args, a, b) if args.remake else None  # a file this tool cannot remake is refused first
     metric = LPIPS(args.lpips_weights)
     shown = sys.stderr.isatty()  # progress on a terminal only: stderr stays empty for scripts
     if shown:
@@ -340,6 +357,58 @@ def cmd_inspect(args, out):
     if args.out:
         paths = write_outputs(args.out, result, page_assets())
         print("wrote " + ", ".join(str(p) for p in paths), file=out)
+    if remade:
+        _write_remake(args, remade, out)
+
+
+def _remake(args, a, b):
+    """(model, the remade pair: core.remake.remake_pair) of two loaded files on --remake's model."""
+    from sampler_lib.models.interface import sampling_of
+
+    from .core.remake import remake_pair
+    model = load_model_or_fail(args.remake)
+    pair = remake_pair(a.meta, b.meta, args.remake, model.prompts())
+    for cfg in (pair["a"], pair["b"]):
+        schedule(cfg, sampling_of(model))  # a config this model cannot run is refused before anything is written
+    model.condition(pair["prompt"], pair["a"].guidance_scale)
+    model.condition(pair["prompt"], pair["b"].guidance_scale)
+    return model, pair
+
+
+def _write_remake(args, remade, out):
+    """Print the remade pair and the sweep that runs it; with --out, sample it beside inspect.html."""
+    import io
+    import json
+    import shlex
+
+    from .core.pairs import run_pair
+    from .files import write_atomic
+    model, pair = remade
+    print(f"\nremade here on {args.remake} (seed {pair['seed']}, prompt {pair['prompt']!r}):", file=out)
+    for side in ("a", "b"):
+        cfg = pair[side]
+        print(f"{side.upper()} = {cfg.to_json()}  (convention {cfg.convention})", file=out)
+    for side, notes in pair["unmapped"].items():
+        if notes:
+            print(f"not carried from {side}: {'; '.join(notes)}", file=out)
+    print("run it as a sweep: python -m comparisons sweep " + " ".join(shlex.quote(x) for x in (
+        "--model", args.remake, "--seeds", str(pair["seed"]), "--prompt", pair["prompt"],
+        "--a", pair["a"].to_json(), "--b", pair["b"].to_json())), file=out)
+    if not args.out:
+        return
+    run = run_pair(model, pair["a"], pair["b"], pair["prompt"], pair["seed"])
+    folder = Path(args.out)
+    paths = []
+    for side, arm in (("A", run.a), ("B", run.b)):
+        data = io.BytesIO()
+        arm.image.save(data, format="PNG")
+        write_atomic(folder / f"remade-{side}.png", data.getvalue())
+        paths.append(folder / f"remade-{side}.png")
+    record = {"model": args.remake, "seed": pair["seed"], "prompt": pair["prompt"],
+              "a": pair["a"].to_dict(), "b": pair["b"].to_dict(), "not_carried": pair["unmapped"]}
+    write_atomic(folder / "remake.json", json.dumps(record, indent=1))
+    paths.append(folder / "remake.json")
+    print("wrote " + ", ".join(str(p) for p in paths), file=out)
 
 
 def sweep_configs(args):
@@ -347,7 +416,7 @@ def sweep_configs(args):
     if not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be between 1 and {MAX_STEPS} (got {args.steps})")
     base = SamplerConfig.from_dict({"sampler": args.sampler, "steps": args.steps,
-                                    "guidance_scale": args.guidance})
+                                    "guidance_scale": args.guidance, "convention": args.convention})
     if args.pairing and (args.a or args.b):
         raise UsageError("give either --pairing or --a/--b, not both")
     if args.pairing:

@@ -413,3 +413,99 @@ def test_comfyui_endings_are_options_of_the_samplers():
                                extra_args=extra)
     assert torch.equal(ended, moved)
     assert not np.allclose(ended.numpy(), SAMPLERS["uni_pc"](den, x, sigmas, extra_args=extra).numpy(), atol=1e-3)
+
+
+# --- a pair from a file's own metadata (#35 item 2) ---------------------------------------------------------------
+
+def a1111_meta(sampler="DPM++ 2M Karras", extra="", seed=1234, prompt=PROMPT):
+    from comparisons.core.image_meta import metadata
+    return metadata({"parameters": f"{prompt}\nSteps: 4, Sampler: {sampler}, {extra}CFG scale: 3, Seed: {seed}, "
+                                   "Size: 16x16, Model: embedded"})
+
+
+def test_remade_configs_carry_their_tools_convention():
+    from comparisons.core.remake import remake
+    from tests.test_workflow_meta import default, flux, meta
+    settings, unmapped = remake(a1111_meta(), "embedded", ["embedded"], [PROMPT])
+    cfg = SamplerConfig.from_dict(settings["config"])
+    assert (cfg.sampler, cfg.schedule, cfg.steps, cfg.convention, cfg.quantize) == \
+        ("dpmpp_2m", "karras", 4, "a1111", "off")
+    assert any(u.startswith("RNG GPU (A1111 drew the noise on the GPU") for u in unmapped)
+    _, unmapped = remake(a1111_meta(extra="RNG: CPU, SGM noise multiplier: True, "), "embedded")
+    assert not any(u.startswith("RNG") for u in unmapped) and any(u.startswith("SGM noise multiplier True")
+                                                                   for u in unmapped)
+    # ComfyUI's KSampler: its convention, and the nearest training timestep for the network (quantize ingress).
+    settings, unmapped = remake(meta(default(sampler="dpm_2", scheduler="karras", steps=9)), "embedded")
+    assert {k: settings["config"][k] for k in ("sampler", "steps", "convention", "quantize")} == \
+        {"sampler": "dpm_2", "steps": 9, "convention": "comfyui", "quantize": "ingress"}
+    assert not any("penultimate" in u for u in unmapped)
+    # A custom sampler's sigmas come from a scheduler node, which keeps the penultimate sigma: said.
+    graph = flux()
+    graph["16"]["inputs"]["sampler_name"] = "uni_pc"
+    settings, unmapped = remake(meta(graph), "embedded")
+    assert settings["config"]["convention"] == "comfyui"
+    assert any(u.startswith("SamplerCustomAdvanced's sigmas for uni_pc keep their penultimate sigma") for u in unmapped)
+
+
+def test_remake_refuses_what_it_would_have_to_guess_naming_it():
+    from comparisons.core.remake import remake, remake_pair
+    from tests.test_workflow_meta import flux, meta
+    with pytest.raises(ConfigError, match="cannot remake it here: sampler 'Restart' "):
+        remake(a1111_meta("Restart"), "embedded")
+    graph = flux()
+    graph["16"] = {"class_type": "SamplerDPMPP_2M_SDE", "inputs": {"eta": 1.0, "s_noise": 1.0}}
+    with pytest.raises(ConfigError, match="sampler 'SamplerDPMPP_2M_SDE'"):
+        remake(meta(graph), "embedded")
+    with pytest.raises(ConfigError, match="image B: the file states no sampling"):
+        remake_pair(a1111_meta(), {"format": "none", "fields": {}, "passes": [], "note": "no generation parameters"},
+                    "embedded")
+    pair = remake_pair(a1111_meta(), a1111_meta("Euler a", seed=77), "embedded", [PROMPT])
+    assert (pair["a"].sampler, pair["b"].sampler, pair["seed"], pair["prompt"]) == \
+        ("dpmpp_2m", "euler_ancestral", 1234, PROMPT)
+    assert pair["unmapped"]["pair"] == ["seed 1234 used for both (A states 1234, B 77)"]
+
+
+@pytest.mark.slow  # loads the embedded model and LPIPS, and samples
+def test_inspect_remake_writes_the_remade_pair_beside_inspect_html(tmp_path):
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from tests.conftest import run_cli
+    files = []
+    for name, sampler in (("a.png", "LMS"), ("b.png", "DPM2")):
+        info = PngInfo()
+        info.add_text("parameters", f"{PROMPT}\nSteps: 3, Sampler: {sampler}, Schedule type: Karras, CFG scale: 3, "
+                                    "Seed: 5, Size: 64x64, Model: embedded, RNG: CPU")
+        Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / name, pnginfo=info)
+        files.append(str(tmp_path / name))
+    code, text, err = run_cli(["inspect", *files, "--out", str(tmp_path / "out"), "--remake", "embedded"])
+    assert code == 0, err
+    assert '(convention a1111)' in text and "run it as a sweep: python -m comparisons sweep --model embedded" in text
+    record = json.loads((tmp_path / "out" / "remake.json").read_text())
+    assert (record["a"]["sampler"], record["b"]["sampler"], record["seed"]) == ("lms", "dpm_2", 5)
+    assert record["b"]["convention"] == "a1111" and record["not_carried"] == {"A": [], "B": [], "pair": []}
+    remade = [np.asarray(Image.open(tmp_path / "out" / f"remade-{side}.png")) for side in "AB"]
+    assert remade[0].shape == remade[1].shape and not np.array_equal(*remade)  # lms and dpm_2: two images
+    assert (tmp_path / "out" / "inspect.html").exists()
+    # A file this tool cannot remake is refused before anything is measured or written.
+    info = PngInfo()
+    info.add_text("parameters", f"{PROMPT}\nSteps: 3, Sampler: Restart, CFG scale: 3, Seed: 5, Size: 64x64")
+    Image.new("RGB", (64, 64)).save(tmp_path / "c.png", pnginfo=info)
+    code, _, err = run_cli(["inspect", files[0], str(tmp_path / "c.png"), "--out", str(tmp_path / "out2"),
+                            "--remake", "embedded"])
+    assert code == 2 and "image B: cannot remake it here: sampler 'Restart'" in " ".join(err)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_send_to_compare_fills_and_says_the_convention():
+    from comparisons.core.remake import remake
+    from ui.compare import sent_to_form
+    from ui.inputs import CUSTOM_FIELDS
+    settings, unmapped = remake(a1111_meta(extra="RNG: CPU, "), "embedded", ["embedded"], [PROMPT])
+    names = ["pairing", "explain", "custom", "model", "steps", "sampler", "guidance", "seed", "prompt", "sent"]
+    w = {n: n for n in names} | {f"{s}:{f}": f"{s}:{f}" for s in "AB" for f, _, _ in CUSTOM_FIELDS}
+    out = sent_to_form(w, settings, unmapped, "A · a.png")
+    assert out["A:convention"] == out["B:convention"] == "a1111"
+    assert "dpmpp_2m, karras, 4 steps, guidance 3, convention a1111, seed 1234" in out["sent"]

@@ -25,7 +25,8 @@ from ui.inputs import CUSTOM_FIELDS, UNCONDITIONAL, custom_config, parse_prompt,
 
 PANEL = {"sampler": "heun", "steps": "4", "schedule": "karras", "rho": "7", "sigma_min_rule": "model",
          "final_zero": True, "quantize": "off", "s_churn": "20", "s_tmin": "0", "s_tmax": "", "s_noise": "1",
-         "eta": "1", "guidance_scale": "3", "beta_alpha": "0.6", "beta_beta": "0.6", "ays_model": "SD1", "shift": ""}
+         "eta": "1", "guidance_scale": "3", "beta_alpha": "0.6", "beta_beta": "0.6", "ays_model": "SD1", "shift": "",
+         "convention": "kdiffusion"}
 
 
 def test_an_empty_optional_field_is_none_not_zero():

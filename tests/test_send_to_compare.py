@@ -129,13 +129,14 @@ def test_send_a_and_b_to_compare_fill_the_form(live_app, browser, pngs):
     expect(page.locator("#pairing input")).to_have_value("custom")
     sent = page.inner_text("#sent-from-inspect")
     assert "model sd_xl_base_1.0.safetensors (this tool has: embedded" in sent
-    assert "negative prompt 'blurry'" in sent and "dpmpp_2m, karras, 12 steps, guidance 4.5" in sent
+    assert "negative prompt 'blurry'" in sent and "dpmpp_2m, karras, 12 steps, guidance 4.5, convention a1111" in sent
     for panel in ("a", "b"):
         expect(page.locator(f"#custom-{panel}-steps input, #custom-{panel}-steps textarea").first).to_have_value("12")
         expect(page.locator(f"#custom-{panel}-guidance-scale input, #custom-{panel}-guidance-scale textarea").first
                ).to_have_value("4.5")
         assert page.locator(f"#custom-{panel}-sampler input").input_value().startswith("dpmpp_2m · ")
         assert page.locator(f"#custom-{panel}-schedule input").input_value().startswith("karras · ")
+        assert page.locator(f"#custom-{panel}-convention input").input_value().startswith("a1111 — ")  # A1111's file
     assert page.locator("#prompt input").input_value() == "a red circle"
     # B: a scheduler this tool does not have is named, the rest carried over.
     page.get_by_role("tab", name="Inspect").click()

@@ -17,6 +17,7 @@ import gradio as gr
 
 from comparisons.core.config import (
     AYS_MODELS,
+    CONVENTION_NOTES,
     CUSTOM,
     EXPLANATIONS,
     PAIRINGS,
@@ -55,7 +56,8 @@ SCHEDULE_CHOICES = [(f"{s} · {group} — {SCHEDULE_NOTES[s]}", s) for group, na
 CUSTOM_DEFAULT = SamplerConfig()
 CHOICES = {"sampler": SAMPLER_CHOICES, "schedule": SCHEDULE_CHOICES,
            "ays_model": list(AYS_MODELS), "sigma_min_rule": list(SIGMA_MIN_RULES),
-           "quantize": list(QUANTIZE_MODES)}
+           "quantize": list(QUANTIZE_MODES),
+           "convention": [(f"{c} — {CONVENTION_NOTES[c]}", c) for c in CONVENTION_NOTES]}
 
 
 def serve_pair(lab, settings, request, prompt, seed, model, pairing, cfg_a, cfg_b, progress=None):
@@ -387,7 +389,8 @@ def sent_to_form(w, settings, unmapped, source):
             out[w[f"{name}:{field}"]] = value if kind in ("choice", "bool") else ("" if value is None else str(value))
     e = html.escape  # a file's name and what it says about itself are shown, never obeyed
     sent = (f"<b>Sent from Inspect:</b> {e(source)} → a custom pair, both configs {e(cfg.sampler)}, "
-            f"{e(cfg.schedule)}, {cfg.steps} steps, guidance {cfg.guidance_scale:g}"
+            f"{e(cfg.schedule)}, {cfg.steps} steps, guidance {cfg.guidance_scale:g}, convention {e(cfg.convention)}"
+            + ("" if cfg.quantize == "off" else f" (quantize {e(cfg.quantize)})")
             + ("" if settings["seed"] is None else f", seed {e(str(settings['seed']))}")
             + f", model {e(settings['model'])}. ")
     line = f"<b>Not mapped:</b> {e('; '.join(unmapped))}." if unmapped else "Every stated setting was carried over."

@@ -16,7 +16,7 @@ CUSTOM_FIELDS = [
     ("s_churn", "s_churn", "float"), ("s_tmin", "s_tmin", "float"), ("s_tmax", "s_tmax", "float?"),
     ("s_noise", "s_noise", "float"), ("eta", "eta", "float"), ("guidance_scale", "guidance scale", "float"),
     ("beta_alpha", "beta schedule alpha", "float"), ("beta_beta", "beta schedule beta", "float"),
-    ("ays_model", "AYS table", "choice"), ("shift", "flow shift", "float?"),
+    ("ays_model", "AYS table", "choice"), ("shift", "flow shift", "float?"), ("convention", "convention", "choice"),
 ]
 
 

@@ -7,7 +7,7 @@ import secrets
 import gradio as gr
 
 from comparisons.core.image_files import FORMATS, MAX_SIDE_PIXELS, MIN_SIDE, load
-from comparisons.core.remake import settings_from_metadata
+from comparisons.core.remake import sampling_node, settings_from_metadata
 from comparisons.core.visibility import GAINS
 from comparisons.workflows.inspect_pair import images_meta, inspect_files, maps, metadata_lines
 from ui import views
@@ -80,7 +80,9 @@ def send(lab, w, compare, side, path, model_name):
     # The file's own model when this app has it, else the one the form samples with; its prompts decide the prompt.
     stated = meta["fields"].get("model")
     model_name = stated if stated in models else model_name
-    settings, unmapped = settings_from_metadata(meta["fields"], model_name, models, lab.model(model_name).prompts())
+    # The file's tool's convention comes with it (ComfyUI's or A1111's noise scaling, schedule and endings).
+    settings, unmapped = settings_from_metadata(meta["fields"], model_name, models, lab.model(model_name).prompts(),
+                                                tool=meta.get("format"), node=sampling_node(meta))
     return {**sent_to_form(compare, settings, unmapped, f"{side} · {_name(path)}"), w["error"]: "",
             w["switch"]: f"{side}:{secrets.token_hex(4)}"}
 

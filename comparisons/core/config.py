@@ -67,6 +67,14 @@ LATER_FIELDS = {"beta_alpha": 0.6, "beta_beta": 0.6, "ays_model": "SD1", "shift"
 DISCARD_PENULTIMATE = {"comfyui": ("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"),
                        "a1111": ("dpm_2", "dpm_2_ancestral")}
 COMFY_UNIPC_END = 0.001  # ComfyUI's sample_unipc replaces a final sigma 0 by this and returns x there
+# One line per convention for the menus and --help: what it changes.
+CONVENTION_NOTES = {
+    "kdiffusion": "this tool's and k-diffusion's: noise x sigma_max, lms and uni_pc into 0",
+    "comfyui": "ComfyUI's KSampler: noise x sqrt(1+sigma_max^2), dpm_2/uni_pc drop the penultimate sigma, "
+               "lms ends denoised, uni_pc at 0.001",
+    "a1111": "AUTOMATIC1111 (CPU RNG): noise x sigma_max, seed + i per image, DPM2 drops the penultimate sigma",
+    "diffusers": "diffusers: one generator over the batch, noise x the scheduler's init_noise_sigma",
+}
 SHIFT_RANGE = (0.05, 20.0)         # a flow model's time shift (SD3 ships 3.0; Flux's dynamic one is e^mu, 1.6..3.2)
 SIGMA_MIN_RULES = ("model", "penultimate_steps_plus_1", "penultimate_steps")
 MAX_STEPS = 1000

@@ -1,11 +1,13 @@
 """An image made elsewhere, remade here: the nearest config this tool can run from what the file says about itself
 (`core.image_meta.metadata(text)["fields"]`: sampler, scheduler, steps, cfg, seed, prompt, negative_prompt, model,
 denoise, size), and every setting that cannot be carried over, named. ComfyUI's sampler and scheduler names are
-this tool's; AUTOMATIC1111's ("DPM++ 2M Karras", "Euler a", "Schedule type: Karras") are translated."""
+this tool's; AUTOMATIC1111's ("DPM++ 2M Karras", "Euler a", "Schedule type: Karras") are translated. The config
+carries the file's tool's convention (config.convention: its noise scaling, schedule and endings), and `remake`
+refuses a file whose sampler or schedule this tool cannot run, naming it."""
 from sampler_lib import SAMPLERS, SCHEDULES
 
-from ..errors import clip
-from .config import MAX_SEED, MAX_STEPS, SamplerConfig
+from ..errors import ConfigError, clip
+from .config import DISCARD_PENULTIMATE, MAX_SEED, MAX_STEPS, SamplerConfig
 
 # AUTOMATIC1111 / Forge sampler names (lower case) -> ours. A1111's UniPC runs variant bh1 by default: B(h) = h.
 A1111_SAMPLERS = {
@@ -25,10 +27,20 @@ A1111_SCHEDULES = {
 COMFY_SCHEDULES = {"ays": "align_your_steps", "ddim": "ddim_uniform"}
 # Settings a file may state that change its image and have no counterpart here.
 NOT_CARRIED = ("Hires upscale", "Hires upscaler", "Hires steps", "Refiner", "Refiner switch at", "Clip skip")
+# ComfyUI's sampling nodes whose run the comfyui convention is: KSampler's own schedule (with its discard rule), or a
+# custom sampler's given sigmas; the noise, its scaling and the sampler endings are the same in all of them.
+COMFY_NODES = ("KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced", "SamplerCustom")
+KSAMPLER_NODES = ("KSampler", "KSamplerAdvanced")
+# What each tool's files run as here: ComfyUI feeds the network the nearest training timestep (quantize ingress);
+# A1111's k-diffusion denoiser interpolates it (its "enable quantization" is off by default).
+TOOL_CONFIG = {"comfyui": {"convention": "comfyui", "quantize": "ingress"}, "a1111": {"convention": "a1111"}}
 
 
-def settings_from_metadata(fields, model_name, models=None, prompts=None, size=None):
+def settings_from_metadata(fields, model_name, models=None, prompts=None, size=None, tool=None, node=None):
     """(settings, unmapped) for the Compare form from a file's resolved fields.
+
+    `tool`: the file's format (`core.image_meta.metadata(text)["format"]`: 'comfyui', 'a1111'; anything else keeps
+    this tool's convention); `node`: ComfyUI's sampling node of the last pass (its `kind`).
 
     `model_name`: the model the form samples with; `models`: the models this tool has (default: that one);
     `prompts`: the prompts that model understands (None: free text); `size`: its images' size ('64x64'; None: not
@@ -97,6 +109,8 @@ def settings_from_metadata(fields, model_name, models=None, prompts=None, size=N
     for key in NOT_CARRIED:
         if fields.get(key) not in (None, ""):
             unmapped.append(f"{key} {clip(str(fields[key]), 60)}")
+    config.update(TOOL_CONFIG.get(tool, {}))
+    unmapped += _convention_notes(tool, node, fields, config.get("sampler"))
     # The config as this tool would run it: anything it refuses is named instead of carried.
     try:
         config = SamplerConfig.from_dict(config).to_dict()
@@ -104,6 +118,82 @@ def settings_from_metadata(fields, model_name, models=None, prompts=None, size=N
         unmapped.append(f"config ({exc})")
         config = SamplerConfig().to_dict()
     return {"config": config, "model": model, "seed": seed, "prompt": prompt}, unmapped
+
+
+def _convention_notes(tool, node, fields, sampler):
+    """What the file's tool did that its convention here does not reproduce, in words."""
+    notes = []
+    if tool == "comfyui" and node and node not in COMFY_NODES:
+        notes.append(f"sampling node {clip(str(node), 40)} (read as a KSampler: convention comfyui)")
+    if tool == "comfyui" and node not in KSAMPLER_NODES and sampler in DISCARD_PENULTIMATE["comfyui"]:
+        notes.append(f"{node or 'a custom sampler'}'s sigmas for {sampler} keep their penultimate sigma (a scheduler "
+                     "node does not drop it); convention comfyui drops it as KSampler does")
+    if tool == "a1111":
+        rng = _text(fields.get("RNG")) or "GPU"
+        if rng != "CPU":
+            notes.append(f"RNG {clip(rng, 20)} (A1111 drew the noise {'on the GPU' if rng == 'GPU' else 'with ' + rng}"
+                         "; this tool draws it as A1111's RNG setting CPU does)")
+        for key, why in (("SGM noise multiplier", "noise x sqrt(1 + sigma_max^2); convention a1111 takes sigma_max"),
+                         ("Discard penultimate sigma", "for every sampler; convention a1111 drops it for DPM2 only")):
+            if _text(fields.get(key)).lower() == "true":
+                notes.append(f"{key} True ({why})")
+    return notes
+
+
+def sampling_node(meta):
+    """ComfyUI's node class of a file's last sampling pass (KSampler, SamplerCustomAdvanced, ...); None otherwise."""
+    passes = (meta or {}).get("passes") or []
+    return passes[-1].get("kind") if passes and meta.get("format") == "comfyui" else None
+
+
+def remake(meta, model_name, models=None, prompts=None, size=None):
+    """(settings, unmapped) of a file's metadata (`core.image_meta.metadata`) as the nearest config this tool runs
+    with its tool's convention; ConfigError when the file states no sampling, or a sampler or schedule this tool does
+    not have (named)."""
+    fields = dict((meta or {}).get("fields") or {})
+    if (meta or {}).get("format") not in ("comfyui", "a1111", "ab-lab") or not fields:
+        raise ConfigError(f"the file states no sampling to remake ({(meta or {}).get('note') or 'no parameters'})")
+    settings, unmapped = settings_from_metadata(fields, model_name, models, prompts, size, tool=meta["format"],
+                                                node=sampling_node(meta))
+    # A sampler, schedule or step count this tool would have to guess is no remake: named, and refused.
+    refused = [u.split(" (")[0] if not u.startswith("config (") else u for u in unmapped
+               if u.startswith(("sampler ", "scheduler ", "steps ", "config (")) and "'s noise" not in u]
+    if refused:
+        raise ConfigError(f"cannot remake it here: {'; '.join(refused)} (this tool runs the samplers "
+                         f"{', '.join(SAMPLERS)} and the schedules {', '.join(SCHEDULES)})")
+    return settings, unmapped
+
+
+def remake_pair(meta_a, meta_b, model_name, prompts=None):
+    """Two files' metadata as one pair here on `model_name`: {a, b (SamplerConfigs), seed, prompt, model, unmapped
+    ({"A": [...], "B": [...], "pair": [...]})}. A pair samples both arms from one seed and prompt: A's where it
+    states them, else B's, else seed 0 and the model's first prompt, each said in `unmapped["pair"]`."""
+    found = {}
+    for side, meta in (("A", meta_a), ("B", meta_b)):
+        try:
+            found[side] = remake(meta, model_name, [model_name], prompts)
+        except ConfigError as exc:
+            raise ConfigError(f"image {side}: {exc}") from None
+    (a, unmapped_a), (b, unmapped_b) = found["A"], found["B"]
+    pair = []
+    seed = next((s for s in (a["seed"], b["seed"]) if s is not None), None)
+    if seed is None:
+        seed = 0
+        pair.append("seed stated by neither file (0 used)")
+    elif a["seed"] is None or b["seed"] not in (None, seed):
+        stated = {side: "none" if s["seed"] is None else s["seed"] for side, s in (("A", a), ("B", b))}
+        pair.append(f"seed {seed} used for both (A states {stated['A']}, B {stated['B']})")
+    prompt = next((p for p in (a["prompt"], b["prompt"]) if p is not None), None)
+    if prompt is None:
+        prompt = list(prompts)[0] if prompts else ""
+        pair.append(f"prompt carried by neither file ({prompt!r} used)")
+    elif a["prompt"] != b["prompt"] and b["prompt"] is not None:
+        pair.append(f"prompt: one prompt for both ({prompt!r}); B states {clip(repr(b['prompt']), 80)}")
+    drop = ("seed ",)  # said once, for the pair
+    return {"a": SamplerConfig.from_dict(a["config"]), "b": SamplerConfig.from_dict(b["config"]), "seed": seed,
+            "prompt": prompt, "model": model_name,
+            "unmapped": {"A": [u for u in unmapped_a if not u.startswith(drop)],
+                         "B": [u for u in unmapped_b if not u.startswith(drop)], "pair": pair}}
 
 
 def _text(value):
