@@ -434,6 +434,11 @@ def test_remade_configs_carry_their_tools_convention():
     _, unmapped = remake(a1111_meta(extra="RNG: CPU, SGM noise multiplier: True, "), "embedded")
     assert not any(u.startswith("RNG") for u in unmapped) and any(u.startswith("SGM noise multiplier True")
                                                                    for u in unmapped)
+    # A1111's UniPC and DDIM do not run through k-diffusion: carried (the nearest sampler here), and said.
+    settings, unmapped = remake(a1111_meta("UniPC", "Schedule type: Karras, RNG: CPU, "), "embedded")
+    assert settings["config"]["sampler"] == "uni_pc" and unmapped == [
+        "A1111's UniPC loop (it runs on timesteps, sd_samplers_timesteps, not through k-diffusion; convention a1111 "
+        "covers A1111's k-diffusion samplers)"]
     # ComfyUI's KSampler: its convention, and the nearest training timestep for the network (quantize ingress).
     settings, unmapped = remake(meta(default(sampler="dpm_2", scheduler="karras", steps=9)), "embedded")
     assert {k: settings["config"][k] for k in ("sampler", "steps", "convention", "quantize")} == \

@@ -129,6 +129,10 @@ def _convention_notes(tool, node, fields, sampler):
         notes.append(f"{node or 'a custom sampler'}'s sigmas for {sampler} keep their penultimate sigma (a scheduler "
                      "node does not drop it); convention comfyui drops it as KSampler does")
     if tool == "a1111":
+        stated = _text(fields.get("sampler"))
+        if stated.lower().split(" ")[0] in ("ddim", "unipc"):
+            notes.append(f"A1111's {clip(stated, 40)} loop (it runs on timesteps, sd_samplers_timesteps, not through "
+                         "k-diffusion; convention a1111 covers A1111's k-diffusion samplers)")
         rng = _text(fields.get("RNG")) or "GPU"
         if rng != "CPU":
             notes.append(f"RNG {clip(rng, 20)} (A1111 drew the noise {'on the GPU' if rng == 'GPU' else 'with ' + rng}"
