@@ -452,6 +452,18 @@ def test_remade_configs_carry_their_tools_convention():
     assert any(u.startswith("SamplerCustomAdvanced's sigmas for uni_pc keep their penultimate sigma") for u in unmapped)
 
 
+def test_this_tools_own_file_remakes_its_whole_config():
+    import json
+
+    from comparisons.core.image_meta import metadata
+    from comparisons.core.remake import remake
+    cfg = SamplerConfig(sampler="lms", steps=5, convention="comfyui", quantize="ingress", rho=5.0)
+    settings, unmapped = remake(metadata({"model": "embedded", "prompt": PROMPT, "seed": "3", "pairing": "custom",
+                                          "config": cfg.to_json()}), "embedded", ["embedded"], [PROMPT])
+    assert SamplerConfig.from_dict(settings["config"]) == cfg and unmapped == [] and settings["seed"] == 3
+    assert json.loads(cfg.to_json())["convention"] == "comfyui"
+
+
 def test_remake_refuses_what_it_would_have_to_guess_naming_it():
     from comparisons.core.remake import remake, remake_pair
     from tests.test_workflow_meta import flux, meta

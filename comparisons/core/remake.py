@@ -4,6 +4,8 @@ denoise, size), and every setting that cannot be carried over, named. ComfyUI's 
 this tool's; AUTOMATIC1111's ("DPM++ 2M Karras", "Euler a", "Schedule type: Karras") are translated. The config
 carries the file's tool's convention (config.convention: its noise scaling, schedule and endings), and `remake`
 refuses a file whose sampler or schedule this tool cannot run, naming it."""
+from dataclasses import fields as dataclass_fields
+
 from sampler_lib import SAMPLERS, SCHEDULES
 
 from ..errors import ConfigError, clip
@@ -34,6 +36,9 @@ KSAMPLER_NODES = ("KSampler", "KSamplerAdvanced")
 # What each tool's files run as here: ComfyUI feeds the network the nearest training timestep (quantize ingress);
 # A1111's k-diffusion denoiser interpolates it (its "enable quantization" is off by default).
 TOOL_CONFIG = {"comfyui": {"convention": "comfyui", "quantize": "ingress"}, "a1111": {"convention": "a1111"}}
+# The config fields this tool's own PNGs state under their own names (image_meta.parse_ours); the others are mapped.
+OWN_FIELDS = tuple(f.name for f in dataclass_fields(SamplerConfig)
+                   if f.name not in ("sampler", "schedule", "steps", "guidance_scale"))
 
 
 def settings_from_metadata(fields, model_name, models=None, prompts=None, size=None, tool=None, node=None):
@@ -110,6 +115,8 @@ def settings_from_metadata(fields, model_name, models=None, prompts=None, size=N
         if fields.get(key) not in (None, ""):
             unmapped.append(f"{key} {clip(str(fields[key]), 60)}")
     config.update(TOOL_CONFIG.get(tool, {}))
+    if tool == "ab-lab":  # this tool's own file states its whole config, convention included
+        config.update({k: fields[k] for k in OWN_FIELDS if k in fields})
     unmapped += _convention_notes(tool, node, fields, config.get("sampler"))
     # The config as this tool would run it: anything it refuses is named instead of carried.
     try:
