@@ -526,3 +526,16 @@ def test_send_to_compare_fills_and_says_the_convention():
     out = sent_to_form(w, settings, unmapped, "A · a.png")
     assert out["A:convention"] == out["B:convention"] == "a1111"
     assert "dpmpp_2m, karras, 4 steps, guidance 3, convention a1111, seed 1234" in out["sent"]
+
+
+def test_sweep_convention_flag_sets_both_arms_and_a_config_may_override_it():
+    from comparisons.cli import _parser, sweep_configs
+    args = _parser().parse_args(["sweep", "--pairing", "final-zero", "--convention", "comfyui", "--sampler", "lms"])
+    _, a, b = sweep_configs(args)
+    assert a.convention == b.convention == "comfyui" and a.convention_kwargs() == {"final": "denoised"}
+    args = _parser().parse_args(["sweep", "--convention", "a1111", "--a", '{"convention": "kdiffusion"}', "--b", "{}"])
+    _, a, b = sweep_configs(args)
+    assert (a.convention, b.convention) == ("kdiffusion", "a1111")
+    from comparisons.errors import UsageError
+    with pytest.raises(UsageError, match="--convention: invalid choice: 'forge'"):
+        _parser().parse_args(["sweep", "--pairing", "final-zero", "--convention", "forge"])
