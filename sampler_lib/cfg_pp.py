@@ -8,10 +8,12 @@ without `denoised_and_uncond` (a plain callable) has one prediction, so U = D an
 sibling (tests/test_cfg_pp.py checks both against a transcription of ComfyUI's loops).
 
 Flow models. euler_cfg_pp and euler_ancestral_cfg_pp take ComfyUI's alpha = 1 - sigma (sigma e^lambda on CONST) and
-dpmpp_2s_ancestral_cfg_pp its _RF form. dpmpp_2m_cfg_pp, res_multistep_cfg_pp and gradient_estimation_cfg_pp have one
-formula in ComfyUI and it runs on a flow as it stands, as here: its direction to noise is (x - U) / sigma, the eps
-form, so on a flow each step lands sigma_next (D - U) further along the guidance than euler_cfg_pp's flow step.
-res_multistep_ancestral_cfg_pp is refused on a flow: ComfyUI adds the eps model's ancestral noise there too.
+dpmpp_2s_ancestral_cfg_pp its _RF form. The others have no flow form in ComfyUI and are refused on a flow model (as
+`config.check_for_model` refuses them, from their declarations): dpmpp_2m_cfg_pp, res_multistep_cfg_pp and
+gradient_estimation_cfg_pp take their direction to noise as (x - U) / sigma, the eps model's, so on a flow each step
+lands sigma_next (D - U) past ComfyUI's own euler_cfg_pp step (on the embedded flow model at guidance 3, 6 steps on
+simple, karras and beta: final latents of std 0.54 to 0.67, euler_cfg_pp's 0.38); res_multistep_ancestral_cfg_pp
+adds the eps model's ancestral noise there too.
 """
 import torch
 from tqdm.auto import trange
@@ -31,9 +33,18 @@ from .samplers import (
 )
 from .wrappers import append_dims
 
+EPS_FORM_ON_FLOW = ("ComfyUI's {} has no flow form: its direction to noise, (x - U) / sigma, is the eps model's, so on "
+                    "a flow model each step lands sigma_next (D - U) past ComfyUI's own euler_cfg_pp (which takes the "
+                    "flow's alpha = 1 - sigma); on a flow model choose euler_cfg_pp, euler_ancestral_cfg_pp or "
+                    "dpmpp_2s_ancestral_cfg_pp")
 RES_ANCESTRAL_ON_FLOW = ("ComfyUI's res_multistep_ancestral_cfg_pp adds the eps model's ancestral noise (sigma_up) "
                          "on a flow model too, which leaves x off the flow's (1 - sigma) x0 + sigma noise; on a flow "
                          "model choose euler_ancestral_cfg_pp or dpmpp_2s_ancestral_cfg_pp")
+
+
+def _refuse_on_flow(model, why):
+    if flow_sampling(model) is not None:
+        raise ValueError(why)
 
 
 def _both(model):
@@ -183,11 +194,12 @@ def _dpmpp_2s_ancestral_cfg_pp_rf(model, x, sigmas, extra_args, callback, disabl
 
 
 @sampler("dpmpp_2m_cfg_pp", group="multistep", note="DPM-Solver++(2M), CFG++: multistep, 1 call a step",
-         calls_per_step=1, cfg_pp=True, after="dpmpp_2m")
+         calls_per_step=1, flow="refused: " + EPS_FORM_ON_FLOW.format("dpmpp_2m_cfg_pp"), cfg_pp=True, after="dpmpp_2m")
 @torch.no_grad()
 def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver++(2M) with CFG++ (ComfyUI's dpmpp_2m_cfg_pp): x' = D + (sigma' / sigma)(x - U), its second-order
-    term -(e^-h - 1) / (2 r) (D - U_prev); deterministic, so noise_sampler is unused."""
+    term -(e^-h - 1) / (2 r) (D - U_prev); deterministic, so noise_sampler is unused. Refused on a flow model."""
+    _refuse_on_flow(model, EPS_FORM_ON_FLOW.format("dpmpp_2m_cfg_pp"))
     both = _both(model)
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
     # Every coefficient depends only on the schedule, as in sample_dpmpp_2m.
@@ -253,10 +265,12 @@ def _res_multistep_cfg_pp(model, x, sigmas, extra_args, callback, disable, eta, 
 
 
 @sampler("res_multistep_cfg_pp", group="multistep", note="RES multistep, CFG++: second order, 1 call a step",
-         calls_per_step=1, cfg_pp=True, after="res_multistep")
+         calls_per_step=1, flow="refused: " + EPS_FORM_ON_FLOW.format("res_multistep_cfg_pp"), cfg_pp=True,
+         after="res_multistep")
 @torch.no_grad()
 def sample_res_multistep_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """RES multistep with CFG++ (ComfyUI's res_multistep_cfg_pp: eta 0); deterministic."""
+    """RES multistep with CFG++ (ComfyUI's res_multistep_cfg_pp: eta 0); deterministic. Refused on a flow model."""
+    _refuse_on_flow(model, EPS_FORM_ON_FLOW.format("res_multistep_cfg_pp"))
     return _res_multistep_cfg_pp(model, x, sigmas, extra_args, callback, disable, 0.0, 0.0, noise_sampler)
 
 
@@ -268,19 +282,21 @@ def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, cal
                                           s_noise=1.0, noise_sampler=None):
     """RES multistep to the ancestral sigma_down with CFG++, then fresh noise of size sigma_up (ComfyUI's
     res_multistep_ancestral_cfg_pp); refused on a flow model."""
-    if flow_sampling(model) is not None:
-        raise ValueError(RES_ANCESTRAL_ON_FLOW)
+    _refuse_on_flow(model, RES_ANCESTRAL_ON_FLOW)
     return _res_multistep_cfg_pp(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
 
 
 @sampler("gradient_estimation_cfg_pp", group="multistep", note="gradient estimation (ge_gamma 2), CFG++",
-         calls_per_step=1, options=("ge_gamma",), cfg_pp=True, after="gradient_estimation")
+         calls_per_step=1, options=("ge_gamma",),
+         flow="refused: " + EPS_FORM_ON_FLOW.format("gradient_estimation_cfg_pp"), cfg_pp=True,
+         after="gradient_estimation")
 @torch.no_grad()
 def sample_gradient_estimation_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, ge_gamma=2.0,
                                       noise_sampler=None):
     """Gradient estimation (Permenter & Yuan 2024) with CFG++ (ComfyUI's gradient_estimation_cfg_pp): x' = D +
     sigma' d with d = (x - U) / sigma, plus (ge_gamma - 1)(d - d_prev)(sigma' - sigma) from the second step; D into
-    sigma = 0. Deterministic, so noise_sampler is unused."""
+    sigma = 0. Deterministic, so noise_sampler is unused. Refused on a flow model."""
+    _refuse_on_flow(model, EPS_FORM_ON_FLOW.format("gradient_estimation_cfg_pp"))
     both = _both(model)
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
     sigma, sigma_next = sigmas[:-1], sigmas[1:]

@@ -23,7 +23,7 @@ from sampler_lib import (
     initial_noise,
     network_calls,
 )
-from sampler_lib.cfg_pp import RES_ANCESTRAL_ON_FLOW
+from sampler_lib.cfg_pp import EPS_FORM_ON_FLOW, RES_ANCESTRAL_ON_FLOW
 from sampler_lib.models.guidance import guided_eps
 
 CFG_PP = sorted(name for name, spec in REGISTRY.items() if spec.cfg_pp)
@@ -296,21 +296,21 @@ COMFY_SIBLING = {
 }
 FAMILIES = ("eps", "v", "flow")
 REFUSED_ON_FLOW = {n for n in CFG_PP if REGISTRY[n].flow.startswith("refused: ")}
+EPS_FORM = ("dpmpp_2m_cfg_pp", "res_multistep_cfg_pp", "gradient_estimation_cfg_pp")
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
 def test_the_family_is_registered_as_declared():
     assert CFG_PP == sorted(COMFY) and all(SAMPLERS[n] is REGISTRY[n].fn for n in CFG_PP)
-    assert REFUSED_ON_FLOW == {"res_multistep_ancestral_cfg_pp"}
+    assert REFUSED_ON_FLOW == set(EPS_FORM) | {"res_multistep_ancestral_cfg_pp"}
     assert REGISTRY["res_multistep_ancestral_cfg_pp"].flow == f"refused: {RES_ANCESTRAL_ON_FLOW}"
+    assert all(REGISTRY[n].flow == "refused: " + EPS_FORM_ON_FLOW.format(n) for n in EPS_FORM)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("name", CFG_PP)
+@pytest.mark.parametrize("name, family", [(n, f) for n in CFG_PP for f in FAMILIES
+                                          if f != "flow" or n not in REFUSED_ON_FLOW])  # those: refused, tested below
 def test_matches_comfyui_transcription(name, family):
     """The same sigmas, network and Brownian noise: our sampler equals ComfyUI's loop, U and D differing."""
-    if family == "flow" and name in REFUSED_ON_FLOW:
-        pytest.skip("refused on a flow model: test_refused_on_a_flow_model_in_one_line")
     den = make_den(family)
     sigmas = make_sigmas(den, family)
     x = start(den, sigmas)
@@ -474,18 +474,38 @@ def test_every_guided_model_network_returns_the_pair():
 
 
 def test_refused_on_a_flow_model_in_one_line():
+    """The samplers ComfyUI gives no flow form are refused on a flow model, by the config and by the sampler."""
+    import re
+
     from comparisons.core.config import SamplerConfig, check_for_model
     from comparisons.errors import ConfigError
     den = make_den("flow")
     sigmas = make_sigmas(den, "flow")
     x = start(den, sigmas)
-    with pytest.raises(ValueError, match="res_multistep_ancestral_cfg_pp adds the eps model's ancestral noise"):
-        SAMPLERS["res_multistep_ancestral_cfg_pp"](den, x, sigmas, extra_args=extra(), disable=True,
-                                                   noise_sampler=BrownianNoiseSampler(x, [1, 2], 2.0))
-    with pytest.raises(ConfigError, match="eps model's ancestral noise"):
-        check_for_model(SamplerConfig(sampler="res_multistep_ancestral_cfg_pp"), den.model_sampling)
+    for name in sorted(REFUSED_ON_FLOW):
+        why = REGISTRY[name].flow.removeprefix("refused: ")
+        with pytest.raises(ValueError, match=re.escape(why)):
+            SAMPLERS[name](den, x, sigmas, extra_args=extra(), disable=True,
+                           noise_sampler=BrownianNoiseSampler(x, [1, 2], 2.0))
+        with pytest.raises(ConfigError, match=f"^{name} on a flow model: {re.escape(why)}$"):
+            check_for_model(SamplerConfig(sampler=name), den.model_sampling)
     for name in sorted(set(CFG_PP) - REFUSED_ON_FLOW):
         check_for_model(SamplerConfig(sampler=name), den.model_sampling)  # runs: no refusal
+
+
+@pytest.mark.parametrize("name", EPS_FORM)
+def test_the_eps_forms_refusal_on_a_flow_says_true(name):
+    """Why they are refused: on a flow, ComfyUI's formula's first step lands sigma_next (D - U) past its own
+    euler_cfg_pp's (which takes the flow's alpha)."""
+    den = make_den("flow")
+    sigmas = make_sigmas(den, "flow", 8)[2:4]
+    x = start(den, sigmas)
+    model = PostCfg(den, extra())
+    denoised = model(x, sigmas[0].expand(len(x)))
+    theirs = COMFY[name](model, x, sigmas, None, True)
+    euler = comfy_euler_cfg_pp(model, x, sigmas, None, True)
+    torch.testing.assert_close(theirs - euler, sigmas[1] * (denoised - model.uncond), rtol=1e-4, atol=1e-5)
+    assert float((denoised - model.uncond).abs().mean()) > 0.05
 
 
 class GuidedFake:
