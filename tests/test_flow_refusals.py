@@ -189,3 +189,74 @@ def test_the_app_refuses_a_shift_on_an_eps_model_before_it_spends_a_visitors_bud
         serve_pair(lab, settings, SimpleNamespace(session_hash="s"), "a red circle", "1", "fake", "custom",
                    SamplerConfig(shift=3.0), SamplerConfig())
     assert refused.value.field == "shift" and "flow models" in str(refused.value)
+
+
+# --- a flow pipeline's scheduler config asking for what only eps / v models have (#34 item 7) -------------------------
+# Tiny config folders, no weights: the loaders read scheduler/scheduler_config.json before any weights, so each case
+# is refused in one line naming that file and the key to remove, the CLI exits 2 and writes nothing.
+
+SD3_PARTS = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "transformer", "vae", "scheduler")
+FLUX_PARTS = SD3_PARTS  # Flux.1's tokenizer_2 / text_encoder_2 are its T5
+PIPELINES = {"sd3": ("StableDiffusion3Pipeline", SD3_PARTS, {"shift": 3.0}),
+             "flux": ("FluxPipeline", FLUX_PARTS, {"shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+                                                   "max_shift": 1.15})}
+BAD_SCHEDULERS = [
+    ("sd3", {"prediction_type": "v_prediction"}, "remove prediction_type 'v_prediction'"),
+    ("flux", {"prediction_type": "v_prediction"}, "remove prediction_type 'v_prediction'"),
+    ("sd3", {"prediction_type": "epsilon"}, "remove prediction_type 'epsilon'"),
+    ("flux", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+     "remove beta_schedule, beta_start, beta_end"),
+    ("sd3", {"rescale_betas_zero_snr": True}, "remove rescale_betas_zero_snr"),
+    ("flux", {"invert_sigmas": True}, "remove invert_sigmas=True"),
+]
+
+
+def config_folder(root, pipeline, **scheduler):
+    """A pipeline folder as save_pretrained lays it out, with empty component folders and the given scheduler keys."""
+    cls, parts, own = PIPELINES[pipeline]
+    root.mkdir(parents=True)
+    (root / "model_index.json").write_text(json.dumps({"_class_name": cls, **{p: ["x", "y"] for p in parts}}))
+    for part in parts:
+        (root / part).mkdir()
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, **own, **scheduler}
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.mark.parametrize("pipeline, keys, words", BAD_SCHEDULERS, ids=lambda v: str(v)[:30])
+def test_a_flow_folder_asking_for_eps_settings_is_one_line_exit_2(pipeline, keys, words, tmp_path, capsys):
+    folder = config_folder(tmp_path / pipeline, pipeline, **keys)
+    results = tmp_path / "r.db"
+    assert cli.main(["sweep", "--pairing", "final-zero", "--model", str(folder), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
+    assert str(folder / "scheduler" / "scheduler_config.json") in err  # the file to edit
+    assert not results.exists()
+
+
+def test_a_flow_checkpoint_file_is_refused_from_its_config_folder_before_its_weights(tmp_path, capsys, monkeypatch):
+    from diffusers import StableDiffusion3Pipeline
+
+    def from_single_file(*_, **__):
+        raise AssertionError("the weights were read before the scheduler config was checked")
+
+    monkeypatch.setattr(StableDiffusion3Pipeline, "from_single_file", staticmethod(from_single_file))
+    config_folder(tmp_path / "sd3.5", "sd3", prediction_type="v_prediction")
+    (tmp_path / "sd3.5.safetensors").write_bytes(b"not read")
+    assert cli.main(["sweep", "--pairing", "final-zero", "--model", str(tmp_path / "sd3.5.safetensors"),
+                     "--results", str(tmp_path / "r.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'sd3.5' / 'scheduler' / 'scheduler_config.json'}: remove " \
+        "prediction_type 'v_prediction'" in err, err
+
+
+def test_a_hub_pipelines_scheduler_is_checked_by_name_and_flow_prediction_passes():
+    from sampler_lib.models.sd3 import check_scheduler
+
+    flow = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}
+    for ok in ({}, {"prediction_type": "flow_prediction"}, {"beta_schedule": None, "rescale_betas_zero_snr": False}):
+        check_scheduler("org/sd3", {**flow, **ok}, "SD3")
+    with pytest.raises(ValueError) as err:
+        check_scheduler("org/sd3", {**flow, "prediction_type": "sample"}, "SD3")
+    assert str(err.value).startswith("org/sd3/scheduler/scheduler_config.json: remove prediction_type 'sample'")
+    assert "\n" not in str(err.value)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..model_sampling import image_tokens
 from .guidance import check_guidance
-from .sd3 import FlowPipelineModel, SchedulerConfig, check_folder, default_device_dtype
+from .sd3 import FlowPipelineModel, SchedulerConfig, check_checkpoint_folder, check_folder, default_device_dtype
 from .sdxl import checkpoint_pipeline, pipeline_index, present
 from .stable_diffusion import WeightsUnavailable, load_parts
 
@@ -152,6 +152,7 @@ def load_single_file(path, device=None, dtype=None, image_size=None):
     """A Flux.1 checkpoint file through the diffusers config folder beside it (as SDXL's)."""
     from diffusers import FluxPipeline
 
+    check_checkpoint_folder(path, "Flux.1")
     device, dtype = default_device_dtype(device, dtype)
     index, parts = checkpoint_pipeline(path, FluxPipeline, device, dtype)
     keys = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "transformer", "vae", "scheduler")

@@ -16,7 +16,7 @@ from torch import nn
 from ..model_sampling import flow_sampling_from_config, image_tokens
 from ..wrappers import Denoiser
 from .guidance import cast, check_guidance, guided_eps, to_pil
-from .sdxl import checkpoint_pipeline, pipeline_index, present
+from .sdxl import checkpoint_config, checkpoint_pipeline, pipeline_index, present
 from .stable_diffusion import WeightsUnavailable, load_parts
 
 FLOW_SCHEDULER = "FlowMatchEulerDiscreteScheduler"  # what SD3, SD3.5 and Flux.1 ship; its config sets the shift
@@ -46,14 +46,35 @@ def default_device_dtype(device, dtype):
     return device, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
-def check_scheduler(name, config, kind):
+# What only an eps / v model's scheduler config means (its prediction type, its beta schedule): in a flow pipeline's
+# config it would be ignored by diffusers and by us, so the images would silently not be what the file asks for.
+EPS_ONLY = ("beta_schedule", "beta_start", "beta_end", "trained_betas", "rescale_betas_zero_snr")
+FLOW_PREDICTION = (None, "flow_prediction")  # diffusers' name for the velocity (UniPC's use_flow_sigmas)
+UNSUPPORTED = ("invert_sigmas", "shift_terminal")  # they change what the flow grid means
+
+
+def check_scheduler(name, config, kind, where=None):
     """The scheduler config a flow pipeline ships (FlowMatchEulerDiscreteScheduler): another (a DDIM config) is
-    refused naming it, rather than read as a flow one."""
+    refused naming it, rather than read as a flow one; so is an eps / v model's setting in it (prediction_type
+    v_prediction, a beta schedule), one line naming the file (`where`) and the key to remove."""
     cls = config.get("_class_name")
     if cls != FLOW_SCHEDULER:
         raise ValueError(f"{name}: scheduler/ is {cls or 'a config without _class_name'}, not {FLOW_SCHEDULER}: "
                          f"{kind} is a flow-matching model and its scheduler config sets the shift; put the "
                          "pipeline's own scheduler/scheduler_config.json back")
+    where = where or f"{name}/scheduler/scheduler_config.json"
+    prediction = config.get("prediction_type")
+    if prediction not in FLOW_PREDICTION:
+        raise ValueError(f"{where}: remove prediction_type {prediction!r}: it is an eps/v model's setting and {kind} "
+                         "is a flow-matching model (its network predicts the velocity; denoised = x - sigma * v)")
+    eps_only = [k for k in EPS_ONLY if config.get(k) not in (None, False)]
+    if eps_only:
+        raise ValueError(f"{where}: remove {', '.join(eps_only)}: an eps/v model's noise schedule, which {kind} (a "
+                         "flow-matching model: sigma = t / 1000, shifted by `shift`) does not have")
+    unsupported = [k for k in UNSUPPORTED if config.get(k)]
+    if unsupported:
+        raise ValueError(f"{where}: remove {', '.join(f'{k}={config[k]!r}' for k in unsupported)}: not supported for "
+                         "flow models here (it changes what the flow grid means)")
 
 
 def check_folder(name, wanted, kind, what):
@@ -70,7 +91,15 @@ def check_folder(name, wanted, kind, what):
         raise WeightsUnavailable(f"{kind} folder {name} lacks scheduler/scheduler_config.json: it sets the flow "
                                  "model's shift")
     with open(path) as f:
-        check_scheduler(name, json.load(f), kind)
+        check_scheduler(name, json.load(f), kind, where=path)
+
+
+def check_checkpoint_folder(path, kind):
+    """A flow checkpoint file's config folder: its scheduler config checked before diffusers reads the weights."""
+    path, config, _ = checkpoint_config(path)
+    scheduler = config / "scheduler" / "scheduler_config.json"
+    if scheduler.is_file():
+        check_scheduler(str(path), json.loads(scheduler.read_text()), kind, where=str(scheduler))
 
 
 class FlowPipelineModel:
@@ -242,6 +271,7 @@ def load_single_file(path, device=None, dtype=None):
     """An SD3 / SD3.5 checkpoint file through the diffusers config folder beside it (as SDXL's)."""
     from diffusers import StableDiffusion3Pipeline
 
+    check_checkpoint_folder(path, "SD3")
     device, dtype = default_device_dtype(device, dtype)
     index, parts = checkpoint_pipeline(path, StableDiffusion3Pipeline, device, dtype)
     keys = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "tokenizer_3", "text_encoder_3",
