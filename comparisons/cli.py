@@ -375,6 +375,15 @@ def _remake(args, a, b):
     return model, pair
 
 
+def _compact(cfg):
+    """A config as the JSON `sweep --a/--b` takes: what a sweep's base sets, and every field off its default."""
+    import json
+    default = SamplerConfig()
+    return json.dumps({k: v for k, v in cfg.to_dict().items()
+                       if k in ("sampler", "schedule", "steps", "guidance_scale", "convention")
+                       or v != getattr(default, k)})
+
+
 def _write_remake(args, remade, out):
     """Print the remade pair and the sweep that runs it; with --out, sample it beside inspect.html."""
     import io
@@ -386,14 +395,13 @@ def _write_remake(args, remade, out):
     model, pair = remade
     print(f"\nremade here on {args.remake} (seed {pair['seed']}, prompt {pair['prompt']!r}):", file=out)
     for side in ("a", "b"):
-        cfg = pair[side]
-        print(f"{side.upper()} = {cfg.to_json()}  (convention {cfg.convention})", file=out)
+        print(f"{side.upper()} = {_compact(pair[side])}", file=out)
     for side, notes in pair["unmapped"].items():
         if notes:
             print(f"not carried from {side}: {'; '.join(notes)}", file=out)
     print("run it as a sweep: python -m comparisons sweep " + " ".join(shlex.quote(x) for x in (
         "--model", args.remake, "--seeds", str(pair["seed"]), "--prompt", pair["prompt"],
-        "--a", pair["a"].to_json(), "--b", pair["b"].to_json())), file=out)
+        "--a", _compact(pair["a"]), "--b", _compact(pair["b"]))), file=out)
     if not args.out:
         return
     run = run_pair(model, pair["a"], pair["b"], pair["prompt"], pair["seed"])

@@ -5,6 +5,7 @@ KSampler.calculate_sigmas and max_denoise, comfy/k_diffusion/sampling.py and com
 is not installable from PyPI). A ComfyUI KSampler node's (seed, sampler, scheduler, steps, cfg, denoise 1.0) run
 through that transcription on a toy eps network gives the latent ours gives with convention comfyui."""
 import math
+import shlex
 
 import numpy as np
 import pytest
@@ -482,6 +483,11 @@ def test_remake_refuses_what_it_would_have_to_guess_naming_it():
     assert pair["unmapped"]["pair"] == ["seed 1234 used for both (A states 1234, B 77)"]
 
 
+def record_of(tmp_path):
+    import json
+    return json.loads((tmp_path / "out" / "remake.json").read_text())
+
+
 @pytest.mark.slow  # loads the embedded model and LPIPS, and samples
 def test_inspect_remake_writes_the_remade_pair_beside_inspect_html(tmp_path):
     import json
@@ -499,7 +505,13 @@ def test_inspect_remake_writes_the_remade_pair_beside_inspect_html(tmp_path):
         files.append(str(tmp_path / name))
     code, text, err = run_cli(["inspect", *files, "--out", str(tmp_path / "out"), "--remake", "embedded"])
     assert code == 0, err
-    assert '(convention a1111)' in text and "run it as a sweep: python -m comparisons sweep --model embedded" in text
+    assert 'A = {"sampler": "lms", "steps": 3, "schedule": "karras", "guidance_scale": 3.0, "convention": "a1111"}' \
+        in text and "run it as a sweep: python -m comparisons sweep --model embedded" in text
+    # The printed sweep runs the remade configs themselves.
+    from comparisons.cli import _parser, sweep_configs
+    line = next(x for x in text.splitlines() if x.startswith("run it as a sweep: "))
+    _, a, b = sweep_configs(_parser().parse_args(shlex.split(line.split("python -m comparisons ", 1)[1])))
+    assert (a.to_dict(), b.to_dict()) == (record_of(tmp_path)["a"], record_of(tmp_path)["b"])
     record = json.loads((tmp_path / "out" / "remake.json").read_text())
     assert (record["a"]["sampler"], record["b"]["sampler"], record["seed"]) == ("lms", "dpm_2", 5)
     assert record["b"]["convention"] == "a1111" and record["not_carried"] == {"A": [], "B": [], "pair": []}
