@@ -429,6 +429,7 @@ def test_every_guided_model_network_returns_the_pair():
     sibling): SD's, SDXL's and SD3's wrappers over stand-in networks, the embedded model's; Flux.1 refuses."""
     from sampler_lib.models.embedded import NUM_CLASSES, GuidedEps
     from sampler_lib.models.flux import NO_UNCOND, GuidedFlux
+    from sampler_lib.models.guidance import NoUncond
     from sampler_lib.models.sd3 import GuidedSD3
     from sampler_lib.models.sdxl import GuidedUNetXL
     from sampler_lib.models.stable_diffusion import GuidedUNet
@@ -467,7 +468,7 @@ def test_every_guided_model_network_returns_the_pair():
     guided, out_uncond = embedded(x, t, labels, guidance_scale=GUIDANCE, with_uncond=True)
     torch.testing.assert_close(out_uncond, x * (NUM_CLASSES + 1.0))
     flux = GuidedFlux(types.SimpleNamespace(config=types.SimpleNamespace(guidance_embeds=True)))
-    with pytest.raises(ValueError, match="no unconditional prediction"):
+    with pytest.raises(NoUncond, match="no unconditional prediction"):
         Denoiser(flux, FlowSampling(shift=SHIFT)).denoised_and_uncond(x, torch.tensor([0.5, 0.5]), cond=cond,
                                                                        pooled=pooled)
     assert "_cfg_pp" in NO_UNCOND
@@ -541,3 +542,27 @@ def test_through_the_engine_batched_and_deduplicated(name):
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
     sibling = sample_arms(model, [SamplerConfig(sampler=SIBLINGS[name], steps=4)], samples, noise_max=20.0)
     assert not torch.allclose(together[:, :1], sibling, atol=1e-3)
+
+
+def test_a_model_without_guidance_refuses_cfg_pp_as_a_config_error():
+    """Through the engine, a network with no unconditional prediction (as Flux.1's) refuses a CFG++ sampler as a
+    ConfigError on the sampler field, the user's error in one line; its sibling still runs."""
+    from comparisons.core.config import SamplerConfig
+    from comparisons.core.engine import Sample, sample_arms
+    from comparisons.errors import ConfigError
+    from sampler_lib.models.flux import NO_UNCOND
+    from sampler_lib.models.guidance import NoUncond
+
+    class NoGuidance(nn.Module):
+        def forward(self, x, t, label, guidance_scale=1.0, with_uncond=False):
+            if with_uncond:
+                raise NoUncond(NO_UNCOND)
+            return torch.tanh(x)
+
+    model = GuidedFake()
+    model.net = model.network = NoGuidance()
+    samples = [Sample("a red circle", 0)]
+    with pytest.raises(ConfigError, match="no unconditional prediction") as caught:
+        sample_arms(model, [SamplerConfig(sampler="euler_cfg_pp", steps=3)], samples)
+    assert caught.value.field == "sampler" and "\n" not in str(caught.value)
+    assert torch.isfinite(sample_arms(model, [SamplerConfig(sampler="euler", steps=3)], samples)).all()

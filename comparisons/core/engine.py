@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from sampler_lib import SAMPLERS, BrownianNoiseSampler, initial_noise
+from sampler_lib.models.guidance import NoUncond
 from sampler_lib.models.interface import sampling_of
 from sampler_lib.noise import noise_scale
 
+from ..errors import ConfigError, at_field
 from .config import COMPILE_MODES, schedule
 
 # Churn raises sigma by at most sqrt(2); the Brownian path must reach that far.
@@ -229,8 +231,11 @@ def _run_group(model, sampling, arms, samples, schedules, conditions, noise, noi
     batch_den = BatchDenoiser(den, n_s, n_k, precision, dedupe=model.network not in _STATIC)
     extra = batch_condition([conditions[(smp.prompt, cfg.guidance_scale)] for smp in samples for _ in arms])
     seeds = [smp.seed for smp in samples for _ in arms]
-    out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
-                                noise_sampler=BrownianNoiseSampler(x, seeds, noise_max), **sampler_options(cfg))
+    try:
+        out = SAMPLERS[cfg.sampler](batch_den, x, sigmas, extra_args=extra, callback=tick, disable=True,
+                                    noise_sampler=BrownianNoiseSampler(x, seeds, noise_max), **sampler_options(cfg))
+    except NoUncond as exc:  # a CFG++ sampler on a model without classifier-free guidance: at its first call
+        raise at_field(ConfigError(str(exc)), "sampler") from exc
     if stats is not None:
         stats.setdefault("batch_sizes", []).extend(batch_den.batch_sizes)
     return out.float().reshape(n_s, n_k, *out.shape[1:]).cpu()

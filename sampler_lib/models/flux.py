@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..model_sampling import image_tokens
-from .guidance import check_guidance
+from .guidance import NoUncond, check_guidance
 from .sd3 import FlowPipelineModel, SchedulerConfig, check_checkpoint_folder, check_folder, default_device_dtype
 from .sdxl import checkpoint_pipeline, pipeline_index, present
 from .stable_diffusion import WeightsUnavailable, load_parts
@@ -44,7 +44,7 @@ class GuidedFlux(nn.Module):
 
     def forward(self, x, t, cond, pooled, guidance_scale=1.0, with_uncond=False):
         if with_uncond:
-            raise ValueError(NO_UNCOND)
+            raise NoUncond(NO_UNCOND)
         from diffusers import FluxPipeline
 
         b, c, h, w = x.shape

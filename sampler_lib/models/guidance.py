@@ -2,6 +2,10 @@
 import torch
 
 
+class NoUncond(ValueError):
+    """A CFG++ sampler asked for the unconditional prediction of a network that has none (Flux.1's)."""
+
+
 def check_guidance(guidance_scale):
     """Classifier-free guidance scale: a finite number >= 0 (1 = no guidance)."""
     g = float(guidance_scale)
