@@ -481,6 +481,10 @@ def test_remake_refuses_what_it_would_have_to_guess_naming_it():
     assert (pair["a"].sampler, pair["b"].sampler, pair["seed"], pair["prompt"]) == \
         ("dpmpp_2m", "euler_ancestral", 1234, PROMPT)
     assert pair["unmapped"]["pair"] == ["seed 1234 used for both (A states 1234, B 77)"]
+    # Fresh noise each step is this tool's Brownian path under every convention: said for a sampler that adds it.
+    assert "sampler euler_ancestral's noise each step (this tool's Brownian path; A1111's own draws are not " \
+        "reproduced)" in pair["unmapped"]["B"]
+    assert not any("noise each step" in u for u in pair["unmapped"]["A"])
 
 
 def record_of(tmp_path):

@@ -7,6 +7,7 @@ refuses a file whose sampler or schedule this tool cannot run, naming it."""
 from dataclasses import fields as dataclass_fields
 
 from sampler_lib import SAMPLERS, SCHEDULES
+from sampler_lib.registry import REGISTRY
 
 from ..errors import ConfigError, clip
 from .config import DISCARD_PENULTIMATE, MAX_SEED, MAX_STEPS, SamplerConfig
@@ -130,6 +131,9 @@ def settings_from_metadata(fields, model_name, models=None, prompts=None, size=N
 def _convention_notes(tool, node, fields, sampler):
     """What the file's tool did that its convention here does not reproduce, in words."""
     notes = []
+    if tool in TOOL_CONFIG and sampler in REGISTRY and REGISTRY[sampler].adds_noise:
+        notes.append(f"sampler {sampler}'s noise each step (this tool's Brownian path; "
+                     f"{'ComfyUI' if tool == 'comfyui' else 'A1111'}'s own draws are not reproduced)")
     if tool == "comfyui" and node and node not in COMFY_NODES:
         notes.append(f"sampling node {clip(str(node), 40)} (read as a KSampler: convention comfyui)")
     if tool == "comfyui" and node not in KSAMPLER_NODES and sampler in DISCARD_PENULTIMATE["comfyui"]:
@@ -217,6 +221,10 @@ def _sampler(value, unmapped):
     if not name:
         unmapped.append(f"sampler not stated ({SamplerConfig.sampler} used)")
         return None, None
+    alias_of = REGISTRY[name].alias_of if name in REGISTRY else None
+    if alias_of:  # ComfyUI's *_gpu names: the same steps, their noise drawn on the GPU there
+        unmapped.append(f"sampler {name}'s noise ({alias_of} with this tool's Brownian noise)")
+        return alias_of, None
     if name in SAMPLERS:
         return name, None
     if name.endswith("_gpu") and name[:-4] in SAMPLERS:  # ComfyUI's GPU-noise variants: the same steps
