@@ -555,3 +555,16 @@ def test_sweep_convention_flag_sets_both_arms_and_a_config_may_override_it():
     from comparisons.errors import UsageError
     with pytest.raises(UsageError, match="--convention: invalid choice: 'forge'"):
         _parser().parse_args(["sweep", "--pairing", "final-zero", "--convention", "forge"])
+
+
+def test_on_a_flow_model_every_convention_starts_from_noise_at_sigma_1():
+    """ComfyUI's CONST noise_scaling and diffusers' init_noise_sigma 1: the flow's start is every tool's; ComfyUI's
+    UniPC there (through its eps-form conversion) is refused, naming the field."""
+    from tests.test_model_sampling import FlowFake
+    flow = FlowFake()
+    cfgs = [SamplerConfig(sampler="euler", steps=5, schedule="simple", convention=c) for c in CONVENTIONS]
+    out = sample_arms(flow, cfgs, [Sample(PROMPT, SEED)])[0]
+    assert all(torch.equal(out[0], out[k]) for k in range(1, len(CONVENTIONS)))
+    with pytest.raises(ConfigError, match="convention comfyui with uni_pc on a flow model") as err:
+        schedule(SamplerConfig(sampler="uni_pc", convention="comfyui"), flow.model_sampling)
+    assert err.value.field == "convention"
