@@ -568,3 +568,12 @@ def test_on_a_flow_model_every_convention_starts_from_noise_at_sigma_1():
     with pytest.raises(ConfigError, match="convention comfyui with uni_pc on a flow model") as err:
         schedule(SamplerConfig(sampler="uni_pc", convention="comfyui"), flow.model_sampling)
     assert err.value.field == "convention"
+
+
+def test_a_pair_shows_the_schedule_its_convention_ran():
+    from comparisons.core.pairs import arm_schedule
+    fake = FakeModel()
+    sigmas, used, _ = arm_schedule(fake, SamplerConfig(sampler="uni_pc", steps=4, convention="comfyui"))
+    five = schedule(SamplerConfig(sampler="uni_pc", steps=5), fake.model_sampling).tolist()
+    assert sigmas == five[:-2] + five[-1:] and used[:-1] == sigmas[:-1] and used[-1] == 0.001
+    assert arm_schedule(fake, SamplerConfig(sampler="uni_pc", steps=4))[1][-1] == 0

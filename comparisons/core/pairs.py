@@ -38,7 +38,11 @@ def arm_schedule(model, cfg):
     """(the schedule a config asks for, as the sampler used it, every nonzero sigma on the training grid)."""
     sampling = sampling_of(model)
     s = schedule(cfg, sampling)
-    return s.tolist(), round_sigmas(model.denoiser(cfg.quantize), s).tolist(), sampling.quantize_sigma(s).cpu().tolist()
+    used = round_sigmas(model.denoiser(cfg.quantize), s).tolist()
+    end = cfg.convention_kwargs().get("end_sigma")
+    if end is not None and used[-1] == 0:  # ComfyUI's uni_pc stops at its end sigma instead of 0
+        used[-1] = end
+    return s.tolist(), used, sampling.quantize_sigma(s).cpu().tolist()
 
 
 def run_pair(model, cfg_a, cfg_b, prompt, seed, lockstep=True, progress=None):
