@@ -1,6 +1,15 @@
 """sampler_lib: Karras schedules, samplers, model sampling (eps, v, flow) and model wrappers with EDM-style sigma
 discretization."""
-from . import cfg_pp, dpm_solver, more_samplers, multistep, samplers, single_step  # noqa: F401  (they register samplers)
+from . import (  # noqa: F401  (they register samplers)
+    cfg_pp,
+    comfy_menu,
+    dpm_solver,
+    more_samplers,
+    multistep,
+    samplers,
+    sde_solvers,
+    single_step,
+)
 from .model_sampling import (
                        DiscreteSampling,
                        EpsSampling,
