@@ -577,3 +577,33 @@ def test_a_pair_shows_the_schedule_its_convention_ran():
     five = schedule(SamplerConfig(sampler="uni_pc", steps=5), fake.model_sampling).tolist()
     assert sigmas == five[:-2] + five[-1:] and used[:-1] == sigmas[:-1] and used[-1] == 0.001
     assert arm_schedule(fake, SamplerConfig(sampler="uni_pc", steps=4))[1][-1] == 0
+
+
+def test_inspect_tab_remakes_the_pair_into_the_compare_form(tmp_path):
+    """The Inspect tab's 'Remake this pair in Compare': panel A from file A, panel B from file B, each with its tool's
+    convention; a file it cannot remake is refused in the tab, named."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from ui.inputs import CUSTOM_FIELDS
+    from ui.inspect_tab import send_pair
+    paths = []
+    for name, sampler in (("a.png", "DPM2 Karras"), ("b.png", "Euler"), ("c.png", "Restart")):
+        info = PngInfo()
+        info.add_text("parameters", f"{PROMPT}\nSteps: 4, Sampler: {sampler}, CFG scale: 3, Seed: 9, Size: 64x64, "
+                                    "RNG: CPU")
+        Image.new("RGB", (64, 64)).save(tmp_path / name, pnginfo=info)
+        paths.append(str(tmp_path / name))
+    names = ["pairing", "explain", "custom", "model", "steps", "sampler", "guidance", "seed", "prompt", "sent"]
+    compare = {n: n for n in names} | {f"{s}:{f}": f"{s}:{f}" for s in "AB" for f, _, _ in CUSTOM_FIELDS}
+    compare["model"] = type("ModelMenu", (), {"choices": [("embedded", "embedded")]})()  # a widget: a dict key
+    lab = SimpleNamespace(model=lambda name: SimpleNamespace(prompts=lambda: [PROMPT]))
+    w = {"error": "error", "switch": "switch"}
+    out = send_pair(lab, w, compare, paths[0], paths[1], "embedded")
+    assert (out["A:sampler"], out["A:schedule"], out["B:sampler"], out["seed"]) == ("dpm_2", "karras", "euler", "9")
+    assert out["A:convention"] == out["B:convention"] == "a1111" and out["error"] == ""
+    assert "A dpm_2, karras, 4 steps, guidance 3, convention a1111; B euler" in out["sent"]
+    refused = send_pair(lab, w, compare, paths[0], paths[2], "embedded")
+    assert "image B: cannot remake it here: sampler &#x27;Restart&#x27;" in refused["error"] and refused["switch"] == ""

@@ -146,6 +146,11 @@ def test_send_a_and_b_to_compare_fill_the_form(live_app, browser, pngs):
     assert "scheduler 'foo'" in page.inner_text("#sent-from-inspect")
     assert page.locator("#custom-a-sampler input").input_value().startswith("euler_ancestral · ")
     assert page.locator("#prompt input").input_value() == "a blue square"
+    # Both files remade as one pair: B's scheduler is not one this tool runs, so the tab refuses it, named.
+    page.get_by_role("tab", name="Inspect").click()
+    page.click("#remake-pair-in-compare")
+    expect(page.locator("#inspect-error")).to_contain_text("image B: cannot remake it here: scheduler 'foo'",
+                                                           timeout=60_000)
     page.close()
 
 

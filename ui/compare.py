@@ -384,9 +384,7 @@ def sent_to_form(w, settings, unmapped, source):
            w["seed"]: gr.update() if settings["seed"] is None else str(settings["seed"]),
            w["prompt"]: gr.update() if settings["prompt"] is None else (settings["prompt"] or UNCONDITIONAL)}
     for name in ("A", "B"):
-        for field, _, kind in CUSTOM_FIELDS:
-            value = getattr(cfg, field)
-            out[w[f"{name}:{field}"]] = value if kind in ("choice", "bool") else ("" if value is None else str(value))
+        _fill_panel(out, w, name, cfg)
     e = html.escape  # a file's name and what it says about itself are shown, never obeyed
     sent = (f"<b>Sent from Inspect:</b> {e(source)} → a custom pair, both configs {e(cfg.sampler)}, "
             f"{e(cfg.schedule)}, {cfg.steps} steps, guidance {cfg.guidance_scale:g}, convention {e(cfg.convention)}"
@@ -395,6 +393,35 @@ def sent_to_form(w, settings, unmapped, source):
             + f", model {e(settings['model'])}. ")
     line = f"<b>Not mapped:</b> {e('; '.join(unmapped))}." if unmapped else "Every stated setting was carried over."
     out[w["sent"]] = f"<p>{sent}{line} Change config B where the pair should differ.</p>"
+    return out
+
+
+def _fill_panel(out, w, name, cfg):
+    """Custom panel `name`'s widgets set to `cfg` (choices and checkboxes as values, numbers as text)."""
+    for field, _, kind in CUSTOM_FIELDS:
+        value = getattr(cfg, field)
+        out[w[f"{name}:{field}"]] = value if kind in ("choice", "bool") else ("" if value is None else str(value))
+
+
+def pair_to_form(w, pair, source):
+    """The Compare form's updates for two files remade as one pair here (core.remake.remake_pair): panel A from file
+    A, panel B from file B, each with its tool's convention, one seed and prompt, and one line saying what was sent
+    and what was not carried."""
+    cfg_a, cfg_b = pair["a"], pair["b"]
+    out = {w["pairing"]: CUSTOM, w["explain"]: EXPLANATIONS[CUSTOM], w["custom"]: gr.Accordion(open=True),
+           w["model"]: pair["model"], w["steps"]: gr.update(value=str(cfg_a.steps), interactive=False),
+           w["sampler"]: gr.update(value=cfg_a.sampler, interactive=False),
+           w["guidance"]: gr.update(value=str(cfg_a.guidance_scale), interactive=False),
+           w["seed"]: str(pair["seed"]), w["prompt"]: pair["prompt"] or UNCONDITIONAL}
+    for name, cfg in (("A", cfg_a), ("B", cfg_b)):
+        _fill_panel(out, w, name, cfg)
+    e = html.escape  # the files' names and what they say about themselves are shown, never obeyed
+    arms = "; ".join(f"{n} {e(c.sampler)}, {e(c.schedule)}, {c.steps} steps, guidance {c.guidance_scale:g}, "
+                     f"convention {e(c.convention)}" for n, c in (("A", cfg_a), ("B", cfg_b)))
+    notes = [f"{side}: {'; '.join(lines)}" for side, lines in pair["unmapped"].items() if lines]
+    line = f"<b>Not carried:</b> {e(' · '.join(notes))}." if notes else "Every stated setting was carried over."
+    out[w["sent"]] = (f"<p><b>Remade from Inspect:</b> {e(source)} → {arms}; seed {pair['seed']}, model "
+                      f"{e(pair['model'])}. {line}</p>")
     return out
 
 

@@ -7,11 +7,12 @@ import secrets
 import gradio as gr
 
 from comparisons.core.image_files import FORMATS, MAX_SIDE_PIXELS, MIN_SIDE, load
-from comparisons.core.remake import sampling_node, settings_from_metadata
+from comparisons.core.remake import remake_pair, sampling_node, settings_from_metadata
 from comparisons.core.visibility import GAINS
+from comparisons.errors import ConfigError
 from comparisons.workflows.inspect_pair import images_meta, inspect_files, maps, metadata_lines
 from ui import views
-from ui.compare import find_form, sent_to_form
+from ui.compare import find_form, pair_to_form, sent_to_form
 from ui.errors import run_checked
 
 PREFIX = "inspect-"  # element ids of this tab's pair, apart from the Compare tab's
@@ -87,6 +88,26 @@ def send(lab, w, compare, side, path, model_name):
             w["switch"]: f"{side}:{secrets.token_hex(4)}"}
 
 
+def send_pair(lab, w, compare, path_a, path_b, model_name):
+    """Both files remade as one pair here (core.remake.remake_pair) into the Compare form, each panel its file's
+    config with its tool's convention; a file this tool cannot remake is refused here, named, and the tab stays."""
+    if not (path_a and path_b):
+        return {w["error"]: views.form_error_html("Choose images A and B first."), w["switch"]: ""}
+    try:
+        a, b = run_checked(load, path_a), run_checked(load, path_b)
+    except gr.Error as err:
+        return {w["error"]: views.form_error_html(err.message), w["switch"]: ""}
+    models = [c[1] if isinstance(c, (tuple, list)) else c for c in compare["model"].choices]
+    stated = (a.meta.get("fields") or {}).get("model")
+    model_name = stated if stated in models else model_name
+    try:
+        pair = remake_pair(a.meta, b.meta, model_name, lab.model(model_name).prompts())
+    except ConfigError as exc:
+        return {w["error"]: views.form_error_html(str(exc)), w["switch"]: ""}
+    return {**pair_to_form(compare, pair, f"{_name(path_a)} · {_name(path_b)}"), w["error"]: "",
+            w["switch"]: f"pair:{secrets.token_hex(4)}"}
+
+
 def build_inspect_tab(lab, compare=None):
     """Lay out and wire the tab; returns the widgets by name. `compare`: the Compare tab's widgets (found in the Blocks
     being built when not given), which "Send A/B to Compare" fill; no send buttons without a Compare tab."""
@@ -107,6 +128,8 @@ def build_inspect_tab(lab, compare=None):
             with gr.Row(equal_height=True, elem_id="inspect-send"):
                 w["send:A"] = gr.Button("Send A to Compare", elem_id="send-a-to-compare", size="sm")
                 w["send:B"] = gr.Button("Send B to Compare", elem_id="send-b-to-compare", size="sm")
+                w["send:pair"] = gr.Button("Remake this pair in Compare", elem_id="remake-pair-in-compare",
+                                           size="sm")
             w["switch"] = gr.Textbox("", visible=False, elem_id="inspect-switch")
         w["error"] = gr.HTML("", elem_id="inspect-error")
         w["current"] = gr.State(None)
@@ -140,6 +163,11 @@ def build_inspect_tab(lab, compare=None):
             w[f"send:{side}"].click(on_send, [w[side.lower()], compare["model"]], sent,
                                     api_visibility="private", queue=False).then(
                 None, w["switch"], None, js=SWITCH_TO_COMPARE, api_visibility="private")
+
+        def on_send_pair(path_a, path_b, model_name):
+            return send_pair(lab, w, compare, path_a, path_b, model_name)
+        w["send:pair"].click(on_send_pair, [w["a"], w["b"], compare["model"]], sent, api_visibility="private",
+                             queue=False).then(None, w["switch"], None, js=SWITCH_TO_COMPARE, api_visibility="private")
     w["gain"].change(lambda current, gain: shown_maps(current, gain) if current else "", [w["current"], w["gain"]],
                      w["maps"], **private)
     return w
