@@ -1,12 +1,22 @@
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
 
-import pytest
-import torch
+# One torch thread per test process, and through the environment per app, CLI or Ray process a test starts: on a
+# busy 2-core machine a second OpenMP thread spins waiting for a core (measured under load 6-13: test_embedded's
+# two sampling tests took 87 s of CPU at 2 threads, 24 s at 1), and `make test` runs two workers side by side.
+# One count everywhere also keeps float sums in one order, serial or parallel. Set OMP_NUM_THREADS to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
-from sampler_lib import scaled_linear_alphas_cumprod
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sampler_lib import scaled_linear_alphas_cumprod  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -215,3 +225,65 @@ def pytest_collection_modifyitems(config, items):
                 or _starts_something(getattr(item, "function", None))
                 or any(_starts_something(f) for f in fixtures)):
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (`make test` runs two)
+        _schedule_for_workers(items)
+
+
+# -- `make test`: two pytest-xdist workers (-n 2), scheduled by pytest_xdist_make_scheduler below -----------------
+# A module whose tests share a costly module-scoped fixture (an app, a browser, Ray, a stored study) is one unit of
+# work, run on one worker, so each app starts once; every other test is a unit of its own. (xdist's own
+# `--dist loadgroup` cannot do this here: it renames node ids through an attribute pytest 9.2 no longer reads.)
+# Units run heaviest first and the milliseconds-long ones last, so neither worker idles at the end while the other
+# finishes a long test: HEAVY lists, heaviest first, what took over ~20 s (measured with --durations).
+SHARED_MODULES = {"test_app_api", "test_browser", "test_bundle_import", "test_campaign", "test_flux", "test_glance",
+                  "test_hosted", "test_hosted_compare", "test_hostile_visitor", "test_instrument_browser",
+                  "test_own_images", "test_public_demo", "test_ray", "test_sd3", "test_sdxl", "test_send_to_compare",
+                  "test_stable_diffusion", "test_study_app", "test_study_plots"}
+LIGHT_SHARED = {"embedded", "model", "sd"}  # module fixtures that cost a tenth of a second: no reason to group
+HEAVY = ("test_study.py::test_compiled_path_keeps_static_shapes", "test_study.py::test_study_killed_after",
+         "test_study_app.py", "test_ray.py", "test_campaign.py", "test_hostile_visitor.py", "test_public_demo.py",
+         "test_own_images.py", "test_named_schedules.py::test_the_app_study_form",
+         "test_study.py::test_bf16_and_compiled", "test_glance.py", "test_instrument_browser.py",
+         "test_send_to_compare.py", "test_browser.py", "test_hosted_compare.py", "test_hosted.py",
+         "test_named_schedules.py::test_every_sampler", "test_embedded.py::test_ten_step",
+         "test_embedded_flow.py::test_faithful", "test_study.py::test_tiny_study", "test_sd3.py", "test_sdxl.py",
+         "test_flux.py", "test_bundle_import.py")
+
+
+def _unit(nodeid):
+    path = nodeid.partition("::")[0]
+    return path if path.rpartition("/")[2].removesuffix(".py") in SHARED_MODULES else nodeid
+
+
+def _schedule_for_workers(items):
+    """Every worker orders its (identical) collection so: each shared module's tests together, heaviest unit first."""
+    units = {}
+    for item in items:
+        units.setdefault(_unit(item.nodeid), []).append(item)
+        info = getattr(item, "_fixtureinfo", None)
+        shared = [d.argname for defs in (info.name2fixturedefs.values() if info else ()) for d in defs
+                  if d.scope in ("package", "module", "class") and d.argname not in LIGHT_SHARED]
+        if shared and _unit(item.nodeid) == item.nodeid:
+            import warnings
+            warnings.warn(f"{item.nodeid} shares module fixture(s) {', '.join(shared)}: add its module to "
+                          f"SHARED_MODULES in tests/conftest.py so one worker sets them up (or to LIGHT_SHARED)",
+                          pytest.PytestWarning, stacklevel=1)
+
+    def rank(unit):
+        where = units[unit][0].nodeid.rpartition("/")[2]
+        heavy = [k for k, prefix in enumerate(HEAVY) if where.startswith(prefix)]
+        return heavy[0] if heavy else len(HEAVY) + (0 if units[unit][0].get_closest_marker("slow") else 1)
+
+    items[:] = [item for unit in sorted(units, key=rank) for item in units[unit]]  # sorted() keeps ties in order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Units of work as _unit says, handed out in the collection's order (the workers' _schedule_for_workers)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return SharedModuleScheduling(config, log)

@@ -493,11 +493,12 @@ def test_cell_stats_follow_the_grid_order(tmp_path, lpips_metric):
 def test_bf16_and_compiled_paths_sample_close_to_fp32(embedded):
     from comparisons.core.engine import compiled
     arms = [SamplerConfig(sampler="heun", steps=10)]
-    samples = [Sample("a red circle", 0), Sample("a blue ring", 1)]
+    samples = [Sample("a red circle", 0)]  # one: bf16 convolutions are emulated on a CPU, ~1 s a call here
     fp32 = sample_arms(embedded, arms, samples)
     bf16 = sample_arms(embedded, arms, samples, precision="bf16")
     gap = float((bf16 - fp32).abs().mean())
-    # bf16 really ran, and stayed near the fp32 image (measured: mean 0.004, about 1/2 of an 8-bit level).
+    # bf16 really ran, and stayed near the fp32 image (measured: mean 0.0038, about 1/2 of an 8-bit level; 0.0041
+    # for "a blue ring" seed 1).
     assert 0 < gap < 0.02
     with compiled(embedded, backend="eager"):  # dynamo traces the network; inductor is the GPU default
         traced = sample_arms(embedded, arms, samples)
@@ -531,12 +532,14 @@ def test_compiled_path_keeps_static_shapes_and_never_recompiles_after_warm_up(em
     torch.testing.assert_close(first, eager, rtol=0, atol=1e-4)
     torch.testing.assert_close(again, first, rtol=0, atol=0)
     # bf16 through the compiled graph (aot_eager: dynamo and AOT autograd, no code generation here) stays within
-    # bf16's own distance from fp32.
+    # bf16's own distance from fp32; on one sample at 2 steps, as bf16 convolutions are emulated on a CPU (slow).
     torch._dynamo.reset()
+    arms, samples = list(make_pair("final-zero", SamplerConfig(sampler="heun", steps=2))), samples[:1]
+    fp32 = sample_arms(embedded, arms, samples)
     bf16 = sample_arms(embedded, arms, samples, precision="bf16")
     with compiled(embedded, backend="aot_eager"):
         bf16_compiled = sample_arms(embedded, arms, samples, precision="bf16")
-    floor = float((bf16 - eager).abs().max())
+    floor = float((bf16 - fp32).abs().max())
     assert 0 < floor and float((bf16_compiled - bf16).abs().max()) <= floor
 
 
