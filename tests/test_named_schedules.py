@@ -329,11 +329,19 @@ def test_every_sampler_and_schedule_has_its_menu_line():
     assert SCHEDULE_CHOICES[0] == ("karras · sigma_min..sigma_max — " + SCHEDULE_NOTES["karras"], "karras")
 
 
-def test_the_app_study_form_takes_schedules_and_refuses_in_its_own_words(tmp_path):
+def test_the_app_study_form_takes_schedules_and_refuses_in_its_own_words(tmp_path, monkeypatch):
     """The Study tab's run form passes its schedules to the study; a refusal is one message in the app's words."""
+    import dataclasses
+
     import app
+    from comparisons.core.config import SamplerConfig
     from comparisons.workflows.lab import Lab
     from ui import study_tab
+    # The form's spec with an 8-step reference and no paper-mode check: the app's default (200 Heun steps, checked)
+    # is most of the cost and none of what this test asks.
+    form_spec = study_tab.study_spec
+    monkeypatch.setattr(study_tab, "study_spec", lambda *a, **k: dataclasses.replace(
+        form_spec(*a, **k), reference=SamplerConfig(sampler="heun", steps=8), reference_check=0))
     settings = app.Settings(app.parse_args(["--results", str(tmp_path / "r.db")]))
     lab = Lab(tmp_path / "r.db")
     out = study_tab.start_study_ui(lab, settings, "s", ["schedule"], ["heun"], "3", "0", "a red circle", [],

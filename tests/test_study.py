@@ -406,8 +406,10 @@ def test_study_visibility_is_flips(tmp_path, embedded, lpips_metric):
 
 
 def test_study_killed_after_first_chunk_resumes(tmp_path):
-    args = _study_args(tmp_path, "--reference", '{"steps": 8}', out="killed")  # the resume is tested, not references
-    args[args.index("--batch") + 1] = "2"
+    # The resume is tested, not references: cheap ones, no paper-mode check; 4 samples (16 rows), one a chunk.
+    args = _study_args(tmp_path, "--reference", '{"steps": 8}', "--reference-check", "0", out="killed")
+    args[args.index("--batch") + 1] = "1"
+    args[args.index("--seeds") + 1] = "0-1"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "comparisons", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -423,14 +425,14 @@ def test_study_killed_after_first_chunk_resumes(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    assert 0 < rows < 32, "the study should be killed part-way"
+    assert 0 < rows < 16, "the study should be killed part-way"
     code, _, err = run_cli(args)  # the resume, in this process (the killed run had to be a process of its own)
     assert code == 0, err
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT COUNT(*) FROM study_rows").fetchone()[0] == 32
+    assert conn.execute("SELECT COUNT(*) FROM study_rows").fetchone()[0] == 16
     distinct = "SELECT COUNT(DISTINCT question || steps || prompt || seed) FROM study_rows"
-    assert conn.execute(distinct).fetchone()[0] == 32
-    assert conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == 32
+    assert conn.execute(distinct).fetchone()[0] == 16
+    assert conn.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == 16
 
 
 @pytest.mark.parametrize("change, message", [
