@@ -9,7 +9,7 @@ import torch
 import sampler_lib
 from comparisons.core import config, grid
 from comparisons.errors import ConfigError
-from sampler_lib import GROUPS, REGISTRY, get_sigmas_karras, network_calls
+from sampler_lib import GROUPS, REGISTRY, EpsSampling, get_sigmas_karras, network_calls, scaled_linear_alphas_cumprod
 from sampler_lib.registry import alias, sampler
 
 NAMES = list(REGISTRY)  # every sampler registered when sampler_lib is imported, including ones added later
@@ -19,6 +19,9 @@ CONTRACT = {"model", "x", "sigmas", "extra_args", "callback", "disable", "noise_
 class CountingDenoiser:
     """The Gaussian's ideal denoiser D = x / (1 + sigma^2), counting network calls; `denoised_and_uncond` is one
     call giving the unconditional prediction too (what a CFG++ sampler asks of the guidance hook)."""
+
+    # An eps model's sampling: samplers that read the model's training sigmas (sa_solver's noise window) get SD's.
+    model_sampling = EpsSampling(scaled_linear_alphas_cumprod())
 
     def __init__(self):
         self.calls = 0
