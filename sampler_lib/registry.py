@@ -45,26 +45,35 @@ def _check(spec):
 
 
 def _menu_order(specs):
-    """GROUPS order; in a group, declaration order with each `after` spec placed behind its target once placed."""
+    """GROUPS order; in a group, declaration order, each `after` spec behind its target: its variants first (an alias,
+    or a name extending the target's, such as euler_ancestral_cfg_pp), then its other followers, each with its own."""
     order = []
     for group in GROUPS:
         members = [s for s in specs if s.group == group]
         names = {s.name for s in members}
-        placed = [s.name for s in members if s.after not in names]
-        waiting = [s for s in members if s.after in names]
-        while waiting:
-            ready = [s for s in waiting if s.after in placed]
-            if not ready:  # a cycle of `after`s: keep declaration order
-                placed += [s.name for s in waiting]
-                break
-            for s in ready:
-                at = placed.index(s.after) + 1
-                # Behind the target and behind followers already placed there, so declaration order holds.
-                while at < len(placed) and _BY_NAME[placed[at]].after == s.after:
-                    at += 1
-                placed.insert(at, s.name)
-                waiting.remove(s)
-        order += placed
+        followers = {s.name: [] for s in members}
+        for s in members:
+            if s.after in names and s.after != s.name:
+                followers[s.after].append(s)
+
+        def variant_first(s):
+            return (not (s.alias_of or s.name.startswith(s.after + "_")), _DECLARED.index(s))
+
+        seen = set()
+
+        def place(s):
+            if s.name in seen:  # a cycle of `after`s: each placed once
+                return
+            seen.add(s.name)
+            order.append(s.name)
+            for f in sorted(followers[s.name], key=variant_first):
+                place(f)
+
+        for s in members:
+            if s.after not in names:
+                place(s)
+        for s in members:  # only members of an `after` cycle are left
+            place(s)
     return order
 
 

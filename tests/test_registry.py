@@ -99,6 +99,13 @@ def test_menu_order_is_groups_then_declaration():
               "res_multistep", "uni_pc", "uni_pc_bh2", "dpm_fast", "dpm_adaptive", "euler_ancestral", "dpm_2_ancestral",
               "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddpm", "lcm"]
     assert [n for n in NAMES if n in before] == before
+    # A variant (a *_gpu alias, a *_cfg_pp sibling) sits in its target's block: everything from the target to it
+    # extends the target's name.
+    for name in NAMES:
+        target = REGISTRY[name].alias_of or next((t for t in NAMES if name.startswith(t + "_")), None)
+        if target is not None and REGISTRY[target].group == REGISTRY[name].group:
+            block = NAMES[NAMES.index(target) + 1:NAMES.index(name) + 1]
+            assert block and all(n.startswith(target + "_") for n in block), (name, block)
 
 
 def test_config_sets_derive_from_the_registry():
