@@ -479,7 +479,7 @@ def build_compare_tab(lab, settings, export_dir):
             w["pairing"] = gr.Dropdown(list(PAIRINGS) + [CUSTOM], value="discretization", label="pairing",
                                        elem_id="pairing", scale=2, min_width=150)
             w["steps"] = gr.Textbox("25", label="steps", elem_id="steps", scale=1, max_lines=1, min_width=70)
-            w["sampler"] = gr.Dropdown(SAMPLER_CHOICES, value="heun", label="sampler", scale=2, min_width=190,
+            w["sampler"] = gr.Dropdown(SAMPLER_CHOICES, value="heun", label="sampler", scale=3, min_width=250,
                                        elem_id="sampler")
             w["guidance"] = gr.Textbox(str(SamplerConfig.guidance_scale), label="guidance", scale=1,
                                        max_lines=1, min_width=80, elem_id="guidance")
