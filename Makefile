@@ -32,14 +32,18 @@ run: $(STAMP) lpips-weights
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py): a test sharing an app or a browser with its
+# module runs on that module's worker, the heaviest first. TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lpips-weights $(CHROMIUM) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The inner loop while editing: units, parsers, samplers, schedules, stats; nothing that starts a server, a browser,
 # Ray or a process, runs a study or samples a model (tests/conftest.py marks those slow). About 2 minutes on this
 # 2-core machine; `make test` (everything, what CI runs) before a commit.
 test-fast: $(STAMP) lpips-weights lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # The hosted demo's image, built and served for real (.ci/docker-test says what it does; CI runs it).
 docker-test: $(STAMP)
