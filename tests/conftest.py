@@ -137,7 +137,10 @@ class LiveApp:
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright, for one test module."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    # A wait or an expect ends as soon as its condition holds; its timeout is a fail-safe, so make it one that a
+    # machine 3x slower and busy does not reach (Playwright's defaults: 30 s for a wait, 5 s for an expect).
+    expect.set_options(timeout=20_000)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         yield b
@@ -148,6 +151,7 @@ def browser():
 def page(browser):
     """A fresh 1280x1600 page (its own context) in the module's browser."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, accept_downloads=True)
+    ctx.set_default_timeout(90_000)  # a fail-safe, see browser()
     page = ctx.new_page()
     yield page
     ctx.close()
