@@ -119,6 +119,6 @@ def test_rate_limiter_window():
 
 def test_share_without_network_fails_clearly(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--share", "--port", str(free_port()),
-                           "--results", str(tmp_path / "r.db")], capture_output=True, text=True, timeout=180,
+                           "--results", str(tmp_path / "r.db")], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert proc.returncode != 0 and "--share could not create a public link" in proc.stderr

@@ -259,7 +259,7 @@ def test_the_app_refuses_bad_flags_in_one_line(args, message):
     import sys
 
     from tests.conftest import ROOT
-    proc = subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, timeout=300)
     err = [line for line in proc.stderr.splitlines() if "warn" not in line.lower()]
     assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
 

@@ -147,7 +147,7 @@ def test_a_damaged_store_is_refused_at_start_in_one_line(tmp_path):
         f.seek((root - 1) * size + 8)
         f.write(os.urandom(size - 16))
     proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--results", str(db), "--port", "1"],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=300)
     err = [line for line in proc.stderr.splitlines() if "warn" not in line.lower()]
     assert proc.returncode == 2 and len(err) == 1 and "damaged" in err[0] and str(db) in err[0], proc.stderr
 

@@ -85,7 +85,7 @@ def test_unreachable_address_exits_2_and_writes_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "comparisons", "study", "--questions", "final-zero", "--steps", "3",
                            "--seeds", "0-1", "--results", str(tmp_path / "res" / "r.db"), "--out",
                            str(tmp_path / "out"), "--ray", "127.0.0.1:9"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300)  # a fail-safe, as LiveApp's
     err = [line for line in proc.stderr.splitlines() if "warn" not in line.lower()]
     assert proc.returncode == 2 and len(err) == 1 and "no Ray cluster answers at 127.0.0.1:9" in err[0], proc.stderr
     assert not (tmp_path / "res").exists() and not (tmp_path / "out").exists()
@@ -94,5 +94,5 @@ def test_unreachable_address_exits_2_and_writes_nothing(tmp_path):
 def test_without_ray_nothing_imports_it():
     code = ("import sys, app, comparisons.cli, comparisons.workflows.study, comparisons.workflows.report;"
             "print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
