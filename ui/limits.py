@@ -1,4 +1,5 @@
 """What a hosted demo lets one visitor ask for: caps per request and a per-session rate limit."""
+import functools
 import math
 import threading
 import time
@@ -223,7 +224,7 @@ class Doors:
     async def _file(self, scope, receive, send, lookup, path, prefix, suffix, headers, media_type, delete=False):
         import anyio
         from starlette.background import BackgroundTask
-        from starlette.responses import FileResponse
+        WholeFileResponse = _whole_file_response()  # noqa: N806 - a class
         name = path[len(prefix):] if path.startswith(prefix) else ""
         found = None
         if scope.get("method") in ("GET", "HEAD") and name.endswith(suffix) and lookup is not None:
@@ -231,9 +232,21 @@ class Doors:
         if found is None:
             return await _plain(send, 404, "not found")
         task = BackgroundTask(lambda: found.unlink(missing_ok=True)) if delete else None
-        response = FileResponse(found, media_type=media_type, headers=headers, background=task,
-                                filename=found.name if delete else None)
+        response = WholeFileResponse(found, media_type=media_type, headers=headers, background=task,
+                                     filename=found.name if delete else None)
         return await response(scope, receive, send)
+
+
+@functools.cache
+def _whole_file_response():
+    """Starlette's FileResponse reading a file whole (made on first use: this module imports no web framework)."""
+    from starlette.responses import FileResponse
+
+    class WholeFileResponse(FileResponse):
+        """A file in one read and one send (up to 16 MiB), not Starlette's 64 kB chunks: a 1024² display PNG was 22
+        reads in worker threads and 22 sends, 14 ms of a server's CPU per image under 50 voters (#36)."""
+        chunk_size = 16 * 1024 * 1024
+    return WholeFileResponse
 
 
 async def _plain(send, status, text):
