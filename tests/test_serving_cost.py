@@ -60,14 +60,22 @@ def test_an_image_leaves_in_one_send(tmp_path):
     doors = Doors(None, image_path=lambda token: tmp_path / "x.png" if token == "t" * 32 else None)
     sent = []
 
-    async def send(message):
-        sent.append(message)
+    async def serve():
+        answered = asyncio.Event()
 
-    async def receive():  # the client stays connected until the answer is sent
-        await asyncio.sleep(3600)
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered.set()
 
-    scope = {"type": "http", "method": "GET", "path": f"/pair-image/v1/{'t' * 32}.png", "headers": []}
-    asyncio.run(doors(scope, receive, send))
+        async def receive():  # the client stays connected until the whole answer is sent, then leaves
+            await answered.wait()
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "method": "GET", "path": f"/pair-image/v1/{'t' * 32}.png", "headers": []}
+        await asyncio.wait_for(doors(scope, receive, send), 120)  # a fail-safe: a stuck answer fails, not hangs
+
+    asyncio.run(serve())
     start, *bodies = sent
     assert start["status"] == 200 and dict(start["headers"])[b"cache-control"].startswith(b"public")
     assert len([b for b in bodies if b.get("body")]) == 1 and b"".join(b.get("body", b"") for b in bodies) == data
