@@ -10,8 +10,8 @@ from tqdm.auto import trange
 
 from . import more_samplers  # noqa: F401  (registers dpmpp_sde and dpmpp_3m_sde, two of the _gpu names' targets)
 from .registry import alias, sampler
-from .samplers import _need, _report, _setup, _where, flow_sampling, sample_dpmpp_2m_sde, to_d
-from .sde_solvers import HistoryWeights, moving_history, per_item, schedule_columns
+from .samplers import _report, _setup, _where, flow_sampling, sample_dpmpp_2m_sde, to_d
+from .sde_solvers import moving_history, run_planned, schedule_columns
 from .wrappers import append_dims
 
 ANCESTRAL_ON_FLOW = ("res_multistep_ancestral adds k-diffusion's eps-form ancestral noise (ComfyUI's does so on a flow "
@@ -69,21 +69,7 @@ def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=N
     extra_args, sigmas = _setup(model, x, sigmas, extra_args)
     columns, inverse = schedule_columns(sigmas)
     plans = [_res_ancestral_column(col, eta, s_noise) for col in columns]
-    n = len(sigmas) - 1
-    a = per_item([[s[0] for s in plan] for plan in plans], inverse, x)
-    scale = per_item([[s[2] for s in plan] for plan in plans], inverse, x)
-    weights = HistoryWeights([[s[1] for s in plan] for plan in plans], inverse, n, x)
-    draws = [any(plan[i][2] > 0 for plan in plans) for i in range(n)]
-    host = sigmas.cpu()  # the noise sampler's keys
-    history = []
-    for i in trange(n, disable=disable):
-        denoised = model(x, sigmas[i], **extra_args)
-        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        history = (history + [denoised])[-weights.depth:]
-        x = weights(i, history, a[i] * x)
-        if draws[i]:
-            x = x + _need(noise_sampler)(host[i], host[i + 1]) * scale[i]
-    return x
+    return run_planned(model, x, sigmas, plans, inverse, extra_args, callback, disable, noise_sampler)
 
 
 GE_GAMMA = 2.0  # ComfyUI's KSampler default

@@ -160,6 +160,14 @@ def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None
     noisy = eta > 0 and s_noise > 0
     columns, inverse = schedule_columns(sigmas)
     plans = [_er_sde_column(col, flow, eta, s_noise if noisy else 0.0, max_stage) for col in columns]
+    return run_planned(model, x, sigmas, plans, inverse, extra_args, callback, disable, noise_sampler, noisy)
+
+
+def run_planned(model, x, sigmas, plans, inverse, extra_args, callback, disable, noise_sampler, noisy=True):
+    """The step loop of a multistep sampler planned on the host: step i is x <- a_i x + sum_j w_ij denoised_(i-j),
+    plus fresh noise times scale_i. `plans` holds each distinct schedule column's (a, weights, scale) per step
+    (schedule_columns; `inverse` maps items to columns): what depends only on the schedule is read once, before
+    the loop."""
     n = len(sigmas) - 1
     a = per_item([[s[0] for s in plan] for plan in plans], inverse, x)
     scale = per_item([[s[2] for s in plan] for plan in plans], inverse, x)
